@@ -1,0 +1,68 @@
+namespace Enclave.Engine.Backends;
+
+/// <summary>
+/// The narrow set of operations model architectures are written against. A backend owns its tensors' memory
+/// (host for CPU, device for CUDA). Operations are enqueued in order and may run asynchronously; only
+/// <see cref="Download"/> synchronises. Activations are F32; weights may be F32, F16 or BF16 and are read in their
+/// stored type (never expanded to an F32 copy).
+///
+/// Shapes in the comments are row-major, last dimension contiguous; T is the number of tokens in the step.
+/// </summary>
+public interface IBackend : IDisposable
+{
+    /// <summary>Short name for logs and bench output, e.g. "cpu (avx512, 16 threads)".</summary>
+    string Name { get; }
+
+    /// <summary>Allocates an uninitialised tensor.</summary>
+    DeviceTensor Allocate(DType dtype, params int[] shape);
+
+    /// <summary>
+    /// Makes a checkpoint tensor usable by the backend. The CPU backend references the memory-mapped bytes in
+    /// place; a device backend copies them to device memory once.
+    /// </summary>
+    DeviceTensor LoadWeight(Formats.CheckpointTensor source);
+
+    /// <summary>Copies raw little-endian bytes (already in the tensor's dtype) into the tensor.</summary>
+    void UploadBytes(ReadOnlySpan<byte> source, DeviceTensor destination);
+
+    /// <summary>Copies F32 values into an F32 tensor.</summary>
+    void Upload(ReadOnlySpan<float> source, DeviceTensor destination);
+
+    /// <summary>Waits for queued work and copies an F32 tensor to the host.</summary>
+    void Download(DeviceTensor source, Span<float> destination);
+
+    /// <summary>Called once at the start of each step: copies the batch's ids, positions, slots and block tables to wherever the kernels read them.</summary>
+    void PrepareStep(ForwardBatch batch);
+
+    /// <summary>output[t, :] = table[batch.TokenIds[t], :]. table: [vocab, hidden] any float dtype; output: [T, hidden] F32.</summary>
+    void Embedding(DeviceTensor table, ForwardBatch batch, DeviceTensor output);
+
+    /// <summary>Row-wise RMSNorm over the last dimension: output = x / sqrt(mean(x²) + eps) * weight. x, output: [rows, n]; weight: [n].</summary>
+    void RmsNorm(DeviceTensor x, DeviceTensor weight, float eps, DeviceTensor output);
+
+    /// <summary>Fused residual add and norm: residual += x; output = RmsNorm(residual). residual, x, output: [rows, n].</summary>
+    void AddRmsNorm(DeviceTensor residual, DeviceTensor x, DeviceTensor weight, float eps, DeviceTensor output);
+
+    /// <summary>output = x · weightᵀ (+ bias). x: [T, in] F32; weight: [out, in] (nn.Linear layout); bias: [out] or null; output: [T, out] F32.</summary>
+    void MatMul(DeviceTensor x, DeviceTensor weight, DeviceTensor? bias, DeviceTensor output);
+
+    /// <summary>Rotates x in place at each token's position (batch.Positions). x: [T, heads, headDim] F32.</summary>
+    void Rope(DeviceTensor x, ForwardBatch batch, RopeSpec rope);
+
+    /// <summary>output = silu(gate) * up, element-wise. gate, up, output: [T, n].</summary>
+    void SiluMul(DeviceTensor gate, DeviceTensor up, DeviceTensor output);
+
+    /// <summary>output = a + b, element-wise, same shapes (output may alias a).</summary>
+    void Add(DeviceTensor a, DeviceTensor b, DeviceTensor output);
+
+    /// <summary>
+    /// Writes this step's k/v into the paged cache at batch.SlotMapping, then computes causal attention for each
+    /// sequence's queries over its whole cached context (grouped-query: query head h reads kv head h / (heads / kvHeads)).
+    /// q: [T, heads, headDim]; k, v: [T, kvHeads, headDim]; keyCache, valueCache: [blocks, blockSize, kvHeads, headDim];
+    /// output: [T, heads, headDim]. scale multiplies q·k before softmax.
+    /// </summary>
+    void Attention(DeviceTensor q, DeviceTensor k, DeviceTensor v, DeviceTensor keyCache, DeviceTensor valueCache, ForwardBatch batch, float scale, DeviceTensor output);
+
+    /// <summary>output[i, :] = x[batch.LogitRows[i], :]. x: [T, n]; output: [batch.LogitRows.Length, n].</summary>
+    void GatherLogitRows(DeviceTensor x, ForwardBatch batch, DeviceTensor output);
+}
