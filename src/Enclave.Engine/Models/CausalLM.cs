@@ -23,7 +23,7 @@ public abstract class CausalLM : IDisposable
 
     /// <summary>
     /// Runs the batch through the model, extending the cache, and writes logits for batch.LogitRows.
-    /// logits: [batch.LogitRows.Length, vocab] F32 on the backend.
+    /// logits: [batch.LogitRows.Length, vocab] F32 on the backend; untouched when no row needs logits.
     /// </summary>
     public abstract void Forward(ForwardBatch batch, PagedKvCache cache, DeviceTensor logits);
 

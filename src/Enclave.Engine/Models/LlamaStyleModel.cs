@@ -77,6 +77,11 @@ public class LlamaStyleModel : CausalLM
             backend.AddRmsNorm(residual, delta, nextNorm, eps, normed);
         }
 
+        if (batch.LogitRows.Length == 0)
+        {
+            return; // a prefill chunk that does not reach the end of its prompt only fills the cache
+        }
+
         var rows = scratch.Get("logit_rows", batch.LogitRows.Length, Config.HiddenSize); // [S, hidden]
         backend.GatherLogitRows(normed, batch, rows);
         backend.MatMul(rows, lmHead, null, logits);
