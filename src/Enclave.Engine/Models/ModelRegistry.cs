@@ -18,14 +18,19 @@ public static class ModelRegistry
 
     public static bool IsSupported(string architecture) => Factories.ContainsKey(architecture);
 
-    public static CausalLM Create(ModelConfig config, IWeightSource weights, IBackend backend)
+    /// <summary>Throws a <see cref="ModelConfigException"/> listing the supported architectures when this one is not.</summary>
+    public static void EnsureSupported(ModelConfig config)
     {
-        if (!Factories.TryGetValue(config.Architecture, out var factory))
+        if (!Factories.ContainsKey(config.Architecture))
         {
             throw new ModelConfigException(
                 $"{config.Path}: architecture '{config.Architecture}' is not supported (supported: {string.Join(", ", Factories.Keys.Order(StringComparer.Ordinal))})");
         }
+    }
 
-        return factory(config, weights, backend);
+    public static CausalLM Create(ModelConfig config, IWeightSource weights, IBackend backend)
+    {
+        EnsureSupported(config);
+        return Factories[config.Architecture](config, weights, backend);
     }
 }

@@ -1,6 +1,7 @@
 using Enclave.Engine.Backends;
 using Enclave.Engine.Formats;
 
+
 namespace Enclave.Engine.Models.Layers;
 
 /// <summary>Loads named tensors onto the backend, checking each shape against what the config implies.</summary>
@@ -14,6 +15,11 @@ public sealed class WeightLoader(IWeightSource source, IBackend backend, ModelCo
 
     public DeviceTensor Load(string name, params int[] expectedShape)
     {
+        if (source is DummyWeights dummy)
+        {
+            return backend.LoadWeight(dummy.Create(name, expectedShape));
+        }
+
         if (!source.Contains(name))
         {
             throw new CheckpointFormatException(
