@@ -1,1 +1,25 @@
-return 0;
+using System.CommandLine;
+using Enclave.Cli.Commands;
+using Enclave.Engine.Formats;
+using Enclave.Engine.Models;
+using Enclave.Engine.Templates;
+using Enclave.Engine.Tokenization;
+
+var root = new RootCommand("Enclave: run DeepSeek-family language models inside your own network")
+{
+    RunCommand.Create(),
+    ChatCommand.Create(),
+    TokenizeCommand.Create(),
+    RenderCommand.Create(),
+    BenchCommand.Create([]),
+};
+
+try
+{
+    return await root.Parse(args).InvokeAsync();
+}
+catch (Exception e) when (e is CliException or CheckpointFormatException or ModelConfigException or TemplateException or TokenizerException or ArgumentException or IOException)
+{
+    Console.Error.WriteLine($"enclave: {e.Message}");
+    return 2;
+}
