@@ -16,7 +16,8 @@ var root = new RootCommand("Enclave: run DeepSeek-family language models inside 
 
 try
 {
-    return await root.Parse(args).InvokeAsync();
+    // Errors the user can fix print as one line; anything else keeps its stack trace.
+    return await root.Parse(args).InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
 }
 catch (Exception e) when (e is CliException or CheckpointFormatException or ModelConfigException or TemplateException or TokenizerException or ArgumentException or IOException)
 {
