@@ -15,7 +15,7 @@ internal static partial class Builtins
     {
         ["abs"] = (_, v, _) => v switch
         {
-            long l => Math.Abs(l),
+            long l => (object)Math.Abs(l),
             double d => Math.Abs(d),
             bool b => b ? 1L : 0L,
             _ => throw new TemplateException($"bad operand type for abs(): '{Py.TypeName(v)}'"),
@@ -456,7 +456,7 @@ internal static partial class Builtins
         var factor = Math.Pow(10, precision);
         return method switch
         {
-            "common" => Math.Round(value * factor, MidpointRounding.AwayFromZero) / factor,
+            "common" => Math.Round(value, Math.Clamp(precision, 0, 15), MidpointRounding.ToEven),
             "ceil" => Math.Ceiling(value * factor) / factor,
             "floor" => Math.Floor(value * factor) / factor,
             _ => throw new TemplateException("method must be common, ceil or floor"),
@@ -510,7 +510,7 @@ internal static partial class Builtins
             {
                 group = [];
                 currentKey = key;
-                result.Add(new object?[] { key, group });
+                result.Add(new GroupTuple(key, group));
             }
 
             group.Add(item);

@@ -159,6 +159,7 @@ internal static partial class Py
         {
             case List<object?> l: return l;
             case object?[] t: return t;
+            case GroupTuple g: return [g.Grouper, g.List];
             case PyDict d: return [.. d.Keys];
             case string s: return Chars(s);
             case Undefined: return [];
@@ -248,6 +249,13 @@ internal static partial class Py
                 return ns.Attributes.TryGetValue(name, out var nv) ? nv : Undefined.ForAttribute(obj, name);
             case LoopInfo loop:
                 return loop.GetAttribute(name);
+            case GroupTuple g:
+                return name switch
+                {
+                    "grouper" => g.Grouper,
+                    "list" => g.List,
+                    _ => Undefined.ForAttribute(obj, name),
+                };
             case Undefined u:
                 throw u.Fail();
             default:
@@ -286,6 +294,8 @@ internal static partial class Py
                 return chars is null ? s[(int)i].ToString() : chars[(int)i];
             }
 
+            case GroupTuple g when IsNumber(key):
+                return GetItem(new object?[] { g.Grouper, g.List }, key);
             case Undefined u:
                 throw u.Fail();
             default:
@@ -371,7 +381,7 @@ internal static partial class Py
         {
             if (a is double || b is double)
                 return ToDouble(a) + ToDouble(b);
-            return checked(ToLong(a) + ToLong(b));
+            return (object)checked(ToLong(a) + ToLong(b));
         }
 
         if (a is List<object?> la && b is List<object?> lb)
@@ -404,9 +414,9 @@ internal static partial class Py
         switch (op)
         {
             case "-":
-                return isFloat ? ToDouble(a) - ToDouble(b) : checked(ToLong(a) - ToLong(b));
+                return isFloat ? ToDouble(a) - ToDouble(b) : (object)checked(ToLong(a) - ToLong(b));
             case "*":
-                return isFloat ? ToDouble(a) * ToDouble(b) : checked(ToLong(a) * ToLong(b));
+                return isFloat ? ToDouble(a) * ToDouble(b) : (object)checked(ToLong(a) * ToLong(b));
             case "/":
             {
                 var d = ToDouble(b);
@@ -491,12 +501,14 @@ internal static partial class Py
             return ua.Fail();
         if (b is Undefined ub)
             return ub.Fail();
+        if (op == "+" && a is string or List<object?> or object?[])
+            return new TemplateException($"can only concatenate {TypeName(a)} (not \"{TypeName(b)}\") to {TypeName(a)}");
         return new TemplateException($"unsupported operand type(s) for {op}: '{TypeName(a)}' and '{TypeName(b)}'");
     }
 
     public static object? Negate(object? v) => v switch
     {
-        long l => -l,
+        long l => (object)checked(-l),
         double d => -d,
         bool b => b ? -1L : 0L,
         Undefined u => throw u.Fail(),

@@ -37,7 +37,7 @@ internal sealed class Parser
                 TokenKind.VariableEnd => "end of print statement",
                 _ => kind.ToString(),
             };
-            throw Error($"expected token {wanted}, got {t}", t);
+            throw Error($"expected token {wanted}, got '{t}'", t);
         }
 
         _pos++;
@@ -116,7 +116,7 @@ internal sealed class Parser
                 }
 
                 default:
-                    throw Error($"unexpected {t}", t);
+                    throw Error($"unexpected '{t}'", t);
             }
         }
     }
@@ -338,7 +338,7 @@ internal sealed class Parser
         if (parenthesized)
             Expect(TokenKind.Operator, ")");
         if (items.Count == 0)
-            throw Error($"expected an assignment target, got {Current}", Current);
+            throw Error($"expected an assignment target, got '{Current}'", Current);
         return isTuple || parenthesized && items.Count > 1 ? new Target { Items = [.. items] } : items[0];
     }
 
@@ -570,7 +570,7 @@ internal sealed class Parser
             }
 
             default:
-                throw Error($"unexpected {t}", t);
+                throw Error($"unexpected '{t}'", t);
         }
     }
 
@@ -598,7 +598,7 @@ internal sealed class Parser
             if (items.Count > 0)
                 return items[0];
             if (!explicitParentheses)
-                throw Error($"Expected an expression, got {Current}", Current);
+                throw Error($"Expected an expression, got '{Current}'", Current);
         }
 
         return new TupleExpr(line, [.. items]);

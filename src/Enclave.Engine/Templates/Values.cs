@@ -145,6 +145,14 @@ internal sealed class BuiltinFunction : ICallable
     public object? Call(RenderContext context, CallArgs args) => _fn(context, args);
 }
 
+/// <summary>What <c>groupby</c> yields: a (grouper, list) pair that also has those attribute names.</summary>
+internal sealed class GroupTuple(object? grouper, List<object?> list)
+{
+    public object? Grouper { get; } = grouper;
+
+    public List<object?> List { get; } = list;
+}
+
 /// <summary>The <c>loop</c> variable inside a for block.</summary>
 internal sealed class LoopInfo
 {
@@ -230,6 +238,7 @@ internal static partial class Py
         Undefined => false,
         List<object?> l => l.Count > 0,
         object?[] t => t.Length > 0,
+        GroupTuple => true,
         PyDict d => d.Count > 0,
         _ => true,
     };
@@ -421,6 +430,9 @@ internal static partial class Py
                 break;
             }
 
+            case GroupTuple g:
+                AppendRepr(sb, new object?[] { g.Grouper, g.List });
+                break;
             case Namespace ns:
                 sb.Append("<Namespace ");
                 AppendRepr(sb, ns.Attributes);
