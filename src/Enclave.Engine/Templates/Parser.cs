@@ -123,6 +123,7 @@ internal sealed class Parser
 
     private Stmt? ParseStatement(string[] enclosingEnds, string? opener)
     {
+        System.Runtime.CompilerServices.RuntimeHelpers.EnsureSufficientExecutionStack();
         var t = Current;
         if (t.Kind != TokenKind.Name)
             throw Error("tag name expected", t);
@@ -500,6 +501,7 @@ internal sealed class Parser
 
     private Expr ParsePrimary()
     {
+        System.Runtime.CompilerServices.RuntimeHelpers.EnsureSufficientExecutionStack();
         var t = Current;
         switch (t.Kind)
         {

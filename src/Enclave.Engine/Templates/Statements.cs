@@ -17,6 +17,7 @@ internal abstract class Stmt
 
     public Flow Render(RenderContext c, StringBuilder sb)
     {
+        System.Runtime.CompilerServices.RuntimeHelpers.EnsureSufficientExecutionStack();
         try
         {
             return RenderCore(c, sb);
