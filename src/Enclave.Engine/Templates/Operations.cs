@@ -399,15 +399,14 @@ internal static partial class Py
                 return Repeat(s, ToLong(b));
             if (b is string s2 && a is long or bool)
                 return Repeat(s2, ToLong(a));
-            if (a is List<object?> l && b is long or bool)
-            {
-                var result = new List<object?>();
-                for (var i = 0; i < ToLong(b); i++)
-                    result.AddRange(l);
-                return result;
-            }
+            if (a is IReadOnlyList<object?> && b is long or bool)
+                return RepeatSequence(a, ToLong(b));
+            if (b is IReadOnlyList<object?> && a is long or bool)
+                return RepeatSequence(b, ToLong(a));
         }
 
+        if (op == "%" && a is string format)
+            return Builtins.PrintfFormat(format, new CallArgs(b is object?[] tuple ? [.. tuple] : [b], null), strict: b is not (List<object?> or PyDict or Undefined));
         if (!IsNumber(a) || !IsNumber(b))
             throw BinaryError(op, a, b);
         var isFloat = a is double || b is double;
@@ -471,18 +470,42 @@ internal static partial class Py
 
             case "**":
                 if (!isFloat && ToLong(b) >= 0)
-                {
-                    long result = 1;
-                    var x = ToLong(a);
-                    for (var i = 0L; i < ToLong(b); i++)
-                        result = checked(result * x);
-                    return result;
-                }
-
+                    return IntegerPower(ToLong(a), ToLong(b));
+                if (ToDouble(a) == 0 && ToDouble(b) < 0)
+                    throw new TemplateException("0.0 cannot be raised to a negative power");
                 return Math.Pow(ToDouble(a), ToDouble(b));
             default:
                 throw new TemplateException($"unknown operator {op}");
         }
+    }
+
+    private static long IntegerPower(long x, long n)
+    {
+        long result = 1;
+        while (n > 0)
+        {
+            if ((n & 1) != 0)
+                result = checked(result * x);
+            n >>= 1;
+            if (n > 0)
+                x = checked(x * x);
+        }
+
+        return result;
+    }
+
+    private static object RepeatSequence(object? sequence, long n)
+    {
+        var items = (IReadOnlyList<object?>)sequence!;
+        var result = new List<object?>();
+        for (var i = 0L; i < n; i++)
+        {
+            result.AddRange(items);
+            if (result.Count > 10_000_000)
+                throw new TemplateException("sequence repetition too large");
+        }
+
+        return sequence is object?[] ? result.ToArray() : result;
     }
 
     private static string Repeat(string s, long n)

@@ -163,6 +163,19 @@ def cases():
     add("list_append_is_unsafe", "{% set l = [] %}{{ l.append(1) }}")
     add("global_functions", "{{ range(3) | list }} {{ range(1, 7, 2) | list }} {{ dict(a=1, b=2) }} {% set j = joiner('/') %}{% for x in 'ab' %}{{ j() }}{{ x }}{% endfor %}")
 
+    # --- details that differential runs against jinja2 turned up
+    add("repr_escapes_unprintable", "{{ ['\\u00a0', '\\u3000', '\\x07', 'caf\\u00e9', '\\U0001F600', '\\u200b'] }}")
+    add("split_keeps_rest_whitespace", "{{ 'a b  '.split(None, 1) }} {{ '  a b'.rsplit(None, 1) }} {{ ' a  b '.split() }}")
+    add("printf_operator", "{{ '%s and %d' % ('x', 3) }} {{ '%s!' % 'y' }} {{ '%r' % ['q'] }} {{ '100%%' % () }}")
+    add("printf_operator_extra_argument_fails", "{{ 'none' % 'x' }}")
+    add("round_keeps_integers", "{{ 5 | round }} {{ 5 | round(method='floor') }} {{ 2.675 | round(2) }} {{ 0.5 | round }} {{ 1.5 | round }}")
+    add("indent_edge_cases", "[{{ '' | indent(2, true) }}][{{ 'a\\r\\nb\\n\\nc\\n' | indent(2) }}][{{ 'a\\n\\nb' | indent('> ', blank=true) }}]")
+    add("odd_even_on_floats", "{{ 2.5 is odd }} {{ 3.0 is odd }} {{ 4.0 is even }} {{ 4.5 is divisibleby 1.5 }}")
+    add("select_on_falsy_values", "{{ none | select | list }} {{ false | map('upper') | list }} {{ 0 | selectattr('x') | list }}")
+    add("astral_code_points", "{{ s | length }} {{ s.find('b') }} {{ s.center(7, '*') }} {{ s.zfill(6) }} {{ s[::-1] }} {{ s | list }}", s="\U0001F600ab\U0001F600")
+    add("sequence_repetition", "{{ [1, 2] * 2 }} {{ 2 * (0,) }} {{ 3 * 'ab' }} {{ [] * 5 }}")
+    add("undefined_is_callable", "{{ missing is callable }} {{ namespace is callable }}")
+
     # --- errors
     add("error_unclosed_if", "{% if true %}never closed")
     add("error_unknown_tag", "{% frobnicate %}")
