@@ -9,6 +9,35 @@ var quick = args.Length > 1 && args[1] == "quick";
 using var backend = new CpuBackend(threads);
 Console.WriteLine($"backend: {backend.Name}");
 
+if (args.Length > 1 && args[1] == "kernel")
+{
+    // Cache-resident weights, one thread: the kernel's compute ceiling, free of memory effects.
+    foreach (var dtype in new[] { DType.BF16, DType.F16, DType.F32 })
+    {
+        foreach (var tokens in new[] { 1, 4, 64 })
+        {
+            const int Rows = 64, Columns = 1536;
+            using var w = backend.Allocate(dtype, Rows, Columns);
+            backend.UploadBytes(RandomWeights((long)Rows * Columns * dtype.SizeInBytes(), dtype, 1), w);
+            using var x = backend.Allocate(DType.F32, tokens, Columns);
+            using var y = backend.Allocate(DType.F32, tokens, Rows);
+            backend.Upload(RandomFloats(tokens * Columns), x);
+            var best = double.MaxValue;
+            for (var i = 0; i < 2000; i++)
+            {
+                var start = Stopwatch.GetTimestamp();
+                backend.MatMul(x, w, null, y);
+                best = Math.Min(best, Stopwatch.GetElapsedTime(start).TotalSeconds);
+            }
+
+            var bytes = (double)Rows * Columns * dtype.SizeInBytes();
+            Console.WriteLine($"kernel {dtype,-4} T={tokens,-3} {best * 1e6,8:F2} us {bytes / best / 1e9,7:F1} GB/s {2.0 * tokens * Rows * Columns / best / 1e9,7:F1} GFLOP/s");
+        }
+    }
+
+    return;
+}
+
 var bandwidth = 0.0;
 for (var i = 0; i < 3; i++)
 {
