@@ -15,7 +15,7 @@ internal static partial class Builtins
     {
         ["abs"] = (_, v, _) => v switch
         {
-            long l => Math.Abs(l),
+            long l => (object)Math.Abs(l),
             double d => Math.Abs(d),
             bool b => b ? 1L : 0L,
             _ => throw new TemplateException($"bad operand type for abs(): '{Py.TypeName(v)}'"),
@@ -92,7 +92,7 @@ internal static partial class Builtins
     public static readonly Dictionary<string, Test> Tests = new(StringComparer.Ordinal)
     {
         ["boolean"] = (_, v, _) => v is bool,
-        ["callable"] = (_, v, _) => v is ICallable,
+        ["callable"] = (_, v, _) => v is ICallable or Undefined,
         ["defined"] = (_, v, _) => v is not Undefined,
         ["undefined"] = (_, v, _) => v is Undefined,
         ["none"] = (_, v, _) => v is null,
@@ -105,9 +105,9 @@ internal static partial class Builtins
         ["sequence"] = (_, v, _) => v is string or List<object?> or object?[] or PyDict,
         ["true"] = (_, v, _) => v is true,
         ["false"] = (_, v, _) => v is false,
-        ["odd"] = (_, v, _) => Py.ToLong(v) % 2 != 0,
-        ["even"] = (_, v, _) => Py.ToLong(v) % 2 == 0,
-        ["divisibleby"] = (_, v, a) => Py.ToLong(v) % Py.ToLong(a.Get(0, "num")) == 0,
+        ["odd"] = (_, v, _) => Py.Equal(Py.Arithmetic("%", v, 2L), 1L),
+        ["even"] = (_, v, _) => Py.Equal(Py.Arithmetic("%", v, 2L), 0L),
+        ["divisibleby"] = (_, v, a) => Py.Equal(Py.Arithmetic("%", v, a.Get(0, "num")), 0L),
         ["lower"] = (_, v, _) => Py.Str(v) is var s && s.Any(char.IsLetter) && !s.Any(char.IsUpper),
         ["upper"] = (_, v, _) => Py.Str(v) is var s && s.Any(char.IsLetter) && !s.Any(char.IsLower),
         ["escaped"] = (_, _, _) => false,
@@ -187,6 +187,8 @@ internal static partial class Builtins
     {
         switch (v)
         {
+            case Undefined u:
+                throw u.Fail();
             case long:
                 return v;
             case bool b:
@@ -232,6 +234,8 @@ internal static partial class Builtins
     {
         switch (v)
         {
+            case Undefined u:
+                throw u.Fail();
             case long l:
                 return (double)l;
             case double:
@@ -288,6 +292,8 @@ internal static partial class Builtins
     private static object? Map(RenderContext c, object? v, CallArgs a)
     {
         var result = new List<object?>();
+        if (!Py.Truthy(v))
+            return result;
         var attribute = a.Get(-1, "attribute");
         if (attribute is string path)
         {
@@ -334,6 +340,8 @@ internal static partial class Builtins
         }
 
         var result = new List<object?>();
+        if (!Py.Truthy(v))
+            return result;
         foreach (var item in Py.Iterate(v))
         {
             var subject = attribute is null ? item : Attribute(item, attribute);
@@ -360,7 +368,7 @@ internal static partial class Builtins
         var keys = items.Select(i => SortKey(i, attribute, caseSensitive)).ToList();
         var order = Enumerable.Range(0, items.Count).ToList();
         // Python's sort is stable; List.Sort is not, so sort indices with the index as tie-breaker.
-        order.Sort((x, y) =>
+        StableSort(order, (x, y) =>
         {
             var cmp = Py.Compare(keys[x], keys[y], "<");
             if (reverse)
@@ -368,6 +376,18 @@ internal static partial class Builtins
             return cmp != 0 ? cmp : x.CompareTo(y);
         });
         return order.Select(i => items[i]).ToList();
+    }
+
+    private static void StableSort(List<int> order, Comparison<int> comparison)
+    {
+        try
+        {
+            order.Sort(comparison);
+        }
+        catch (InvalidOperationException e) when (e.InnerException is TemplateException inner)
+        {
+            throw inner;
+        }
     }
 
     private static object? DictSort(RenderContext c, object? v, CallArgs a)
@@ -380,7 +400,7 @@ internal static partial class Builtins
         var pairs = d.Select(kv => (object?)new object?[] { kv.Key, kv.Value }).ToList();
         var index = by == "value" ? 1 : 0;
         var order = Enumerable.Range(0, pairs.Count).ToList();
-        order.Sort((x, y) =>
+        StableSort(order, (x, y) =>
         {
             var kx = ((object?[])pairs[x]!)[index];
             var ky = ((object?[])pairs[y]!)[index];
@@ -452,15 +472,52 @@ internal static partial class Builtins
     {
         var precision = (int)Py.ToLong(a.Get(0, "precision", 0L));
         var method = Py.Str(a.Get(1, "method", "common"));
+        if (method == "common" && v is long or bool)
+            return Py.ToLong(v);
         var value = Py.ToDouble(v);
         var factor = Math.Pow(10, precision);
         return method switch
         {
-            "common" => Math.Round(value * factor, MidpointRounding.AwayFromZero) / factor,
+            "common" => RoundHalfEven(value, precision),
             "ceil" => Math.Ceiling(value * factor) / factor,
             "floor" => Math.Floor(value * factor) / factor,
             _ => throw new TemplateException("method must be common, ceil or floor"),
         };
+    }
+
+    /// <summary>
+    /// Python's round(x, n): half-even on the exact binary value, so round(2.675, 2) is 2.67 because 2.675 is
+    /// stored as 2.67499999...
+    /// </summary>
+    private static double RoundHalfEven(double x, int digits)
+    {
+        if (!double.IsFinite(x) || x == 0)
+            return x;
+        if (digits < 0)
+        {
+            var factor = Math.Pow(10, -digits);
+            return Math.Round(x / factor, MidpointRounding.ToEven) * factor;
+        }
+
+        var bits = BitConverter.DoubleToInt64Bits(x);
+        var negative = bits < 0;
+        var biasedExponent = (int)((bits >> 52) & 0x7FF);
+        var fraction = bits & 0xFFFFFFFFFFFFFL;
+        var mantissa = biasedExponent == 0 ? fraction : fraction | (1L << 52);
+        var exponent = biasedExponent == 0 ? -1074 : biasedExponent - 1075;
+        var scale = -exponent;
+        if (scale <= digits)
+            return x;
+
+        // |x| = mantissa * 5^scale / 10^scale exactly; keep `digits` decimals.
+        var value = System.Numerics.BigInteger.Pow(5, scale) * mantissa;
+        var divisor = System.Numerics.BigInteger.Pow(10, scale - digits);
+        var quotient = System.Numerics.BigInteger.DivRem(value, divisor, out var remainder);
+        var twice = remainder * 2;
+        if (twice > divisor || (twice == divisor && !quotient.IsEven))
+            quotient += 1;
+        var result = double.Parse(quotient.ToString(CultureInfo.InvariantCulture) + "E-" + digits.ToString(CultureInfo.InvariantCulture), NumberStyles.Float, CultureInfo.InvariantCulture);
+        return negative ? -result : result;
     }
 
     private static object? Batch(RenderContext c, object? v, CallArgs a)
@@ -510,7 +567,7 @@ internal static partial class Builtins
             {
                 group = [];
                 currentKey = key;
-                result.Add(new object?[] { key, group });
+                result.Add(new GroupTuple(key, group));
             }
 
             group.Add(item);
@@ -525,29 +582,22 @@ internal static partial class Builtins
         var pad = width is string ws ? ws : new string(' ', (int)Py.ToLong(width));
         var first = Py.Truthy(a.Get(1, "first", false));
         var blank = Py.Truthy(a.Get(2, "blank", false));
-        var s = Py.Str(v);
-        var newline = "\n";
-        if (s.Length == 0)
-            return "";
-        s += newline;
-        var lines = s.Split('\n').ToList();
-        lines.RemoveAt(lines.Count - 1);
+        // jinja2 appends a newline before splitlines() so a trailing newline keeps its (empty) line.
+        var lines = Methods.SplitLines(Py.Str(v) + "\n", keepEnds: false);
         var sb = new StringBuilder();
+        if (first)
+            sb.Append(pad);
         for (var i = 0; i < lines.Count; i++)
         {
+            var line = (string)lines[i]!;
             if (i > 0)
-                sb.Append(newline);
-            var line = lines[i];
-            if (i == 0)
             {
-                if (first)
+                sb.Append('\n');
+                if (blank || line.Length > 0)
                     sb.Append(pad);
-                sb.Append(line);
             }
-            else if (blank || line.Length > 0)
-            {
-                sb.Append(pad).Append(line);
-            }
+
+            sb.Append(line);
         }
 
         return sb.ToString();
@@ -619,7 +669,8 @@ internal static partial class Builtins
         return sb.ToString();
     }
 
-    private static string PrintfFormat(string format, CallArgs a)
+    /// <summary>Python's <c>format % args</c> for the conversions templates use (%s, %r, %d, %i, %f).</summary>
+    public static string PrintfFormat(string format, CallArgs a, bool strict = true)
     {
         var args = a.Positional;
         var sb = new StringBuilder();
@@ -654,6 +705,8 @@ internal static partial class Builtins
             });
         }
 
+        if (strict && next < args.Count)
+            throw new TemplateException("not all arguments converted during string formatting");
         return sb.ToString();
     }
 

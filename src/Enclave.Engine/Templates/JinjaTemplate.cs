@@ -17,7 +17,14 @@ public sealed class JinjaTemplate
     public static JinjaTemplate Parse(string source)
     {
         ArgumentNullException.ThrowIfNull(source);
-        return new JinjaTemplate(Parser.Parse(source));
+        try
+        {
+            return new JinjaTemplate(Parser.Parse(source));
+        }
+        catch (InsufficientExecutionStackException)
+        {
+            throw new TemplateException("template nesting too deep");
+        }
     }
 
     /// <summary>

@@ -32,7 +32,7 @@ internal readonly record struct Token(TokenKind Kind, string Value, int Line, ob
         TokenKind.VariableEnd => "end of print statement",
         TokenKind.BlockEnd => "end of statement block",
         TokenKind.Data => "template data",
-        _ => $"'{Value}'",
+        _ => Value,
     };
 }
 
@@ -289,7 +289,7 @@ internal sealed class Lexer
             }
 
             if (_pos >= _src.Length)
-                throw new TemplateException(isBlock ? "Unexpected end of template: missing '%}'" : "Unexpected end of template: missing '}}'", startLine);
+                throw new TemplateException(isBlock ? "unexpected end of template, expected 'end of statement block'." : "unexpected end of template, expected 'end of print statement'.", startLine);
 
             if (depth == 0 && TryTagEnd(isBlock, out var modifier))
             {

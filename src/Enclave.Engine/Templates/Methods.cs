@@ -237,8 +237,8 @@ internal static class Methods
                 return sb.ToString();
             }
 
-            case "find": return (long)s.IndexOf(Arg(a, 0, "sub"), StringComparison.Ordinal);
-            case "rfind": return (long)s.LastIndexOf(Arg(a, 0, "sub"), StringComparison.Ordinal);
+            case "find": return CodePointIndex(s, s.IndexOf(Arg(a, 0, "sub"), StringComparison.Ordinal));
+            case "rfind": return CodePointIndex(s, s.LastIndexOf(Arg(a, 0, "sub"), StringComparison.Ordinal));
             case "index":
             case "rindex":
             {
@@ -246,7 +246,7 @@ internal static class Methods
                 var i = name == "index" ? s.IndexOf(sub, StringComparison.Ordinal) : s.LastIndexOf(sub, StringComparison.Ordinal);
                 if (i < 0)
                     throw new TemplateException("substring not found");
-                return (long)i;
+                return CodePointIndex(s, i);
             }
 
             case "count":
@@ -270,8 +270,14 @@ internal static class Methods
             case "isupper": return s.Any(char.IsLetter) && !s.Any(char.IsLower);
             case "islower": return s.Any(char.IsLetter) && !s.Any(char.IsUpper);
             case "splitlines":
-            {
-                var keepEnds = Py.Truthy(a.Get(0, "keepends", false));
+                return SplitLines(s, Py.Truthy(a.Get(0, "keepends", false)));
+            default:
+                return CallStringMore(s, name, a);
+        }
+    }
+
+    public static List<object?> SplitLines(string s, bool keepEnds)
+    {
                 var result = new List<object?>();
                 var start = 0;
                 for (var i = 0; i < s.Length; i++)
@@ -289,7 +295,12 @@ internal static class Methods
                 if (start < s.Length)
                     result.Add(s[start..]);
                 return result;
-            }
+    }
+
+    private static object? CallStringMore(string s, string name, CallArgs a)
+    {
+        switch (name)
+        {
 
             case "removeprefix":
             {
@@ -306,10 +317,11 @@ internal static class Methods
             case "zfill":
             {
                 var width = (int)Py.ToLong(a.Get(0, "width"));
-                if (s.Length >= width)
+                var length = (int)Py.Length(s);
+                if (length >= width)
                     return s;
                 var sign = s.Length > 0 && s[0] is '+' or '-' ? 1 : 0;
-                return s[..sign] + new string('0', width - s.Length) + s[sign..];
+                return s[..sign] + new string('0', width - length) + s[sign..];
             }
 
             case "center":
@@ -338,22 +350,38 @@ internal static class Methods
 
     public static string Pad(string s, int width, char fill, string mode)
     {
-        if (s.Length >= width)
+        var length = (int)Py.Length(s);
+        if (length >= width)
             return s;
-        var total = width - s.Length;
+        var total = width - length;
         return mode switch
         {
             "ljust" => s + new string(fill, total),
             "rjust" => new string(fill, total) + s,
-            _ => CenterPad(s, total, fill),
+            _ => CenterPad(s, total, width, fill),
         };
     }
 
-    private static string CenterPad(string s, int total, char fill)
+    private static string CenterPad(string s, int total, int width, char fill)
     {
         // CPython: left = total / 2 + (total & width & 1).
-        var left = (total / 2) + (total & (s.Length + total) & 1);
+        var left = (total / 2) + (total & width & 1);
         return new string(fill, left) + s + new string(fill, total - left);
+    }
+
+    /// <summary>Converts a UTF-16 index into Python's code-point index.</summary>
+    private static long CodePointIndex(string s, int index)
+    {
+        if (index <= 0)
+            return index;
+        var surrogatePairs = 0;
+        for (var i = 0; i < index; i++)
+        {
+            if (char.IsHighSurrogate(s[i]))
+                surrogatePairs++;
+        }
+
+        return index - surrogatePairs;
     }
 
     public static string Replace(string s, string old, string replacement, long count)
@@ -412,7 +440,7 @@ internal static class Methods
                     break;
                 if (max >= 0 && parts.Count >= max)
                 {
-                    parts.Add(Strip(s[i..], null, false, true));
+                    parts.Add(s[i..]);
                     break;
                 }
 
@@ -434,7 +462,7 @@ internal static class Methods
                 break;
             if (max >= 0 && parts.Count >= max)
             {
-                parts.Add(Strip(s[..j], null, true, false));
+                parts.Add(s[..j]);
                 break;
             }
 

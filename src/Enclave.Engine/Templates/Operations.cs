@@ -159,6 +159,7 @@ internal static partial class Py
         {
             case List<object?> l: return l;
             case object?[] t: return t;
+            case GroupTuple g: return [g.Grouper, g.List];
             case PyDict d: return [.. d.Keys];
             case string s: return Chars(s);
             case Undefined: return [];
@@ -248,6 +249,13 @@ internal static partial class Py
                 return ns.Attributes.TryGetValue(name, out var nv) ? nv : Undefined.ForAttribute(obj, name);
             case LoopInfo loop:
                 return loop.GetAttribute(name);
+            case GroupTuple g:
+                return name switch
+                {
+                    "grouper" => g.Grouper,
+                    "list" => g.List,
+                    _ => Undefined.ForAttribute(obj, name),
+                };
             case Undefined u:
                 throw u.Fail();
             default:
@@ -286,6 +294,8 @@ internal static partial class Py
                 return chars is null ? s[(int)i].ToString() : chars[(int)i];
             }
 
+            case GroupTuple g when IsNumber(key):
+                return GetItem(new object?[] { g.Grouper, g.List }, key);
             case Undefined u:
                 throw u.Fail();
             default:
@@ -371,7 +381,7 @@ internal static partial class Py
         {
             if (a is double || b is double)
                 return ToDouble(a) + ToDouble(b);
-            return checked(ToLong(a) + ToLong(b));
+            return (object)checked(ToLong(a) + ToLong(b));
         }
 
         if (a is List<object?> la && b is List<object?> lb)
@@ -389,24 +399,23 @@ internal static partial class Py
                 return Repeat(s, ToLong(b));
             if (b is string s2 && a is long or bool)
                 return Repeat(s2, ToLong(a));
-            if (a is List<object?> l && b is long or bool)
-            {
-                var result = new List<object?>();
-                for (var i = 0; i < ToLong(b); i++)
-                    result.AddRange(l);
-                return result;
-            }
+            if (a is IReadOnlyList<object?> && b is long or bool)
+                return RepeatSequence(a, ToLong(b));
+            if (b is IReadOnlyList<object?> && a is long or bool)
+                return RepeatSequence(b, ToLong(a));
         }
 
+        if (op == "%" && a is string format)
+            return Builtins.PrintfFormat(format, new CallArgs(b is object?[] tuple ? [.. tuple] : [b], null), strict: b is not (List<object?> or PyDict or Undefined));
         if (!IsNumber(a) || !IsNumber(b))
             throw BinaryError(op, a, b);
         var isFloat = a is double || b is double;
         switch (op)
         {
             case "-":
-                return isFloat ? ToDouble(a) - ToDouble(b) : checked(ToLong(a) - ToLong(b));
+                return isFloat ? ToDouble(a) - ToDouble(b) : (object)checked(ToLong(a) - ToLong(b));
             case "*":
-                return isFloat ? ToDouble(a) * ToDouble(b) : checked(ToLong(a) * ToLong(b));
+                return isFloat ? ToDouble(a) * ToDouble(b) : (object)checked(ToLong(a) * ToLong(b));
             case "/":
             {
                 var d = ToDouble(b);
@@ -461,18 +470,42 @@ internal static partial class Py
 
             case "**":
                 if (!isFloat && ToLong(b) >= 0)
-                {
-                    long result = 1;
-                    var x = ToLong(a);
-                    for (var i = 0L; i < ToLong(b); i++)
-                        result = checked(result * x);
-                    return result;
-                }
-
+                    return IntegerPower(ToLong(a), ToLong(b));
+                if (ToDouble(a) == 0 && ToDouble(b) < 0)
+                    throw new TemplateException("0.0 cannot be raised to a negative power");
                 return Math.Pow(ToDouble(a), ToDouble(b));
             default:
                 throw new TemplateException($"unknown operator {op}");
         }
+    }
+
+    private static long IntegerPower(long x, long n)
+    {
+        long result = 1;
+        while (n > 0)
+        {
+            if ((n & 1) != 0)
+                result = checked(result * x);
+            n >>= 1;
+            if (n > 0)
+                x = checked(x * x);
+        }
+
+        return result;
+    }
+
+    private static object RepeatSequence(object? sequence, long n)
+    {
+        var items = (IReadOnlyList<object?>)sequence!;
+        var result = new List<object?>();
+        for (var i = 0L; i < n; i++)
+        {
+            result.AddRange(items);
+            if (result.Count > 10_000_000)
+                throw new TemplateException("sequence repetition too large");
+        }
+
+        return sequence is object?[] ? result.ToArray() : result;
     }
 
     private static string Repeat(string s, long n)
@@ -491,12 +524,14 @@ internal static partial class Py
             return ua.Fail();
         if (b is Undefined ub)
             return ub.Fail();
+        if (op == "+" && a is string or List<object?> or object?[])
+            return new TemplateException($"can only concatenate {TypeName(a)} (not \"{TypeName(b)}\") to {TypeName(a)}");
         return new TemplateException($"unsupported operand type(s) for {op}: '{TypeName(a)}' and '{TypeName(b)}'");
     }
 
     public static object? Negate(object? v) => v switch
     {
-        long l => -l,
+        long l => (object)checked(-l),
         double d => -d,
         bool b => b ? -1L : 0L,
         Undefined u => throw u.Fail(),

@@ -37,7 +37,7 @@ internal sealed class Parser
                 TokenKind.VariableEnd => "end of print statement",
                 _ => kind.ToString(),
             };
-            throw Error($"expected token {wanted}, got {t}", t);
+            throw Error($"expected token {wanted}, got '{t}'", t);
         }
 
         _pos++;
@@ -116,13 +116,14 @@ internal sealed class Parser
                 }
 
                 default:
-                    throw Error($"unexpected {t}", t);
+                    throw Error($"unexpected '{t}'", t);
             }
         }
     }
 
     private Stmt? ParseStatement(string[] enclosingEnds, string? opener)
     {
+        System.Runtime.CompilerServices.RuntimeHelpers.EnsureSufficientExecutionStack();
         var t = Current;
         if (t.Kind != TokenKind.Name)
             throw Error("tag name expected", t);
@@ -338,7 +339,7 @@ internal sealed class Parser
         if (parenthesized)
             Expect(TokenKind.Operator, ")");
         if (items.Count == 0)
-            throw Error($"expected an assignment target, got {Current}", Current);
+            throw Error($"expected an assignment target, got '{Current}'", Current);
         return isTuple || parenthesized && items.Count > 1 ? new Target { Items = [.. items] } : items[0];
     }
 
@@ -500,6 +501,7 @@ internal sealed class Parser
 
     private Expr ParsePrimary()
     {
+        System.Runtime.CompilerServices.RuntimeHelpers.EnsureSufficientExecutionStack();
         var t = Current;
         switch (t.Kind)
         {
@@ -570,7 +572,7 @@ internal sealed class Parser
             }
 
             default:
-                throw Error($"unexpected {t}", t);
+                throw Error($"unexpected '{t}'", t);
         }
     }
 
@@ -598,7 +600,7 @@ internal sealed class Parser
             if (items.Count > 0)
                 return items[0];
             if (!explicitParentheses)
-                throw Error($"Expected an expression, got {Current}", Current);
+                throw Error($"Expected an expression, got '{Current}'", Current);
         }
 
         return new TupleExpr(line, [.. items]);

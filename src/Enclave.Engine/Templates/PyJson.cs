@@ -78,7 +78,15 @@ internal static class PyJson
                 if (sortKeys)
                 {
                     var sorted = dict.ToList();
-                    sorted.Sort((x, y) => Py.Compare(x.Key, y.Key, "<"));
+                    try
+                    {
+                        sorted.Sort((x, y) => Py.Compare(x.Key, y.Key, "<"));
+                    }
+                    catch (InvalidOperationException e) when (e.InnerException is TemplateException inner)
+                    {
+                        throw inner;
+                    }
+
                     entries = sorted;
                 }
 

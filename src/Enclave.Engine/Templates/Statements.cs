@@ -17,6 +17,7 @@ internal abstract class Stmt
 
     public Flow Render(RenderContext c, StringBuilder sb)
     {
+        System.Runtime.CompilerServices.RuntimeHelpers.EnsureSufficientExecutionStack();
         try
         {
             return RenderCore(c, sb);
@@ -25,9 +26,9 @@ internal abstract class Stmt
         {
             throw e.WithLine(Line);
         }
-        catch (Exception e) when (e is not TemplateException)
+        catch (OverflowException)
         {
-            throw new TemplateException(e.Message, Line);
+            throw new TemplateException("integer overflow", Line);
         }
     }
 
@@ -312,7 +313,7 @@ internal sealed class MacroStmt(int line, string name, string[] parameters, Expr
             var extra = new List<object?>();
             for (var i = parameters.Length; i < args.Count; i++)
                 extra.Add(args[i]);
-            frame.Set("varargs", extra);
+            frame.Set("varargs", extra.ToArray());
             var kwargs = new PyDict();
             if (args.Keywords is not null)
             {

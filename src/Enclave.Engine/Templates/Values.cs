@@ -145,6 +145,14 @@ internal sealed class BuiltinFunction : ICallable
     public object? Call(RenderContext context, CallArgs args) => _fn(context, args);
 }
 
+/// <summary>What <c>groupby</c> yields: a (grouper, list) pair that also has those attribute names.</summary>
+internal sealed class GroupTuple(object? grouper, List<object?> list)
+{
+    public object? Grouper { get; } = grouper;
+
+    public List<object?> List { get; } = list;
+}
+
 /// <summary>The <c>loop</c> variable inside a for block.</summary>
 internal sealed class LoopInfo
 {
@@ -230,6 +238,7 @@ internal static partial class Py
         Undefined => false,
         List<object?> l => l.Count > 0,
         object?[] t => t.Length > 0,
+        GroupTuple => true,
         PyDict d => d.Count > 0,
         _ => true,
     };
@@ -421,6 +430,9 @@ internal static partial class Py
                 break;
             }
 
+            case GroupTuple g:
+                AppendRepr(sb, new object?[] { g.Grouper, g.List });
+                break;
             case Namespace ns:
                 sb.Append("<Namespace ");
                 AppendRepr(sb, ns.Attributes);
@@ -448,8 +460,9 @@ internal static partial class Py
     {
         var quote = s.Contains('\'') && !s.Contains('"') ? '"' : '\'';
         sb.Append(quote);
-        foreach (var c in s)
+        for (var i = 0; i < s.Length; i++)
         {
+            var c = s[i];
             switch (c)
             {
                 case '\\': sb.Append("\\\\"); break;
@@ -458,16 +471,49 @@ internal static partial class Py
                 case '\t': sb.Append("\\t"); break;
                 default:
                     if (c == quote)
+                    {
                         sb.Append('\\').Append(c);
-                    else if (c < 0x20 || c == 0x7f)
-                        sb.Append("\\x").Append(((int)c).ToString("x2", System.Globalization.CultureInfo.InvariantCulture));
-                    else
+                    }
+                    else if (char.IsHighSurrogate(c) && i + 1 < s.Length && char.IsLowSurrogate(s[i + 1]))
+                    {
+                        var cp = char.ConvertToUtf32(c, s[i + 1]);
+                        if (IsPrintable(cp))
+                            sb.Append(c).Append(s[i + 1]);
+                        else
+                            sb.Append("\\U").Append(cp.ToString("x8", System.Globalization.CultureInfo.InvariantCulture));
+                        i++;
+                    }
+                    else if (IsPrintable(c))
+                    {
                         sb.Append(c);
+                    }
+                    else
+                    {
+                        var code = (int)c;
+                        var format = code < 0x100 ? "\\x" : "\\u";
+                        sb.Append(format).Append(code.ToString(code < 0x100 ? "x2" : "x4", System.Globalization.CultureInfo.InvariantCulture));
+                    }
+
                     break;
             }
         }
 
         sb.Append(quote);
+    }
+
+    /// <summary>str.isprintable() for one code point: everything but controls, format, separators (except
+    /// the space), surrogates, private use and unassigned code points.</summary>
+    private static bool IsPrintable(int cp)
+    {
+        if (cp == ' ')
+            return true;
+        if (cp < 0x7f)
+            return cp >= 0x20;
+        var category = cp < 0x10000 ? char.GetUnicodeCategory((char)cp) : System.Globalization.CharUnicodeInfo.GetUnicodeCategory(cp);
+        return category is not (System.Globalization.UnicodeCategory.Control or System.Globalization.UnicodeCategory.Format
+            or System.Globalization.UnicodeCategory.Surrogate or System.Globalization.UnicodeCategory.PrivateUse
+            or System.Globalization.UnicodeCategory.OtherNotAssigned or System.Globalization.UnicodeCategory.SpaceSeparator
+            or System.Globalization.UnicodeCategory.LineSeparator or System.Globalization.UnicodeCategory.ParagraphSeparator);
     }
 
     /// <summary>Python's <c>repr(float)</c>: shortest round-trip digits, scientific outside 1e-4 &lt;= |x| &lt; 1e16.</summary>

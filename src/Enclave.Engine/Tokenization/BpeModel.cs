@@ -15,7 +15,8 @@ internal sealed class BpeModel
 
     private readonly Dictionary<string, int> _vocab;
     private readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> _vocabLookup;
-    private readonly Dictionary<long, int> _mergeRanks;
+    private readonly PairTable _mergeRanks;
+    private int _cacheCount;
     private readonly int[] _mergeResults;
     private readonly string?[] _idToToken;
     private readonly int[] _byteFallbackIds = new int[256];
@@ -61,7 +62,7 @@ internal sealed class BpeModel
         }
 
         int prefixLength = continuingSubwordPrefix?.Length ?? 0;
-        _mergeRanks = new Dictionary<long, int>(merges.Count);
+        _mergeRanks = new PairTable(merges.Count);
         _mergeResults = new int[merges.Count];
         for (int rank = 0; rank < merges.Count; rank++)
         {
@@ -89,7 +90,7 @@ internal sealed class BpeModel
 
     private static long PairKey(int a, int b) => ((long)a << 32) | (uint)b;
 
-    private int Rank(int a, int b) => _mergeRanks.TryGetValue(PairKey(a, b), out int r) ? r : -1;
+    private int Rank(int a, int b) => _mergeRanks.Get(PairKey(a, b));
 
     /// <summary>Appends the ids of one pre-token.</summary>
     public void Tokenize(ReadOnlySpan<char> word, List<int> output)
@@ -103,8 +104,8 @@ internal sealed class BpeModel
         }
 
         var ids = Compute(word);
-        if (word.Length <= MaxCachedWordLength && _cache.Count < MaxCacheEntries)
-            _cacheLookup.TryAdd(word, ids);
+        if (word.Length <= MaxCachedWordLength && Volatile.Read(ref _cacheCount) < MaxCacheEntries && _cacheLookup.TryAdd(word, ids))
+            Interlocked.Increment(ref _cacheCount);
         output.AddRange(ids);
     }
 
@@ -327,6 +328,58 @@ internal sealed class BpeModel
             if (Count > 0)
                 _items[i] = last;
             return top;
+        }
+    }
+
+    /// <summary>Open-addressing map from a packed (left id, right id) pair to its merge rank; -1 when absent.</summary>
+    private sealed class PairTable
+    {
+        private readonly long[] _keys;
+        private readonly int[] _values;
+        private readonly int _mask;
+
+        public PairTable(int count)
+        {
+            int size = 16;
+            while (size < count * 2)
+                size <<= 1;
+            _keys = new long[size];
+            _values = new int[size];
+            Array.Fill(_keys, -1L);
+            _mask = size - 1;
+        }
+
+        private static int Hash(long key)
+        {
+            ulong h = (ulong)key * 0x9E3779B97F4A7C15UL;
+            return (int)(h >> 32);
+        }
+
+        public void TryAdd(long key, int value)
+        {
+            int i = Hash(key) & _mask;
+            while (_keys[i] != -1L)
+            {
+                if (_keys[i] == key)
+                    return;
+                i = (i + 1) & _mask;
+            }
+            _keys[i] = key;
+            _values[i] = value;
+        }
+
+        public int Get(long key)
+        {
+            int i = Hash(key) & _mask;
+            while (true)
+            {
+                long k = _keys[i];
+                if (k == key)
+                    return _values[i];
+                if (k == -1L)
+                    return -1;
+                i = (i + 1) & _mask;
+            }
         }
     }
 }

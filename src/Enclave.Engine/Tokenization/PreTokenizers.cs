@@ -16,6 +16,14 @@ internal enum SplitBehavior { Removed, Isolated, MergedWithPrevious, MergedWithN
 /// <summary>Splits pieces further (tokenizer.json "pre_tokenizer").</summary>
 internal abstract class PreTokenizer
 {
+    [ThreadStatic] private static List<(int, int)>? t_matches;
+    [ThreadStatic] private static List<(int, int, bool)>? t_segments;
+
+    /// <summary>Per-thread scratch lists, so one tokenizer can be used from many threads without locking.</summary>
+    protected static List<(int, int)> MatchScratch => t_matches ??= [];
+
+    protected static List<(int, int, bool)> SegmentScratch => t_segments ??= [];
+
     public abstract void Apply(List<Piece> input, List<Piece> output);
 
     /// <summary>
@@ -126,19 +134,14 @@ internal abstract class PreTokenizer
 /// <summary>tokenizers' "Split": a regex or literal pattern with a split behavior, optionally inverted.</summary>
 internal sealed class SplitPreTokenizer(UnicodeRegex? regex, string? literal, SplitBehavior behavior, bool invert) : PreTokenizer
 {
-    private readonly List<(int, int)> _matches = [];
-    private readonly List<(int, int, bool)> _scratch = [];
-
     public override void Apply(List<Piece> input, List<Piece> output)
     {
-        lock (_matches)
+        var matches = MatchScratch;
+        foreach (var piece in input)
         {
-            foreach (var piece in input)
-            {
-                _matches.Clear();
-                FindMatches(piece.Span, _matches);
-                SplitByMatches(piece, _matches, behavior, invert, output, _scratch);
-            }
+            matches.Clear();
+            FindMatches(piece.Span, matches);
+            SplitByMatches(piece, matches, behavior, invert, output, SegmentScratch);
         }
     }
 
@@ -174,31 +177,26 @@ internal sealed class ByteLevelPreTokenizer(bool addPrefixSpace, bool useRegex) 
 
     private static readonly UnicodeRegex Gpt2Regex = new(Gpt2Pattern, "ByteLevel pre-tokenizer");
 
-    private readonly List<(int, int)> _matches = [];
-    private readonly List<(int, int, bool)> _scratch = [];
-
     public bool DeferMapping { get; set; }
 
     public override void Apply(List<Piece> input, List<Piece> output)
     {
         int first = output.Count;
-        lock (_matches)
+        var matches = MatchScratch;
+        foreach (var original in input)
         {
-            foreach (var original in input)
+            var piece = original;
+            if (addPrefixSpace && piece.Length > 0 && piece.Span[0] != ' ')
+                piece = Piece.Of(" " + piece.Span.ToString(), piece.AtOrigin);
+            if (!useRegex)
             {
-                var piece = original;
-                if (addPrefixSpace && piece.Length > 0 && piece.Span[0] != ' ')
-                    piece = Piece.Of(" " + piece.Span.ToString(), piece.AtOrigin);
-                if (!useRegex)
-                {
-                    if (piece.Length > 0)
-                        output.Add(piece);
-                    continue;
-                }
-                _matches.Clear();
-                Gpt2Regex.Matches(piece.Span, _matches);
-                SplitByMatches(piece, _matches, SplitBehavior.Isolated, false, output, _scratch);
+                if (piece.Length > 0)
+                    output.Add(piece);
+                continue;
             }
+            matches.Clear();
+            Gpt2Regex.Matches(piece.Span, matches);
+            SplitByMatches(piece, matches, SplitBehavior.Isolated, false, output, SegmentScratch);
         }
         if (DeferMapping)
             return;
@@ -218,9 +216,6 @@ internal enum PrependScheme { Always, First, Never }
 /// <summary>SentencePiece-style spaces: ' ' becomes the replacement (▁), a prefix ▁ is added per scheme, optional split.</summary>
 internal sealed class MetaspacePreTokenizer(char replacement, PrependScheme scheme, bool split) : PreTokenizer
 {
-    private readonly List<(int, int)> _matches = [];
-    private readonly List<(int, int, bool)> _scratch = [];
-
     public override void Apply(List<Piece> input, List<Piece> output)
     {
         foreach (var piece in input)
@@ -246,17 +241,15 @@ internal sealed class MetaspacePreTokenizer(char replacement, PrependScheme sche
                 output.Add(replaced);
                 continue;
             }
-            lock (_matches)
+            var matches = MatchScratch;
+            matches.Clear();
+            var text = replaced.Span;
+            for (int i = 0; i < text.Length; i++)
             {
-                _matches.Clear();
-                var text = replaced.Span;
-                for (int i = 0; i < text.Length; i++)
-                {
-                    if (text[i] == replacement)
-                        _matches.Add((i, i + 1));
-                }
-                SplitByMatches(replaced, _matches, SplitBehavior.MergedWithNext, false, output, _scratch);
+                if (text[i] == replacement)
+                    matches.Add((i, i + 1));
             }
+            SplitByMatches(replaced, matches, SplitBehavior.MergedWithNext, false, output, SegmentScratch);
         }
     }
 }

@@ -18,9 +18,11 @@ internal sealed class UnicodeRegex
     private static readonly SearchValues<char> Surrogates = SearchValues.Create(BuildSurrogateRange());
 
     private readonly Regex _regex;
+    private readonly FastSplitPattern? _fast;
 
-    public UnicodeRegex(string pattern, string source)
+    public UnicodeRegex(string pattern, string source, bool allowFastPath = true)
     {
+        _fast = allowFastPath ? FastSplitPattern.TryCreate(pattern) : null;
         try
         {
             _regex = new Regex(ConvertPattern(pattern), RegexOptions.CultureInvariant | RegexOptions.Compiled);
@@ -33,9 +35,16 @@ internal sealed class UnicodeRegex
 
     public string Pattern => _regex.ToString();
 
+    internal bool UsesFastPath => _fast is not null;
+
     /// <summary>Appends the non-empty matches in <paramref name="text"/> as [start, end) pairs.</summary>
     public void Matches(ReadOnlySpan<char> text, List<(int Start, int End)> output)
     {
+        if (_fast is not null)
+        {
+            _fast.Matches(text, output);
+            return;
+        }
         if (text.IndexOfAny(Surrogates) < 0)
         {
             foreach (var m in _regex.EnumerateMatches(text))

@@ -129,6 +129,7 @@ public sealed class CpuBackend : IBackend
         {
             _disposed = true;
             _pool.Dispose();
+            _matMul.Dispose();
         }
     }
 

@@ -20,8 +20,16 @@ internal static unsafe class CpuMatMul
     // Aim for a weight tile of about this many bytes so it stays cache-resident across token blocks.
     private const int TileBytes = 128 * 1024;
 
-    public sealed class Job : CpuJob
+    // From this many tokens on, an F16/BF16 tile is widened once into a per-thread fp32 buffer (cache-sized, not a
+    // copy of the weights) and the fp32 kernel runs over it: the conversion is paid once per tile instead of once
+    // per block of four tokens, which matters most for F16, whose conversion costs several instructions a vector.
+    private const int WidenTileFromTokens = 8;
+
+    public sealed class Job : CpuJob, IDisposable
     {
+        private float*[] _scratch = [];
+        private long _scratchFloats;
+
         public float* X;
         public byte* W;
         public float* Bias;
@@ -33,6 +41,35 @@ internal static unsafe class CpuMatMul
         public DType WeightType;
         public int Width;
 
+        /// <summary>Makes sure every thread has an fp32 buffer for a tile of <paramref name="floats"/>; grows only.</summary>
+        public void EnsureScratch(int threads, long floats)
+        {
+            if (_scratch.Length >= threads && _scratchFloats >= floats)
+            {
+                return;
+            }
+
+            FreeScratch();
+            _scratchFloats = Math.Max(floats, _scratchFloats);
+            _scratch = new float*[threads];
+            for (var i = 0; i < threads; i++)
+            {
+                _scratch[i] = (float*)System.Runtime.InteropServices.NativeMemory.AlignedAlloc((nuint)(_scratchFloats * sizeof(float)), 64);
+            }
+        }
+
+        public void Dispose() => FreeScratch();
+
+        private void FreeScratch()
+        {
+            foreach (var buffer in _scratch)
+            {
+                System.Runtime.InteropServices.NativeMemory.AlignedFree(buffer);
+            }
+
+            _scratch = [];
+        }
+
         public override void Execute(int index, int worker)
         {
             var rowStart = index * TileRows;
@@ -40,39 +77,71 @@ internal static unsafe class CpuMatMul
             switch (Width)
             {
                 case 512:
-                    Tile<Simd512, Vector512<float>>(rowStart, rowEnd);
+                    Tile<Simd512, Vector512<float>>(rowStart, rowEnd, worker);
                     break;
                 case 256:
-                    Tile<Simd256, Vector256<float>>(rowStart, rowEnd);
+                    Tile<Simd256, Vector256<float>>(rowStart, rowEnd, worker);
                     break;
                 case 128:
-                    Tile<Simd128, Vector128<float>>(rowStart, rowEnd);
+                    Tile<Simd128, Vector128<float>>(rowStart, rowEnd, worker);
                     break;
                 default:
-                    Tile<SimdScalar, float>(rowStart, rowEnd);
+                    Tile<SimdScalar, float>(rowStart, rowEnd, worker);
                     break;
             }
         }
 
-        private void Tile<TS, TV>(int rowStart, int rowEnd)
+        private void Tile<TS, TV>(int rowStart, int rowEnd, int worker)
             where TS : ISimd<TV>
             where TV : struct
         {
             switch (WeightType)
             {
+                case DType.BF16 when Tokens >= WidenTileFromTokens:
+                    WidenTile<TS, TV, Bf16Weights>(rowStart, rowEnd, _scratch[worker]);
+                    Tile<TS, TV, F32Weights>((byte*)(_scratch[worker] - ((nint)rowStart * In)), rowStart, rowEnd);
+                    break;
+                case DType.F16 when Tokens >= WidenTileFromTokens:
+                    WidenTile<TS, TV, F16Weights>(rowStart, rowEnd, _scratch[worker]);
+                    Tile<TS, TV, F32Weights>((byte*)(_scratch[worker] - ((nint)rowStart * In)), rowStart, rowEnd);
+                    break;
                 case DType.BF16:
-                    Tile<TS, TV, Bf16Weights>(rowStart, rowEnd);
+                    Tile<TS, TV, Bf16Weights>(W, rowStart, rowEnd);
                     break;
                 case DType.F16:
-                    Tile<TS, TV, F16Weights>(rowStart, rowEnd);
+                    Tile<TS, TV, F16Weights>(W, rowStart, rowEnd);
                     break;
                 default:
-                    Tile<TS, TV, F32Weights>(rowStart, rowEnd);
+                    Tile<TS, TV, F32Weights>(W, rowStart, rowEnd);
                     break;
             }
         }
 
-        private void Tile<TS, TV, TW>(int rowStart, int rowEnd)
+        private void WidenTile<TS, TV, TW>(int rowStart, int rowEnd, float* destination)
+            where TS : ISimd<TV>
+            where TV : struct
+            where TW : IWeightFormat
+        {
+            var rowBytes = (nint)In * TW.DType.SizeInBytes();
+            for (var r = rowStart; r < rowEnd; r++)
+            {
+                var source = W + (r * rowBytes);
+                var y = destination + ((nint)(r - rowStart) * In);
+                var k = 0;
+                for (; k <= In - TS.Count; k += TS.Count)
+                {
+                    TS.Store(TW.Load<TS, TV>(source, k), y + k);
+                }
+
+                for (; k < In; k++)
+                {
+                    y[k] = TW.Load<SimdScalar, float>(source, k);
+                }
+            }
+        }
+
+        /// <param name="w">Base such that row r of the weights starts at w + r * rowBytes.</param>
+        private void Tile<TS, TV, TW>(byte* w, int rowStart, int rowEnd)
             where TS : ISimd<TV>
             where TV : struct
             where TW : IWeightFormat
@@ -83,7 +152,7 @@ internal static unsafe class CpuMatMul
             {
                 for (var r = rowStart; r < rowEnd; r += RowGroup)
                 {
-                    Kernel<TS, TV, TW, Four>(X + ((nint)t * In), In, W, rowBytes, r, rowEnd, Bias, Y + ((nint)t * Out), Out);
+                    Kernel<TS, TV, TW, Four>(X + ((nint)t * In), In, w, rowBytes, r, rowEnd, Bias, Y + ((nint)t * Out), Out);
                 }
             }
 
@@ -95,13 +164,13 @@ internal static unsafe class CpuMatMul
                 switch (left)
                 {
                     case 1:
-                        Kernel<TS, TV, TW, One>(x, In, W, rowBytes, r, rowEnd, Bias, y, Out);
+                        Kernel<TS, TV, TW, One>(x, In, w, rowBytes, r, rowEnd, Bias, y, Out);
                         break;
                     case 2:
-                        Kernel<TS, TV, TW, Two>(x, In, W, rowBytes, r, rowEnd, Bias, y, Out);
+                        Kernel<TS, TV, TW, Two>(x, In, w, rowBytes, r, rowEnd, Bias, y, Out);
                         break;
                     default:
-                        Kernel<TS, TV, TW, Three>(x, In, W, rowBytes, r, rowEnd, Bias, y, Out);
+                        Kernel<TS, TV, TW, Three>(x, In, w, rowBytes, r, rowEnd, Bias, y, Out);
                         break;
                 }
             }
@@ -151,6 +220,11 @@ internal static unsafe class CpuMatMul
         var perThread = (outFeatures + (pool.ThreadCount * 8) - 1) / (pool.ThreadCount * 8);
         tileRows = Math.Min(tileRows, Math.Max(RowGroup, perThread));
         tileRows = (tileRows + RowGroup - 1) / RowGroup * RowGroup;
+
+        if (weight.DType != DType.F32 && tokens >= WidenTileFromTokens)
+        {
+            job.EnsureScratch(pool.ThreadCount, (long)tileRows * inFeatures);
+        }
 
         job.X = x.F32Pointer;
         job.W = weight.Pointer;

@@ -75,53 +75,39 @@ internal static class CpuSimd
     public static float F16ToSingle(ushort bits) => (float)BitConverter.UInt16BitsToHalf(bits);
 }
 
-/// <summary>Half to fp32 on integer lanes, shared by the vector widths (the classic exponent re-bias with fix-ups).</summary>
+/// <summary>
+/// Half to fp32 on integer lanes, shared by the vector widths. The exponent and mantissa are shifted into fp32
+/// position and multiplied by 2^(127-15), which rescales normals and subnormals alike exactly; infinities and NaN
+/// (half exponent 31) then get the all-ones fp32 exponent, keeping their payload, and the sign goes back on.
+/// </summary>
 internal static class HalfBits
 {
-    public const uint ExponentMask = 0x7C00u << 13;
-    public const uint Rebias = (127 - 15) << 23;
-    public const uint Magic = 113u << 23;
+    public const uint Rescale = (127 - 15 + 127) << 23;
+    public const uint HalfExponent = 0x7C00;
+    public const uint SingleExponent = 0x7F800000;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> ToSingle(Vector512<uint> h)
     {
-        var o = (h & Vector512.Create(0x7FFFu)) << 13;
-        var exponent = o & Vector512.Create(ExponentMask);
-        o += Vector512.Create(Rebias);
-        var isSpecial = Vector512.Equals(exponent, Vector512.Create(ExponentMask));
-        o += isSpecial & Vector512.Create(Rebias);
-        var isSmall = Vector512.Equals(exponent, Vector512<uint>.Zero);
-        var small = ((o + Vector512.Create(1u << 23)).AsSingle() - Vector512.Create(Magic).AsSingle()).AsUInt32();
-        o = Vector512.ConditionalSelect(isSmall, small, o);
-        return (o | ((h & Vector512.Create(0x8000u)) << 16)).AsSingle();
+        var magnitude = ((h & Vector512.Create(0x7FFFu)) << 13).AsSingle() * Vector512.Create(Rescale).AsSingle();
+        var special = Vector512.Equals(h & Vector512.Create(HalfExponent), Vector512.Create(HalfExponent)) & Vector512.Create(SingleExponent);
+        return (magnitude.AsUInt32() | special | ((h & Vector512.Create(0x8000u)) << 16)).AsSingle();
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> ToSingle(Vector256<uint> h)
     {
-        var o = (h & Vector256.Create(0x7FFFu)) << 13;
-        var exponent = o & Vector256.Create(ExponentMask);
-        o += Vector256.Create(Rebias);
-        var isSpecial = Vector256.Equals(exponent, Vector256.Create(ExponentMask));
-        o += isSpecial & Vector256.Create(Rebias);
-        var isSmall = Vector256.Equals(exponent, Vector256<uint>.Zero);
-        var small = ((o + Vector256.Create(1u << 23)).AsSingle() - Vector256.Create(Magic).AsSingle()).AsUInt32();
-        o = Vector256.ConditionalSelect(isSmall, small, o);
-        return (o | ((h & Vector256.Create(0x8000u)) << 16)).AsSingle();
+        var magnitude = ((h & Vector256.Create(0x7FFFu)) << 13).AsSingle() * Vector256.Create(Rescale).AsSingle();
+        var special = Vector256.Equals(h & Vector256.Create(HalfExponent), Vector256.Create(HalfExponent)) & Vector256.Create(SingleExponent);
+        return (magnitude.AsUInt32() | special | ((h & Vector256.Create(0x8000u)) << 16)).AsSingle();
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector128<float> ToSingle(Vector128<uint> h)
     {
-        var o = (h & Vector128.Create(0x7FFFu)) << 13;
-        var exponent = o & Vector128.Create(ExponentMask);
-        o += Vector128.Create(Rebias);
-        var isSpecial = Vector128.Equals(exponent, Vector128.Create(ExponentMask));
-        o += isSpecial & Vector128.Create(Rebias);
-        var isSmall = Vector128.Equals(exponent, Vector128<uint>.Zero);
-        var small = ((o + Vector128.Create(1u << 23)).AsSingle() - Vector128.Create(Magic).AsSingle()).AsUInt32();
-        o = Vector128.ConditionalSelect(isSmall, small, o);
-        return (o | ((h & Vector128.Create(0x8000u)) << 16)).AsSingle();
+        var magnitude = ((h & Vector128.Create(0x7FFFu)) << 13).AsSingle() * Vector128.Create(Rescale).AsSingle();
+        var special = Vector128.Equals(h & Vector128.Create(HalfExponent), Vector128.Create(HalfExponent)) & Vector128.Create(SingleExponent);
+        return (magnitude.AsUInt32() | special | ((h & Vector128.Create(0x8000u)) << 16)).AsSingle();
     }
 }
 

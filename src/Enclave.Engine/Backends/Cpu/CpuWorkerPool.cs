@@ -9,21 +9,24 @@ internal abstract class CpuJob
 }
 
 /// <summary>
-/// Threads started once and reused by every operation. A call publishes a job and a count, bumps a generation
-/// counter the workers spin on, runs items itself as well, and returns when every worker has left the job.
+/// Threads started once and reused by every operation. A call publishes a job, then a 64-bit ticket holding the
+/// call's generation (high half) and the next unclaimed item (low half). Threads claim items by compare-exchange
+/// on the ticket, which fails for a thread still holding an older generation, so a late thread can never take an
+/// item of a newer call. The caller claims items too and returns once every item is done; it never waits for a
+/// worker that has not woken up, so a descheduled thread only costs the item it is in the middle of.
 /// Nothing is allocated per call. Workers spin briefly between calls (a forward pass issues them back to back)
 /// and then park on a monitor so an idle engine costs no CPU.
 /// </summary>
 internal sealed class CpuWorkerPool : IDisposable
 {
-    private const int SpinIterations = 20_000;
+    private const int SpinIterations = 50_000;
 
     private readonly Thread[] _threads;
     private readonly object _gate = new();
     private CpuJob? _job;
     private int _count;
-    private int _next;
-    private int _active;
+    private long _ticket;
+    private int _done;
     private int _generation;
     private int _sleepers;
     private volatile bool _stopping;
@@ -66,12 +69,15 @@ internal sealed class CpuWorkerPool : IDisposable
             return;
         }
 
+        var generation = _generation + 1;
+        _generation = generation;
         _job = job;
         _count = count;
         _failure = null;
-        Volatile.Write(ref _next, 0);
-        Volatile.Write(ref _active, _threads.Length);
-        Interlocked.Increment(ref _generation);
+        Volatile.Write(ref _done, 0);
+
+        // Publishing the ticket releases the writes above to any thread that reads it.
+        Interlocked.Exchange(ref _ticket, (long)generation << 32);
         if (Volatile.Read(ref _sleepers) != 0)
         {
             lock (_gate)
@@ -80,10 +86,10 @@ internal sealed class CpuWorkerPool : IDisposable
             }
         }
 
-        Drain(job, count, 0);
+        Drain(generation, job, count, 0);
 
         var spin = default(SpinWait);
-        while (Volatile.Read(ref _active) != 0)
+        while (Volatile.Read(ref _done) != count)
         {
             spin.SpinOnce(-1);
         }
@@ -96,22 +102,32 @@ internal sealed class CpuWorkerPool : IDisposable
         }
     }
 
-    private void Drain(CpuJob job, int count, int worker)
+    private void Drain(int generation, CpuJob job, int count, int worker)
     {
-        try
+        while (true)
         {
-            int index;
-            while ((index = Interlocked.Increment(ref _next) - 1) < count)
+            var ticket = Volatile.Read(ref _ticket);
+            var index = (int)(ticket & 0xFFFF_FFFF);
+            if ((int)(ticket >> 32) != generation || index >= count)
+            {
+                return;
+            }
+
+            if (Interlocked.CompareExchange(ref _ticket, ticket + 1, ticket) != ticket)
+            {
+                continue;
+            }
+
+            try
             {
                 job.Execute(index, worker);
             }
-        }
-        catch (Exception ex)
-        {
-            Interlocked.CompareExchange(ref _failure, ex, null);
+            catch (Exception ex)
+            {
+                Interlocked.CompareExchange(ref _failure, ex, null);
+            }
 
-            // Let the other threads finish quickly.
-            Volatile.Write(ref _next, count);
+            Interlocked.Increment(ref _done);
         }
     }
 
@@ -121,18 +137,18 @@ internal sealed class CpuWorkerPool : IDisposable
         while (true)
         {
             var spins = 0;
-            while (Volatile.Read(ref _generation) == seen && !_stopping)
+            while ((int)(Volatile.Read(ref _ticket) >> 32) == seen && !_stopping)
             {
                 if (++spins < SpinIterations)
                 {
-                    Thread.SpinWait(20);
+                    Thread.SpinWait(8);
                     continue;
                 }
 
                 lock (_gate)
                 {
                     Interlocked.Increment(ref _sleepers);
-                    while (Volatile.Read(ref _generation) == seen && !_stopping)
+                    while ((int)(Volatile.Read(ref _ticket) >> 32) == seen && !_stopping)
                     {
                         Monitor.Wait(_gate);
                     }
@@ -146,9 +162,16 @@ internal sealed class CpuWorkerPool : IDisposable
                 return;
             }
 
-            seen = Volatile.Read(ref _generation);
-            Drain(_job!, _count, slot);
-            Interlocked.Decrement(ref _active);
+            seen = (int)(Volatile.Read(ref _ticket) >> 32);
+
+            // Read after the ticket: the job of generation 'seen' or of a newer one; in the latter case every claim
+            // below fails, because the ticket's generation no longer matches.
+            var job = _job;
+            var count = _count;
+            if (job != null)
+            {
+                Drain(seen, job, count, slot);
+            }
         }
     }
 
