@@ -9,8 +9,8 @@ namespace Enclave.Engine.Backends.Cpu;
 /// The output columns (weight rows) are cut into tiles handed to the worker pool; a tile's weight rows are small
 /// enough to stay in L2 while every block of four tokens streams past them, so each weight byte comes from memory
 /// once per call whatever T is. The micro-kernel multiplies four tokens (two where only 16 vector registers
-/// exist) by four weight rows with sixteen vector
-/// accumulators: each weight vector is widened once and used four times, each x vector used four times.
+/// exist) by four weight rows with one vector accumulator per pair: each weight vector is widened once and used
+/// for every token of the group, each x vector for all four rows.
 /// With one token (decode) this degenerates to a streaming GEMV over four rows at a time, split across threads.
 /// </summary>
 internal static unsafe class CpuMatMul
