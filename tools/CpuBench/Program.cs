@@ -42,6 +42,52 @@ if (args.Length > 1 && args[1] == "kernel")
     return;
 }
 
+if (args.Length > 1 && args[1] == "pairs")
+{
+    // On a machine shared with other work, contention swings both figures by several times. Here each GEMV is
+    // timed right after a bandwidth probe over 64 MB, and the ratio of the pair is what is reported (median).
+    foreach (var (outFeatures, inFeatures) in new[] { (8960, 1536), (151936, 1536) })
+    {
+        var bytes = (long)outFeatures * inFeatures * 2;
+        var copies = (int)Math.Max(2, (ColdBytes + bytes - 1) / bytes);
+        var weights = new DeviceTensor[copies];
+        for (var c = 0; c < copies; c++)
+        {
+            weights[c] = backend.Allocate(DType.BF16, outFeatures, inFeatures);
+            backend.UploadBytes(RandomWeights(bytes, DType.BF16, c), weights[c]);
+        }
+
+        using var x = backend.Allocate(DType.F32, 1, inFeatures);
+        using var y = backend.Allocate(DType.F32, 1, outFeatures);
+        backend.Upload(RandomFloats(inFeatures), x);
+        backend.MatMul(x, weights[0], null, y);
+        var pairs = outFeatures > 100_000 ? 15 : 30;
+        var ratios = new double[pairs];
+        var gemvs = new double[pairs];
+        var probes = new double[pairs];
+        for (var i = 0; i < pairs; i++)
+        {
+            probes[i] = MemoryBandwidth.MeasureGBps(threads, 64L << 20, 1);
+            var start = Stopwatch.GetTimestamp();
+            backend.MatMul(x, weights[i % copies], null, y);
+            gemvs[i] = bytes / Stopwatch.GetElapsedTime(start).TotalSeconds / 1e9;
+            ratios[i] = gemvs[i] / probes[i];
+        }
+
+        Array.Sort(ratios);
+        Array.Sort(gemvs);
+        Array.Sort(probes);
+        Console.WriteLine(
+            $"BF16 GEMV {inFeatures}x{outFeatures}: GEMV GB/s median {gemvs[pairs / 2]:F1} (max {gemvs[^1]:F1}); probe GB/s median {probes[pairs / 2]:F1} (max {probes[^1]:F1}); GEMV/probe per pair median {ratios[pairs / 2] * 100:F0}% (quartiles {ratios[pairs / 4] * 100:F0}%..{ratios[pairs * 3 / 4] * 100:F0}%)");
+        foreach (var w in weights)
+        {
+            w.Dispose();
+        }
+    }
+
+    return;
+}
+
 if (args.Length > 1 && args[1] == "decode")
 {
     // BF16 GEMV (one token) on the model shapes, read from memory, next to bandwidth probes taken just before

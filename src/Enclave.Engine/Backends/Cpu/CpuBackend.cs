@@ -109,7 +109,7 @@ public sealed class CpuBackend : IBackend
         CpuMatMul.Run(_pool, _matMul, _width, Cpu(x), Cpu(weight), bias == null ? null : Cpu(bias), Cpu(output));
 
     public void Rope(DeviceTensor x, ForwardBatch batch, RopeSpec rope) =>
-        CpuRope.Run(_pool, _rope, _width, Cpu(x), batch.Positions, batch.Positions, rope);
+        CpuRope.Run(_pool, _rope, _width, Cpu(x), batch.Positions, rope);
 
     public void SiluMul(DeviceTensor gate, DeviceTensor up, DeviceTensor output) =>
         CpuSiluMul.Run(_pool, _siluMul, _width, Cpu(gate), Cpu(up), Cpu(output));

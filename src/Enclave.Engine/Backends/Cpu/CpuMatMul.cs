@@ -8,14 +8,14 @@ namespace Enclave.Engine.Backends.Cpu;
 ///
 /// The output columns (weight rows) are cut into tiles handed to the worker pool; a tile's weight rows are small
 /// enough to stay in L2 while every block of four tokens streams past them, so each weight byte comes from memory
-/// once per call whatever T is. The micro-kernel multiplies four tokens by four weight rows with sixteen vector
-/// accumulators: each weight vector is widened once and used four times, each x vector used four times.
+/// once per call whatever T is. The micro-kernel multiplies four tokens (two where only 16 vector registers
+/// exist) by four weight rows with one vector accumulator per pair: each weight vector is widened once and used
+/// for every token of the group, each x vector for all four rows.
 /// With one token (decode) this degenerates to a streaming GEMV over four rows at a time, split across threads.
 /// </summary>
 internal static unsafe class CpuMatMul
 {
     private const int RowGroup = 4;
-    private const int TokenGroup = 4;
 
     // Aim for a weight tile of about this many bytes so it stays cache-resident across token blocks.
     private const int TileBytes = 128 * 1024;
@@ -38,6 +38,7 @@ internal static unsafe class CpuMatMul
         public int In;
         public int Out;
         public int TileRows;
+        public int TokenGroup;
         public DType WeightType;
         public int Width;
 
@@ -148,11 +149,24 @@ internal static unsafe class CpuMatMul
         {
             var rowBytes = (nint)In * TW.DType.SizeInBytes();
             var t = 0;
-            for (; t + TokenGroup <= Tokens; t += TokenGroup)
+            if (TokenGroup == 4)
             {
-                for (var r = rowStart; r < rowEnd; r += RowGroup)
+                for (; t + 4 <= Tokens; t += 4)
                 {
-                    Kernel<TS, TV, TW, Four>(X + ((nint)t * In), In, w, rowBytes, r, rowEnd, Bias, Y + ((nint)t * Out), Out);
+                    for (var r = rowStart; r < rowEnd; r += RowGroup)
+                    {
+                        Kernel<TS, TV, TW, Four>(X + ((nint)t * In), In, w, rowBytes, r, rowEnd, Bias, Y + ((nint)t * Out), Out);
+                    }
+                }
+            }
+            else
+            {
+                for (; t + 2 <= Tokens; t += 2)
+                {
+                    for (var r = rowStart; r < rowEnd; r += RowGroup)
+                    {
+                        Kernel<TS, TV, TW, Two>(X + ((nint)t * In), In, w, rowBytes, r, rowEnd, Bias, Y + ((nint)t * Out), Out);
+                    }
                 }
             }
 
@@ -234,10 +248,19 @@ internal static unsafe class CpuMatMul
         job.In = inFeatures;
         job.Out = outFeatures;
         job.TileRows = tileRows;
+        job.TokenGroup = TokenGroupFor(width);
         job.WeightType = weight.DType;
         job.Width = width;
         pool.Run(job, (outFeatures + tileRows - 1) / tileRows);
     }
+
+    /// <summary>
+    /// Tokens per micro-kernel call. Four tokens by four rows needs sixteen accumulators plus five live vectors,
+    /// which fits the 32 vector registers of AVX-512 and Arm64 but would spill on the 16 of AVX2/SSE, where two
+    /// tokens (eight accumulators) are used instead.
+    /// </summary>
+    private static int TokenGroupFor(int width) =>
+        width == 512 || (width == 128 && System.Runtime.Intrinsics.Arm.AdvSimd.Arm64.IsSupported) ? 4 : 2;
 
     /// <summary>
     /// TN.N tokens (1..4) times four weight rows starting at <paramref name="row"/>. Rows at or past

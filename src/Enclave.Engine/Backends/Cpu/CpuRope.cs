@@ -74,7 +74,7 @@ internal static unsafe class CpuRope
         }
     }
 
-    public static void Run(CpuWorkerPool pool, Job job, int width, CpuTensor x, ReadOnlySpan<int> positions, int[] positionArray, RopeSpec rope)
+    public static void Run(CpuWorkerPool pool, Job job, int width, CpuTensor x, int[] positions, RopeSpec rope)
     {
         x.RequireDType(DType.F32);
         if (x.Rank != 3)
@@ -106,7 +106,7 @@ internal static unsafe class CpuRope
         }
 
         job.X = x.F32Pointer;
-        job.Positions = positionArray;
+        job.Positions = positions;
         job.InverseFrequencies = rope.InverseFrequencies;
         job.Heads = heads;
         job.HeadDim = headDim;

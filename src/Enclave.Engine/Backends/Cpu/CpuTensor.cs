@@ -28,6 +28,9 @@ public sealed unsafe class CpuTensor : DeviceTensor
         _data = data;
         _owner = owner;
         _ownsData = false;
+
+        // Nothing to free, so views (made per step by model code) stay off the finalizer queue.
+        GC.SuppressFinalize(this);
     }
 
     /// <summary>Whether this tensor frees its memory on dispose (false for views and mapped weights).</summary>
