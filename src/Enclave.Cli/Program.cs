@@ -1,1 +1,26 @@
-return 0;
+using System.CommandLine;
+using Enclave.Cli.Commands;
+using Enclave.Engine.Formats;
+using Enclave.Engine.Models;
+using Enclave.Engine.Templates;
+using Enclave.Engine.Tokenization;
+
+var root = new RootCommand("Enclave: run DeepSeek-family language models inside your own network")
+{
+    RunCommand.Create(),
+    ChatCommand.Create(),
+    TokenizeCommand.Create(),
+    RenderCommand.Create(),
+    BenchCommand.Create([]),
+};
+
+try
+{
+    // Errors the user can fix print as one line; anything else keeps its stack trace.
+    return await root.Parse(args).InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+}
+catch (Exception e) when (e is CliException or CheckpointFormatException or ModelConfigException or TemplateException or InvalidDataException or NotSupportedException or ArgumentException or IOException)
+{
+    Console.Error.WriteLine($"enclave: {e.Message}");
+    return 2;
+}

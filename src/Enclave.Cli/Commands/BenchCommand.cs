@@ -1,0 +1,141 @@
+using System.CommandLine;
+using System.Diagnostics;
+using Enclave.Engine.Backends.Cpu;
+using Enclave.Engine.Formats;
+using Enclave.Engine.Generation;
+using Enclave.Engine.Models;
+using Enclave.Engine.Sampling;
+
+namespace Enclave.Cli.Commands;
+
+/// <summary>
+/// <c>enclave bench</c>: prefill and decode throughput of one model on this machine, and decode speed as a fraction
+/// of the memory-bandwidth roofline (bandwidth ÷ weight bytes read per token).
+/// </summary>
+internal static class BenchCommand
+{
+    public static Command Create(IEnumerable<Command> subcommands)
+    {
+        var model = CommonOptions.Model(required: false);
+        var dummy = new Option<FileInfo?>("--dummy") { Description = "A config.json: benchmark random weights of that shape (no download needed)" };
+        var promptLen = new Option<int>("--prompt-len") { Description = "Prompt tokens per sequence", DefaultValueFactory = _ => 128 };
+        var genLen = new Option<int>("--gen-len") { Description = "Generated tokens per sequence", DefaultValueFactory = _ => 32 };
+        var batch = new Option<int>("--batch") { Description = "Concurrent sequences", DefaultValueFactory = _ => 1 };
+        var device = CommonOptions.Device();
+        var threads = CommonOptions.Threads();
+        var command = new Command("bench", "Measure prefill and decode speed (see also: bench serve)") { model, dummy, promptLen, genLen, batch, device, threads };
+        foreach (var sub in subcommands)
+        {
+            command.Subcommands.Add(sub);
+        }
+
+        command.SetAction(async (result, cancellationToken) =>
+        {
+            var dir = result.GetValue(model);
+            var config = result.GetValue(dummy);
+            if ((dir is null) == (config is null))
+            {
+                throw new CliException("give exactly one of --model DIR or --dummy CONFIG.json");
+            }
+
+            int p = result.GetValue(promptLen), g = result.GetValue(genLen), b = result.GetValue(batch);
+            if (p < 1 || g < 2 || b < 1)
+            {
+                throw new CliException("--prompt-len must be ≥ 1, --gen-len ≥ 2 and --batch ≥ 1");
+            }
+
+            string directory;
+            if (config is not null)
+            {
+                if (!config.Exists)
+                {
+                    throw new CliException($"--dummy {config.FullName}: file not found");
+                }
+
+                // The dummy load reads only config.json; a tokenizer next to it is optional, so use a scratch folder.
+                directory = Path.Combine(Path.GetTempPath(), "enclave-bench-" + Environment.ProcessId);
+                Directory.CreateDirectory(directory);
+                File.Copy(config.FullName, Path.Combine(directory, "config.json"), overwrite: true);
+            }
+            else
+            {
+                directory = dir!;
+            }
+
+            var options = new EngineOptions
+            {
+                MaxNumSeqs = b,
+                MaxNumBatchedTokens = Math.Max(512, p),
+                MaxModelLen = p + g,
+                KvCacheBytes = 0,
+            };
+            // The engine alone: a benchmark needs no tokenizer, so a bare config.json is enough.
+            var load = Stopwatch.StartNew();
+            var modelConfig = ModelConfig.Load(directory);
+            ModelRegistry.EnsureSupported(modelConfig);
+            using var backend = CommonOptions.CreateBackend(result.GetValue(device)!, result.GetValue(threads));
+            using IWeightSource weights = config is not null ? DummyWeights.Create(modelConfig) : SafetensorsCheckpoint.Open(directory);
+            using var causalLm = ModelRegistry.Create(modelConfig, weights, backend);
+            using var engine = new InferenceEngine(causalLm, options, []);
+            load.Stop();
+            var lm = (Config: modelConfig, Model: causalLm, Engine: engine);
+            var vocab = lm.Config.VocabSize;
+            var random = new Random(1234);
+            int[][] prompts = [.. Enumerable.Range(0, b).Select(_ => Enumerable.Range(0, p).Select(_ => random.Next(vocab)).ToArray())];
+            var greedy = new SamplingParams { Temperature = 0, IgnoreEos = true };
+
+            // Warm up (JIT, page-in of mapped weights), then prefill alone: every sequence generates one token.
+            await RunAsync(engine, [prompts[0][..Math.Min(p, 16)]], greedy with { MaxTokens = 2 }, cancellationToken);
+            var prefill = Stopwatch.StartNew();
+            await RunAsync(engine, prompts, greedy with { MaxTokens = 1 }, cancellationToken);
+            prefill.Stop();
+
+            var decode = await RunAsync(engine, prompts, greedy with { MaxTokens = g }, cancellationToken);
+            var decodeTokens = (double)b * (g - 1);
+            var decodeSeconds = decode.End - decode.AllFirstToken;
+            var bandwidth = MemoryBandwidth.MeasureGBps();
+            var weightBytes = lm.Model.WeightBytes;
+            var rooflineTokensPerSecond = bandwidth * 1e9 / weightBytes;
+            var decodeRate = decodeTokens / decodeSeconds;
+            var perSequence = decodeRate / b;
+            Console.WriteLine($"model        {lm.Config.Architecture} ({(config is not null ? "dummy weights from " + config.Name : directory)})");
+            Console.WriteLine($"backend      {lm.Model.Backend.Name}");
+            Console.WriteLine($"shape        hidden {lm.Config.HiddenSize}, layers {lm.Config.NumHiddenLayers}, heads {lm.Config.NumAttentionHeads}/{lm.Config.NumKeyValueHeads} kv, vocab {vocab}");
+            Console.WriteLine($"weights      {weightBytes / 1e9:F3} GB read per token; loaded in {load.Elapsed.TotalSeconds:F2} s");
+            Console.WriteLine($"kv cache     {lm.Model.KvCacheSpec.BytesPerToken} bytes per token");
+            Console.WriteLine($"workload     batch {b}, prompt {p}, generate {g}");
+            Console.WriteLine($"prefill      {b * p / prefill.Elapsed.TotalSeconds:F1} tokens/s ({prefill.Elapsed.TotalMilliseconds:F0} ms for {b * p} tokens)");
+            Console.WriteLine($"decode       {decodeRate:F2} tokens/s total, {perSequence:F2} tokens/s per sequence, {1000 / perSequence:F1} ms per step");
+            Console.WriteLine($"bandwidth    {bandwidth:F1} GB/s measured; roofline {rooflineTokensPerSecond:F2} tokens/s at batch 1");
+            Console.WriteLine($"efficiency   {100 * perSequence / rooflineTokensPerSecond:F1}% of the roofline per sequence" + (b > 1 ? $" ({100 * decodeRate / rooflineTokensPerSecond:F1}% aggregate)" : string.Empty));
+            Console.WriteLine($"memory       {Process.GetCurrentProcess().PeakWorkingSet64 / 1048576.0:F0} MiB peak resident");
+            if (config is not null)
+            {
+                Directory.Delete(directory, recursive: true);
+            }
+
+            return 0;
+        });
+        return command;
+    }
+
+    private static async Task<(double AllFirstToken, double End)> RunAsync(InferenceEngine engine, int[][] prompts, SamplingParams parameters, CancellationToken cancellationToken)
+    {
+        var clock = Stopwatch.StartNew();
+        var firsts = new double[prompts.Length];
+        var tasks = prompts.Select(async (prompt, i) =>
+        {
+            var first = true;
+            await foreach (var _ in engine.GenerateTokensAsync(prompt, parameters, cancellationToken))
+            {
+                if (first)
+                {
+                    firsts[i] = clock.Elapsed.TotalSeconds;
+                    first = false;
+                }
+            }
+        }).ToArray();
+        await Task.WhenAll(tasks);
+        return (firsts.Max(), clock.Elapsed.TotalSeconds);
+    }
+}

@@ -1,0 +1,63 @@
+using System.CommandLine;
+using Enclave.Engine.Backends;
+using Enclave.Engine.Backends.Cpu;
+using Enclave.Engine.Backends.Reference;
+
+namespace Enclave.Cli.Commands;
+
+/// <summary>Options several commands share, and what they resolve to.</summary>
+internal static class CommonOptions
+{
+    public static Option<string> Model(bool required = true) => new("--model", "-m")
+    {
+        Description = "Hugging Face model directory (config.json, *.safetensors, tokenizer.json)",
+        Required = required,
+    };
+
+    public static Option<string> Device() => new("--device")
+    {
+        Description = "Where to run: auto, cpu, or reference (slow scalar yardstick); cuda arrives with the CUDA backend",
+        DefaultValueFactory = _ => "auto",
+    };
+
+    public static Option<int> Threads() => new("--threads")
+    {
+        Description = "CPU worker threads (0 = all cores)",
+        DefaultValueFactory = _ => 0,
+    };
+
+    /// <summary>The data directory: ENCLAVE_HOME, else ~/.enclave. Created on first use.</summary>
+    public static string DataDirectory()
+    {
+        var home = Environment.GetEnvironmentVariable("ENCLAVE_HOME");
+        if (string.IsNullOrWhiteSpace(home))
+        {
+            home = Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".enclave");
+        }
+
+        Directory.CreateDirectory(home);
+        return home;
+    }
+
+    public static IBackend CreateBackend(string device, int threads)
+    {
+        switch (device.Trim().ToLowerInvariant())
+        {
+            case "auto":
+            case "cpu":
+                return new CpuBackend(threads);
+            case "reference":
+                return new ReferenceBackend();
+            default:
+                if (device.StartsWith("cuda", StringComparison.OrdinalIgnoreCase))
+                {
+                    throw new CliException($"--device {device}: this build has no CUDA backend yet; use --device cpu");
+                }
+
+                throw new CliException($"--device {device}: unknown device (expected auto, cpu, reference)");
+        }
+    }
+}
+
+/// <summary>A user error: printed as one line on stderr, exit code 2.</summary>
+internal sealed class CliException(string message) : Exception(message);

@@ -1,0 +1,282 @@
+using Enclave.Engine.Formats;
+
+namespace Enclave.Engine.Backends.Reference;
+
+/// <summary>
+/// A deliberately slow, readable, single-threaded implementation of every backend operation, accumulating in
+/// float64. It is the yardstick the fast kernels are tested against and a way to debug a model port
+/// (<c>--device reference</c>); it copies weights to float32 and must never be used for serving.
+/// </summary>
+public sealed class ReferenceBackend : IBackend
+{
+    public string Name => "reference (scalar, float64 accumulation)";
+
+    public DeviceTensor Allocate(DType dtype, params int[] shape) => new HostTensor(dtype, shape);
+
+    public DeviceTensor LoadWeight(CheckpointTensor source)
+    {
+        var t = new HostTensor(DType.F32, source.Shape);
+        var bytes = source.Bytes;
+        for (var i = 0; i < t.ElementCount; i++)
+        {
+            t.Data[i] = ReadElement(bytes, source.DType, i);
+        }
+
+        return t;
+    }
+
+    public void UploadBytes(ReadOnlySpan<byte> source, DeviceTensor destination)
+    {
+        var t = (HostTensor)destination;
+        for (var i = 0; i < t.ElementCount; i++)
+        {
+            t.Data[t.Offset + i] = ReadElement(source, t.DType, i);
+        }
+    }
+
+    public void Upload(ReadOnlySpan<float> source, DeviceTensor destination) => source.CopyTo(((HostTensor)destination).Span);
+
+    public void Download(DeviceTensor source, Span<float> destination) => ((HostTensor)source).Span.CopyTo(destination);
+
+    public void PrepareStep(ForwardBatch batch)
+    {
+    }
+
+    public void Embedding(DeviceTensor table, ForwardBatch batch, DeviceTensor output)
+    {
+        var w = (HostTensor)table;
+        var o = (HostTensor)output;
+        var n = w.Columns;
+        for (var t = 0; t < batch.TokenCount; t++)
+        {
+            w.Span.Slice(batch.TokenIds[t] * n, n).CopyTo(o.Span.Slice(t * n, n));
+        }
+    }
+
+    public void RmsNorm(DeviceTensor x, DeviceTensor weight, float eps, DeviceTensor output)
+    {
+        var xs = ((HostTensor)x).Span;
+        var w = ((HostTensor)weight).Span;
+        var o = ((HostTensor)output).Span;
+        var n = x.Columns;
+        for (var r = 0; r < x.Rows; r++)
+        {
+            var row = xs.Slice((int)(r * n), n);
+            double sum = 0;
+            foreach (var v in row)
+            {
+                sum += (double)v * v;
+            }
+
+            // HF computes in float32: x * rsqrt(mean + eps), then casts and multiplies by weight.
+            var inv = 1.0f / MathF.Sqrt((float)(sum / n) + eps);
+            for (var i = 0; i < n; i++)
+            {
+                o[(int)(r * n) + i] = w[i] * (row[i] * inv);
+            }
+        }
+    }
+
+    public void AddRmsNorm(DeviceTensor residual, DeviceTensor x, DeviceTensor weight, float eps, DeviceTensor output)
+    {
+        Add(residual, x, residual);
+        RmsNorm(residual, weight, eps, output);
+    }
+
+    public void MatMul(DeviceTensor x, DeviceTensor weight, DeviceTensor? bias, DeviceTensor output)
+    {
+        var xs = ((HostTensor)x).Span;
+        var w = ((HostTensor)weight).Span;
+        var b = bias is null ? default : ((HostTensor)bias).Span;
+        var o = ((HostTensor)output).Span;
+        int inDim = x.Columns, outDim = weight.Shape[0];
+        if (weight.Columns != inDim || output.Columns != outDim || output.Rows != x.Rows)
+        {
+            throw new ArgumentException($"matmul shape mismatch: x {x}, weight {weight}, output {output}");
+        }
+
+        for (var t = 0; t < x.Rows; t++)
+        {
+            for (var j = 0; j < outDim; j++)
+            {
+                double acc = bias is null ? 0 : b[j];
+                for (var k = 0; k < inDim; k++)
+                {
+                    acc += (double)xs[(int)(t * inDim) + k] * w[(j * inDim) + k];
+                }
+
+                o[(int)(t * outDim) + j] = (float)acc;
+            }
+        }
+    }
+
+    public void Rope(DeviceTensor x, ForwardBatch batch, RopeSpec rope)
+    {
+        var xs = ((HostTensor)x).Span;
+        int heads = x.Shape[1], headDim = x.Shape[2], half = rope.RotaryDim / 2;
+        for (var t = 0; t < batch.TokenCount; t++)
+        {
+            for (var h = 0; h < heads; h++)
+            {
+                var head = xs.Slice(((t * heads) + h) * headDim, headDim);
+                for (var i = 0; i < half; i++)
+                {
+                    var freq = batch.Positions[t] * rope.InverseFrequencies[i];
+                    var cos = MathF.Cos(freq) * rope.AttentionScaling;
+                    var sin = MathF.Sin(freq) * rope.AttentionScaling;
+                    int a = rope.Interleaved ? 2 * i : i, b = rope.Interleaved ? (2 * i) + 1 : i + half;
+                    float x0 = head[a], x1 = head[b];
+                    head[a] = (x0 * cos) - (x1 * sin);
+                    head[b] = (x1 * cos) + (x0 * sin);
+                }
+            }
+        }
+    }
+
+    public void SiluMul(DeviceTensor gate, DeviceTensor up, DeviceTensor output)
+    {
+        var g = ((HostTensor)gate).Span;
+        var u = ((HostTensor)up).Span;
+        var o = ((HostTensor)output).Span;
+        for (var i = 0; i < g.Length; i++)
+        {
+            var v = (double)g[i];
+            o[i] = (float)(v / (1 + Math.Exp(-v)) * u[i]);
+        }
+    }
+
+    public void Add(DeviceTensor a, DeviceTensor b, DeviceTensor output)
+    {
+        var x = ((HostTensor)a).Span;
+        var y = ((HostTensor)b).Span;
+        var o = ((HostTensor)output).Span;
+        for (var i = 0; i < x.Length; i++)
+        {
+            o[i] = x[i] + y[i];
+        }
+    }
+
+    public void Attention(DeviceTensor q, DeviceTensor k, DeviceTensor v, DeviceTensor keyCache, DeviceTensor valueCache, ForwardBatch batch, float scale, DeviceTensor output)
+    {
+        var qs = ((HostTensor)q).Span;
+        var ks = ((HostTensor)k).Span;
+        var vs = ((HostTensor)v).Span;
+        var kc = ((HostTensor)keyCache).Span;
+        var vc = ((HostTensor)valueCache).Span;
+        var o = ((HostTensor)output).Span;
+        int heads = q.Shape[1], headDim = q.Shape[2], kvHeads = k.Shape[1], blockSize = keyCache.Shape[1];
+        var rowWidth = kvHeads * headDim;
+        for (var t = 0; t < batch.TokenCount; t++)
+        {
+            ks.Slice(t * rowWidth, rowWidth).CopyTo(kc.Slice(batch.SlotMapping[t] * rowWidth, rowWidth));
+            vs.Slice(t * rowWidth, rowWidth).CopyTo(vc.Slice(batch.SlotMapping[t] * rowWidth, rowWidth));
+        }
+
+        var group = heads / kvHeads;
+        foreach (var seq in batch.Sequences)
+        {
+            for (var i = 0; i < seq.QueryLength; i++)
+            {
+                var t = seq.QueryStart + i;
+                var position = seq.ContextLength - seq.QueryLength + i;
+                for (var h = 0; h < heads; h++)
+                {
+                    var kvh = h / group;
+                    var scores = new double[position + 1];
+                    var max = double.NegativeInfinity;
+                    for (var p = 0; p <= position; p++)
+                    {
+                        var slot = (seq.BlockTable[p / blockSize] * blockSize) + (p % blockSize);
+                        double dot = 0;
+                        for (var d = 0; d < headDim; d++)
+                        {
+                            dot += (double)qs[(((t * heads) + h) * headDim) + d] * kc[(slot * rowWidth) + (kvh * headDim) + d];
+                        }
+
+                        scores[p] = dot * scale;
+                        max = Math.Max(max, scores[p]);
+                    }
+
+                    double sum = 0;
+                    for (var p = 0; p <= position; p++)
+                    {
+                        scores[p] = Math.Exp(scores[p] - max);
+                        sum += scores[p];
+                    }
+
+                    for (var d = 0; d < headDim; d++)
+                    {
+                        double acc = 0;
+                        for (var p = 0; p <= position; p++)
+                        {
+                            var slot = (seq.BlockTable[p / blockSize] * blockSize) + (p % blockSize);
+                            acc += scores[p] * vc[(slot * rowWidth) + (kvh * headDim) + d];
+                        }
+
+                        o[(((t * heads) + h) * headDim) + d] = (float)(acc / sum);
+                    }
+                }
+            }
+        }
+    }
+
+    public void GatherLogitRows(DeviceTensor x, ForwardBatch batch, DeviceTensor output)
+    {
+        var xs = ((HostTensor)x).Span;
+        var o = ((HostTensor)output).Span;
+        var n = x.Columns;
+        for (var i = 0; i < batch.LogitRows.Length; i++)
+        {
+            xs.Slice(batch.LogitRows[i] * n, n).CopyTo(o.Slice(i * n, n));
+        }
+    }
+
+    public void Dispose()
+    {
+    }
+
+    internal static float ReadElement(ReadOnlySpan<byte> bytes, DType dtype, long index) => dtype switch
+    {
+        DType.F32 => BitConverter.ToSingle(bytes.Slice((int)(index * 4), 4)),
+        DType.F16 => (float)BitConverter.ToHalf(bytes.Slice((int)(index * 2), 2)),
+        DType.BF16 => BitConverter.Int32BitsToSingle(BitConverter.ToUInt16(bytes.Slice((int)(index * 2), 2)) << 16),
+        DType.I32 => BitConverter.ToInt32(bytes.Slice((int)(index * 4), 4)),
+        _ => throw new ArgumentOutOfRangeException(nameof(dtype)),
+    };
+
+    /// <summary>Host-memory float32 tensor; views share the array.</summary>
+    internal sealed class HostTensor : DeviceTensor
+    {
+        public HostTensor(DType dtype, int[] shape)
+            : this(dtype, shape, null, 0)
+        {
+        }
+
+        private HostTensor(DType dtype, int[] shape, float[]? data, long offset)
+            : base(dtype, shape)
+        {
+            Data = data ?? new float[ElementCount];
+            Offset = offset;
+        }
+
+        public float[] Data { get; }
+
+        public long Offset { get; }
+
+        public Span<float> Span => Data.AsSpan((int)Offset, (int)ElementCount);
+
+        public override DeviceTensor Reshape(params int[] shape)
+        {
+            CheckReshape(ElementCount, shape);
+            return new HostTensor(DType, shape, Data, Offset);
+        }
+
+        public override DeviceTensor SliceRows(int start, int count)
+        {
+            var shape = (int[])Shape.Clone();
+            var rowElements = ElementCount / Shape[0];
+            shape[0] = count;
+            return new HostTensor(DType, shape, Data, Offset + (start * rowElements));
+        }
+    }
+}

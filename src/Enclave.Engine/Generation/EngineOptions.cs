@@ -1,0 +1,23 @@
+namespace Enclave.Engine.Generation;
+
+/// <summary>Engine limits, bound from configuration or command-line flags (names follow vLLM's).</summary>
+public sealed class EngineOptions
+{
+    /// <summary>Most sequences in one step (--max-num-seqs).</summary>
+    public int MaxNumSeqs { get; set; } = 64;
+
+    /// <summary>Token budget of one step; long prompts are prefilled in chunks of this size (--max-num-batched-tokens).</summary>
+    public int MaxNumBatchedTokens { get; set; } = 512;
+
+    /// <summary>Memory for the paged KV cache in bytes (--kv-cache-memory); 0 picks a size from the context length and sequence limit.</summary>
+    public long KvCacheBytes { get; set; }
+
+    /// <summary>Tokens per KV-cache block.</summary>
+    public int BlockSize { get; set; } = 16;
+
+    /// <summary>Requests allowed to wait for a slot before new ones are refused (HTTP 429).</summary>
+    public int MaxWaiting { get; set; } = 256;
+
+    /// <summary>Context length limit (prompt + generated); 0 uses the model's max_position_embeddings.</summary>
+    public int MaxModelLen { get; set; }
+}

@@ -1,0 +1,284 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using Enclave.Engine.Backends;
+using Enclave.Engine.KvCache;
+using Enclave.Engine.Models;
+using Enclave.Engine.Sampling;
+using Enclave.Engine.Scheduling;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Enclave.Engine.Generation;
+
+/// <summary>
+/// Runs one model: a dedicated loop thread takes submitted sequences, asks the <see cref="Scheduler"/> for each step,
+/// runs the model's forward pass, samples on the host and streams tokens back to each request's reader. Callers on
+/// any thread submit with <see cref="GenerateTokensAsync"/> and cancel by cancelling its token.
+/// </summary>
+public sealed class InferenceEngine : IAsyncDisposable, IDisposable
+{
+    private readonly CausalLM model;
+    private readonly PagedKvCache cache;
+    private readonly Scheduler scheduler;
+    private readonly ConcurrentQueue<Sequence> incoming = new();
+    private readonly SemaphoreSlim wake = new(0);
+    private readonly Thread loop;
+    private readonly ILogger logger;
+    private readonly Sampler sampler = new();
+    private readonly DeviceTensor logits;
+    private readonly float[] hostLogits;
+    private readonly int[] eosTokenIds;
+    private volatile bool stopping;
+    private long nextId;
+    private int queued;
+    private long promptTokensTotal;
+    private long generationTokensTotal;
+    private long steps;
+
+    public InferenceEngine(CausalLM model, EngineOptions options, IReadOnlyCollection<int> eosTokenIds, ILogger? logger = null)
+    {
+        this.model = model;
+        this.logger = logger ?? NullLogger.Instance;
+        Options = options;
+        MaxModelLen = options.MaxModelLen > 0 ? options.MaxModelLen : model.Config.MaxPositionEmbeddings;
+        this.eosTokenIds = [.. eosTokenIds];
+        var spec = model.KvCacheSpec;
+        var bytes = options.KvCacheBytes > 0
+            ? options.KvCacheBytes
+            : spec.BytesPerToken * Math.Min((long)MaxModelLen * Math.Min(options.MaxNumSeqs, 8), 1L << 20);
+        var blocks = PagedKvCache.BlocksFor(bytes, spec, options.BlockSize);
+        if (blocks < 1)
+        {
+            throw new ArgumentException($"--kv-cache-memory {bytes} bytes holds no block of {options.BlockSize} tokens ({spec.BytesPerToken} bytes per token)");
+        }
+
+        cache = new PagedKvCache(model.Backend, spec, blocks, options.BlockSize);
+        scheduler = new Scheduler(new SchedulerOptions(options.MaxNumSeqs, options.MaxNumBatchedTokens, options.MaxWaiting), new BlockPool(blocks, options.BlockSize));
+        logits = model.Backend.Allocate(DType.F32, options.MaxNumSeqs, model.Config.VocabSize);
+        hostLogits = new float[options.MaxNumSeqs * model.Config.VocabSize];
+        this.logger.LogInformation(
+            "KV cache: {Blocks} blocks of {BlockSize} tokens ({Tokens} tokens, {MiB:F1} MiB, {BytesPerToken} bytes per token)",
+            blocks, options.BlockSize, (long)blocks * options.BlockSize, cache.Bytes / 1048576.0, spec.BytesPerToken);
+        loop = new Thread(Run) { IsBackground = true, Name = "enclave-engine" };
+        loop.Start();
+    }
+
+    public EngineOptions Options { get; }
+
+    public CausalLM Model => model;
+
+    public int MaxModelLen { get; }
+
+    public int KvCacheTokens => cache.BlockCount * cache.BlockSize;
+
+    public long KvCacheBytes => cache.Bytes;
+
+    /// <summary>A consistent-enough snapshot for metrics (read without locking).</summary>
+    public EngineStats Stats => new(
+        scheduler.Running, scheduler.Waiting + Volatile.Read(ref queued),
+        scheduler.Pool.BlockCount == 0 ? 0 : (double)scheduler.Pool.UsedBlocks / scheduler.Pool.BlockCount,
+        Interlocked.Read(ref promptTokensTotal), Interlocked.Read(ref generationTokensTotal), scheduler.Preemptions, Interlocked.Read(ref steps));
+
+    /// <summary>
+    /// Submits a prompt and streams its tokens as they are produced. Throws <see cref="ContextLengthExceededException"/>
+    /// when it cannot fit, <see cref="EngineBusyException"/> when the queue is full. Cancelling the token frees the
+    /// request's cache blocks at the next step.
+    /// </summary>
+    public async IAsyncEnumerable<TokenEvent> GenerateTokensAsync(IReadOnlyList<int> promptIds, SamplingParams parameters, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        var sequence = Submit(promptIds, parameters);
+        using var registration = cancellationToken.Register(() => { sequence.Abort(); wake.Release(); });
+        var reader = sequence.Output.Reader;
+        var done = false;
+        try
+        {
+            while (!done && await reader.WaitToReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                while (reader.TryRead(out var e))
+                {
+                    yield return e;
+                    if (e.Finish is not null)
+                    {
+                        done = true;
+                        break;
+                    }
+                }
+            }
+        }
+        finally
+        {
+            if (!done)
+            {
+                sequence.Abort();
+                wake.Release();
+            }
+        }
+    }
+
+    public Sequence Submit(IReadOnlyList<int> promptIds, SamplingParams parameters)
+    {
+        ObjectDisposedException.ThrowIf(stopping, this);
+        parameters.Validate();
+        if (promptIds.Count == 0)
+        {
+            throw new ArgumentException("the prompt is empty: at least one token is needed", nameof(promptIds));
+        }
+
+        foreach (var id in promptIds)
+        {
+            if ((uint)id >= (uint)model.Config.VocabSize)
+            {
+                throw new ArgumentException($"token id {id} is outside the vocabulary (0..{model.Config.VocabSize - 1})", nameof(promptIds));
+            }
+        }
+
+        if (promptIds.Count + parameters.MaxTokens > MaxModelLen)
+        {
+            throw new ContextLengthExceededException(
+                $"This model's maximum context length is {MaxModelLen} tokens. However, you requested {promptIds.Count + parameters.MaxTokens} tokens ({promptIds.Count} in the messages, {parameters.MaxTokens} in the completion). Please reduce the length of the messages or completion.");
+        }
+
+        if (scheduler.Pool.BlocksFor(promptIds.Count + parameters.MaxTokens) > scheduler.Pool.BlockCount)
+        {
+            throw new ContextLengthExceededException(
+                $"the request needs {promptIds.Count + parameters.MaxTokens} tokens of KV cache but the cache holds {KvCacheTokens}; raise --kv-cache-memory or lower max_tokens");
+        }
+
+        if (Interlocked.Increment(ref queued) + scheduler.Waiting > Options.MaxWaiting)
+        {
+            Interlocked.Decrement(ref queued);
+            throw new EngineBusyException($"the waiting queue is full ({Options.MaxWaiting} requests); retry later");
+        }
+
+        var sequence = new Sequence(Interlocked.Increment(ref nextId), promptIds, parameters, eosTokenIds);
+        incoming.Enqueue(sequence);
+        wake.Release();
+        return sequence;
+    }
+
+    private void Run()
+    {
+        var timer = Stopwatch.StartNew();
+        while (!stopping)
+        {
+            while (incoming.TryDequeue(out var s))
+            {
+                Interlocked.Decrement(ref queued);
+                scheduler.Add(s);
+            }
+
+            foreach (var s in scheduler.RemoveFinished())
+            {
+                s.Output.Writer.TryComplete();
+            }
+
+            var step = scheduler.HasWork ? scheduler.Schedule() : null;
+            if (step is null)
+            {
+                wake.Wait(scheduler.HasWork ? 1 : Timeout.Infinite);
+                continue;
+            }
+
+            try
+            {
+                RunStep(step);
+            }
+            catch (Exception e)
+            {
+                logger.LogError(e, "engine step failed; failing its {Count} requests", step.Entries.Length);
+                foreach (var (s, _, _) in step.Entries)
+                {
+                    s.Finish = FinishReason.Abort;
+                    s.Output.Writer.TryComplete(e);
+                }
+            }
+        }
+
+        foreach (var s in scheduler.RemoveFinished())
+        {
+            s.Output.Writer.TryComplete();
+        }
+    }
+
+    private void RunStep(ScheduledStep step)
+    {
+        var batch = step.Batch;
+        var rows = batch.LogitRows.Length;
+        var vocab = model.Config.VocabSize;
+        var logitView = logits.SliceRows(0, Math.Max(rows, 1));
+        model.Forward(batch, cache, logitView);
+        if (rows > 0)
+        {
+            model.Backend.Download(logitView, hostLogits.AsSpan(0, rows * vocab));
+        }
+
+        Interlocked.Increment(ref steps);
+        var row = 0;
+        foreach (var (s, n, samples) in step.Entries)
+        {
+            if (s.NumComputed < s.PromptLength)
+            {
+                Interlocked.Add(ref promptTokensTotal, Math.Min(n, s.PromptLength - s.NumComputed));
+            }
+
+            s.NumComputed += n;
+            if (!samples)
+            {
+                continue;
+            }
+
+            var rowLogits = hostLogits.AsSpan(row++ * vocab, vocab);
+            if (s.IsAborted)
+            {
+                continue;
+            }
+
+            var suppress = s.OutputLength < s.Parameters.MinTokens ? s.StopTokenIds : [];
+            var sampled = sampler.Sample(rowLogits, s.Parameters, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(s.Tokens), s.PromptLength, s.Random, suppress);
+            s.Tokens.Add(sampled.TokenId);
+            Interlocked.Increment(ref generationTokensTotal);
+            FinishReason? finish = null;
+            if (Array.IndexOf(s.StopTokenIds, sampled.TokenId) >= 0 && s.OutputLength > s.Parameters.MinTokens - 1)
+            {
+                finish = FinishReason.Stop;
+            }
+            else if (s.OutputLength >= s.Parameters.MaxTokens || s.Tokens.Count >= MaxModelLen)
+            {
+                finish = FinishReason.Length;
+            }
+
+            s.Finish = finish;
+            s.Output.Writer.TryWrite(new TokenEvent(sampled.TokenId, sampled.Logprob, sampled.TopLogprobs, finish));
+        }
+    }
+
+    public void Dispose()
+    {
+        if (stopping)
+        {
+            return;
+        }
+
+        stopping = true;
+        wake.Release();
+        loop.Join();
+        foreach (var s in incoming)
+        {
+            s.Output.Writer.TryComplete();
+        }
+
+        logits.Dispose();
+        cache.Dispose();
+        wake.Dispose();
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        Dispose();
+        return ValueTask.CompletedTask;
+    }
+}
+
+/// <summary>Engine counters for metrics and health.</summary>
+public readonly record struct EngineStats(int Running, int Waiting, double KvCacheUsage, long PromptTokensTotal, long GenerationTokensTotal, long Preemptions, long Steps);

@@ -1,0 +1,197 @@
+using System.Runtime.CompilerServices;
+using System.Text.Json.Nodes;
+using Enclave.Engine.Backends;
+using Enclave.Engine.Formats;
+using Enclave.Engine.Models;
+using Enclave.Engine.Sampling;
+using Enclave.Engine.Scheduling;
+using Enclave.Engine.Templates;
+using Enclave.Engine.Tokenization;
+using Microsoft.Extensions.Logging;
+
+namespace Enclave.Engine.Generation;
+
+/// <summary>
+/// A loaded model ready to serve text: its config, tokenizer, chat template and running engine. This is the
+/// in-process API (the CLI, the HTTP server and <see cref="EnclaveChatClient"/> all use it).
+/// </summary>
+public sealed class LanguageModel : IAsyncDisposable, IDisposable
+{
+    private readonly IWeightSource weights;
+    private readonly bool ownsBackend;
+
+    private LanguageModel(string name, string directory, ModelConfig config, GenerationConfig generationConfig, HfTokenizer tokenizer,
+        IWeightSource weights, CausalLM model, InferenceEngine engine, bool ownsBackend)
+    {
+        Name = name;
+        Directory = directory;
+        Config = config;
+        GenerationConfig = generationConfig;
+        Tokenizer = tokenizer;
+        this.weights = weights;
+        Model = model;
+        Engine = engine;
+        this.ownsBackend = ownsBackend;
+        var template = tokenizer.Config.ChatTemplate;
+        ChatTemplate = template is null ? null : new ChatTemplate(template, tokenizer.Config.SpecialTokensMap);
+        var stops = new HashSet<int>(generationConfig.EosTokenIds);
+        stops.UnionWith(config.EosTokenIds);
+        if (tokenizer.EosTokenId is { } eos)
+        {
+            stops.Add(eos);
+        }
+
+        EosTokenIds = [.. stops.Order()];
+    }
+
+    public string Name { get; }
+
+    public string Directory { get; }
+
+    public ModelConfig Config { get; }
+
+    public GenerationConfig GenerationConfig { get; }
+
+    public HfTokenizer Tokenizer { get; }
+
+    public ChatTemplate? ChatTemplate { get; }
+
+    public CausalLM Model { get; }
+
+    public InferenceEngine Engine { get; }
+
+    /// <summary>Tokens that end generation unless ignore_eos: generation_config, config and tokenizer EOS ids.</summary>
+    public int[] EosTokenIds { get; }
+
+    /// <summary>
+    /// Loads a Hugging Face model directory (config.json, safetensors, tokenizer files) onto a backend, or, when
+    /// <paramref name="dummyWeights"/> is set, builds random weights from config.json alone.
+    /// </summary>
+    public static LanguageModel Load(string directory, IBackend backend, EngineOptions options, ILogger? logger = null,
+        string? name = null, bool ownsBackend = false, bool dummyWeights = false)
+    {
+        var config = ModelConfig.Load(directory);
+        ModelRegistry.EnsureSupported(config); // fail before touching gigabytes of weights
+
+        var tokenizer = HfTokenizer.FromDirectory(directory);
+        var generationConfig = GenerationConfig.Load(directory);
+        IWeightSource weights = dummyWeights ? DummyWeights.Create(config) : SafetensorsCheckpoint.Open(directory);
+        CausalLM? model = null;
+        try
+        {
+            model = ModelRegistry.Create(config, weights, backend);
+            var eos = new HashSet<int>(generationConfig.EosTokenIds);
+            eos.UnionWith(config.EosTokenIds);
+            if (tokenizer.EosTokenId is { } e)
+            {
+                eos.Add(e);
+            }
+
+            var engine = new InferenceEngine(model, options, eos, logger);
+            return new LanguageModel(name ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(directory))),
+                directory, config, generationConfig, tokenizer, weights, model, engine, ownsBackend);
+        }
+        catch
+        {
+            model?.Dispose();
+            weights.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Renders OpenAI-style messages through the model's chat template.</summary>
+    public string RenderChat(JsonArray messages, bool addGenerationPrompt = true, JsonArray? tools = null, IReadOnlyDictionary<string, object?>? templateVariables = null)
+    {
+        if (ChatTemplate is null)
+        {
+            throw new InvalidOperationException($"{Directory}: the tokenizer config has no chat_template, so chat messages cannot be rendered; send a raw prompt instead");
+        }
+
+        return ChatTemplate.Render(messages, addGenerationPrompt, tools, templateVariables);
+    }
+
+    /// <summary>Tokenizes a rendered chat prompt: the template already placed BOS and special tokens, so none are added.</summary>
+    public int[] EncodeChat(JsonArray messages, bool addGenerationPrompt = true, JsonArray? tools = null, IReadOnlyDictionary<string, object?>? templateVariables = null) =>
+        Tokenizer.Encode(RenderChat(messages, addGenerationPrompt, tools, templateVariables), addSpecialTokens: false);
+
+    /// <summary>
+    /// Generates from prompt ids and streams text: detokenized incrementally (never splitting a UTF-8 character),
+    /// with stop strings matched across tokens and removed from the output.
+    /// </summary>
+    public async IAsyncEnumerable<TextChunk> GenerateAsync(IReadOnlyList<int> promptIds, SamplingParams parameters, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        var decoder = Tokenizer.CreateIncrementalDecoder(parameters.SkipSpecialTokens);
+        var stops = new StopStringMatcher(parameters.Stop);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var enumerator = Engine.GenerateTokensAsync(promptIds, parameters, linked.Token).GetAsyncEnumerator(linked.Token);
+        try
+        {
+            while (true)
+            {
+                bool more;
+                try
+                {
+                    more = await enumerator.MoveNextAsync().ConfigureAwait(false);
+                }
+                catch (OperationCanceledException) when (linked.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+                {
+                    yield break; // we stopped the engine ourselves after a stop string
+                }
+
+                if (!more)
+                {
+                    yield break;
+                }
+
+                var e = enumerator.Current;
+                // The engine finishes with Stop only on an EOS or stop token, whose text never goes to the caller.
+                var isStopToken = e.Finish == FinishReason.Stop;
+                var piece = isStopToken ? string.Empty : decoder.Append(e.TokenId);
+                if (e.Finish is not null)
+                {
+                    piece += decoder.Flush();
+                }
+
+                var (emit, matched) = stops.Append(piece);
+                if (matched is not null)
+                {
+                    yield return new TextChunk(emit, e.TokenId, e.Logprob, e.TopLogprobs, FinishReason.Stop, matched);
+                    await linked.CancelAsync().ConfigureAwait(false);
+                    yield break;
+                }
+
+                if (e.Finish is not null)
+                {
+                    emit += stops.Flush();
+                }
+
+                yield return new TextChunk(emit, e.TokenId, e.Logprob, e.TopLogprobs, e.Finish, null);
+                if (e.Finish is not null)
+                {
+                    yield break;
+                }
+            }
+        }
+        finally
+        {
+            await enumerator.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    public void Dispose()
+    {
+        Engine.Dispose();
+        Model.Dispose();
+        weights.Dispose();
+        if (ownsBackend)
+        {
+            Model.Backend.Dispose();
+        }
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        Dispose();
+        return ValueTask.CompletedTask;
+    }
+}

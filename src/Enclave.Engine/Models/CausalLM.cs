@@ -1,0 +1,39 @@
+using Enclave.Engine.Backends;
+using Enclave.Engine.KvCache;
+
+namespace Enclave.Engine.Models;
+
+/// <summary>A decoder-only language model bound to a backend: one forward pass per engine step.</summary>
+public abstract class CausalLM : IDisposable
+{
+    protected CausalLM(ModelConfig config, IBackend backend)
+    {
+        Config = config;
+        Backend = backend;
+    }
+
+    public ModelConfig Config { get; }
+
+    public IBackend Backend { get; }
+
+    public abstract KvCacheSpec KvCacheSpec { get; }
+
+    /// <summary>Bytes of weights this model reads per forward pass (the decode roofline's numerator).</summary>
+    public abstract long WeightBytes { get; }
+
+    /// <summary>
+    /// Runs the batch through the model, extending the cache, and writes logits for batch.LogitRows.
+    /// logits: [batch.LogitRows.Length, vocab] F32 on the backend; untouched when no row needs logits.
+    /// </summary>
+    public abstract void Forward(ForwardBatch batch, PagedKvCache cache, DeviceTensor logits);
+
+    public void Dispose()
+    {
+        Dispose(true);
+        GC.SuppressFinalize(this);
+    }
+
+    protected virtual void Dispose(bool disposing)
+    {
+    }
+}

@@ -1,0 +1,35 @@
+using Enclave.Engine.Backends;
+
+namespace Enclave.Engine.Models.Layers;
+
+/// <summary>LlamaMLP / Qwen2MLP: down_proj(silu(gate_proj(x)) * up_proj(x)).</summary>
+public sealed class GatedMlp
+{
+    private readonly Linear gate;
+    private readonly Linear up;
+    private readonly Linear down;
+
+    public GatedMlp(WeightLoader loader, string prefix, int hidden, int intermediate, bool bias)
+    {
+        if (loader.Config.HiddenAct is not ("silu" or "swish"))
+        {
+            throw new ModelConfigException($"{loader.Config.Path}: hidden_act '{loader.Config.HiddenAct}' is not supported (supported: silu)");
+        }
+
+        gate = Linear.Load(loader, prefix + ".gate_proj", hidden, intermediate, bias);
+        up = Linear.Load(loader, prefix + ".up_proj", hidden, intermediate, bias);
+        down = Linear.Load(loader, prefix + ".down_proj", intermediate, hidden, bias);
+    }
+
+    /// <summary>x: [T, hidden] → output: [T, hidden].</summary>
+    public void Forward(IBackend backend, ActivationBuffers scratch, DeviceTensor x, DeviceTensor output)
+    {
+        var tokens = (int)x.Rows;
+        var g = scratch.Get("mlp.gate", tokens, gate.OutFeatures); // [T, intermediate]
+        var u = scratch.Get("mlp.up", tokens, up.OutFeatures);     // [T, intermediate]
+        gate.Forward(backend, x, g);
+        up.Forward(backend, x, u);
+        backend.SiluMul(g, u, g);
+        down.Forward(backend, g, output);
+    }
+}

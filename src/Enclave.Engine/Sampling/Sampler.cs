@@ -1,0 +1,290 @@
+namespace Enclave.Engine.Sampling;
+
+/// <summary>A sampled token with its log-probability under the model's raw distribution and the top alternatives.</summary>
+public readonly record struct SampledToken(int TokenId, float Logprob, TokenLogprob[]? TopLogprobs);
+
+public readonly record struct TokenLogprob(int TokenId, float Logprob);
+
+/// <summary>
+/// Turns one row of logits into a token on the host: penalties, temperature, top-k / top-p / min-p, then a draw
+/// from the request's own random stream (same seed, same tokens). Reuses its buffers: no allocation per token
+/// unless log-probabilities are asked for.
+/// </summary>
+public sealed class Sampler
+{
+    private float[] probabilities = [];
+    private int[] order = [];
+
+    /// <param name="logits">[vocab], modified in place.</param>
+    /// <param name="history">Prompt and generated tokens so far (repetition penalty looks at both).</param>
+    /// <param name="promptLength">How many leading entries of history are prompt (frequency/presence look only at the output).</param>
+    /// <param name="suppress">Token ids that must not be produced at this step (e.g. EOS before min_tokens).</param>
+    public SampledToken Sample(Span<float> logits, SamplingParams p, ReadOnlySpan<int> history, int promptLength, Random random, ReadOnlySpan<int> suppress = default)
+    {
+        TokenLogprob[]? top = null;
+        var logNormaliser = 0f;
+        if (p.Logprobs is not null)
+        {
+            // Reported log-probabilities are those of the raw model output, as vLLM reports them by default.
+            logNormaliser = LogSumExp(logits);
+            top = TopLogprobs(logits, p.Logprobs.Value, logNormaliser);
+        }
+
+        var rawLogits = p.Logprobs is not null ? logits.ToArray() : null;
+        ApplyPenalties(logits, p, history, promptLength);
+        foreach (var id in suppress)
+        {
+            if ((uint)id < (uint)logits.Length)
+            {
+                logits[id] = float.NegativeInfinity;
+            }
+        }
+
+        var token = p.IsGreedy ? ArgMax(logits) : Draw(logits, p, random);
+        var logprob = rawLogits is not null ? rawLogits[token] - logNormaliser : 0f;
+        return new SampledToken(token, logprob, top);
+    }
+
+    public static int ArgMax(ReadOnlySpan<float> values)
+    {
+        var best = 0;
+        var bestValue = float.NegativeInfinity;
+        for (var i = 0; i < values.Length; i++)
+        {
+            if (values[i] > bestValue)
+            {
+                bestValue = values[i];
+                best = i;
+            }
+        }
+
+        return best;
+    }
+
+    private static void ApplyPenalties(Span<float> logits, SamplingParams p, ReadOnlySpan<int> history, int promptLength)
+    {
+        if (p.RepetitionPenalty != 1.0)
+        {
+            var penalty = (float)p.RepetitionPenalty;
+            var seen = new HashSet<int>();
+            foreach (var id in history)
+            {
+                if ((uint)id < (uint)logits.Length && seen.Add(id))
+                {
+                    logits[id] = logits[id] > 0 ? logits[id] / penalty : logits[id] * penalty;
+                }
+            }
+        }
+
+        if (p.FrequencyPenalty != 0 || p.PresencePenalty != 0)
+        {
+            var counts = new Dictionary<int, int>();
+            foreach (var id in history[promptLength..])
+            {
+                counts[id] = counts.GetValueOrDefault(id) + 1;
+            }
+
+            foreach (var (id, count) in counts)
+            {
+                if ((uint)id < (uint)logits.Length)
+                {
+                    logits[id] -= (float)((p.FrequencyPenalty * count) + p.PresencePenalty);
+                }
+            }
+        }
+    }
+
+    private int Draw(Span<float> logits, SamplingParams p, Random random)
+    {
+        var n = logits.Length;
+        if (probabilities.Length < n)
+        {
+            probabilities = new float[n];
+            order = new int[n];
+        }
+
+        // Softmax at the temperature, in float64 for the normaliser.
+        var inverseTemperature = (float)(1.0 / p.Temperature);
+        var max = float.NegativeInfinity;
+        foreach (var v in logits)
+        {
+            max = Math.Max(max, v);
+        }
+
+        double sum = 0;
+        for (var i = 0; i < n; i++)
+        {
+            var e = MathF.Exp((logits[i] - max) * inverseTemperature);
+            probabilities[i] = e;
+            sum += e;
+        }
+
+        var probs = probabilities.AsSpan(0, n);
+        for (var i = 0; i < n; i++)
+        {
+            probs[i] = (float)(probs[i] / sum);
+        }
+
+        // Candidates sorted by probability, most likely first. Only tokens that could survive the filters are sorted.
+        var count = SortCandidates(probs, p);
+        var candidates = order.AsSpan(0, count);
+        if (p.TopK > 0 && p.TopK < count)
+        {
+            count = p.TopK;
+            candidates = candidates[..count];
+        }
+
+        if (p.MinP > 0)
+        {
+            var threshold = probs[candidates[0]] * p.MinP;
+            var keep = 1;
+            while (keep < count && probs[candidates[keep]] >= threshold)
+            {
+                keep++;
+            }
+
+            count = keep;
+            candidates = candidates[..count];
+        }
+
+        if (p.TopP < 1.0)
+        {
+            double cumulative = 0;
+            var keep = 0;
+            while (keep < count)
+            {
+                cumulative += probs[candidates[keep]];
+                keep++;
+                if (cumulative >= p.TopP)
+                {
+                    break;
+                }
+            }
+
+            count = keep;
+            candidates = candidates[..count];
+        }
+
+        double total = 0;
+        foreach (var id in candidates)
+        {
+            total += probs[id];
+        }
+
+        var r = random.NextDouble() * total;
+        foreach (var id in candidates)
+        {
+            r -= probs[id];
+            if (r <= 0)
+            {
+                return id;
+            }
+        }
+
+        return candidates[^1];
+    }
+
+    /// <summary>
+    /// Fills <c>order</c> with token ids by descending probability and returns how many are meaningful. Without any
+    /// filter every token is a candidate and no sort is needed. With filters, only tokens above a probability floor
+    /// are sorted, the floor being lowered until the kept set provably contains everything the filters could keep.
+    /// </summary>
+    private int SortCandidates(Span<float> probs, SamplingParams p)
+    {
+        var n = probs.Length;
+        var filtered = p.TopK > 0 || p.TopP < 1.0 || p.MinP > 0;
+        if (!filtered)
+        {
+            for (var i = 0; i < n; i++)
+            {
+                order[i] = i;
+            }
+
+            return n;
+        }
+
+        var maxProbability = 0f;
+        foreach (var v in probs)
+        {
+            maxProbability = Math.Max(maxProbability, v);
+        }
+
+        var floor = 1e-4f;
+        while (true)
+        {
+            var count = 0;
+            double mass = 0;
+            for (var i = 0; i < n; i++)
+            {
+                if (probs[i] >= floor)
+                {
+                    order[count++] = i;
+                    mass += probs[i];
+                }
+            }
+
+            var enough = (p.TopP >= 1.0 || mass >= p.TopP)
+                         && (p.TopK <= 0 || count >= Math.Min(p.TopK, n))
+                         && (p.MinP <= 0 || floor <= maxProbability * p.MinP)
+                         && (p.TopP < 1.0 || p.TopK > 0 || p.MinP > 0);
+            if (enough || floor <= 0)
+            {
+                var keys = new float[count];
+                for (var i = 0; i < count; i++)
+                {
+                    keys[i] = -probs[order[i]];
+                }
+
+                Array.Sort(keys, order, 0, count);
+                return count;
+            }
+
+            floor = floor < 1e-12f ? 0 : floor / 16;
+        }
+    }
+
+    private static float LogSumExp(ReadOnlySpan<float> logits)
+    {
+        var max = float.NegativeInfinity;
+        foreach (var v in logits)
+        {
+            max = Math.Max(max, v);
+        }
+
+        double sum = 0;
+        foreach (var v in logits)
+        {
+            sum += Math.Exp(v - max);
+        }
+
+        return max + (float)Math.Log(sum);
+    }
+
+    private static TokenLogprob[] TopLogprobs(ReadOnlySpan<float> logits, int k, float logNormaliser)
+    {
+        var result = new TokenLogprob[k];
+        var filled = 0;
+        for (var i = 0; i < logits.Length; i++)
+        {
+            var v = logits[i] - logNormaliser;
+            if (filled < k)
+            {
+                result[filled++] = new TokenLogprob(i, v);
+                for (var j = filled - 1; j > 0 && result[j].Logprob > result[j - 1].Logprob; j--)
+                {
+                    (result[j], result[j - 1]) = (result[j - 1], result[j]);
+                }
+            }
+            else if (k > 0 && v > result[k - 1].Logprob)
+            {
+                result[k - 1] = new TokenLogprob(i, v);
+                for (var j = k - 1; j > 0 && result[j].Logprob > result[j - 1].Logprob; j--)
+                {
+                    (result[j], result[j - 1]) = (result[j - 1], result[j]);
+                }
+            }
+        }
+
+        return result;
+    }
+}

@@ -1,0 +1,119 @@
+using Enclave.Engine.Backends;
+using Enclave.Engine.Backends.Reference;
+using Enclave.Engine.Formats;
+using Enclave.Engine.KvCache;
+using Enclave.Engine.Models;
+using Enclave.Engine.Tests.Support;
+
+namespace Enclave.Engine.Tests.Models;
+
+/// <summary>
+/// The model code alone (no scheduler): prefill the reference prompt in one step, compare last-position logits with
+/// transformers, then decode greedily one token per step and compare the tokens.
+/// </summary>
+public sealed class ForwardParityTests
+{
+    public static TheoryData<string, string> ModelsAndBackends()
+    {
+        var data = new TheoryData<string, string>();
+        foreach (var model in Fixtures.ModelNames)
+        {
+            foreach (var backend in BackendFactory.Names)
+            {
+                data.Add(model, backend);
+            }
+        }
+
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(ModelsAndBackends))]
+    public void LogitsAndGreedyTokensMatchTransformers(string modelName, string backendName)
+    {
+        var reference = Fixtures.LoadReference(modelName);
+        var dir = Fixtures.Model(modelName);
+        using var backend = BackendFactory.Create(backendName);
+        using var weights = SafetensorsCheckpoint.Open(dir);
+        var config = ModelConfig.Load(dir);
+        using var model = ModelRegistry.Create(config, weights, backend);
+        Assert.Equal(reference.Architecture, config.Architecture);
+        var comparedTokens = 0;
+        foreach (var c in reference.Cases)
+        {
+            const int blockSize = 4;
+            using var cache = new PagedKvCache(backend, model.KvCacheSpec, 32, blockSize);
+            var pool = new BlockPool(cache.BlockCount, blockSize);
+            var table = new List<int>();
+            var tokens = new List<int>(c.PromptIds);
+            using var logits = backend.Allocate(DType.F32, 1, config.VocabSize);
+            var host = new float[config.VocabSize];
+            var computed = 0;
+            for (var step = 0; step < c.GreedyIds.Length; step++)
+            {
+                var batch = SingleSequenceBatch(tokens, computed, pool, table);
+                model.Forward(batch, cache, logits);
+                backend.Download(logits, host);
+                computed = tokens.Count;
+                if (step == 0)
+                {
+                    var scale = c.LastLogits.Max(Math.Abs);
+                    var maxError = c.LastLogits.Select((v, i) => Math.Abs(v - host[i])).Max();
+                    Assert.True(maxError <= 1e-3 * Math.Max(1, scale), $"{modelName}/{c.Kind}: max logit error {maxError} (scale {scale})");
+                }
+
+                var argmax = ArgMax(host);
+                if (c.GreedyMargins[step] < 1e-3)
+                {
+                    break; // the reference's own top two are within noise: further tokens are not comparable
+                }
+
+                Assert.True(c.GreedyIds[step] == argmax, $"{modelName}/{c.Kind} step {step}: expected {c.GreedyIds[step]}, got {argmax}");
+                tokens.Add(argmax);
+                comparedTokens++;
+            }
+        }
+
+        // Guard against a reference whose margins are all noise: the comparison must have covered real ground.
+        Assert.True(comparedTokens >= 3 * 8, $"only {comparedTokens} greedy tokens were comparable");
+    }
+
+    internal static ForwardBatch SingleSequenceBatch(List<int> tokens, int computed, BlockPool pool, List<int> table)
+    {
+        Assert.True(pool.TryEnsureCapacity(table, tokens.Count));
+        var count = tokens.Count - computed;
+        var ids = new int[count];
+        var positions = new int[count];
+        var slots = new int[count];
+        for (var i = 0; i < count; i++)
+        {
+            var p = computed + i;
+            ids[i] = tokens[p];
+            positions[i] = p;
+            slots[i] = (table[p / pool.BlockSize] * pool.BlockSize) + (p % pool.BlockSize);
+        }
+
+        return new ForwardBatch
+        {
+            TokenIds = ids,
+            Positions = positions,
+            SlotMapping = slots,
+            Sequences = [new SequenceSlice(0, count, tokens.Count, table.ToArray())],
+            LogitRows = [count - 1],
+        };
+    }
+
+    internal static int ArgMax(ReadOnlySpan<float> values)
+    {
+        var best = 0;
+        for (var i = 1; i < values.Length; i++)
+        {
+            if (values[i] > values[best])
+            {
+                best = i;
+            }
+        }
+
+        return best;
+    }
+}
