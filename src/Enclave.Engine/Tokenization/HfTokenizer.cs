@@ -149,7 +149,13 @@ public sealed class HfTokenizer
         var cls = config.TokenizerClass;
         if (cls is not null && cls.EndsWith("Fast", StringComparison.Ordinal))
             cls = cls[..^4];
-        if (cls == "LlamaTokenizer")
+        // transformers 5 rebuilds LlamaTokenizer pipelines as SentencePiece ones. That is right for SentencePiece
+        // vocabularies (Llama 2) but wrong for byte-level ones that carry the class name anyway (the published
+        // DeepSeek-V3/R1 tokenizer_config.json says LlamaTokenizerFast): there the rebuild drops every space and
+        // newline, so those files are read as written, as the tokenizers library and transformers 4 read them.
+        var fileIsByteLevel = (preTokenizer is SequencePreTokenizer bytes && bytes.Steps.Any(p => p is ByteLevelPreTokenizer))
+                              || preTokenizer is ByteLevelPreTokenizer;
+        if (cls == "LlamaTokenizer" && !fileIsByteLevel)
         {
             // transformers 5 keeps only vocab, merges, added tokens and the post-processor of tokenizer.json and
             // rebuilds the rest: no normalizer, Metaspace without splitting, byte-fallback BPE without an unknown
