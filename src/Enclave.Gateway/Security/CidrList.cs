@@ -34,7 +34,9 @@ public sealed class CidrList
                 part += single.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6 ? "/128" : "/32";
             }
 
-            if (!IPNetwork.TryParse(part, out var net))
+            if (!IPNetwork.TryParse(part, out var net)
+                || !IPAddress.TryParse(part[..part.IndexOf('/', StringComparison.Ordinal)], out var given)
+                || !given.Equals(net.BaseAddress))
             {
                 throw new GatewayException(400, "invalid_request_error", "invalid_cidr", $"'{part}' is not a CIDR network (host bits must be zero).");
             }
