@@ -65,7 +65,7 @@ public static class AdminEndpoints
         }).RequirePermission(Permissions.RolesManage);
 
         g.MapGet("/audit", async (AuditLog audit, DateTimeOffset? since, DateTimeOffset? until, string? principal, string? model, int? status, string? text, int? limit, CancellationToken ct) =>
-            Results.Json(new { data = await audit.SearchAsync(new AuditQuery(since, until, principal, model, status, text, limit ?? 100), ct) }))
+            Results.Json(new { data = (await audit.SearchAsync(new AuditQuery(since, until, principal, model, status, text, limit ?? 100), ct)).Select(AuditView) }))
             .RequirePermission(Permissions.AuditRead);
         g.MapGet("/audit/verify", async (AuditLog audit, CancellationToken ct) =>
         {
@@ -105,6 +105,27 @@ public static class AdminEndpoints
         requests_per_minute = k.RequestsPerMinute,
         tokens_per_minute = k.TokensPerMinute,
         prompt_pii_action = k.PromptPiiAction,
+    };
+
+    internal static object AuditView(AuditRecordEntity r) => new
+    {
+        sequence = r.Sequence,
+        timestamp = DateTimeOffset.FromUnixTimeMilliseconds(r.TimestampMs),
+        request_id = r.RequestId,
+        principal = r.Principal,
+        role = r.Role,
+        source_ip = r.SourceIp,
+        method = r.Method,
+        endpoint = r.Endpoint,
+        model = r.Model,
+        status = r.Status,
+        latency_ms = r.LatencyMs,
+        prompt_tokens = r.PromptTokens,
+        completion_tokens = r.CompletionTokens,
+        details = r.Details,
+        algorithm = r.Algorithm,
+        prev_hash = r.PrevHash,
+        hash = r.Hash,
     };
 
     internal static object RoleView(RoleEntity r) => new

@@ -138,8 +138,8 @@ public sealed class GatewayMiddleware(
         var details = new JsonObject
         {
             ["query"] = ctx.Request.QueryString.HasValue ? ctx.Request.QueryString.Value : null,
-            ["request"] = Redact(requestText),
-            ["response"] = Redact(capture?.Text),
+            ["request"] = AsNode(Redact(requestText)),
+            ["response"] = AsNode(Redact(capture?.Text)),
             ["decisions"] = new JsonArray([.. decisions.Select(d => (JsonNode?)JsonValue.Create(d))]),
         };
         await audit.AppendAsync(new AuditEntry
@@ -155,12 +155,32 @@ public sealed class GatewayMiddleware(
             LatencyMs = (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds,
             PromptTokens = promptTokens,
             CompletionTokens = completionTokens,
-            Details = details.ToJsonString(),
+            Details = details.ToJsonString(DetailsJson),
         });
 
         if (principal is not null && !ReferenceEquals(principal, NoAuthPrincipal))
         {
             await keys.TouchAsync(principal.KeyId);
+        }
+    }
+
+    private static readonly JsonSerializerOptions DetailsJson = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
+    /// <summary>Keeps JSON bodies structured in the record (searchable as text); anything else as a string.</summary>
+    private static JsonNode? AsNode(string? text)
+    {
+        if (text is null)
+        {
+            return null;
+        }
+
+        try
+        {
+            return JsonNode.Parse(text);
+        }
+        catch (JsonException)
+        {
+            return JsonValue.Create(text);
         }
     }
 
