@@ -89,8 +89,82 @@ public sealed class AuditLog(GatewayStore store, AuditSigner signer, string algo
 
     public static string ComputeHash(AuditRecordEntity r) => ChainHash.Hex(r.Algorithm, CanonicalBytes(r));
 
-    public async Task<AuditRecordEntity> AppendAsync(AuditEntry entry, CancellationToken ct = default)
+    private readonly Lock _queueLock = new();
+    private List<(AuditEntry Entry, TaskCompletionSource<AuditRecordEntity> Done)> _queue = [];
+    private bool _writerRunning;
+    private const int MaxBatch = 256;
+
+    /// <summary>
+    /// Appends a record and completes once it is committed. Concurrent callers are group-committed:
+    /// one writer drains the queue into a single transaction, so throughput is not bounded by one
+    /// commit per request, while each caller still waits for its own record to be durable.
+    /// </summary>
+    public Task<AuditRecordEntity> AppendAsync(AuditEntry entry, CancellationToken ct = default)
     {
+        ct.ThrowIfCancellationRequested();
+        var done = new TaskCompletionSource<AuditRecordEntity>(TaskCreationOptions.RunContinuationsAsynchronously);
+        bool start;
+        lock (_queueLock)
+        {
+            _queue.Add((entry, done));
+            start = !_writerRunning;
+            _writerRunning = true;
+        }
+
+        if (start)
+        {
+            _ = Task.Run(WriterLoopAsync, CancellationToken.None);
+        }
+
+        return done.Task;
+    }
+
+    private async Task WriterLoopAsync()
+    {
+        while (true)
+        {
+            List<(AuditEntry Entry, TaskCompletionSource<AuditRecordEntity> Done)> batch;
+            lock (_queueLock)
+            {
+                if (_queue.Count == 0)
+                {
+                    _writerRunning = false;
+                    return;
+                }
+
+                if (_queue.Count <= MaxBatch)
+                {
+                    batch = _queue;
+                    _queue = [];
+                }
+                else
+                {
+                    batch = _queue.GetRange(0, MaxBatch);
+                    _queue.RemoveRange(0, MaxBatch);
+                }
+            }
+
+            try
+            {
+                var records = await WriteBatchAsync([.. batch.Select(b => b.Entry)]);
+                for (var i = 0; i < batch.Count; i++)
+                {
+                    batch[i].Done.SetResult(records[i]);
+                }
+            }
+            catch (Exception e)
+            {
+                foreach (var b in batch)
+                {
+                    b.Done.TrySetException(e);
+                }
+            }
+        }
+    }
+
+    private async Task<List<AuditRecordEntity>> WriteBatchAsync(List<AuditEntry> entries)
+    {
+        var ct = CancellationToken.None;
         await _gate.WaitAsync(ct);
         try
         {
@@ -102,35 +176,44 @@ public sealed class AuditLog(GatewayStore store, AuditSigner signer, string algo
             }
 
             var (lastSeq, lastHash) = await HeadAsync(db, ct);
-            var record = new AuditRecordEntity
+            var now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+            var records = new List<AuditRecordEntity>(entries.Count);
+            foreach (var entry in entries)
             {
-                Sequence = lastSeq + 1,
-                TimestampMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds(),
-                RequestId = entry.RequestId,
-                Principal = entry.Principal,
-                Role = entry.Role,
-                SourceIp = entry.SourceIp,
-                Method = entry.Method,
-                Endpoint = entry.Endpoint,
-                Model = entry.Model,
-                Status = entry.Status,
-                LatencyMs = entry.LatencyMs,
-                PromptTokens = entry.PromptTokens,
-                CompletionTokens = entry.CompletionTokens,
-                Details = entry.Details,
-                Algorithm = Algorithm,
-                PrevHash = lastHash,
-            };
-            record.Hash = ComputeHash(record);
-            db.AuditRecords.Add(record);
-            if (CheckpointEvery > 0 && record.Sequence % CheckpointEvery == 0)
-            {
-                db.AuditCheckpoints.Add(MakeCheckpoint(record.Sequence, record.Hash));
+                var record = new AuditRecordEntity
+                {
+                    Sequence = lastSeq + 1,
+                    TimestampMs = now,
+                    RequestId = entry.RequestId,
+                    Principal = entry.Principal,
+                    Role = entry.Role,
+                    SourceIp = entry.SourceIp,
+                    Method = entry.Method,
+                    Endpoint = entry.Endpoint,
+                    Model = entry.Model,
+                    Status = entry.Status,
+                    LatencyMs = entry.LatencyMs,
+                    PromptTokens = entry.PromptTokens,
+                    CompletionTokens = entry.CompletionTokens,
+                    Details = entry.Details,
+                    Algorithm = Algorithm,
+                    PrevHash = lastHash,
+                };
+                record.Hash = ComputeHash(record);
+                db.AuditRecords.Add(record);
+                if (CheckpointEvery > 0 && record.Sequence % CheckpointEvery == 0)
+                {
+                    db.AuditCheckpoints.Add(MakeCheckpoint(record.Sequence, record.Hash));
+                }
+
+                records.Add(record);
+                lastSeq = record.Sequence;
+                lastHash = record.Hash;
             }
 
             await db.SaveChangesAsync(ct);
             await tx.CommitAsync(ct);
-            return record;
+            return records;
         }
         finally
         {

@@ -12,10 +12,17 @@ public enum StoreProvider
 /// <summary>Opens contexts on the configured provider and applies migrations.</summary>
 public sealed class GatewayStore
 {
+    private readonly DbContextOptions _options;
+
     public GatewayStore(StoreProvider provider, string connectionString)
     {
         Provider = provider;
         ConnectionString = connectionString;
+        // Built once: options are immutable, and reusing them lets EF share its internal
+        // service provider and compiled model across the many short-lived contexts.
+        _options = provider == StoreProvider.Postgres
+            ? new DbContextOptionsBuilder<PostgresGatewayDbContext>().UseNpgsql(connectionString).Options
+            : new DbContextOptionsBuilder<SqliteGatewayDbContext>().UseSqlite(connectionString).Options;
     }
 
     public StoreProvider Provider { get; }
@@ -90,10 +97,8 @@ public sealed class GatewayStore
 
     public GatewayDbContext CreateContext() => Provider switch
     {
-        StoreProvider.Postgres => new PostgresGatewayDbContext(
-            new DbContextOptionsBuilder<PostgresGatewayDbContext>().UseNpgsql(ConnectionString).Options),
-        _ => new SqliteGatewayDbContext(
-            new DbContextOptionsBuilder<SqliteGatewayDbContext>().UseSqlite(ConnectionString).Options),
+        StoreProvider.Postgres => new PostgresGatewayDbContext((DbContextOptions<PostgresGatewayDbContext>)_options),
+        _ => new SqliteGatewayDbContext((DbContextOptions<SqliteGatewayDbContext>)_options),
     };
 
     /// <summary>Applies pending migrations and seeds the built-in roles. Safe to call repeatedly and concurrently.</summary>
