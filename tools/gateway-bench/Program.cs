@@ -8,6 +8,7 @@ using System.Text;
 using Enclave.Gateway.Hosting;
 using Enclave.Gateway.Security;
 using Microsoft.AspNetCore.Builder;
+using Microsoft.EntityFrameworkCore;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
@@ -103,6 +104,23 @@ if (args.Length > 3 && args[3] == "append")
     var ks = new KeyService(store);
     var sk = (await ks.CreateAsync(new KeyCreateRequest(BuiltInRoles.Analyst))).Secret;
     var sw0 = Stopwatch.StartNew();
+    for (var i = 0; i < 1000; i++)
+    {
+        await using var db = store.CreateContext();
+        await db.Roles.CountAsync();
+    }
+
+    Console.WriteLine(FormattableString.Invariant($"count query: {sw0.Elapsed.TotalMilliseconds / 1000:F2} ms each"));
+    sw0.Restart();
+    for (var i = 0; i < 300; i++)
+    {
+        await using var db = store.CreateContext();
+        await using var tx = await db.Database.BeginTransactionAsync();
+        await tx.CommitAsync();
+    }
+
+    Console.WriteLine(FormattableString.Invariant($"empty tx: {sw0.Elapsed.TotalMilliseconds / 300:F2} ms each"));
+    sw0.Restart();
     for (var i = 0; i < 1000; i++)
     {
         await log.AppendAsync(new Enclave.Gateway.Audit.AuditEntry { Method = "POST", Endpoint = "/v1/chat/completions", Status = 200 });

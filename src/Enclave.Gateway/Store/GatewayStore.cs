@@ -69,7 +69,6 @@ public sealed class GatewayStore
             b.DefaultTimeout = 60;
         }
 
-        b.Pooling = false;
         return b.ToString();
     }
 
