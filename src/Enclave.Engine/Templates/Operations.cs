@@ -430,7 +430,7 @@ internal static partial class Py
                     var d = ToDouble(b);
                     if (d == 0)
                         throw new TemplateException("float floor division by zero");
-                    return Math.Floor(ToDouble(a) / d);
+                    return FloatFloorDiv(ToDouble(a), d);
                 }
                 else
                 {
@@ -452,7 +452,9 @@ internal static partial class Py
                     if (y == 0)
                         throw new TemplateException("float modulo");
                     var m = x % y;
-                    if (m != 0 && ((m < 0) != (y < 0)))
+                    if (m == 0)
+                        return Math.CopySign(0.0, y);
+                    if ((m < 0) != (y < 0))
                         m += y;
                     return m;
                 }
@@ -477,6 +479,21 @@ internal static partial class Py
             default:
                 throw new TemplateException($"unknown operator {op}");
         }
+    }
+
+    /// <summary>CPython's float floor division, derived from fmod so that x == (x // y) * y + x % y holds.</summary>
+    private static double FloatFloorDiv(double x, double y)
+    {
+        var mod = x % y;
+        var div = (x - mod) / y;
+        if (mod != 0 && (y < 0) != (mod < 0))
+            div -= 1.0;
+        if (div == 0)
+            return Math.CopySign(0.0, x / y);
+        var floor = Math.Floor(div);
+        if (div - floor > 0.5)
+            floor += 1.0;
+        return floor;
     }
 
     private static long IntegerPower(long x, long n)
