@@ -87,14 +87,28 @@ internal static partial class Py
 
             case JsonValue value:
             {
+                // Cheap typed probes first: asking a CLR-backed value for a JsonElement serializes it.
+                switch (value.GetValueKind())
+                {
+                    case JsonValueKind.String when value.TryGetValue<string>(out var str):
+                        return str;
+                    case JsonValueKind.True:
+                        return true;
+                    case JsonValueKind.False:
+                        return false;
+                    case JsonValueKind.Null:
+                        return null;
+                }
+
+                // A parsed "1" reads as an integer; "1.0" and "1e2" fail TryGetValue<long> and stay floats.
+                if (value.TryGetValue<long>(out var l))
+                    return l;
                 if (value.TryGetValue<JsonElement>(out var element))
                     return FromJsonElement(element);
                 if (value.TryGetValue<string>(out var s))
                     return s;
                 if (value.TryGetValue<bool>(out var b))
                     return b;
-                if (value.TryGetValue<long>(out var l))
-                    return l;
                 if (value.TryGetValue<int>(out var i))
                     return (long)i;
                 if (value.TryGetValue<double>(out var d))
