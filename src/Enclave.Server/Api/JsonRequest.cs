@@ -20,6 +20,11 @@ public sealed class JsonRequest(JsonObject body)
             throw new ApiException(400, "the request body is empty: send a JSON object");
         }
 
+        if (!System.Text.Unicode.Utf8.IsValid(utf8.Span))
+        {
+            throw new ApiException(400, "the request body is not valid UTF-8");
+        }
+
         JsonNode? node;
         try
         {

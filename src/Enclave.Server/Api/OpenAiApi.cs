@@ -656,7 +656,7 @@ public sealed class OpenAiApi(ModelCatalog catalog, ServerMetrics metrics, Serve
         if (stream)
         {
             await StartStream(ctx);
-            var events = Channel.CreateUnbounded<JsonObject>(new UnboundedChannelOptions { SingleReader = true });
+            var events = Channel.CreateUnbounded<JsonObject>();
             JsonObject Chunk(JsonArray choiceArray) => new()
             {
                 ["id"] = id,
@@ -902,7 +902,7 @@ public sealed class OpenAiApi(ModelCatalog catalog, ServerMetrics metrics, Serve
         if (stream)
         {
             await StartStream(ctx);
-            var events = Channel.CreateUnbounded<JsonObject>(new UnboundedChannelOptions { SingleReader = true });
+            var events = Channel.CreateUnbounded<JsonObject>();
             var offsets = new int[choices.Count];
             var producers = choices.Select(c => RunChoice(c, model, start, log, (ch, chunk, _, _) =>
             {

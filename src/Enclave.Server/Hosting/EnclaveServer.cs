@@ -10,7 +10,6 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
-using OpenTelemetry.Metrics;
 
 namespace Enclave.Server.Hosting;
 
@@ -23,9 +22,12 @@ public sealed class EnclaveServer : IAsyncDisposable
 {
     private readonly WebApplication app;
 
-    private EnclaveServer(WebApplication app, ModelCatalog catalog, ServerMetrics metrics, Task loading)
+    private readonly PrometheusExporter exporter;
+
+    private EnclaveServer(WebApplication app, ModelCatalog catalog, ServerMetrics metrics, PrometheusExporter exporter, Task loading)
     {
         this.app = app;
+        this.exporter = exporter;
         Catalog = catalog;
         Metrics = metrics;
         Loading = loading;
@@ -103,13 +105,7 @@ public sealed class EnclaveServer : IAsyncDisposable
         builder.Services.AddSingleton(catalog);
         builder.Services.AddSingleton(metrics);
         builder.Services.AddSingleton(loggerFactory);
-        builder.Services.AddOpenTelemetry().WithMetrics(m => m
-            .AddMeter(metrics.MeterName)
-            .AddPrometheusExporter(o =>
-            {
-                o.ScrapeResponseCacheDurationMilliseconds = 0;
-                o.DisableTotalNameSuffixForCounters = true;
-            }));
+        var exporter = new PrometheusExporter(metrics.Meter);
 
         var app = builder.Build();
         var requestLogger = loggerFactory.CreateLogger("Enclave.Server.Requests");
@@ -172,13 +168,13 @@ public sealed class EnclaveServer : IAsyncDisposable
             ctx.Response.ContentType = "application/json";
             await ctx.Response.WriteAsync(new JsonObject { ["status"] = catalog.AllReady ? "ready" : "loading", ["models"] = models }.ToJsonString());
         });
-        app.MapPrometheusScrapingEndpoint("/metrics");
+        app.MapGet("/metrics", () => Results.Text(exporter.Render(), "text/plain; version=0.0.4; charset=utf-8"));
         new OpenAiApi(catalog, metrics, options, serverLogger).Map(app);
         app.MapFallback(ctx => OpenAiApi.WriteError(ctx, new ApiException(404, $"no route for {ctx.Request.Method} {ctx.Request.Path}", null, "not_found")));
 
         await app.StartAsync(cancellationToken);
         var loading = catalog.LoadAllAsync();
-        var server = new EnclaveServer(app, catalog, metrics, loading);
+        var server = new EnclaveServer(app, catalog, metrics, exporter, loading);
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
         server.Address = new Uri(address.Replace("[::]", "127.0.0.1", StringComparison.Ordinal));
         _ = loading.ContinueWith(
@@ -199,6 +195,7 @@ public sealed class EnclaveServer : IAsyncDisposable
         {
             await app.DisposeAsync();
             await Catalog.DisposeAsync();
+            exporter.Dispose();
             Metrics.Dispose();
         }
     }

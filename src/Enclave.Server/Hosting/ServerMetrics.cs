@@ -68,6 +68,8 @@ public sealed class ServerMetrics : IDisposable
 
     public string MeterName { get; }
 
+    public Meter Meter => meter;
+
     private Histogram<double> Histogram(string name, string description, double[] buckets) =>
         meter.CreateHistogram(name, unit: null, description: description, tags: null,
             advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = buckets });
