@@ -64,20 +64,17 @@ public sealed class ServerBehaviourTests
         {
             var cancel = i % 2 == 0;
             var body = Chat("tiny-qwen3", $"stream {i}", cancel ? Long : 8, stream: true);
-            var stoppedEarly = false;
-            // Returning false stops reading; the response is disposed, which closes the connection mid-stream.
-            await server.StreamAsync("v1/chat/completions", body, e =>
+            if (!cancel)
             {
-                if (cancel && e["choices"]?.AsArray().Any(c => c?["delta"]?["content"]?.GetValue<string>() is { Length: > 0 }) == true)
-                {
-                    stoppedEarly = true;
-                    Interlocked.Increment(ref cancelled);
-                    return false;
-                }
+                await server.StreamAsync("v1/chat/completions", body);
+                return (cancel, completed: true);
+            }
 
-                return true;
-            });
-            return (cancel, completed: !stoppedEarly);
+            // A client that reads the first token and then goes away (its socket closes mid-stream).
+            var saw = await Task.Factory.StartNew(() => StreamThenDisconnect(server.Address, body.ToJsonString()), TaskCreationOptions.LongRunning);
+            Assert.True(saw, $"stream {i} ended before its first token");
+            Interlocked.Increment(ref cancelled);
+            return (cancel, completed: false);
         }).ToArray();
         var results = await Task.WhenAll(tasks);
         Assert.All(results.Where(r => !r.cancel), r => Assert.True(r.completed));
@@ -103,6 +100,34 @@ public sealed class ServerBehaviourTests
         Assert.Equal(32, TestServer.Sum(metrics, "vllm:request_success_total"));
         // Had the cancelled requests run on, they alone would have generated 32 × 400 tokens.
         Assert.True(TestServer.Sum(metrics, "vllm:generation_tokens_total") < 32 * Long / 2, "cancelled requests kept generating");
+    }
+
+    /// <summary>Sends a streaming request on a raw socket, reads until the first generated text, then closes the socket.</summary>
+    private static bool StreamThenDisconnect(Uri address, string json)
+    {
+        using var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+        socket.Connect(address.Host, address.Port);
+        var body = System.Text.Encoding.UTF8.GetBytes(json);
+        var head = System.Text.Encoding.ASCII.GetBytes(
+            $"POST /v1/chat/completions HTTP/1.1\r\nHost: {address.Host}:{address.Port}\r\nContent-Type: application/json\r\nContent-Length: {body.Length}\r\n\r\n");
+        socket.Send([.. head, .. body]);
+        var received = new System.Text.StringBuilder();
+        var buffer = new byte[8192];
+        while (true)
+        {
+            var n = socket.Receive(buffer);
+            if (n == 0)
+            {
+                return false;
+            }
+
+            received.Append(System.Text.Encoding.UTF8.GetString(buffer, 0, n));
+            if (System.Text.RegularExpressions.Regex.IsMatch(received.ToString(), "\"delta\":\\{\"content\":\"[^\"]"))
+            {
+                socket.Close();
+                return true;
+            }
+        }
     }
 
     [Fact]

@@ -81,10 +81,17 @@ public sealed class TestServer : IAsyncDisposable
         PostAsync(path, body.ToJsonString(), cancellationToken);
 
     /// <summary>Streams a request and returns the data payloads of its server-sent events.</summary>
-    public async Task<List<JsonNode>> StreamAsync(string path, JsonNode body, Func<JsonNode, bool>? onEvent = null, CancellationToken cancellationToken = default)
+    /// <remarks>When <paramref name="onEvent"/> returns false the client goes away: its connection is closed mid-stream.</remarks>
+    public Task<List<JsonNode>> StreamAsync(string path, JsonNode body, Func<JsonNode, bool>? onEvent = null, CancellationToken cancellationToken = default) =>
+        Task.Run(() => StreamCoreAsync(path, body, onEvent, cancellationToken), cancellationToken);
+
+    private async Task<List<JsonNode>> StreamCoreAsync(string path, JsonNode body, Func<JsonNode, bool>? onEvent, CancellationToken cancellationToken)
     {
-        using var request = new HttpRequestMessage(HttpMethod.Post, path) { Content = JsonContent.Create(body) };
-        using var response = await Http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancellationToken);
+        // Streams that may be abandoned get a client of their own, whose disposal closes the socket for certain.
+        using var own = onEvent is null ? null : new HttpClient(new SocketsHttpHandler()) { BaseAddress = Address, Timeout = Http.Timeout };
+        var http = own ?? Http;
+        using var request = new HttpRequestMessage(HttpMethod.Post, path) { Content = new StringContent(body.ToJsonString(), Encoding.UTF8, "application/json") };
+        using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancellationToken);
         Assert.True(response.IsSuccessStatusCode, $"HTTP {(int)response.StatusCode}: {await response.Content.ReadAsStringAsync(cancellationToken)}");
         Assert.StartsWith("text/event-stream", response.Content.Headers.ContentType?.ToString());
         using var reader = new StreamReader(await response.Content.ReadAsStreamAsync(cancellationToken));
@@ -107,6 +114,7 @@ public sealed class TestServer : IAsyncDisposable
             events.Add(e);
             if (onEvent is not null && !onEvent(e))
             {
+                own!.Dispose();
                 return events;
             }
         }
