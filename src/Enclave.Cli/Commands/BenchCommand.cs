@@ -1,7 +1,9 @@
 using System.CommandLine;
 using System.Diagnostics;
 using Enclave.Engine.Backends.Cpu;
+using Enclave.Engine.Formats;
 using Enclave.Engine.Generation;
+using Enclave.Engine.Models;
 using Enclave.Engine.Sampling;
 
 namespace Enclave.Cli.Commands;
@@ -67,21 +69,28 @@ internal static class BenchCommand
                 MaxModelLen = p + g,
                 KvCacheBytes = 0,
             };
+            // The engine alone: a benchmark needs no tokenizer, so a bare config.json is enough.
             var load = Stopwatch.StartNew();
-            using var lm = ModelLoader.Load(directory, result.GetValue(device)!, result.GetValue(threads), options, dummyWeights: config is not null);
+            var modelConfig = ModelConfig.Load(directory);
+            ModelRegistry.EnsureSupported(modelConfig);
+            using var backend = CommonOptions.CreateBackend(result.GetValue(device)!, result.GetValue(threads));
+            using IWeightSource weights = config is not null ? DummyWeights.Create(modelConfig) : SafetensorsCheckpoint.Open(directory);
+            using var causalLm = ModelRegistry.Create(modelConfig, weights, backend);
+            using var engine = new InferenceEngine(causalLm, options, []);
             load.Stop();
+            var lm = (Config: modelConfig, Model: causalLm, Engine: engine);
             var vocab = lm.Config.VocabSize;
             var random = new Random(1234);
             int[][] prompts = [.. Enumerable.Range(0, b).Select(_ => Enumerable.Range(0, p).Select(_ => random.Next(vocab)).ToArray())];
             var greedy = new SamplingParams { Temperature = 0, IgnoreEos = true };
 
             // Warm up (JIT, page-in of mapped weights), then prefill alone: every sequence generates one token.
-            await RunAsync(lm, [prompts[0][..Math.Min(p, 16)]], greedy with { MaxTokens = 2 }, cancellationToken);
+            await RunAsync(engine, [prompts[0][..Math.Min(p, 16)]], greedy with { MaxTokens = 2 }, cancellationToken);
             var prefill = Stopwatch.StartNew();
-            await RunAsync(lm, prompts, greedy with { MaxTokens = 1 }, cancellationToken);
+            await RunAsync(engine, prompts, greedy with { MaxTokens = 1 }, cancellationToken);
             prefill.Stop();
 
-            var decode = await RunAsync(lm, prompts, greedy with { MaxTokens = g }, cancellationToken);
+            var decode = await RunAsync(engine, prompts, greedy with { MaxTokens = g }, cancellationToken);
             var decodeTokens = (double)b * (g - 1);
             var decodeSeconds = decode.End - decode.AllFirstToken;
             var bandwidth = MemoryBandwidth.MeasureGBps();
@@ -110,14 +119,14 @@ internal static class BenchCommand
         return command;
     }
 
-    private static async Task<(double AllFirstToken, double End)> RunAsync(LanguageModel lm, int[][] prompts, SamplingParams parameters, CancellationToken cancellationToken)
+    private static async Task<(double AllFirstToken, double End)> RunAsync(InferenceEngine engine, int[][] prompts, SamplingParams parameters, CancellationToken cancellationToken)
     {
         var clock = Stopwatch.StartNew();
         var firsts = new double[prompts.Length];
         var tasks = prompts.Select(async (prompt, i) =>
         {
             var first = true;
-            await foreach (var _ in lm.Engine.GenerateTokensAsync(prompt, parameters, cancellationToken))
+            await foreach (var _ in engine.GenerateTokensAsync(prompt, parameters, cancellationToken))
             {
                 if (first)
                 {

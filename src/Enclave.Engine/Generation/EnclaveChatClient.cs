@@ -50,7 +50,7 @@ public sealed class EnclaveChatClient(LanguageModel model) : IChatClient
         var array = new JsonArray();
         foreach (var m in messages)
         {
-            array.Add(new JsonObject { ["role"] = m.Role.Value, ["content"] = m.Text });
+            array.Add((JsonNode)new JsonObject { ["role"] = m.Role.Value, ["content"] = m.Text });
         }
 
         var ids = model.EncodeChat(array);

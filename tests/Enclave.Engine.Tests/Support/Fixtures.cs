@@ -24,6 +24,14 @@ public static class Fixtures
 
     public static readonly string[] ModelNames = ["tiny-llama3", "tiny-qwen2-r1", "tiny-qwen3"];
 
+    /// <summary>EOS ids from the fixture's generation_config.json.</summary>
+    public static int[] EosIds(string model)
+    {
+        using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(Model(model), "generation_config.json")));
+        var e = doc.RootElement.GetProperty("eos_token_id");
+        return e.ValueKind == JsonValueKind.Array ? [.. e.EnumerateArray().Select(x => x.GetInt32())] : [e.GetInt32()];
+    }
+
     public static ModelReference LoadReference(string model)
     {
         using var stream = File.OpenRead(Path.Combine(Model(model), "reference.json"));

@@ -36,6 +36,33 @@ public sealed class WeightLoader(IWeightSource source, IBackend backend, ModelCo
         return backend.LoadWeight(tensor);
     }
 
+    /// <summary>
+    /// Loads a small tensor (a bias) as F32 whatever its stored type: kernels add biases in fp32, and a bias is a
+    /// vector, so the copy costs nothing next to the matrices, which are never converted.
+    /// </summary>
+    public DeviceTensor LoadAsF32(string name, params int[] expectedShape)
+    {
+        var tensor = Load(name, expectedShape);
+        if (tensor.DType == DType.F32)
+        {
+            return tensor;
+        }
+
+        var source = SourceTensor(name);
+        var values = new float[source.ElementCount];
+        for (var i = 0; i < values.Length; i++)
+        {
+            values[i] = Backends.Reference.ReferenceBackend.ReadElement(source.Bytes, source.DType, i);
+        }
+
+        var converted = backend.Allocate(DType.F32, expectedShape);
+        backend.Upload(values, converted);
+        tensor.Dispose();
+        return converted;
+    }
+
+    private CheckpointTensor SourceTensor(string name) => source is DummyWeights dummy ? dummy.Get(name) : source.Get(name);
+
     public DeviceTensor? LoadOptional(string name, params int[] expectedShape) =>
         source.Contains(name) ? Load(name, expectedShape) : null;
 }

@@ -1,0 +1,141 @@
+using Enclave.Engine.Formats;
+
+namespace Enclave.Engine.Backends.Cpu;
+
+/// <summary>
+/// Runs the model on the host: SIMD kernels (AVX-512, AVX2, 128-bit or scalar, whichever is widest here) over
+/// tensors in native memory, with weights read in place from the memory-mapped checkpoint, parallelised over a
+/// persistent worker pool. Operations run synchronously, so <see cref="Download"/> has nothing to wait for.
+/// Not thread-safe: one caller drives a backend.
+/// </summary>
+public sealed class CpuBackend : IBackend
+{
+    private readonly CpuWorkerPool _pool;
+    private readonly int _width;
+    private readonly CpuMatMul.Job _matMul = new();
+    private readonly CpuRmsNorm.Job _rmsNorm = new();
+    private readonly CpuSiluMul.Job _siluMul = new();
+    private readonly CpuAdd.Job _add = new();
+    private readonly CpuRope.Job _rope = new();
+    private readonly CpuAttention.Job _attention = new();
+    private int[] _tokenSequence = new int[64];
+    private bool _disposed;
+
+    /// <param name="threads">Worker threads, the caller included; 0 uses every logical processor.</param>
+    public CpuBackend(int threads = 0)
+        : this(threads, CpuSimd.BestWidth)
+    {
+    }
+
+    /// <summary>Pins the vector width (512, 256, 128 or 1 for scalar) so each code path can be exercised.</summary>
+    internal CpuBackend(int threads, int simdWidth)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(threads);
+        if (!CpuSimd.IsSupported(simdWidth))
+        {
+            throw new PlatformNotSupportedException($"{simdWidth}-bit vectors are not accelerated on this machine");
+        }
+
+        _width = simdWidth;
+        _pool = new CpuWorkerPool(threads == 0 ? Environment.ProcessorCount : threads);
+        Name = $"cpu ({CpuSimd.Describe(simdWidth)}, {_pool.ThreadCount} threads)";
+    }
+
+    public string Name { get; }
+
+    public int ThreadCount => _pool.ThreadCount;
+
+    internal int SimdWidth => _width;
+
+    public DeviceTensor Allocate(DType dtype, params int[] shape) => new CpuTensor(dtype, shape);
+
+    public unsafe DeviceTensor LoadWeight(CheckpointTensor source)
+    {
+        var tensor = new CpuTensor(source.DType, source.Shape, source.Data, source);
+        if (tensor.ByteCount != source.ByteCount)
+        {
+            throw new ArgumentException($"{source} in {source.File} holds {source.ByteCount} bytes, its shape needs {tensor.ByteCount}");
+        }
+
+        return tensor;
+    }
+
+    public void UploadBytes(ReadOnlySpan<byte> source, DeviceTensor destination)
+    {
+        var tensor = Cpu(destination);
+        if (source.Length != tensor.ByteCount)
+        {
+            throw new ArgumentException($"{source.Length} bytes for {tensor} of {tensor.ByteCount} bytes");
+        }
+
+        source.CopyTo(tensor.Bytes);
+    }
+
+    public void Upload(ReadOnlySpan<float> source, DeviceTensor destination)
+    {
+        var tensor = Cpu(destination);
+        if (source.Length != tensor.ElementCount)
+        {
+            throw new ArgumentException($"{source.Length} values for {tensor}");
+        }
+
+        source.CopyTo(tensor.F32Span);
+    }
+
+    public void Download(DeviceTensor source, Span<float> destination)
+    {
+        var tensor = Cpu(source);
+        if (destination.Length != tensor.ElementCount)
+        {
+            throw new ArgumentException($"{destination.Length} values for {tensor}");
+        }
+
+        tensor.F32Span.CopyTo(destination);
+    }
+
+    /// <summary>The kernels read the batch's host arrays directly, so there is nothing to stage.</summary>
+    public void PrepareStep(ForwardBatch batch) => ArgumentNullException.ThrowIfNull(batch);
+
+    public void Embedding(DeviceTensor table, ForwardBatch batch, DeviceTensor output) =>
+        CpuEmbedding.Embedding(_width, Cpu(table), batch.TokenIds, Cpu(output));
+
+    public void RmsNorm(DeviceTensor x, DeviceTensor weight, float eps, DeviceTensor output) =>
+        CpuRmsNorm.Run(_pool, _rmsNorm, _width, null, Cpu(x), Cpu(weight), eps, Cpu(output));
+
+    public void AddRmsNorm(DeviceTensor residual, DeviceTensor x, DeviceTensor weight, float eps, DeviceTensor output) =>
+        CpuRmsNorm.Run(_pool, _rmsNorm, _width, Cpu(residual), Cpu(x), Cpu(weight), eps, Cpu(output));
+
+    public void MatMul(DeviceTensor x, DeviceTensor weight, DeviceTensor? bias, DeviceTensor output) =>
+        CpuMatMul.Run(_pool, _matMul, _width, Cpu(x), Cpu(weight), bias == null ? null : Cpu(bias), Cpu(output));
+
+    public void Rope(DeviceTensor x, ForwardBatch batch, RopeSpec rope) =>
+        CpuRope.Run(_pool, _rope, _width, Cpu(x), batch.Positions, rope);
+
+    public void SiluMul(DeviceTensor gate, DeviceTensor up, DeviceTensor output) =>
+        CpuSiluMul.Run(_pool, _siluMul, _width, Cpu(gate), Cpu(up), Cpu(output));
+
+    public void Add(DeviceTensor a, DeviceTensor b, DeviceTensor output) =>
+        CpuAdd.Run(_pool, _add, _width, Cpu(a), Cpu(b), Cpu(output));
+
+    public void Attention(DeviceTensor q, DeviceTensor k, DeviceTensor v, DeviceTensor keyCache, DeviceTensor valueCache, ForwardBatch batch, float scale, DeviceTensor output) =>
+        CpuAttention.Run(_pool, _attention, _width, Cpu(q), Cpu(k), Cpu(v), Cpu(keyCache), Cpu(valueCache), batch, scale, Cpu(output), ref _tokenSequence);
+
+    public void GatherLogitRows(DeviceTensor x, ForwardBatch batch, DeviceTensor output) =>
+        CpuEmbedding.GatherRows(Cpu(x), batch.LogitRows, Cpu(output));
+
+    public void Dispose()
+    {
+        if (!_disposed)
+        {
+            _disposed = true;
+            _pool.Dispose();
+            _matMul.Dispose();
+        }
+    }
+
+    private CpuTensor Cpu(DeviceTensor tensor)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        return tensor as CpuTensor ?? throw new ArgumentException($"{tensor} does not belong to the CPU backend");
+    }
+}

@@ -1,0 +1,413 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace Enclave.Engine.Backends.Cpu;
+
+/// <summary>
+/// y[T, out] = x[T, in] · W[out, in]ᵀ (+ bias), W read in its stored type (F32, F16 or BF16), fp32 accumulation.
+///
+/// The output columns (weight rows) are cut into tiles handed to the worker pool; a tile's weight rows are small
+/// enough to stay in L2 while every block of four tokens streams past them, so each weight byte comes from memory
+/// once per call whatever T is. The micro-kernel multiplies four tokens (two where only 16 vector registers
+/// exist) by four weight rows with one vector accumulator per pair: each weight vector is widened once and used
+/// for every token of the group, each x vector for all four rows.
+/// With one token (decode) this degenerates to a streaming GEMV over four rows at a time, split across threads.
+/// </summary>
+internal static unsafe class CpuMatMul
+{
+    private const int RowGroup = 4;
+
+    // Aim for a weight tile of about this many bytes so it stays cache-resident across token blocks.
+    private const int TileBytes = 128 * 1024;
+
+    // From this many tokens on, an F16/BF16 tile is widened once into a per-thread fp32 buffer (cache-sized, not a
+    // copy of the weights) and the fp32 kernel runs over it: the conversion is paid once per tile instead of once
+    // per block of four tokens, which matters most for F16, whose conversion costs several instructions a vector.
+    private const int WidenTileFromTokens = 8;
+
+    public sealed class Job : CpuJob, IDisposable
+    {
+        private float*[] _scratch = [];
+        private long _scratchFloats;
+
+        public float* X;
+        public byte* W;
+        public float* Bias;
+        public float* Y;
+        public int Tokens;
+        public int In;
+        public int Out;
+        public int TileRows;
+        public int TokenGroup;
+        public DType WeightType;
+        public int Width;
+
+        /// <summary>Makes sure every thread has an fp32 buffer for a tile of <paramref name="floats"/>; grows only.</summary>
+        public void EnsureScratch(int threads, long floats)
+        {
+            if (_scratch.Length >= threads && _scratchFloats >= floats)
+            {
+                return;
+            }
+
+            FreeScratch();
+            _scratchFloats = Math.Max(floats, _scratchFloats);
+            _scratch = new float*[threads];
+            for (var i = 0; i < threads; i++)
+            {
+                _scratch[i] = (float*)System.Runtime.InteropServices.NativeMemory.AlignedAlloc((nuint)(_scratchFloats * sizeof(float)), 64);
+            }
+        }
+
+        public void Dispose() => FreeScratch();
+
+        private void FreeScratch()
+        {
+            foreach (var buffer in _scratch)
+            {
+                System.Runtime.InteropServices.NativeMemory.AlignedFree(buffer);
+            }
+
+            _scratch = [];
+        }
+
+        public override void Execute(int index, int worker)
+        {
+            var rowStart = index * TileRows;
+            var rowEnd = Math.Min(Out, rowStart + TileRows);
+            switch (Width)
+            {
+                case 512:
+                    Tile<Simd512, Vector512<float>>(rowStart, rowEnd, worker);
+                    break;
+                case 256:
+                    Tile<Simd256, Vector256<float>>(rowStart, rowEnd, worker);
+                    break;
+                case 128:
+                    Tile<Simd128, Vector128<float>>(rowStart, rowEnd, worker);
+                    break;
+                default:
+                    Tile<SimdScalar, float>(rowStart, rowEnd, worker);
+                    break;
+            }
+        }
+
+        private void Tile<TS, TV>(int rowStart, int rowEnd, int worker)
+            where TS : ISimd<TV>
+            where TV : struct
+        {
+            switch (WeightType)
+            {
+                case DType.BF16 when Tokens >= WidenTileFromTokens:
+                    WidenTile<TS, TV, Bf16Weights>(rowStart, rowEnd, _scratch[worker]);
+                    Tile<TS, TV, F32Weights>((byte*)(_scratch[worker] - ((nint)rowStart * In)), rowStart, rowEnd);
+                    break;
+                case DType.F16 when Tokens >= WidenTileFromTokens:
+                    WidenTile<TS, TV, F16Weights>(rowStart, rowEnd, _scratch[worker]);
+                    Tile<TS, TV, F32Weights>((byte*)(_scratch[worker] - ((nint)rowStart * In)), rowStart, rowEnd);
+                    break;
+                case DType.BF16:
+                    Tile<TS, TV, Bf16Weights>(W, rowStart, rowEnd);
+                    break;
+                case DType.F16:
+                    Tile<TS, TV, F16Weights>(W, rowStart, rowEnd);
+                    break;
+                default:
+                    Tile<TS, TV, F32Weights>(W, rowStart, rowEnd);
+                    break;
+            }
+        }
+
+        private void WidenTile<TS, TV, TW>(int rowStart, int rowEnd, float* destination)
+            where TS : ISimd<TV>
+            where TV : struct
+            where TW : IWeightFormat
+        {
+            var rowBytes = (nint)In * TW.DType.SizeInBytes();
+            for (var r = rowStart; r < rowEnd; r++)
+            {
+                var source = W + (r * rowBytes);
+                var y = destination + ((nint)(r - rowStart) * In);
+                var k = 0;
+                for (; k <= In - TS.Count; k += TS.Count)
+                {
+                    TS.Store(TW.Load<TS, TV>(source, k), y + k);
+                }
+
+                for (; k < In; k++)
+                {
+                    y[k] = TW.Load<SimdScalar, float>(source, k);
+                }
+            }
+        }
+
+        /// <param name="w">Base such that row r of the weights starts at w + r * rowBytes.</param>
+        private void Tile<TS, TV, TW>(byte* w, int rowStart, int rowEnd)
+            where TS : ISimd<TV>
+            where TV : struct
+            where TW : IWeightFormat
+        {
+            var rowBytes = (nint)In * TW.DType.SizeInBytes();
+            var t = 0;
+            if (TokenGroup == 4)
+            {
+                for (; t + 4 <= Tokens; t += 4)
+                {
+                    for (var r = rowStart; r < rowEnd; r += RowGroup)
+                    {
+                        Kernel<TS, TV, TW, Four>(X + ((nint)t * In), In, w, rowBytes, r, rowEnd, Bias, Y + ((nint)t * Out), Out);
+                    }
+                }
+            }
+            else
+            {
+                for (; t + 2 <= Tokens; t += 2)
+                {
+                    for (var r = rowStart; r < rowEnd; r += RowGroup)
+                    {
+                        Kernel<TS, TV, TW, Two>(X + ((nint)t * In), In, w, rowBytes, r, rowEnd, Bias, Y + ((nint)t * Out), Out);
+                    }
+                }
+            }
+
+            var left = Tokens - t;
+            for (var r = rowStart; r < rowEnd && left > 0; r += RowGroup)
+            {
+                var x = X + ((nint)t * In);
+                var y = Y + ((nint)t * Out);
+                switch (left)
+                {
+                    case 1:
+                        Kernel<TS, TV, TW, One>(x, In, w, rowBytes, r, rowEnd, Bias, y, Out);
+                        break;
+                    case 2:
+                        Kernel<TS, TV, TW, Two>(x, In, w, rowBytes, r, rowEnd, Bias, y, Out);
+                        break;
+                    default:
+                        Kernel<TS, TV, TW, Three>(x, In, w, rowBytes, r, rowEnd, Bias, y, Out);
+                        break;
+                }
+            }
+        }
+    }
+
+    public static void Run(CpuWorkerPool pool, Job job, int width, CpuTensor x, CpuTensor weight, CpuTensor? bias, CpuTensor output)
+    {
+        x.RequireDType(DType.F32);
+        output.RequireDType(DType.F32);
+        if (weight.Rank != 2)
+        {
+            throw new ArgumentException($"weight must be [out, in], got {weight}");
+        }
+
+        var outFeatures = weight.Shape[0];
+        var inFeatures = weight.Shape[1];
+        if (x.Columns != inFeatures)
+        {
+            throw new ArgumentException($"x {x} does not match weight {weight}");
+        }
+
+        var tokens = checked((int)x.Rows);
+        if (output.Columns != outFeatures || output.Rows != tokens)
+        {
+            throw new ArgumentException($"output {output} is not [{tokens}, {outFeatures}]");
+        }
+
+        if (bias != null)
+        {
+            bias.RequireDType(DType.F32);
+            if (bias.ElementCount != outFeatures)
+            {
+                throw new ArgumentException($"bias {bias} is not [{outFeatures}]");
+            }
+        }
+
+        if (tokens == 0 || outFeatures == 0)
+        {
+            return;
+        }
+
+        var rowBytes = Math.Max(1L, (long)inFeatures * weight.DType.SizeInBytes());
+        var tileRows = (int)Math.Clamp(TileBytes / rowBytes, RowGroup, 256);
+
+        // Enough tiles for every thread to get several, so a slow thread does not hold up the rest.
+        var perThread = (outFeatures + (pool.ThreadCount * 8) - 1) / (pool.ThreadCount * 8);
+        tileRows = Math.Min(tileRows, Math.Max(RowGroup, perThread));
+        tileRows = (tileRows + RowGroup - 1) / RowGroup * RowGroup;
+
+        if (weight.DType != DType.F32 && tokens >= WidenTileFromTokens)
+        {
+            job.EnsureScratch(pool.ThreadCount, (long)tileRows * inFeatures);
+        }
+
+        job.X = x.F32Pointer;
+        job.W = weight.Pointer;
+        job.Bias = bias == null ? null : bias.F32Pointer;
+        job.Y = output.F32Pointer;
+        job.Tokens = tokens;
+        job.In = inFeatures;
+        job.Out = outFeatures;
+        job.TileRows = tileRows;
+        job.TokenGroup = TokenGroupFor(width);
+        job.WeightType = weight.DType;
+        job.Width = width;
+        pool.Run(job, (outFeatures + tileRows - 1) / tileRows);
+    }
+
+    /// <summary>
+    /// Tokens per micro-kernel call. Four tokens by four rows needs sixteen accumulators plus five live vectors,
+    /// which fits the 32 vector registers of AVX-512 and Arm64 but would spill on the 16 of AVX2/SSE, where two
+    /// tokens (eight accumulators) are used instead.
+    /// </summary>
+    private static int TokenGroupFor(int width) =>
+        width == 512 || (width == 128 && System.Runtime.Intrinsics.Arm.AdvSimd.Arm64.IsSupported) ? 4 : 2;
+
+    /// <summary>
+    /// TN.N tokens (1..4) times four weight rows starting at <paramref name="row"/>. Rows at or past
+    /// <paramref name="rowEnd"/> re-read the last valid row and their results are dropped, so no tail kernel is needed.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Kernel<TS, TV, TW, TN>(float* x, int n, byte* w, nint rowBytes, int row, int rowEnd, float* bias, float* y, int yStride)
+        where TS : ISimd<TV>
+        where TV : struct
+        where TW : IWeightFormat
+        where TN : ITokenCount
+    {
+        var last = rowEnd - 1;
+        var w0 = w + (row * rowBytes);
+        var w1 = w + (Math.Min(row + 1, last) * rowBytes);
+        var w2 = w + (Math.Min(row + 2, last) * rowBytes);
+        var w3 = w + (Math.Min(row + 3, last) * rowBytes);
+        var x0 = x;
+        var x1 = x + n;
+        var x2 = x + (2 * n);
+        var x3 = x + (3 * n);
+
+        TV a00 = TS.Zero, a01 = TS.Zero, a02 = TS.Zero, a03 = TS.Zero;
+        TV a10 = TS.Zero, a11 = TS.Zero, a12 = TS.Zero, a13 = TS.Zero;
+        TV a20 = TS.Zero, a21 = TS.Zero, a22 = TS.Zero, a23 = TS.Zero;
+        TV a30 = TS.Zero, a31 = TS.Zero, a32 = TS.Zero, a33 = TS.Zero;
+
+        var k = 0;
+        for (; k <= n - TS.Count; k += TS.Count)
+        {
+            var v0 = TW.Load<TS, TV>(w0, k);
+            var v1 = TW.Load<TS, TV>(w1, k);
+            var v2 = TW.Load<TS, TV>(w2, k);
+            var v3 = TW.Load<TS, TV>(w3, k);
+
+            var xv = TS.Load(x0 + k);
+            a00 = TS.MultiplyAdd(xv, v0, a00);
+            a01 = TS.MultiplyAdd(xv, v1, a01);
+            a02 = TS.MultiplyAdd(xv, v2, a02);
+            a03 = TS.MultiplyAdd(xv, v3, a03);
+            if (TN.N > 1)
+            {
+                xv = TS.Load(x1 + k);
+                a10 = TS.MultiplyAdd(xv, v0, a10);
+                a11 = TS.MultiplyAdd(xv, v1, a11);
+                a12 = TS.MultiplyAdd(xv, v2, a12);
+                a13 = TS.MultiplyAdd(xv, v3, a13);
+            }
+
+            if (TN.N > 2)
+            {
+                xv = TS.Load(x2 + k);
+                a20 = TS.MultiplyAdd(xv, v0, a20);
+                a21 = TS.MultiplyAdd(xv, v1, a21);
+                a22 = TS.MultiplyAdd(xv, v2, a22);
+                a23 = TS.MultiplyAdd(xv, v3, a23);
+            }
+
+            if (TN.N > 3)
+            {
+                xv = TS.Load(x3 + k);
+                a30 = TS.MultiplyAdd(xv, v0, a30);
+                a31 = TS.MultiplyAdd(xv, v1, a31);
+                a32 = TS.MultiplyAdd(xv, v2, a32);
+                a33 = TS.MultiplyAdd(xv, v3, a33);
+            }
+        }
+
+        Finish<TW>(x0, n, k, w0, w1, w2, w3, TS.Sum(a00), TS.Sum(a01), TS.Sum(a02), TS.Sum(a03), row, rowEnd, bias, y);
+        if (TN.N > 1)
+        {
+            Finish<TW>(x1, n, k, w0, w1, w2, w3, TS.Sum(a10), TS.Sum(a11), TS.Sum(a12), TS.Sum(a13), row, rowEnd, bias, y + yStride);
+        }
+
+        if (TN.N > 2)
+        {
+            Finish<TW>(x2, n, k, w0, w1, w2, w3, TS.Sum(a20), TS.Sum(a21), TS.Sum(a22), TS.Sum(a23), row, rowEnd, bias, y + (2 * yStride));
+        }
+
+        if (TN.N > 3)
+        {
+            Finish<TW>(x3, n, k, w0, w1, w2, w3, TS.Sum(a30), TS.Sum(a31), TS.Sum(a32), TS.Sum(a33), row, rowEnd, bias, y + (3 * yStride));
+        }
+    }
+
+    /// <summary>Adds the scalar tail [k, n), the bias, and stores the valid rows of one token.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Finish<TW>(float* x, int n, int k, byte* w0, byte* w1, byte* w2, byte* w3, float s0, float s1, float s2, float s3, int row, int rowEnd, float* bias, float* y)
+        where TW : IWeightFormat
+    {
+        for (; k < n; k++)
+        {
+            var xv = x[k];
+            s0 = MathF.FusedMultiplyAdd(xv, TW.Load<SimdScalar, float>(w0, k), s0);
+            s1 = MathF.FusedMultiplyAdd(xv, TW.Load<SimdScalar, float>(w1, k), s1);
+            s2 = MathF.FusedMultiplyAdd(xv, TW.Load<SimdScalar, float>(w2, k), s2);
+            s3 = MathF.FusedMultiplyAdd(xv, TW.Load<SimdScalar, float>(w3, k), s3);
+        }
+
+        if (bias != null)
+        {
+            s0 += bias[row];
+            s1 += row + 1 < rowEnd ? bias[row + 1] : 0f;
+            s2 += row + 2 < rowEnd ? bias[row + 2] : 0f;
+            s3 += row + 3 < rowEnd ? bias[row + 3] : 0f;
+        }
+
+        y[row] = s0;
+        if (row + 1 < rowEnd)
+        {
+            y[row + 1] = s1;
+        }
+
+        if (row + 2 < rowEnd)
+        {
+            y[row + 2] = s2;
+        }
+
+        if (row + 3 < rowEnd)
+        {
+            y[row + 3] = s3;
+        }
+    }
+}
+
+/// <summary>A compile-time token count for the matmul micro-kernel; the JIT folds the branches on N.</summary>
+internal interface ITokenCount
+{
+    static abstract int N { get; }
+}
+
+internal readonly struct One : ITokenCount
+{
+    public static int N => 1;
+}
+
+internal readonly struct Two : ITokenCount
+{
+    public static int N => 2;
+}
+
+internal readonly struct Three : ITokenCount
+{
+    public static int N => 3;
+}
+
+internal readonly struct Four : ITokenCount
+{
+    public static int N => 4;
+}

@@ -1,0 +1,310 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace Enclave.Engine.Backends.Cpu;
+
+/// <summary>
+/// The vector operations the CPU kernels are written against. Each kernel is a generic method over one of the
+/// implementations below, so the JIT emits a separate, fully inlined copy per vector width (512, 256, 128 bits or
+/// scalar) and the same source serves every machine. Loads never touch memory past the elements they return.
+/// </summary>
+internal unsafe interface ISimd<TV>
+    where TV : struct
+{
+    static abstract int Count { get; }
+
+    static abstract TV Zero { get; }
+
+    static abstract TV Broadcast(float value);
+
+    static abstract TV Load(float* source);
+
+    static abstract void Store(TV value, float* destination);
+
+    /// <summary>Widens Count bfloat16 values (the upper half of an fp32) to fp32.</summary>
+    static abstract TV LoadBf16(ushort* source);
+
+    /// <summary>Converts Count IEEE half values to fp32 exactly (subnormals, infinities and NaN included).</summary>
+    static abstract TV LoadF16(ushort* source);
+
+    static abstract TV Add(TV a, TV b);
+
+    static abstract TV Subtract(TV a, TV b);
+
+    static abstract TV Multiply(TV a, TV b);
+
+    /// <summary>a * b + c.</summary>
+    static abstract TV MultiplyAdd(TV a, TV b, TV c);
+
+    static abstract float Sum(TV value);
+}
+
+internal static class CpuSimd
+{
+    /// <summary>Widest vector the hardware accelerates: 512, 256, 128 or 1 (scalar).</summary>
+    public static int BestWidth =>
+        Vector512.IsHardwareAccelerated ? 512
+        : Vector256.IsHardwareAccelerated ? 256
+        : Vector128.IsHardwareAccelerated ? 128
+        : 1;
+
+    /// <summary>Whether a width can run here (scalar always can; the vector widths need hardware support).</summary>
+    public static bool IsSupported(int width) => width switch
+    {
+        512 => Vector512.IsHardwareAccelerated,
+        256 => Vector256.IsHardwareAccelerated,
+        128 => Vector128.IsHardwareAccelerated,
+        1 => true,
+        _ => false,
+    };
+
+    public static string Describe(int width) => width switch
+    {
+        512 => "avx512",
+        256 => System.Runtime.Intrinsics.X86.Avx2.IsSupported ? "avx2" : "simd256",
+        128 => System.Runtime.Intrinsics.Arm.AdvSimd.IsSupported ? "neon" : "simd128",
+        _ => "scalar",
+    };
+
+    /// <summary>Scalar bfloat16 to fp32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Bf16ToSingle(ushort bits) => BitConverter.Int32BitsToSingle(bits << 16);
+
+    /// <summary>Scalar IEEE half to fp32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float F16ToSingle(ushort bits) => (float)BitConverter.UInt16BitsToHalf(bits);
+}
+
+/// <summary>
+/// Half to fp32 on integer lanes, shared by the vector widths. The exponent and mantissa are shifted into fp32
+/// position and multiplied by 2^(127-15), which rescales normals and subnormals alike exactly; infinities and NaN
+/// (half exponent 31) then get the all-ones fp32 exponent, keeping their payload, and the sign goes back on.
+/// </summary>
+internal static class HalfBits
+{
+    public const uint Rescale = (127 - 15 + 127) << 23;
+    public const uint HalfExponent = 0x7C00;
+    public const uint SingleExponent = 0x7F800000;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> ToSingle(Vector512<uint> h)
+    {
+        var magnitude = ((h & Vector512.Create(0x7FFFu)) << 13).AsSingle() * Vector512.Create(Rescale).AsSingle();
+        var special = Vector512.Equals(h & Vector512.Create(HalfExponent), Vector512.Create(HalfExponent)) & Vector512.Create(SingleExponent);
+        return (magnitude.AsUInt32() | special | ((h & Vector512.Create(0x8000u)) << 16)).AsSingle();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> ToSingle(Vector256<uint> h)
+    {
+        var magnitude = ((h & Vector256.Create(0x7FFFu)) << 13).AsSingle() * Vector256.Create(Rescale).AsSingle();
+        var special = Vector256.Equals(h & Vector256.Create(HalfExponent), Vector256.Create(HalfExponent)) & Vector256.Create(SingleExponent);
+        return (magnitude.AsUInt32() | special | ((h & Vector256.Create(0x8000u)) << 16)).AsSingle();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> ToSingle(Vector128<uint> h)
+    {
+        var magnitude = ((h & Vector128.Create(0x7FFFu)) << 13).AsSingle() * Vector128.Create(Rescale).AsSingle();
+        var special = Vector128.Equals(h & Vector128.Create(HalfExponent), Vector128.Create(HalfExponent)) & Vector128.Create(SingleExponent);
+        return (magnitude.AsUInt32() | special | ((h & Vector128.Create(0x8000u)) << 16)).AsSingle();
+    }
+}
+
+internal readonly unsafe struct Simd512 : ISimd<Vector512<float>>
+{
+    public static int Count => Vector512<float>.Count;
+
+    public static Vector512<float> Zero => Vector512<float>.Zero;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Broadcast(float value) => Vector512.Create(value);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Load(float* source) => Vector512.Load(source);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Store(Vector512<float> value, float* destination) => value.Store(destination);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> LoadBf16(ushort* source) =>
+        (Vector512.WidenLower(Vector256.Load(source).ToVector512Unsafe()) << 16).AsSingle();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> LoadF16(ushort* source) =>
+        HalfBits.ToSingle(Vector512.WidenLower(Vector256.Load(source).ToVector512Unsafe()));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Add(Vector512<float> a, Vector512<float> b) => a + b;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Subtract(Vector512<float> a, Vector512<float> b) => a - b;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Multiply(Vector512<float> a, Vector512<float> b) => a * b;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> MultiplyAdd(Vector512<float> a, Vector512<float> b, Vector512<float> c) =>
+        Vector512.FusedMultiplyAdd(a, b, c);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Sum(Vector512<float> value) => Vector512.Sum(value);
+}
+
+internal readonly unsafe struct Simd256 : ISimd<Vector256<float>>
+{
+    public static int Count => Vector256<float>.Count;
+
+    public static Vector256<float> Zero => Vector256<float>.Zero;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Broadcast(float value) => Vector256.Create(value);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Load(float* source) => Vector256.Load(source);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Store(Vector256<float> value, float* destination) => value.Store(destination);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> LoadBf16(ushort* source) =>
+        (Vector256.WidenLower(Vector128.Load(source).ToVector256Unsafe()) << 16).AsSingle();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> LoadF16(ushort* source) =>
+        HalfBits.ToSingle(Vector256.WidenLower(Vector128.Load(source).ToVector256Unsafe()));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Add(Vector256<float> a, Vector256<float> b) => a + b;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Subtract(Vector256<float> a, Vector256<float> b) => a - b;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Multiply(Vector256<float> a, Vector256<float> b) => a * b;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> MultiplyAdd(Vector256<float> a, Vector256<float> b, Vector256<float> c) =>
+        Vector256.FusedMultiplyAdd(a, b, c);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Sum(Vector256<float> value) => Vector256.Sum(value);
+}
+
+internal readonly unsafe struct Simd128 : ISimd<Vector128<float>>
+{
+    public static int Count => Vector128<float>.Count;
+
+    public static Vector128<float> Zero => Vector128<float>.Zero;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> Broadcast(float value) => Vector128.Create(value);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> Load(float* source) => Vector128.Load(source);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Store(Vector128<float> value, float* destination) => value.Store(destination);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> LoadBf16(ushort* source) =>
+        (Vector128.WidenLower(Vector64.Load(source).ToVector128Unsafe()) << 16).AsSingle();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> LoadF16(ushort* source) =>
+        HalfBits.ToSingle(Vector128.WidenLower(Vector64.Load(source).ToVector128Unsafe()));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> Add(Vector128<float> a, Vector128<float> b) => a + b;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> Subtract(Vector128<float> a, Vector128<float> b) => a - b;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> Multiply(Vector128<float> a, Vector128<float> b) => a * b;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> MultiplyAdd(Vector128<float> a, Vector128<float> b, Vector128<float> c) =>
+        Vector128.FusedMultiplyAdd(a, b, c);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Sum(Vector128<float> value) => Vector128.Sum(value);
+}
+
+/// <summary>One lane: the portable fallback, and the tail loop of every kernel.</summary>
+internal readonly unsafe struct SimdScalar : ISimd<float>
+{
+    public static int Count => 1;
+
+    public static float Zero => 0f;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Broadcast(float value) => value;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Load(float* source) => *source;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Store(float value, float* destination) => *destination = value;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float LoadBf16(ushort* source) => CpuSimd.Bf16ToSingle(*source);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float LoadF16(ushort* source) => CpuSimd.F16ToSingle(*source);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Add(float a, float b) => a + b;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Subtract(float a, float b) => a - b;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Multiply(float a, float b) => a * b;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float MultiplyAdd(float a, float b, float c) => MathF.FusedMultiplyAdd(a, b, c);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Sum(float value) => value;
+}
+
+/// <summary>How a kernel reads a weight element type; a generic struct argument so the branch folds away.</summary>
+internal unsafe interface IWeightFormat
+{
+    static abstract DType DType { get; }
+
+    static abstract TV Load<TS, TV>(byte* row, int index)
+        where TS : ISimd<TV>
+        where TV : struct;
+}
+
+internal readonly unsafe struct F32Weights : IWeightFormat
+{
+    public static DType DType => DType.F32;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static TV Load<TS, TV>(byte* row, int index)
+        where TS : ISimd<TV>
+        where TV : struct => TS.Load((float*)row + index);
+}
+
+internal readonly unsafe struct Bf16Weights : IWeightFormat
+{
+    public static DType DType => DType.BF16;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static TV Load<TS, TV>(byte* row, int index)
+        where TS : ISimd<TV>
+        where TV : struct => TS.LoadBf16((ushort*)row + index);
+}
+
+internal readonly unsafe struct F16Weights : IWeightFormat
+{
+    public static DType DType => DType.F16;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static TV Load<TS, TV>(byte* row, int index)
+        where TS : ISimd<TV>
+        where TV : struct => TS.LoadF16((ushort*)row + index);
+}

