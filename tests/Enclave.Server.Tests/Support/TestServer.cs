@@ -4,7 +4,7 @@ using System.Globalization;
 using System.Net.Http.Json;
 using System.Text;
 using System.Text.Json.Nodes;
-using Enclave.Engine.Backends.Reference;
+using Enclave.Engine.Backends.Cpu;
 using Enclave.Engine.Tests.Support;
 using Enclave.Server.Hosting;
 using Microsoft.Extensions.Logging;
@@ -12,7 +12,7 @@ using OpenAI;
 
 namespace Enclave.Server.Tests.Support;
 
-/// <summary>A real server on a loopback ephemeral port, with the fixture models on the reference backend.</summary>
+/// <summary>A real server on a loopback ephemeral port, with the fixture models on the CPU backend.</summary>
 public sealed class TestServer : IAsyncDisposable
 {
     private TestServer(EnclaveServer server, CapturingLoggerProvider logs)
@@ -37,8 +37,9 @@ public sealed class TestServer : IAsyncDisposable
         {
             Host = "127.0.0.1",
             Port = 0,
-            Device = "reference",
-            BackendFactory = _ => new ReferenceBackend(),
+            Device = "cpu",
+            // One worker thread per model: test collections run in parallel on small CI machines.
+            BackendFactory = _ => new CpuBackend(threads: 1),
             Engine = new Enclave.Engine.Generation.EngineOptions { MaxNumSeqs = 64, MaxNumBatchedTokens = 512 },
         };
         foreach (var m in models.Length == 0 ? ["tiny-qwen3"] : models)
