@@ -12,15 +12,30 @@ internal sealed class BpeModel
 {
     private const int MaxCachedWordLength = 256;
     private const int MaxCacheEntries = 200_000;
+    private const char Metaspace = '\u2581';
 
     private readonly Dictionary<string, int> _vocab;
     private readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> _vocabLookup;
     private readonly PairTable _mergeRanks;
     private int _cacheCount;
+    /// <summary>
+    /// True when no merge can join a symbol ending before a ▁ that follows a non-▁ character with anything
+    /// from that ▁ on: ▁ is a token, no token holds "x▁" (x not ▁) and there is no subword prefix/suffix or
+    /// ignore_merges. Then a long SentencePiece-style word can be encoded piecewise (and cached) at those
+    /// boundaries with exactly the same result.
+    /// </summary>
+    private readonly bool _metaspaceBoundariesSafe;
+
+    internal bool MetaspaceBoundariesSafe => _metaspaceBoundariesSafe;
+
+    /// <summary>Lets tests compare piecewise encoding of long words with encoding them whole.</summary>
+    internal bool SplitLongWords { get; set; } = true;
     private readonly int[] _mergeResults;
     private readonly string?[] _idToToken;
     private readonly int[] _byteFallbackIds = new int[256];
     private readonly int[] _byteCharIds = new int[256];
+    /// <summary>Id of each single-BMP-character token, -1 where the character is not a token by itself.</summary>
+    private readonly int[] _charIds = new int[65536];
     private readonly ConcurrentDictionary<string, int[]> _cache = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, int[]>.AlternateLookup<ReadOnlySpan<char>> _cacheLookup;
 
@@ -60,6 +75,32 @@ internal sealed class BpeModel
                 throw new InvalidDataException($"{source}: vocabulary entry '{token}' has negative id {id}.");
             _idToToken[id] = token;
         }
+
+        Array.Fill(_charIds, -1);
+        foreach (var (token, id) in vocab)
+        {
+            if (token.Length == 1 && !char.IsSurrogate(token[0]))
+                _charIds[token[0]] = id;
+        }
+
+        bool safe = _charIds[Metaspace] >= 0 && !ignoreMerges && string.IsNullOrEmpty(continuingSubwordPrefix) && string.IsNullOrEmpty(endOfWordSuffix);
+        if (safe)
+        {
+            foreach (var token in vocab.Keys)
+            {
+                for (int i = token.IndexOf(Metaspace, StringComparison.Ordinal); i > 0; i = token.IndexOf(Metaspace, i + 1))
+                {
+                    if (token[i - 1] != Metaspace)
+                    {
+                        safe = false;
+                        break;
+                    }
+                }
+                if (!safe)
+                    break;
+            }
+        }
+        _metaspaceBoundariesSafe = safe;
 
         int prefixLength = continuingSubwordPrefix?.Length ?? 0;
         _mergeRanks = new PairTable(merges.Count);
@@ -101,6 +142,23 @@ internal sealed class BpeModel
         {
             output.AddRange(cached);
             return;
+        }
+        if (word.Length > MaxCachedWordLength && _metaspaceBoundariesSafe && SplitLongWords && !ByteLevelInput)
+        {
+            int start = 0;
+            for (int i = 1; i < word.Length; i++)
+            {
+                if (word[i] == Metaspace && word[i - 1] != Metaspace)
+                {
+                    Tokenize(word[start..i], output);
+                    start = i;
+                }
+            }
+            if (start > 0)
+            {
+                Tokenize(word[start..], output);
+                return;
+            }
         }
 
         var ids = Compute(word);
@@ -158,8 +216,8 @@ internal sealed class BpeModel
             string? key = null;
             if (plain)
             {
-                if (ByteLevelInput && len == 1 && ByteLevelAlphabet.CharToByte(piece[0]) is var bv and >= 0 && _byteCharIds[bv] >= 0)
-                    id = _byteCharIds[bv];
+                if (len == 1)
+                    id = _charIds[piece[0]];
                 else if (!_vocabLookup.TryGetValue(piece, out id))
                     id = -1;
             }
@@ -240,8 +298,9 @@ internal sealed class BpeModel
         {
             int r = Rank(ids[i], ids[i + 1]);
             if (r >= 0)
-                heap.Push(((long)r << 32) | (uint)i);
+                heap.AddUnordered(((long)r << 32) | (uint)i);
         }
+        heap.Heapify();
 
         int remaining = n;
         while (heap.Count > 0)
@@ -292,6 +351,36 @@ internal sealed class BpeModel
 
         public int Count { get; private set; }
 
+        public void AddUnordered(long item)
+        {
+            if (Count == _items.Length)
+                Array.Resize(ref _items, _items.Length * 2);
+            _items[Count++] = item;
+        }
+
+        public void Heapify()
+        {
+            for (int i = Count / 2 - 1; i >= 0; i--)
+                SiftDown(i, _items[i]);
+        }
+
+        private void SiftDown(int i, long item)
+        {
+            while (true)
+            {
+                int child = 2 * i + 1;
+                if (child >= Count)
+                    break;
+                if (child + 1 < Count && _items[child + 1] < _items[child])
+                    child++;
+                if (_items[child] >= item)
+                    break;
+                _items[i] = _items[child];
+                i = child;
+            }
+            _items[i] = item;
+        }
+
         public void Push(long item)
         {
             if (Count == _items.Length)
@@ -312,21 +401,8 @@ internal sealed class BpeModel
         {
             long top = _items[0];
             long last = _items[--Count];
-            int i = 0;
-            while (true)
-            {
-                int child = 2 * i + 1;
-                if (child >= Count)
-                    break;
-                if (child + 1 < Count && _items[child + 1] < _items[child])
-                    child++;
-                if (_items[child] >= last)
-                    break;
-                _items[i] = _items[child];
-                i = child;
-            }
             if (Count > 0)
-                _items[i] = last;
+                SiftDown(0, last);
             return top;
         }
     }

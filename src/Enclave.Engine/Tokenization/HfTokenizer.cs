@@ -287,6 +287,8 @@ public sealed class HfTokenizer
 
     internal bool CleansUp => _cleanUp;
 
+    internal BpeModel Model => _model;
+
     internal string DecodeRaw(ReadOnlySpan<int> ids, bool skipSpecialTokens)
     {
         var tokens = new List<string>(ids.Length);
