@@ -18,6 +18,9 @@ public sealed class EngineOptions
     /// <summary>Requests allowed to wait for a slot before new ones are refused (HTTP 429).</summary>
     public int MaxWaiting { get; set; } = 256;
 
+    /// <summary>Reuse the K/V of full blocks across requests that share a prefix (--enable-prefix-caching, on by default).</summary>
+    public bool EnablePrefixCaching { get; set; } = true;
+
     /// <summary>Context length limit (prompt + generated); 0 uses the model's max_position_embeddings.</summary>
     public int MaxModelLen { get; set; }
 }

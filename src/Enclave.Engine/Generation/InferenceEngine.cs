@@ -54,7 +54,7 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
         }
 
         cache = new PagedKvCache(model.Backend, spec, blocks, options.BlockSize);
-        scheduler = new Scheduler(new SchedulerOptions(options.MaxNumSeqs, options.MaxNumBatchedTokens, options.MaxWaiting), new BlockPool(blocks, options.BlockSize));
+        scheduler = new Scheduler(new SchedulerOptions(options.MaxNumSeqs, options.MaxNumBatchedTokens, options.MaxWaiting), new BlockPool(blocks, options.BlockSize, options.EnablePrefixCaching));
         logits = model.Backend.Allocate(DType.F32, options.MaxNumSeqs, model.Config.VocabSize);
         hostLogits = new float[options.MaxNumSeqs * model.Config.VocabSize];
         this.logger.LogInformation(
@@ -78,7 +78,8 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
     public EngineStats Stats => new(
         scheduler.Running, scheduler.Waiting + Volatile.Read(ref queued),
         scheduler.Pool.BlockCount == 0 ? 0 : (double)scheduler.Pool.UsedBlocks / scheduler.Pool.BlockCount,
-        Interlocked.Read(ref promptTokensTotal), Interlocked.Read(ref generationTokensTotal), scheduler.Preemptions, Interlocked.Read(ref steps));
+        Interlocked.Read(ref promptTokensTotal), Interlocked.Read(ref generationTokensTotal), scheduler.Preemptions, Interlocked.Read(ref steps),
+        scheduler.Pool.PrefixQueryTokens, scheduler.Pool.PrefixHitTokens, scheduler.Pool.UsedBlocks, scheduler.Pool.BlockCount);
 
     /// <summary>
     /// Submits a prompt and streams its tokens as they are produced. Throws <see cref="ContextLengthExceededException"/>
@@ -88,6 +89,15 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
     public async IAsyncEnumerable<TokenEvent> GenerateTokensAsync(IReadOnlyList<int> promptIds, SamplingParams parameters, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         var sequence = Submit(promptIds, parameters);
+        await foreach (var e in ReadTokensAsync(sequence, cancellationToken).ConfigureAwait(false))
+        {
+            yield return e;
+        }
+    }
+
+    /// <summary>Streams the tokens of a sequence returned by <see cref="Submit"/>; cancelling (or stopping early) aborts it.</summary>
+    public async IAsyncEnumerable<TokenEvent> ReadTokensAsync(Sequence sequence, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
         using var registration = cancellationToken.Register(() => { sequence.Abort(); wake.Release(); });
         var reader = sequence.Output.Reader;
         var done = false;
@@ -281,4 +291,13 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
 }
 
 /// <summary>Engine counters for metrics and health.</summary>
-public readonly record struct EngineStats(int Running, int Waiting, double KvCacheUsage, long PromptTokensTotal, long GenerationTokensTotal, long Preemptions, long Steps);
+/// <remarks>
+/// PrefixCacheQueries and PrefixCacheHits count prompt tokens looked up in and found in the prefix cache (their ratio
+/// is the hit rate); UsedBlocks counts KV blocks referenced by a request (cached but unreferenced ones are free).
+/// </remarks>
+public readonly record struct EngineStats(int Running, int Waiting, double KvCacheUsage, long PromptTokensTotal, long GenerationTokensTotal, long Preemptions, long Steps,
+    long PrefixCacheQueries = 0, long PrefixCacheHits = 0, int UsedBlocks = 0, int TotalBlocks = 0)
+{
+    /// <summary>Share of looked-up prompt tokens found in the prefix cache (0 before any lookup).</summary>
+    public double PrefixCacheHitRate => PrefixCacheQueries == 0 ? 0 : (double)PrefixCacheHits / PrefixCacheQueries;
+}

@@ -120,10 +120,31 @@ public sealed class LanguageModel : IAsyncDisposable, IDisposable
     /// </summary>
     public async IAsyncEnumerable<TextChunk> GenerateAsync(IReadOnlyList<int> promptIds, SamplingParams parameters, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
+        var sequence = Engine.Submit(promptIds, parameters);
+        await foreach (var chunk in ReadAsync(sequence, cancellationToken).ConfigureAwait(false))
+        {
+            yield return chunk;
+        }
+    }
+
+    /// <summary>
+    /// Like <see cref="GenerateAsync"/> but submits at once, so a refusal (context length, full queue, invalid
+    /// parameter) is thrown here rather than on the first read: a server can answer with an error status before it
+    /// starts a stream. The request is aborted if the stream is not read to its end.
+    /// </summary>
+    public IAsyncEnumerable<TextChunk> Start(IReadOnlyList<int> promptIds, SamplingParams parameters, CancellationToken cancellationToken = default)
+    {
+        var sequence = Engine.Submit(promptIds, parameters);
+        return ReadAsync(sequence, cancellationToken);
+    }
+
+    private async IAsyncEnumerable<TextChunk> ReadAsync(Sequence sequence, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        var parameters = sequence.Parameters;
         var decoder = Tokenizer.CreateIncrementalDecoder(parameters.SkipSpecialTokens);
         var stops = new StopStringMatcher(parameters.Stop);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        var enumerator = Engine.GenerateTokensAsync(promptIds, parameters, linked.Token).GetAsyncEnumerator(linked.Token);
+        var enumerator = Engine.ReadTokensAsync(sequence, linked.Token).GetAsyncEnumerator(linked.Token);
         try
         {
             while (true)

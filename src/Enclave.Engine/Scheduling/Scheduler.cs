@@ -13,8 +13,9 @@ public sealed record ScheduledStep(ForwardBatch Batch, (Sequence Sequence, int T
 /// Iteration-level continuous batching with one rule for every request: each step a sequence computes the tokens it
 /// has not computed yet (its whole remaining prompt chunked by the token budget, or its one new token), so prefill
 /// and decode mix freely in a step. Running sequences go first; waiting ones join while the token budget, the
-/// sequence limit and free KV blocks allow. When blocks run out the newest running sequence is preempted: its blocks
-/// are freed and it is recomputed later. Host-side only; runs on the engine loop thread.
+/// sequence limit and free KV blocks allow. A sequence joining first takes the leading full blocks of its tokens that
+/// the prefix cache already holds and computes only the rest. When blocks run out the newest running sequence is
+/// preempted: its blocks are freed and it is recomputed later. Host-side only; runs on the engine loop thread.
 /// </summary>
 public sealed class Scheduler(SchedulerOptions options, BlockPool pool)
 {
@@ -44,7 +45,7 @@ public sealed class Scheduler(SchedulerOptions options, BlockPool pool)
             var s = running[i];
             if (s.Finish is not null || s.IsAborted)
             {
-                pool.Release(s.BlockTable);
+                Free(s);
                 running.RemoveAt(i);
                 removed.Add(s);
             }
@@ -55,7 +56,7 @@ public sealed class Scheduler(SchedulerOptions options, BlockPool pool)
             var next = node.Next;
             if (node.Value.Finish is not null || node.Value.IsAborted)
             {
-                pool.Release(node.Value.BlockTable);
+                Free(node.Value);
                 removed.Add(node.Value);
                 waiting.Remove(node);
             }
@@ -73,6 +74,7 @@ public sealed class Scheduler(SchedulerOptions options, BlockPool pool)
         for (var i = 0; i < running.Count && budget > 0; i++)
         {
             var s = running[i];
+            pool.RegisterFullBlocks(s.Tokens, s.NumComputed, s.BlockTable, s.BlockHashes);
             var n = Math.Min(s.Tokens.Count - s.NumComputed, budget);
             if (n <= 0)
             {
@@ -103,10 +105,26 @@ public sealed class Scheduler(SchedulerOptions options, BlockPool pool)
         while (waiting.First is { } node && budget > 0 && running.Count < options.MaxNumSeqs)
         {
             var s = node.Value;
+            var hit = 0;
+            if (s.NumComputed == 0 && s.BlockTable.Count == 0)
+            {
+                hit = pool.AcquireCachedPrefix(s.Tokens, s.BlockTable, s.BlockHashes);
+                s.NumComputed = hit;
+            }
+
             var n = Math.Min(s.Tokens.Count - s.NumComputed, budget);
             if (!pool.TryEnsureCapacity(s.BlockTable, s.NumComputed + n))
             {
+                // Give the cached blocks back untouched; the sequence retries from scratch next step.
+                pool.Release(s.BlockTable);
+                s.BlockHashes.Clear();
+                s.NumComputed = 0;
                 break;
+            }
+
+            if (s.Preemptions == 0)
+            {
+                s.CachedPromptTokens = Math.Min(hit, s.PromptLength);
             }
 
             waiting.RemoveFirst();
@@ -118,9 +136,16 @@ public sealed class Scheduler(SchedulerOptions options, BlockPool pool)
         return entries.Count == 0 ? null : new ScheduledStep(BuildBatch(entries), [.. entries]);
     }
 
+    private void Free(Sequence s)
+    {
+        pool.RegisterFullBlocks(s.Tokens, s.NumComputed, s.BlockTable, s.BlockHashes);
+        pool.Release(s.BlockTable);
+        s.BlockHashes.Clear();
+    }
+
     private void Preempt(Sequence victim)
     {
-        pool.Release(victim.BlockTable);
+        Free(victim);
         victim.NumComputed = 0;
         victim.Preemptions++;
         Preemptions++;

@@ -1,4 +1,5 @@
 using System.Threading.Channels;
+using Enclave.Engine.KvCache;
 using Enclave.Engine.Sampling;
 
 namespace Enclave.Engine.Scheduling;
@@ -58,6 +59,12 @@ public sealed class Sequence
     public int NumComputed { get; set; }
 
     public List<int> BlockTable { get; } = [];
+
+    /// <summary>Prefix hashes of the leading full blocks of <see cref="BlockTable"/> (for the prefix cache).</summary>
+    public List<BlockHash> BlockHashes { get; } = [];
+
+    /// <summary>Prompt tokens whose K/V came from the prefix cache instead of being computed.</summary>
+    public int CachedPromptTokens { get; set; }
 
     public SamplingParams Parameters { get; }
 

@@ -610,11 +610,11 @@ internal static partial class Builtins
         var killWords = Py.Truthy(a.Get(1, "killwords", false));
         var end = Py.Str(a.Get(2, "end", "..."));
         var leeway = (int)Py.ToLong(a.Get(3, "leeway", 5L));
-        if (s.Length <= length + leeway)
+        if (Py.Length(s) <= length + leeway)
             return s;
+        var cut = (string)Py.Slice(s, null, (long)Math.Max(0, length - (int)Py.Length(end)), null)!;
         if (killWords)
-            return s[..Math.Max(0, length - end.Length)] + end;
-        var cut = s[..Math.Max(0, length - end.Length)];
+            return cut + end;
         var space = cut.LastIndexOf(' ');
         return (space >= 0 ? cut[..space] : cut) + end;
     }

@@ -479,8 +479,6 @@ internal sealed class Lexer
 
                 default:
                     sb.Append('\\').Append(e);
-                    if (e == '\n')
-                        _line++;
                     break;
             }
         }

@@ -87,14 +87,28 @@ internal static partial class Py
 
             case JsonValue value:
             {
+                // Cheap typed probes first: asking a CLR-backed value for a JsonElement serializes it.
+                switch (value.GetValueKind())
+                {
+                    case JsonValueKind.String when value.TryGetValue<string>(out var str):
+                        return str;
+                    case JsonValueKind.True:
+                        return true;
+                    case JsonValueKind.False:
+                        return false;
+                    case JsonValueKind.Null:
+                        return null;
+                }
+
+                // A parsed "1" reads as an integer; "1.0" and "1e2" fail TryGetValue<long> and stay floats.
+                if (value.TryGetValue<long>(out var l))
+                    return l;
                 if (value.TryGetValue<JsonElement>(out var element))
                     return FromJsonElement(element);
                 if (value.TryGetValue<string>(out var s))
                     return s;
                 if (value.TryGetValue<bool>(out var b))
                     return b;
-                if (value.TryGetValue<long>(out var l))
-                    return l;
                 if (value.TryGetValue<int>(out var i))
                     return (long)i;
                 if (value.TryGetValue<double>(out var d))
@@ -430,7 +444,7 @@ internal static partial class Py
                     var d = ToDouble(b);
                     if (d == 0)
                         throw new TemplateException("float floor division by zero");
-                    return Math.Floor(ToDouble(a) / d);
+                    return FloatFloorDiv(ToDouble(a), d);
                 }
                 else
                 {
@@ -452,7 +466,9 @@ internal static partial class Py
                     if (y == 0)
                         throw new TemplateException("float modulo");
                     var m = x % y;
-                    if (m != 0 && ((m < 0) != (y < 0)))
+                    if (m == 0)
+                        return Math.CopySign(0.0, y);
+                    if ((m < 0) != (y < 0))
                         m += y;
                     return m;
                 }
@@ -477,6 +493,21 @@ internal static partial class Py
             default:
                 throw new TemplateException($"unknown operator {op}");
         }
+    }
+
+    /// <summary>CPython's float floor division, derived from fmod so that x == (x // y) * y + x % y holds.</summary>
+    private static double FloatFloorDiv(double x, double y)
+    {
+        var mod = x % y;
+        var div = (x - mod) / y;
+        if (mod != 0 && (y < 0) != (mod < 0))
+            div -= 1.0;
+        if (div == 0)
+            return Math.CopySign(0.0, x / y);
+        var floor = Math.Floor(div);
+        if (div - floor > 0.5)
+            floor += 1.0;
+        return floor;
     }
 
     private static long IntegerPower(long x, long n)

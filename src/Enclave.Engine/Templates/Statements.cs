@@ -139,8 +139,8 @@ internal sealed class CaptureStmt(int line, Target? target, Expr? filter, Stmt[]
     {
         var inner = new StringBuilder();
         var outer = c.Scope;
-        if (target is null)
-            c.Scope = new Scope(outer);
+        // Assignments inside the captured body stay local to it, as in jinja2.
+        c.Scope = new Scope(outer);
         try
         {
             RenderAll(body, c, inner);
@@ -234,6 +234,10 @@ internal sealed class ForStmt(int line, Target target, Expr iterable, Expr? filt
         }
 
         var loop = new LoopInfo(items, depth, recurse);
+
+        // jinja2 clears its "no iteration" flag at the end of the body, so the else block also runs
+        // when every iteration left early through break or continue.
+        var completedAnIteration = false;
         try
         {
             for (var i = 0; i < items.Count; i++)
@@ -243,7 +247,10 @@ internal sealed class ForStmt(int line, Target target, Expr iterable, Expr? filt
                 frame.Set("loop", loop);
                 loop.Index0 = i;
                 c.Scope = frame;
-                if (RenderAll(body, c, sb) == Flow.Break)
+                var flow = RenderAll(body, c, sb);
+                if (flow == Flow.Normal)
+                    completedAnIteration = true;
+                else if (flow == Flow.Break)
                     break;
             }
         }
@@ -252,7 +259,7 @@ internal sealed class ForStmt(int line, Target target, Expr iterable, Expr? filt
             c.Scope = outer;
         }
 
-        if (items.Count == 0 && otherwise is not null)
+        if (!completedAnIteration && otherwise is not null)
             RenderAll(otherwise, c, sb);
     }
 }

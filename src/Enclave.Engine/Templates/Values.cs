@@ -10,17 +10,32 @@ internal sealed class Undefined
 {
     public static readonly Undefined Plain = new("value is undefined");
 
-    public Undefined(string hint) => Hint = hint;
+    private readonly string? _hint;
+    private readonly string? _ownerType;
+    private readonly string? _name;
+    private readonly object? _key;
 
-    public string Hint { get; }
+    public Undefined(string hint) => _hint = hint;
 
-    public static Undefined ForName(string name) => new($"'{name}' is undefined");
+    // The message is only formatted when the undefined value is misused, which is rare next to
+    // the common "x.field is defined" probes.
+    private Undefined(string? ownerType, string? name, object? key)
+    {
+        _ownerType = ownerType;
+        _name = name;
+        _key = key;
+    }
 
-    public static Undefined ForAttribute(object? owner, string attribute) =>
-        new($"'{Py.TypeName(owner)} object' has no attribute '{attribute}'");
+    public string Hint => _hint
+        ?? (_ownerType is null ? $"'{_name}' is undefined"
+            : _name is not null ? $"'{_ownerType} object' has no attribute '{_name}'"
+            : $"'{_ownerType} object' has no attribute {Py.Repr(_key)}");
 
-    public static Undefined ForItem(object? owner, object? key) =>
-        new($"'{Py.TypeName(owner)} object' has no attribute {Py.Repr(key)}");
+    public static Undefined ForName(string name) => new(null, name, null);
+
+    public static Undefined ForAttribute(object? owner, string attribute) => new(Py.TypeName(owner), attribute, null);
+
+    public static Undefined ForItem(object? owner, object? key) => new(Py.TypeName(owner), null, key);
 
     public TemplateException Fail() => new(Hint);
 }

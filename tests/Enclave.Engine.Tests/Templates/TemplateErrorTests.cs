@@ -64,7 +64,7 @@ public sealed class TemplateErrorTests
     [Fact]
     public void AbsurdlyDeepNestingIsATemplateErrorNotACrash()
     {
-        var source = new string('(', 100_000) + "1" + new string(')', 100_000);
+        var source = new string('(', 20_000) + "1" + new string(')', 20_000);
         var ex = Assert.Throws<TemplateException>(() => JinjaTemplate.Parse("{{ " + source + " }}"));
         Assert.Contains("too deep", ex.Message, StringComparison.Ordinal);
     }

@@ -174,6 +174,10 @@ def cases():
     add("select_on_falsy_values", "{{ none | select | list }} {{ false | map('upper') | list }} {{ 0 | selectattr('x') | list }}")
     add("astral_code_points", "{{ s | length }} {{ s.find('b') }} {{ s.center(7, '*') }} {{ s.zfill(6) }} {{ s[::-1] }} {{ s | list }}", s="\U0001F600ab\U0001F600")
     add("sequence_repetition", "{{ [1, 2] * 2 }} {{ 2 * (0,) }} {{ 3 * 'ab' }} {{ [] * 5 }}")
+    add("float_floor_division_and_modulo", "{{ -4.5 // 0.3 }} {{ -1.5 // 1.5 }} {{ 7.5 // -2 }} {{ -3 % 1.5 }} {{ 3 % -1.5 }} {{ -7.5 % 2 }} {{ 0.0 // 1 }}")
+    add("for_else_after_break_or_continue", "{% for i in [1] %}{% break %}{% else %}E1{% endfor %}|{% for i in [1, 2] %}{% if i == 2 %}{% break %}{% endif %}{% else %}E2{% endfor %}|{% for i in [1, 2] %}{% continue %}{% else %}E3{% endfor %}")
+    add("block_set_body_is_its_own_scope", "{% set a = 'outer' %}{% set blk %}{% set a = 'inner' %}{{ a }}{% endset %}{{ blk }} {{ a }}")
+    add("truncate", "{{ 'hello world foo bar' | truncate(9) }}|{{ 'hello world foo bar' | truncate(9, true) }}|{{ 'short' | truncate(9) }}|{{ 'hello world foo bar' | truncate(9, leeway=0) }}")
     add("undefined_is_callable", "{{ missing is callable }} {{ namespace is callable }}")
 
     # --- errors

@@ -1,0 +1,89 @@
+using System.CommandLine;
+using Enclave.Engine.Generation;
+using Enclave.Server.Hosting;
+
+namespace Enclave.Server.Cli;
+
+/// <summary><c>enclave serve</c>: the OpenAI-compatible HTTP server over one or more models.</summary>
+public static class ServeCommand
+{
+    public static Command Create()
+    {
+        var model = new Option<string[]>("--model", "-m")
+        {
+            Description = "Model to serve as [NAME=]DIR (repeatable); NAME defaults to the folder name",
+            Required = true,
+            AllowMultipleArgumentsPerToken = false,
+        };
+        var host = new Option<string>("--host") { Description = "Address to listen on", DefaultValueFactory = _ => "127.0.0.1" };
+        var port = new Option<int>("--port") { Description = "Port to listen on (0 picks a free one)", DefaultValueFactory = _ => 8000 };
+        var apiKey = new Option<string?>("--api-key") { Description = "Require Authorization: Bearer KEY on /v1, /tokenize and /detokenize (default: ENCLAVE_API_KEY)" };
+        var device = new Option<string>("--device") { Description = "cpu or reference (slow scalar yardstick)", DefaultValueFactory = _ => "cpu" };
+        var threads = new Option<int>("--threads") { Description = "CPU worker threads (0 = all cores)", DefaultValueFactory = _ => 0 };
+        var maxNumSeqs = new Option<int>("--max-num-seqs") { Description = "Most sequences in one engine step", DefaultValueFactory = _ => 64 };
+        var maxBatched = new Option<int>("--max-num-batched-tokens") { Description = "Token budget of one step (long prompts are prefilled in chunks)", DefaultValueFactory = _ => 512 };
+        var kvMemory = new Option<long>("--kv-cache-memory") { Description = "Bytes for the paged KV cache (0 sizes it from the context length)", DefaultValueFactory = _ => 0 };
+        var maxWaiting = new Option<int>("--max-waiting") { Description = "Requests allowed to wait before new ones get 429", DefaultValueFactory = _ => 256 };
+        var maxModelLen = new Option<int>("--max-model-len") { Description = "Context length limit (0 = the model's)", DefaultValueFactory = _ => 0 };
+        var noPrefixCaching = new Option<bool>("--no-enable-prefix-caching") { Description = "Turn off automatic prefix caching" };
+        var plainLogs = new Option<bool>("--plain-logs") { Description = "Human-readable log lines instead of JSON" };
+        var dummy = new Option<bool>("--dummy-weights") { Description = "Random weights from config.json (load tests without a checkpoint)" };
+        var command = new Command("serve", "Serve models over an OpenAI-compatible HTTP API")
+        {
+            model, host, port, apiKey, device, threads, maxNumSeqs, maxBatched, kvMemory, maxWaiting, maxModelLen, noPrefixCaching, plainLogs, dummy,
+        };
+        command.SetAction(async (result, cancellationToken) =>
+        {
+            var options = new ServerOptions
+            {
+                Host = result.GetValue(host)!,
+                Port = result.GetValue(port),
+                ApiKey = result.GetValue(apiKey) ?? Environment.GetEnvironmentVariable("ENCLAVE_API_KEY"),
+                Device = result.GetValue(device)!,
+                Threads = result.GetValue(threads),
+                JsonLogs = !result.GetValue(plainLogs),
+                DummyWeights = result.GetValue(dummy),
+                Engine = new EngineOptions
+                {
+                    MaxNumSeqs = result.GetValue(maxNumSeqs),
+                    MaxNumBatchedTokens = result.GetValue(maxBatched),
+                    KvCacheBytes = result.GetValue(kvMemory),
+                    MaxWaiting = result.GetValue(maxWaiting),
+                    MaxModelLen = result.GetValue(maxModelLen),
+                    EnablePrefixCaching = !result.GetValue(noPrefixCaching),
+                },
+            };
+            foreach (var m in result.GetValue(model) ?? [])
+            {
+                options.Models.Add(ModelSpec.Parse(m));
+            }
+
+            DataDirectory();
+            await using var server = await EnclaveServer.StartAsync(options, cancellationToken: cancellationToken);
+            try
+            {
+                await Task.Delay(Timeout.Infinite, cancellationToken);
+            }
+            catch (OperationCanceledException)
+            {
+                // Ctrl+C: stop gracefully
+            }
+
+            return server.Catalog.Entries.Any(e => e.Error is not null) ? 1 : 0;
+        });
+        return command;
+    }
+
+    /// <summary>The data directory: ENCLAVE_HOME, else ~/.enclave. Created on first use.</summary>
+    public static string DataDirectory()
+    {
+        var home = Environment.GetEnvironmentVariable("ENCLAVE_HOME");
+        if (string.IsNullOrWhiteSpace(home))
+        {
+            home = Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".enclave");
+        }
+
+        Directory.CreateDirectory(home);
+        return home;
+    }
+}

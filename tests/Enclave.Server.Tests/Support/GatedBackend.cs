@@ -1,0 +1,69 @@
+using Enclave.Engine.Backends;
+using Enclave.Engine.Backends.Reference;
+using Enclave.Engine.Formats;
+
+namespace Enclave.Server.Tests.Support;
+
+/// <summary>
+/// The reference backend with a gate in front of every step: while closed, the engine loop waits inside its step,
+/// so tests can hold requests in a known state (running, waiting) without racing the engine.
+/// </summary>
+public sealed class GatedBackend : IBackend
+{
+    private readonly ReferenceBackend inner = new();
+    private readonly ManualResetEventSlim open = new(true);
+    private readonly SemaphoreSlim entered = new(0);
+
+    public string Name => "gated " + inner.Name;
+
+    public void Close() => open.Reset();
+
+    public void Open() => open.Set();
+
+    /// <summary>Waits until the engine has entered a step (and, if the gate is closed, is held there).</summary>
+    public Task<bool> WaitForStepAsync(TimeSpan timeout) => entered.WaitAsync(timeout);
+
+    public void PrepareStep(ForwardBatch batch)
+    {
+        entered.Release();
+        open.Wait(TimeSpan.FromMinutes(2));
+        inner.PrepareStep(batch);
+    }
+
+    public DeviceTensor Allocate(DType dtype, params int[] shape) => inner.Allocate(dtype, shape);
+
+    public DeviceTensor LoadWeight(CheckpointTensor source) => inner.LoadWeight(source);
+
+    public void UploadBytes(ReadOnlySpan<byte> source, DeviceTensor destination) => inner.UploadBytes(source, destination);
+
+    public void Upload(ReadOnlySpan<float> source, DeviceTensor destination) => inner.Upload(source, destination);
+
+    public void Download(DeviceTensor source, Span<float> destination) => inner.Download(source, destination);
+
+    public void Embedding(DeviceTensor table, ForwardBatch batch, DeviceTensor output) => inner.Embedding(table, batch, output);
+
+    public void RmsNorm(DeviceTensor x, DeviceTensor weight, float eps, DeviceTensor output) => inner.RmsNorm(x, weight, eps, output);
+
+    public void AddRmsNorm(DeviceTensor residual, DeviceTensor x, DeviceTensor weight, float eps, DeviceTensor output) => inner.AddRmsNorm(residual, x, weight, eps, output);
+
+    public void MatMul(DeviceTensor x, DeviceTensor weight, DeviceTensor? bias, DeviceTensor output) => inner.MatMul(x, weight, bias, output);
+
+    public void Rope(DeviceTensor x, ForwardBatch batch, RopeSpec rope) => inner.Rope(x, batch, rope);
+
+    public void SiluMul(DeviceTensor gate, DeviceTensor up, DeviceTensor output) => inner.SiluMul(gate, up, output);
+
+    public void Add(DeviceTensor a, DeviceTensor b, DeviceTensor output) => inner.Add(a, b, output);
+
+    public void Attention(DeviceTensor q, DeviceTensor k, DeviceTensor v, DeviceTensor keyCache, DeviceTensor valueCache, ForwardBatch batch, float scale, DeviceTensor output) =>
+        inner.Attention(q, k, v, keyCache, valueCache, batch, scale, output);
+
+    public void GatherLogitRows(DeviceTensor x, ForwardBatch batch, DeviceTensor output) => inner.GatherLogitRows(x, batch, output);
+
+    public void Dispose()
+    {
+        open.Set();
+        inner.Dispose();
+        open.Dispose();
+        entered.Dispose();
+    }
+}
