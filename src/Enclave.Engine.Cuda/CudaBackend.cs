@@ -50,12 +50,21 @@ public sealed unsafe class CudaBackend : IBackend
     {
         _options = options ?? new CudaBackendOptions();
         _ctx = new CudaContext(_options.Device, _options.KernelCacheDirectory);
+        TensorCoreGemm = _options.TensorCoreGemm;
         var p = _ctx.Probe;
         Name = $"cuda:{p.Ordinal} ({p.Name}, sm_{p.ComputeMajor}{p.ComputeMinor}, {_ctx.MultiprocessorCount} SMs, {_ctx.Nvrtc.LibraryName}, {_ctx.Cublas.LibraryName}"
                + (_options.TensorCoreGemm ? ", tensor-core GEMM)" : ")");
     }
 
     public string Name { get; }
+
+    internal CudaContext Context => Live();
+
+    /// <summary>Largest token count a product runs as a GEMV (settable to measure the alternatives).</summary>
+    internal int GemvLimit { get; set; } = GemvMaxTokens;
+
+    /// <summary>Starts as <see cref="CudaBackendOptions.TensorCoreGemm"/>; settable to measure both paths on one backend.</summary>
+    internal bool TensorCoreGemm { get; set; }
 
     public CudaProbe Device => _ctx.Probe;
 
@@ -285,7 +294,7 @@ public sealed unsafe class CudaBackend : IBackend
         }
 
         ulong px = xt.Pointer, pw = w.Pointer, pb = b?.Pointer ?? 0, po = o.Pointer;
-        if (tokens <= GemvMaxTokens)
+        if (tokens <= Math.Min(GemvLimit, GemvMaxTokens))
         {
             var vec = inDim % 8 == 0 && px % 16 == 0 && pw % 16 == 0 ? 1 : 0;
             void** args = stackalloc void*[] { &px, &pw, &pb, &po, &inDim, &outDim, &vec };
@@ -293,7 +302,7 @@ public sealed unsafe class CudaBackend : IBackend
             return;
         }
 
-        if (w.DType == DType.F32 || _options.TensorCoreGemm)
+        if (w.DType == DType.F32 || TensorCoreGemm)
         {
             CublasGemm(xt, w, pb, o, tokens, inDim, outDim);
             return;
