@@ -41,6 +41,9 @@ public sealed unsafe class CudaBackend : IBackend
     private long _metaCapacity;
     private ulong _scratch;
     private long _scratchBytes;
+    private ulong _attentionScratch;
+    private long _attentionScratchBytes;
+    private int _maxContext;
     private int _tokens;
     private int _sequences;
     private int _logitRows;
@@ -207,6 +210,7 @@ public sealed unsafe class CudaBackend : IBackend
         }
 
         _tokens = t;
+        _maxContext = batch.MaxContextLength;
         _sequences = s;
         _logitRows = l;
         _prepared = batch;
@@ -447,11 +451,53 @@ public sealed unsafe class CudaBackend : IBackend
         void** writeArgs = stackalloc void*[] { &pk, &pv, &pkc, &pvc, &slots, &tokens, &rowWidth };
         Launch("attention.cu", "kv_write", (uint)(((long)tokens * rowWidth + 255) / 256), 1, 256, writeArgs);
 
+        // Split long contexts so that at least two blocks per multiprocessor have work (decode has few (token, head) pairs).
+        var pairs = heads * tokens;
+        var wanted = Math.Max(1, ((2 * _ctx.MultiprocessorCount) + pairs - 1) / pairs);
+        var chunk = Math.Max(128, (((_maxContext + wanted - 1) / wanted) + 127) / 128 * 128);
+        var splits = Math.Max(1, (_maxContext + chunk - 1) / chunk);
+        ulong partialOut = 0, partialStats = 0;
+        if (splits > 1)
+        {
+            var partialFloats = (long)pairs * splits * headDim;
+            partialOut = AttentionScratch((partialFloats + ((long)pairs * splits * 2)) * 4);
+            partialStats = partialOut + (ulong)(partialFloats * 4);
+        }
+
         int s = _sequences, seqBase = (4 * tokens) + _logitRows;
         ulong pq = qt.Pointer, po = o.Pointer, tokenSeq = Meta(3 * tokens), qStart = Meta(seqBase), qLen = Meta(seqBase + s),
             context = Meta(seqBase + (2 * s)), tableOffset = Meta(seqBase + (3 * s)), tables = Meta(seqBase + (4 * s));
-        void** args = stackalloc void*[] { &pq, &pkc, &pvc, &po, &tokenSeq, &qStart, &qLen, &context, &tableOffset, &tables, &heads, &kvHeads, &headDim, &blockSize, &scale };
-        Launch("attention.cu", "paged_attention", (uint)heads, (uint)tokens, 128, args);
+        void** args = stackalloc void*[]
+        {
+            &pq, &pkc, &pvc, &po, &partialOut, &partialStats, &tokenSeq, &qStart, &qLen, &context, &tableOffset, &tables,
+            &heads, &kvHeads, &headDim, &blockSize, &scale, &chunk, &splits,
+        };
+        var function = _ctx.Function("attention.cu", "paged_attention");
+        _ctx.Driver.Check(
+            _ctx.Driver.LaunchKernel(function, (uint)heads, (uint)tokens, (uint)splits, 128, 1, 1, 0, _ctx.Stream, args, null),
+            "cuLaunchKernel(paged_attention)");
+        if (splits > 1)
+        {
+            void** combineArgs = stackalloc void*[] { &partialOut, &partialStats, &po, &heads, &headDim, &splits };
+            Launch("attention.cu", "attention_combine", (uint)heads, (uint)tokens, 128, combineArgs);
+        }
+    }
+
+    private ulong AttentionScratch(long bytes)
+    {
+        if (_attentionScratchBytes < bytes)
+        {
+            if (_attentionScratch != 0)
+            {
+                _ctx.Synchronize();
+                _ctx.Free(_attentionScratch);
+            }
+
+            _attentionScratchBytes = Math.Max(bytes, _attentionScratchBytes * 2);
+            _attentionScratch = _ctx.Alloc(_attentionScratchBytes);
+        }
+
+        return _attentionScratch;
     }
 
     public void GatherLogitRows(DeviceTensor x, ForwardBatch batch, DeviceTensor output)
@@ -493,6 +539,11 @@ public sealed unsafe class CudaBackend : IBackend
         if (_scratch != 0)
         {
             _ctx.Free(_scratch);
+        }
+
+        if (_attentionScratch != 0)
+        {
+            _ctx.Free(_attentionScratch);
         }
 
         _ctx.Dispose();

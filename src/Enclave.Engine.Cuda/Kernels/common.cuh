@@ -79,6 +79,13 @@ __device__ __forceinline__ float warp_sum(float v)
     return v;
 }
 
+__device__ __forceinline__ float warp_max(float v)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
 // Sum over the block; every thread gets the result. blockDim.x must be a multiple of 32, at most 1024.
 __device__ __forceinline__ float block_sum(float v)
 {
