@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Diagnostics;
 using Enclave.Engine.Backends.Cpu;
+using Enclave.Engine.Cuda;
 using Enclave.Engine.Formats;
 using Enclave.Engine.Generation;
 using Enclave.Engine.Models;
@@ -93,7 +94,7 @@ internal static class BenchCommand
             var decode = await RunAsync(engine, prompts, greedy with { MaxTokens = g }, cancellationToken);
             var decodeTokens = (double)b * (g - 1);
             var decodeSeconds = decode.End - decode.AllFirstToken;
-            var bandwidth = MemoryBandwidth.MeasureGBps();
+            var bandwidth = lm.Model.Backend is CudaBackend gpu ? CudaTimer.CopyBandwidthGBps(gpu) : MemoryBandwidth.MeasureGBps();
             var weightBytes = lm.Model.WeightBytes;
             var rooflineTokensPerSecond = bandwidth * 1e9 / weightBytes;
             var decodeRate = decodeTokens / decodeSeconds;

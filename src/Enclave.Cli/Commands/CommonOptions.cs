@@ -2,6 +2,7 @@ using System.CommandLine;
 using Enclave.Engine.Backends;
 using Enclave.Engine.Backends.Cpu;
 using Enclave.Engine.Backends.Reference;
+using Enclave.Engine.Cuda;
 
 namespace Enclave.Cli.Commands;
 
@@ -16,7 +17,7 @@ internal static class CommonOptions
 
     public static Option<string> Device() => new("--device")
     {
-        Description = "Where to run: auto, cpu, or reference (slow scalar yardstick); cuda arrives with the CUDA backend",
+        Description = "Where to run: auto (CUDA when a usable GPU is found, else CPU), cpu, cuda[:N], or reference (slow scalar yardstick)",
         DefaultValueFactory = _ => "auto",
     };
 
@@ -44,17 +45,51 @@ internal static class CommonOptions
         switch (device.Trim().ToLowerInvariant())
         {
             case "auto":
+                var probe = CudaDevice.Probe(0);
+                if (probe.Usable)
+                {
+                    var gpu = CreateCuda(0);
+                    Console.Error.WriteLine($"device: {gpu.Name} (--device auto found a usable GPU)");
+                    return gpu;
+                }
+
+                var cpu = new CpuBackend(threads);
+                Console.Error.WriteLine($"device: {cpu.Name} (--device auto: no usable CUDA device: {probe.Reason})");
+                return cpu;
             case "cpu":
                 return new CpuBackend(threads);
             case "reference":
                 return new ReferenceBackend();
             default:
-                if (device.StartsWith("cuda", StringComparison.OrdinalIgnoreCase))
+                if (CudaDevice.ParseOrdinal(device) is { } ordinal)
                 {
-                    throw new CliException($"--device {device}: this build has no CUDA backend yet; use --device cpu");
+                    var found = CudaDevice.Probe(ordinal);
+                    if (!found.Usable)
+                    {
+                        throw new CliException($"--device {device} is not usable: {found.Reason}");
+                    }
+
+                    return CreateCuda(ordinal);
                 }
 
-                throw new CliException($"--device {device}: unknown device (expected auto, cpu, reference)");
+                throw new CliException($"--device {device}: unknown device (expected auto, cpu, cuda, cuda:N, reference)");
+        }
+    }
+
+    /// <summary>
+    /// The CUDA backend on device N. ENCLAVE_CUDA_GEMM=tensor-core sends prefill-sized products with F16/BF16 weights
+    /// through cuBLAS tensor cores (activations rounded to the weight type) instead of the exact fp32 kernel.
+    /// </summary>
+    private static CudaBackend CreateCuda(int ordinal)
+    {
+        var tensorCores = string.Equals(Environment.GetEnvironmentVariable("ENCLAVE_CUDA_GEMM"), "tensor-core", StringComparison.OrdinalIgnoreCase);
+        try
+        {
+            return new CudaBackend(new CudaBackendOptions { Device = ordinal, TensorCoreGemm = tensorCores });
+        }
+        catch (Exception e) when (e is CudaUnavailableException or CudaException)
+        {
+            throw new CliException($"--device cuda:{ordinal}: {e.Message}");
         }
     }
 }

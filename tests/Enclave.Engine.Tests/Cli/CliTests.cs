@@ -113,7 +113,7 @@ public sealed class CliTests
 
     [Theory]
     [InlineData(new[] { "run", "--model", "/nonexistent/model", "--prompt", "x" }, "no such directory")]
-    [InlineData(new[] { "run", "--model", "MODEL", "--prompt", "x", "--device", "cuda" }, "no CUDA backend")]
+    [InlineData(new[] { "run", "--model", "MODEL", "--prompt", "x", "--device", "cuda:99" }, "--device cuda:99 is not usable")]
     [InlineData(new[] { "run", "--model", "MODEL" }, "exactly one of --prompt or --prompt-file")]
     [InlineData(new[] { "run", "--model", "MODEL", "--prompt", "x", "--max-tokens", "100000" }, "maximum context length")]
     [InlineData(new[] { "run", "--model", "MODEL", "--prompt", "x", "--top-p", "0" }, "top_p")]

@@ -1,0 +1,599 @@
+using Enclave.Engine.Backends;
+using Enclave.Engine.Cuda.Native;
+using Enclave.Engine.Formats;
+
+namespace Enclave.Engine.Cuda;
+
+/// <summary>Settings of a <see cref="CudaBackend"/>.</summary>
+public sealed record CudaBackendOptions
+{
+    /// <summary>Device ordinal (cuda:N).</summary>
+    public int Device { get; init; }
+
+    /// <summary>
+    /// Matrix products of more than <see cref="CudaBackend.GemvMaxTokens"/> tokens with F16/BF16 weights through cuBLAS
+    /// tensor cores, the activations rounded to the weights' type first (fast prefill, bf16-level accuracy). When false
+    /// they run on an fp32 tiled kernel that keeps the activations in fp32 (slower, exact to fp32 rounding).
+    /// </summary>
+    public bool TensorCoreGemm { get; init; }
+
+    /// <summary>Where compiled kernels are kept; null for $ENCLAVE_HOME/cuda-cache or the temp folder.</summary>
+    public string? KernelCacheDirectory { get; init; }
+}
+
+/// <summary>
+/// Runs the model on an NVIDIA GPU through the CUDA driver API: weights stay in their stored type (F32, F16, BF16)
+/// in device memory, activations are F32, kernels are compiled from the embedded CUDA C sources with NVRTC for the
+/// device's architecture. All work is queued on one stream; only <see cref="Download"/> waits for it.
+/// Not thread-safe: one caller drives a backend.
+/// </summary>
+public sealed unsafe class CudaBackend : IBackend
+{
+    /// <summary>Up to this many tokens a matrix product is a GEMV that reads each weight once for all tokens.</summary>
+    public const int GemvMaxTokens = 8;
+
+    private readonly CudaContext _ctx;
+    private readonly CudaBackendOptions _options;
+    private readonly Dictionary<RopeSpec, ulong> _ropeFrequencies = new(ReferenceEqualityComparer.Instance);
+    private ForwardBatch? _prepared;
+    private int[] _meta = new int[256];
+    private ulong _metaDevice;
+    private long _metaCapacity;
+    private ulong _scratch;
+    private long _scratchBytes;
+    private ulong _attentionScratch;
+    private long _attentionScratchBytes;
+    private int _maxContext;
+    private int _tokens;
+    private int _sequences;
+    private int _logitRows;
+    private bool _disposed;
+
+    public CudaBackend(CudaBackendOptions? options = null)
+    {
+        _options = options ?? new CudaBackendOptions();
+        _ctx = new CudaContext(_options.Device, _options.KernelCacheDirectory);
+        TensorCoreGemm = _options.TensorCoreGemm;
+        var p = _ctx.Probe;
+        Name = $"cuda:{p.Ordinal} ({p.Name}, sm_{p.ComputeMajor}{p.ComputeMinor}, {_ctx.MultiprocessorCount} SMs, {_ctx.Nvrtc.LibraryName}, {_ctx.Cublas.LibraryName}"
+               + (_options.TensorCoreGemm ? ", tensor-core GEMM)" : ")");
+    }
+
+    public string Name { get; }
+
+    internal CudaContext Context => Live();
+
+    /// <summary>Largest token count a product runs as a GEMV (settable to measure the alternatives).</summary>
+    internal int GemvLimit { get; set; } = GemvMaxTokens;
+
+    /// <summary>Starts as <see cref="CudaBackendOptions.TensorCoreGemm"/>; settable to measure both paths on one backend.</summary>
+    internal bool TensorCoreGemm { get; set; }
+
+    public CudaProbe Device => _ctx.Probe;
+
+    /// <summary>Kernel sources compiled by NVRTC so far (0 when every cubin came from the disk cache).</summary>
+    public int KernelsCompiled => _ctx.Kernels.Compiled;
+
+    public string KernelCacheDirectory => _ctx.Kernels.Directory;
+
+    public DeviceTensor Allocate(DType dtype, params int[] shape)
+    {
+        var probe = new Probe(dtype, shape);
+        return new CudaTensor(Live(), dtype, shape, _ctx.Alloc(probe.ByteCount));
+    }
+
+    public DeviceTensor LoadWeight(CheckpointTensor source)
+    {
+        var tensor = (CudaTensor)Allocate(source.DType, source.Shape);
+        if (tensor.ByteCount != source.ByteCount)
+        {
+            tensor.Dispose();
+            throw new ArgumentException($"{source} in {source.File} holds {source.ByteCount} bytes, its shape needs {tensor.ByteCount}");
+        }
+
+        _ctx.Driver.Check(_ctx.Driver.MemcpyHtoDAsync(tensor.Pointer, source.Data, (nuint)source.ByteCount, _ctx.Stream), "cuMemcpyHtoDAsync(weight)");
+        return tensor;
+    }
+
+    public void UploadBytes(ReadOnlySpan<byte> source, DeviceTensor destination)
+    {
+        var t = Cuda(destination);
+        if (source.Length != t.ByteCount)
+        {
+            throw new ArgumentException($"{source.Length} bytes for {t} of {t.ByteCount} bytes");
+        }
+
+        fixed (byte* p = source)
+        {
+            _ctx.Driver.Check(_ctx.Driver.MemcpyHtoDAsync(t.Pointer, p, (nuint)source.Length, _ctx.Stream), "cuMemcpyHtoDAsync");
+        }
+    }
+
+    public void Upload(ReadOnlySpan<float> source, DeviceTensor destination)
+    {
+        var t = Cuda(destination);
+        Require(t, DType.F32);
+        if (source.Length != t.ElementCount)
+        {
+            throw new ArgumentException($"{source.Length} values for {t}");
+        }
+
+        fixed (float* p = source)
+        {
+            _ctx.Driver.Check(_ctx.Driver.MemcpyHtoDAsync(t.Pointer, p, (nuint)(source.Length * 4), _ctx.Stream), "cuMemcpyHtoDAsync");
+        }
+    }
+
+    public void Download(DeviceTensor source, Span<float> destination)
+    {
+        var t = Cuda(source);
+        Require(t, DType.F32);
+        if (destination.Length != t.ElementCount)
+        {
+            throw new ArgumentException($"{destination.Length} values for {t}");
+        }
+
+        fixed (float* p = destination)
+        {
+            _ctx.Driver.Check(_ctx.Driver.MemcpyDtoHAsync(p, t.Pointer, (nuint)(destination.Length * 4), _ctx.Stream), "cuMemcpyDtoHAsync");
+        }
+
+        _ctx.Synchronize();
+    }
+
+    /// <summary>Waits for all queued work (for timing; <see cref="Download"/> does this itself).</summary>
+    public void Synchronize() => Live().Synchronize();
+
+    /// <summary>
+    /// Packs the batch into one int array and copies it to the device in one transfer:
+    /// ids, positions, slots, token→sequence, logit rows, then per sequence query start, query length, context
+    /// length and block-table offset, then the block tables back to back.
+    /// </summary>
+    public void PrepareStep(ForwardBatch batch)
+    {
+        Live();
+        int t = batch.TokenCount, s = batch.Sequences.Length, l = batch.LogitRows.Length;
+        var tableInts = 0;
+        foreach (var seq in batch.Sequences)
+        {
+            tableInts += seq.BlockTable.Length;
+        }
+
+        var total = (4 * t) + l + (4 * s) + tableInts;
+        if (_meta.Length < total)
+        {
+            _meta = new int[Math.Max(total, _meta.Length * 2)];
+        }
+
+        var m = _meta.AsSpan();
+        batch.TokenIds.CopyTo(m);
+        batch.Positions.CopyTo(m[t..]);
+        batch.SlotMapping.CopyTo(m[(2 * t)..]);
+        batch.LogitRows.CopyTo(m[(4 * t)..]);
+        int seqBase = (4 * t) + l, tables = seqBase + (4 * s), offset = 0;
+        for (var i = 0; i < s; i++)
+        {
+            var seq = batch.Sequences[i];
+            if (seq.QueryStart < 0 || seq.QueryLength < 0 || seq.QueryStart + seq.QueryLength > t)
+            {
+                throw new ArgumentException($"sequence {i} covers tokens [{seq.QueryStart}, {seq.QueryStart + seq.QueryLength}) of a {t}-token batch");
+            }
+
+            for (var j = 0; j < seq.QueryLength; j++)
+            {
+                m[(3 * t) + seq.QueryStart + j] = i;
+            }
+
+            m[seqBase + i] = seq.QueryStart;
+            m[seqBase + s + i] = seq.QueryLength;
+            m[seqBase + (2 * s) + i] = seq.ContextLength;
+            m[seqBase + (3 * s) + i] = offset;
+            seq.BlockTable.CopyTo(m[(tables + offset)..]);
+            offset += seq.BlockTable.Length;
+        }
+
+        if (_metaCapacity < total * 4L)
+        {
+            if (_metaDevice != 0)
+            {
+                _ctx.Synchronize();
+                _ctx.Free(_metaDevice);
+            }
+
+            _metaCapacity = Math.Max(total * 4L * 2, 4096);
+            _metaDevice = _ctx.Alloc(_metaCapacity);
+        }
+
+        fixed (int* p = _meta)
+        {
+            _ctx.Driver.Check(_ctx.Driver.MemcpyHtoDAsync(_metaDevice, p, (nuint)(total * 4), _ctx.Stream), "cuMemcpyHtoDAsync(step metadata)");
+        }
+
+        _tokens = t;
+        _maxContext = batch.MaxContextLength;
+        _sequences = s;
+        _logitRows = l;
+        _prepared = batch;
+    }
+
+    private ulong Meta(int intOffset) => _metaDevice + ((ulong)intOffset * 4);
+
+    private void EnsurePrepared(ForwardBatch batch)
+    {
+        if (!ReferenceEquals(batch, _prepared))
+        {
+            PrepareStep(batch);
+        }
+    }
+
+    public void Embedding(DeviceTensor table, ForwardBatch batch, DeviceTensor output)
+    {
+        var w = Cuda(table);
+        var o = Cuda(output);
+        Require(o, DType.F32);
+        EnsurePrepared(batch);
+        int n = w.Columns, tokens = _tokens;
+        if (o.Columns != n || o.Rows != tokens)
+        {
+            throw new ArgumentException($"embedding shape mismatch: table {w}, output {o}, {tokens} tokens");
+        }
+
+        ulong pw = w.Pointer, ids = Meta(0), po = o.Pointer;
+        void** args = stackalloc void*[] { &pw, &ids, &po, &n };
+        Launch("embedding.cu", "embedding_" + Suffix(w.DType), (uint)Math.Min((n + 255) / 256, 64), (uint)tokens, 256, args);
+    }
+
+    public void RmsNorm(DeviceTensor x, DeviceTensor weight, float eps, DeviceTensor output) => Norm(null, x, weight, eps, output);
+
+    public void AddRmsNorm(DeviceTensor residual, DeviceTensor x, DeviceTensor weight, float eps, DeviceTensor output) => Norm(residual, x, weight, eps, output);
+
+    private void Norm(DeviceTensor? residual, DeviceTensor x, DeviceTensor weight, float eps, DeviceTensor output)
+    {
+        var xt = Cuda(x);
+        var w = Cuda(weight);
+        var o = Cuda(output);
+        int n = xt.Columns;
+        if (w.ElementCount != n || o.ElementCount != xt.ElementCount || (residual is not null && residual.ElementCount != xt.ElementCount))
+        {
+            throw new ArgumentException($"rmsnorm shape mismatch: x {xt}, weight {w}, output {o}");
+        }
+
+        Require(xt, DType.F32);
+        Require(o, DType.F32);
+        ulong px = xt.Pointer, pw = w.Pointer, po = o.Pointer;
+        var rows = (uint)xt.Rows;
+        var threads = n >= 2048 ? 1024u : n >= 512 ? 256u : 64u;
+        if (residual is null)
+        {
+            void** args = stackalloc void*[] { &px, &pw, &po, &n, &eps };
+            Launch("rmsnorm.cu", "rmsnorm_" + Suffix(w.DType), rows, 1, threads, args);
+        }
+        else
+        {
+            var r = Cuda(residual);
+            Require(r, DType.F32);
+            var pr = r.Pointer;
+            void** args = stackalloc void*[] { &pr, &px, &pw, &po, &n, &eps };
+            Launch("rmsnorm.cu", "add_rmsnorm_" + Suffix(w.DType), rows, 1, threads, args);
+        }
+    }
+
+    public void MatMul(DeviceTensor x, DeviceTensor weight, DeviceTensor? bias, DeviceTensor output)
+    {
+        var xt = Cuda(x);
+        var w = Cuda(weight);
+        var o = Cuda(output);
+        var b = bias is null ? null : Cuda(bias);
+        int inDim = xt.Columns, outDim = w.Shape[0], tokens = (int)xt.Rows;
+        if (w.Columns != inDim || o.Columns != outDim || o.Rows != tokens || (b is not null && (b.ElementCount != outDim || b.DType != DType.F32)))
+        {
+            throw new ArgumentException($"matmul shape mismatch: x {xt}, weight {w}, bias {b}, output {o}");
+        }
+
+        Require(xt, DType.F32);
+        Require(o, DType.F32);
+        if (tokens == 0 || outDim == 0)
+        {
+            return;
+        }
+
+        ulong px = xt.Pointer, pw = w.Pointer, pb = b?.Pointer ?? 0, po = o.Pointer;
+        if (tokens <= Math.Min(GemvLimit, GemvMaxTokens))
+        {
+            var vec = inDim % 8 == 0 && px % 16 == 0 && pw % 16 == 0 ? 1 : 0;
+            void** args = stackalloc void*[] { &px, &pw, &pb, &po, &inDim, &outDim, &vec };
+            Launch("matmul.cu", $"gemv_{Suffix(w.DType)}_{tokens}", (uint)((outDim + 7) / 8), 1, 256, args);
+            return;
+        }
+
+        if (w.DType == DType.F32 || TensorCoreGemm)
+        {
+            CublasGemm(xt, w, pb, o, tokens, inDim, outDim);
+            return;
+        }
+
+        void** gemmArgs = stackalloc void*[] { &px, &pw, &pb, &po, &tokens, &inDim, &outDim };
+        Launch("matmul.cu", "gemm_" + Suffix(w.DType), (uint)((outDim + 63) / 64), (uint)((tokens + 63) / 64), 256, gemmArgs);
+    }
+
+    /// <summary>
+    /// output = x · Wᵀ through cublasGemmEx with fp32 accumulation. cuBLAS is column-major, so it computes
+    /// outputᵀ [out, T] = W [out, in] (read as in × out, transposed) · xᵀ (read as in × T).
+    /// F16/BF16 weights need the activations in the same type: they are rounded into a scratch buffer first.
+    /// </summary>
+    private void CublasGemm(CudaTensor x, CudaTensor w, ulong bias, CudaTensor o, int tokens, int inDim, int outDim)
+    {
+        var b = x.Pointer;
+        var type = Cublas.DataF32;
+        if (w.DType != DType.F32)
+        {
+            var count = (long)tokens * inDim;
+            var scratch = Scratch(count * 2);
+            ulong px = x.Pointer;
+            void** args = stackalloc void*[] { &px, &scratch, &count };
+            Launch("matmul.cu", w.DType == DType.BF16 ? "convert_to_bf16" : "convert_to_f16", GridFor(count), 1, 256, args);
+            b = scratch;
+            type = w.DType == DType.BF16 ? Cublas.DataBF16 : Cublas.DataF16;
+        }
+
+        float alpha = 1, beta = 0;
+        var cublas = _ctx.Cublas;
+        cublas.Check(
+            cublas.GemmEx(_ctx.CublasHandle, Cublas.OpT, Cublas.OpN, outDim, tokens, inDim, &alpha, w.Pointer, type, inDim, b, type, inDim, &beta, o.Pointer, Cublas.DataF32, outDim, Cublas.Compute32F, Cublas.GemmDefault),
+            "cublasGemmEx");
+        if (bias != 0)
+        {
+            ulong po = o.Pointer;
+            var n = (long)tokens * outDim;
+            void** args = stackalloc void*[] { &po, &bias, &tokens, &outDim };
+            Launch("matmul.cu", "bias_add", (uint)((n + 255) / 256), 1, 256, args);
+        }
+    }
+
+    private ulong Scratch(long bytes)
+    {
+        if (_scratchBytes < bytes)
+        {
+            if (_scratch != 0)
+            {
+                _ctx.Synchronize();
+                _ctx.Free(_scratch);
+            }
+
+            _scratchBytes = Math.Max(bytes, _scratchBytes * 2);
+            _scratch = _ctx.Alloc(_scratchBytes);
+        }
+
+        return _scratch;
+    }
+
+    public void Rope(DeviceTensor x, ForwardBatch batch, RopeSpec rope)
+    {
+        var xt = Cuda(x);
+        Require(xt, DType.F32);
+        EnsurePrepared(batch);
+        if (xt.Rank != 3 || xt.Shape[0] != _tokens || rope.RotaryDim > xt.Shape[2] || rope.RotaryDim % 2 != 0 || rope.InverseFrequencies.Length < rope.RotaryDim / 2)
+        {
+            throw new ArgumentException($"rope shape mismatch: x {xt}, rotary dim {rope.RotaryDim}, {_tokens} tokens");
+        }
+
+        if (!_ropeFrequencies.TryGetValue(rope, out var frequencies))
+        {
+            frequencies = _ctx.Alloc(rope.InverseFrequencies.Length * 4L);
+            fixed (float* p = rope.InverseFrequencies)
+            {
+                _ctx.Driver.Check(_ctx.Driver.MemcpyHtoDAsync(frequencies, p, (nuint)(rope.InverseFrequencies.Length * 4), _ctx.Stream), "cuMemcpyHtoDAsync(rope)");
+            }
+
+            _ropeFrequencies[rope] = frequencies;
+        }
+
+        ulong px = xt.Pointer, positions = Meta(_tokens);
+        int tokens = _tokens, heads = xt.Shape[1], headDim = xt.Shape[2], rotary = rope.RotaryDim, interleaved = rope.Interleaved ? 1 : 0;
+        var scaling = rope.AttentionScaling;
+        void** args = stackalloc void*[] { &px, &positions, &frequencies, &tokens, &heads, &headDim, &rotary, &interleaved, &scaling };
+        var pairs = (long)tokens * heads * (rotary / 2);
+        Launch("rope.cu", "rope", (uint)((pairs + 255) / 256), 1, 256, args);
+    }
+
+    public void SiluMul(DeviceTensor gate, DeviceTensor up, DeviceTensor output) => Elementwise("silu_mul.cu", "silu_mul", gate, up, output);
+
+    public void Add(DeviceTensor a, DeviceTensor b, DeviceTensor output) => Elementwise("add.cu", "add", a, b, output);
+
+    private void Elementwise(string source, string kernel, DeviceTensor a, DeviceTensor b, DeviceTensor output)
+    {
+        var at = Cuda(a);
+        var bt = Cuda(b);
+        var o = Cuda(output);
+        if (at.ElementCount != bt.ElementCount || at.ElementCount != o.ElementCount)
+        {
+            throw new ArgumentException($"{kernel} shape mismatch: {at}, {bt}, {o}");
+        }
+
+        Require(at, DType.F32);
+        Require(bt, DType.F32);
+        Require(o, DType.F32);
+        ulong pa = at.Pointer, pb = bt.Pointer, po = o.Pointer;
+        var n = at.ElementCount;
+        void** args = stackalloc void*[] { &pa, &pb, &po, &n };
+        Launch(source, kernel, GridFor(n), 1, 256, args);
+    }
+
+    public void Attention(DeviceTensor q, DeviceTensor k, DeviceTensor v, DeviceTensor keyCache, DeviceTensor valueCache, ForwardBatch batch, float scale, DeviceTensor output)
+    {
+        var qt = Cuda(q);
+        var kt = Cuda(k);
+        var vt = Cuda(v);
+        var kc = Cuda(keyCache);
+        var vc = Cuda(valueCache);
+        var o = Cuda(output);
+        EnsurePrepared(batch);
+        int tokens = _tokens, heads = qt.Shape[1], headDim = qt.Shape[2], kvHeads = kt.Shape[1], blockSize = kc.Shape[1];
+        if (qt.Shape[0] != tokens || kt.Shape[0] != tokens || vt.ElementCount != kt.ElementCount || kt.Shape[2] != headDim
+            || kc.Shape[2] != kvHeads || kc.Shape[3] != headDim || vc.ElementCount != kc.ElementCount || o.ElementCount != qt.ElementCount
+            || kvHeads == 0 || heads % kvHeads != 0)
+        {
+            throw new ArgumentException($"attention shape mismatch: q {qt}, k {kt}, v {vt}, cache {kc}, output {o}");
+        }
+
+        if (headDim > 256)
+        {
+            throw new NotSupportedException($"the CUDA attention kernel handles head_dim up to 256, not {headDim}");
+        }
+
+        foreach (var t in new[] { qt, kt, vt, kc, vc, o })
+        {
+            Require(t, DType.F32);
+        }
+
+        ulong pk = kt.Pointer, pv = vt.Pointer, pkc = kc.Pointer, pvc = vc.Pointer, slots = Meta(2 * tokens);
+        var rowWidth = kvHeads * headDim;
+        void** writeArgs = stackalloc void*[] { &pk, &pv, &pkc, &pvc, &slots, &tokens, &rowWidth };
+        Launch("attention.cu", "kv_write", (uint)(((long)tokens * rowWidth + 255) / 256), 1, 256, writeArgs);
+
+        // Split long contexts so that at least two blocks per multiprocessor have work (decode has few (token, head) pairs).
+        var pairs = heads * tokens;
+        var wanted = Math.Max(1, ((2 * _ctx.MultiprocessorCount) + pairs - 1) / pairs);
+        var chunk = Math.Max(128, (((_maxContext + wanted - 1) / wanted) + 127) / 128 * 128);
+        var splits = Math.Max(1, (_maxContext + chunk - 1) / chunk);
+        ulong partialOut = 0, partialStats = 0;
+        if (splits > 1)
+        {
+            var partialFloats = (long)pairs * splits * headDim;
+            partialOut = AttentionScratch((partialFloats + ((long)pairs * splits * 2)) * 4);
+            partialStats = partialOut + (ulong)(partialFloats * 4);
+        }
+
+        int s = _sequences, seqBase = (4 * tokens) + _logitRows;
+        ulong pq = qt.Pointer, po = o.Pointer, tokenSeq = Meta(3 * tokens), qStart = Meta(seqBase), qLen = Meta(seqBase + s),
+            context = Meta(seqBase + (2 * s)), tableOffset = Meta(seqBase + (3 * s)), tables = Meta(seqBase + (4 * s));
+        void** args = stackalloc void*[]
+        {
+            &pq, &pkc, &pvc, &po, &partialOut, &partialStats, &tokenSeq, &qStart, &qLen, &context, &tableOffset, &tables,
+            &heads, &kvHeads, &headDim, &blockSize, &scale, &chunk, &splits,
+        };
+        var function = _ctx.Function("attention.cu", "paged_attention");
+        _ctx.Driver.Check(
+            _ctx.Driver.LaunchKernel(function, (uint)heads, (uint)tokens, (uint)splits, 128, 1, 1, 0, _ctx.Stream, args, null),
+            "cuLaunchKernel(paged_attention)");
+        if (splits > 1)
+        {
+            void** combineArgs = stackalloc void*[] { &partialOut, &partialStats, &po, &heads, &headDim, &splits };
+            Launch("attention.cu", "attention_combine", (uint)heads, (uint)tokens, 128, combineArgs);
+        }
+    }
+
+    private ulong AttentionScratch(long bytes)
+    {
+        if (_attentionScratchBytes < bytes)
+        {
+            if (_attentionScratch != 0)
+            {
+                _ctx.Synchronize();
+                _ctx.Free(_attentionScratch);
+            }
+
+            _attentionScratchBytes = Math.Max(bytes, _attentionScratchBytes * 2);
+            _attentionScratch = _ctx.Alloc(_attentionScratchBytes);
+        }
+
+        return _attentionScratch;
+    }
+
+    public void GatherLogitRows(DeviceTensor x, ForwardBatch batch, DeviceTensor output)
+    {
+        var xt = Cuda(x);
+        var o = Cuda(output);
+        EnsurePrepared(batch);
+        int n = xt.Columns;
+        if (o.Columns != n || o.Rows != _logitRows)
+        {
+            throw new ArgumentException($"gather shape mismatch: x {xt}, output {o}, {_logitRows} rows");
+        }
+
+        Require(xt, DType.F32);
+        Require(o, DType.F32);
+        ulong px = xt.Pointer, rows = Meta(4 * _tokens), po = o.Pointer;
+        void** args = stackalloc void*[] { &px, &rows, &po, &n };
+        Launch("gather_rows.cu", "gather_rows", (uint)Math.Min((n + 255) / 256, 64), (uint)_logitRows, 256, args);
+    }
+
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        foreach (var p in _ropeFrequencies.Values)
+        {
+            _ctx.Free(p);
+        }
+
+        if (_metaDevice != 0)
+        {
+            _ctx.Free(_metaDevice);
+        }
+
+        if (_scratch != 0)
+        {
+            _ctx.Free(_scratch);
+        }
+
+        if (_attentionScratch != 0)
+        {
+            _ctx.Free(_attentionScratch);
+        }
+
+        _ctx.Dispose();
+    }
+
+    private void Launch(string source, string kernel, uint gridX, uint gridY, uint block, void** args) =>
+        _ctx.Launch(_ctx.Function(source, kernel), kernel, gridX, gridY, block, args);
+
+    private uint GridFor(long n) => (uint)Math.Max(1, Math.Min((n + 255) / 256, _ctx.MultiprocessorCount * 16L));
+
+    private static string Suffix(DType dtype) => dtype switch
+    {
+        DType.F32 => "f32",
+        DType.F16 => "f16",
+        DType.BF16 => "bf16",
+        _ => throw new NotSupportedException($"no CUDA kernel for {dtype} weights"),
+    };
+
+    private static void Require(CudaTensor t, DType dtype)
+    {
+        if (t.DType != dtype)
+        {
+            throw new ArgumentException($"expected a {dtype} tensor, got {t}");
+        }
+    }
+
+    private CudaContext Live()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        _ctx.Bind();
+        return _ctx;
+    }
+
+    private CudaTensor Cuda(DeviceTensor tensor)
+    {
+        Live();
+        var t = tensor as CudaTensor ?? throw new ArgumentException($"{tensor} does not belong to the CUDA backend");
+        if (!ReferenceEquals(t.Context, _ctx))
+        {
+            throw new ArgumentException($"{tensor} belongs to another CUDA backend");
+        }
+
+        return t;
+    }
+
+    /// <summary>Shape arithmetic for an allocation, without allocating.</summary>
+    private sealed class Probe(DType dtype, int[] shape) : DeviceTensor(dtype, shape)
+    {
+        public override DeviceTensor Reshape(params int[] shape) => throw new NotSupportedException();
+
+        public override DeviceTensor SliceRows(int start, int count) => throw new NotSupportedException();
+    }
+}

@@ -1,0 +1,184 @@
+using System.Text;
+using Enclave.Engine.Cuda.Native;
+
+namespace Enclave.Engine.Cuda;
+
+/// <summary>
+/// One device's primary context, the stream all work is queued on, the cuBLAS handle and the loaded kernel modules.
+/// Every entry point makes the context current on the calling thread first (a cheap check when it already is).
+/// </summary>
+internal sealed unsafe class CudaContext : IDisposable
+{
+    [ThreadStatic]
+    private static nint t_current;
+
+    private readonly Dictionary<string, nint> _modules = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, nint> _functions = new(StringComparer.Ordinal);
+    private readonly int _device;
+    private nint _context;
+    private nint _stream;
+    private nint _cublasHandle;
+
+    public CudaContext(int ordinal, string? cacheDirectory = null)
+    {
+        Probe = CudaDevice.Probe(ordinal);
+        if (!Probe.Usable)
+        {
+            throw new CudaUnavailableException($"cuda:{ordinal} is not usable: {Probe.Reason}");
+        }
+
+        Driver = CudaDriver.Get();
+        Nvrtc = Nvrtc.Get();
+        Cublas = Cublas.Get();
+        int device;
+        Driver.Check(Driver.DeviceGet(&device, ordinal), "cuDeviceGet");
+        _device = device;
+        nint context;
+        Driver.Check(Driver.PrimaryCtxRetain(&context, device), "cuDevicePrimaryCtxRetain");
+        _context = context;
+        Bind();
+        nint stream;
+        Driver.Check(Driver.StreamCreate(&stream, 1), "cuStreamCreate"); // CU_STREAM_NON_BLOCKING
+        _stream = stream;
+        nint handle;
+        Cublas.Check(Cublas.Create(&handle), "cublasCreate");
+        _cublasHandle = handle;
+        Cublas.Check(Cublas.SetStream(handle, stream), "cublasSetStream");
+        int sms;
+        Driver.Check(Driver.DeviceGetAttribute(&sms, CudaDriver.AttributeMultiprocessorCount, device), "cuDeviceGetAttribute(multiprocessors)");
+        MultiprocessorCount = sms;
+        Kernels = new KernelCache(Nvrtc, Probe.ComputeMajor, Probe.ComputeMinor, cacheDirectory);
+    }
+
+    public CudaProbe Probe { get; }
+
+    public CudaDriver Driver { get; }
+
+    public Nvrtc Nvrtc { get; }
+
+    public Cublas Cublas { get; }
+
+    public KernelCache Kernels { get; }
+
+    public int MultiprocessorCount { get; }
+
+    public nint Stream => _stream;
+
+    public nint CublasHandle => _cublasHandle;
+
+    public void Bind()
+    {
+        ObjectDisposedException.ThrowIf(_context == 0, this);
+        if (t_current != _context)
+        {
+            Driver.Check(Driver.CtxSetCurrent(_context), "cuCtxSetCurrent");
+            t_current = _context;
+        }
+    }
+
+    public ulong Alloc(long bytes)
+    {
+        Bind();
+        ulong pointer;
+        var status = Driver.MemAlloc(&pointer, (nuint)Math.Max(bytes, 16));
+        if (status != 0)
+        {
+            nuint free, total;
+            Driver.MemGetInfo(&free, &total);
+            throw new CudaException($"cuMemAlloc({bytes} bytes) failed: {Driver.ErrorName(status)} ({free / 1048576} MiB of {total / 1048576} MiB free)");
+        }
+
+        return pointer;
+    }
+
+    public void Free(ulong pointer)
+    {
+        if (_context == 0)
+        {
+            return; // the context is gone and took its memory with it
+        }
+
+        Bind();
+        Driver.Check(Driver.MemFree(pointer), "cuMemFree");
+    }
+
+    public void Synchronize()
+    {
+        Bind();
+        Driver.Check(Driver.StreamSynchronize(_stream), "cuStreamSynchronize");
+    }
+
+    /// <summary>The kernel <paramref name="name"/> from source file <paramref name="source"/>, compiled and loaded on first use.</summary>
+    public nint Function(string source, string name)
+    {
+        var key = source + ":" + name;
+        if (_functions.TryGetValue(key, out var function))
+        {
+            return function;
+        }
+
+        Bind();
+        if (!_modules.TryGetValue(source, out var module))
+        {
+            var cubin = Kernels.GetCubin(source);
+            fixed (byte* p = cubin)
+            {
+                Driver.Check(Driver.ModuleLoadData(&module, p), $"cuModuleLoadData({source})");
+            }
+
+            _modules[source] = module;
+        }
+
+        var bytes = Encoding.ASCII.GetBytes(name + "\0");
+        fixed (byte* n = bytes)
+        {
+            Driver.Check(Driver.ModuleGetFunction(&function, module, n), $"cuModuleGetFunction({name})");
+        }
+
+        _functions[key] = function;
+        return function;
+    }
+
+    public void Launch(nint function, string name, uint gridX, uint gridY, uint blockX, void** args, uint sharedBytes = 0)
+    {
+        if (gridX == 0 || gridY == 0)
+        {
+            return;
+        }
+
+        Driver.Check(Driver.LaunchKernel(function, gridX, gridY, 1, blockX, 1, 1, sharedBytes, _stream, args, null), "cuLaunchKernel(" + name + ")");
+    }
+
+    public void Dispose()
+    {
+        if (_context == 0)
+        {
+            return;
+        }
+
+        Bind();
+        Driver.StreamSynchronize(_stream);
+        foreach (var module in _modules.Values)
+        {
+            Driver.ModuleUnload(module);
+        }
+
+        _modules.Clear();
+        _functions.Clear();
+        if (_cublasHandle != 0)
+        {
+            Cublas.Destroy(_cublasHandle);
+            _cublasHandle = 0;
+        }
+
+        if (_stream != 0)
+        {
+            Driver.StreamDestroy(_stream);
+            _stream = 0;
+        }
+
+        Driver.PrimaryCtxRelease(_device);
+        t_current = 0;
+        _context = 0;
+    }
+}

@@ -1,0 +1,177 @@
+// Paged attention for any mix of prefill chunks and decode tokens, reading K/V through each sequence's block table.
+//
+// kv_write: copies this step's k/v rows into the cache at their slots (one thread per element).
+//
+// paged_attention: one block of 4 warps per (query head, token, context split). A split covers `chunk` cached
+// positions of the token's causal range; the warps take tiles of 32 positions, one position per lane for the q.k
+// dot product (a whole K row per lane), then a tile-wide max and sum (online softmax), then all lanes accumulate the
+// 32 weighted V rows with the head dimension across lanes. The warps are merged in shared memory. With one split
+// the block writes the normalised output; with several (long contexts with few heads, the decode case) it writes
+// its running max, sum and unnormalised output, and attention_combine merges the splits.
+// Grouped-query: head h reads kv head h / (heads / kv_heads). head_dim is at most 256.
+//
+// Step metadata (uploaded once per step): token_seq[t] = sequence of token t; per sequence its query start, query
+// length, context length and the offset of its block table in `tables`.
+#include "common.cuh"
+
+#define ATTN_WARPS 4
+#define ATTN_MAX_DIM 256
+#define ATTN_PER_LANE (ATTN_MAX_DIM / 32)
+
+extern "C" __global__ void kv_write(const float* k, const float* v, float* key_cache, float* value_cache,
+                                    const int* slots, int tokens, int row_width)
+{
+    const long idx = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (long)tokens * row_width) return;
+    const int t = (int)(idx / row_width), j = (int)(idx % row_width);
+    const long dst = (long)slots[t] * row_width + j;
+    key_cache[dst] = k[idx];
+    value_cache[dst] = v[idx];
+}
+
+extern "C" __global__ void __launch_bounds__(ATTN_WARPS * 32)
+paged_attention(const float* __restrict__ q, const float* __restrict__ key_cache, const float* __restrict__ value_cache,
+                float* __restrict__ out, float* __restrict__ partial_out, float* __restrict__ partial_stats,
+                const int* __restrict__ token_seq, const int* __restrict__ seq_query_start, const int* __restrict__ seq_query_len,
+                const int* __restrict__ seq_context, const int* __restrict__ seq_table_offset, const int* __restrict__ tables,
+                int heads, int kv_heads, int head_dim, int block_size, float scale, int chunk, int splits)
+{
+    __shared__ float s_q[ATTN_MAX_DIM];
+    __shared__ float s_max[ATTN_WARPS], s_sum[ATTN_WARPS];
+    __shared__ float s_acc[ATTN_WARPS][ATTN_MAX_DIM];
+    const int h = blockIdx.x, t = blockIdx.y, split = blockIdx.z;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int s = token_seq[t];
+    const int position = seq_context[s] - seq_query_len[s] + (t - seq_query_start[s]);
+    const int kvh = h / (heads / kv_heads);
+    const int* table = tables + seq_table_offset[s];
+    const long row_width = (long)kv_heads * head_dim;
+    const long head_offset = (long)kvh * head_dim;
+    const int begin = split * chunk;
+    const int end = min(position + 1, begin + chunk);
+    const bool vec4 = (head_dim & 3) == 0;
+
+    const float* qh = q + ((long)t * heads + h) * head_dim;
+    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) s_q[d] = qh[d];
+    __syncthreads();
+
+    float acc[ATTN_PER_LANE];
+#pragma unroll
+    for (int j = 0; j < ATTN_PER_LANE; j++) acc[j] = 0.f;
+    float m = NEG_INF, l = 0.f;
+
+    for (int tile = begin + warp * 32; tile < end; tile += ATTN_WARPS * 32)
+    {
+        const int p = tile + lane;
+        const bool valid = p < end;
+        int slot = 0;
+        float score = NEG_INF;
+        if (valid)
+        {
+            slot = table[p / block_size] * block_size + p % block_size;
+            const float* kr = key_cache + (long)slot * row_width + head_offset;
+            float dot = 0.f;
+            if (vec4)
+            {
+                for (int d = 0; d < head_dim; d += 4)
+                {
+                    const float4 k4 = *reinterpret_cast<const float4*>(kr + d);
+                    dot += s_q[d] * k4.x + s_q[d + 1] * k4.y + s_q[d + 2] * k4.z + s_q[d + 3] * k4.w;
+                }
+            }
+            else
+            {
+                for (int d = 0; d < head_dim; d++) dot += s_q[d] * kr[d];
+            }
+            score = dot * scale;
+        }
+
+        const float m_new = fmaxf(m, warp_max(score)); // finite: lane 0 of a tile is always valid
+        const float e = valid ? expf(score - m_new) : 0.f;
+        const float correction = expf(m - m_new);
+        l = l * correction + warp_sum(e);
+#pragma unroll
+        for (int j = 0; j < ATTN_PER_LANE; j++) acc[j] *= correction;
+        const int n = min(32, end - tile);
+        for (int i = 0; i < n; i++)
+        {
+            const float w = __shfl_sync(0xffffffffu, e, i);
+            const int vs = __shfl_sync(0xffffffffu, slot, i);
+            const float* vr = value_cache + (long)vs * row_width + head_offset;
+#pragma unroll
+            for (int j = 0; j < ATTN_PER_LANE; j++)
+            {
+                const int d = lane + 32 * j;
+                if (d < head_dim) acc[j] += w * vr[d];
+            }
+        }
+        m = m_new;
+    }
+
+    if (lane == 0)
+    {
+        s_max[warp] = m;
+        s_sum[warp] = l;
+    }
+#pragma unroll
+    for (int j = 0; j < ATTN_PER_LANE; j++) s_acc[warp][lane + 32 * j] = acc[j];
+    __syncthreads();
+
+    float total_max = NEG_INF;
+    for (int w = 0; w < ATTN_WARPS; w++) total_max = fmaxf(total_max, s_max[w]);
+    float total_sum = 0.f, factors[ATTN_WARPS];
+#pragma unroll
+    for (int w = 0; w < ATTN_WARPS; w++)
+    {
+        factors[w] = s_sum[w] > 0.f ? expf(s_max[w] - total_max) : 0.f;
+        total_sum += s_sum[w] * factors[w];
+    }
+
+    const long row = (long)t * heads + h;
+    if (splits == 1)
+    {
+        float* oh = out + row * head_dim;
+        for (int d = threadIdx.x; d < head_dim; d += blockDim.x)
+        {
+            float o = 0.f;
+#pragma unroll
+            for (int w = 0; w < ATTN_WARPS; w++) o += s_acc[w][d] * factors[w];
+            oh[d] = o / total_sum;
+        }
+        return;
+    }
+
+    const long part = row * splits + split;
+    if (threadIdx.x == 0)
+    {
+        partial_stats[2 * part] = total_max;
+        partial_stats[2 * part + 1] = total_sum;
+    }
+    for (int d = threadIdx.x; d < head_dim; d += blockDim.x)
+    {
+        float o = 0.f;
+#pragma unroll
+        for (int w = 0; w < ATTN_WARPS; w++) o += s_acc[w][d] * factors[w];
+        partial_out[part * head_dim + d] = o;
+    }
+}
+
+// Merges the context splits of paged_attention: rescales each split's sum and output to the common max.
+extern "C" __global__ void attention_combine(const float* __restrict__ partial_out, const float* __restrict__ partial_stats,
+                                             float* __restrict__ out, int heads, int head_dim, int splits)
+{
+    const long row = (long)blockIdx.y * heads + blockIdx.x;
+    const float* stats = partial_stats + row * splits * 2;
+    float total_max = NEG_INF;
+    for (int i = 0; i < splits; i++) total_max = fmaxf(total_max, stats[2 * i]);
+    float total_sum = 0.f;
+    for (int i = 0; i < splits; i++)
+        if (stats[2 * i + 1] > 0.f) total_sum += stats[2 * i + 1] * expf(stats[2 * i] - total_max);
+    for (int d = threadIdx.x; d < head_dim; d += blockDim.x)
+    {
+        float o = 0.f;
+        for (int i = 0; i < splits; i++)
+            if (stats[2 * i + 1] > 0.f) o += partial_out[(row * splits + i) * head_dim + d] * expf(stats[2 * i] - total_max);
+        out[row * head_dim + d] = o / total_sum;
+    }
+}

@@ -1,0 +1,106 @@
+// Shared helpers for the Enclave CUDA kernels: element types, 16-byte loads and warp reductions.
+// Compiled by NVRTC with no CUDA headers, so half and bfloat16 are handled as raw 16-bit patterns.
+#pragma once
+
+typedef unsigned short u16;
+
+__device__ __forceinline__ float bf16_to_f32(u16 v) { return __uint_as_float(((unsigned int)v) << 16); }
+
+__device__ __forceinline__ float f16_to_f32(u16 v)
+{
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v));
+    return f;
+}
+
+__device__ __forceinline__ u16 f32_to_bf16(float f)
+{
+    unsigned int u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;  // NaN stays NaN
+    u += 0x7fffu + ((u >> 16) & 1u);                        // round to nearest even
+    return (u16)(u >> 16);
+}
+
+__device__ __forceinline__ u16 f32_to_f16(float f)
+{
+    u16 h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+}
+
+// Each weight type: its storage, a scalar load, and an 8-element load from a 16-byte aligned address
+// split into a raw fetch (issued early, so several are in flight) and a conversion to float.
+struct TF32
+{
+    typedef float storage;
+    struct raw { float4 a, b; };
+    static __device__ __forceinline__ float load(const float* p, long i) { return p[i]; }
+    static __device__ __forceinline__ raw fetch8(const float* p)
+    {
+        raw r;
+        r.a = *reinterpret_cast<const float4*>(p);
+        r.b = *reinterpret_cast<const float4*>(p + 4);
+        return r;
+    }
+    static __device__ __forceinline__ void convert8(const raw& r, float o[8])
+    {
+        o[0] = r.a.x; o[1] = r.a.y; o[2] = r.a.z; o[3] = r.a.w;
+        o[4] = r.b.x; o[5] = r.b.y; o[6] = r.b.z; o[7] = r.b.w;
+    }
+};
+
+template <bool Bf16>
+struct T16
+{
+    typedef u16 storage;
+    typedef uint4 raw;
+    static __device__ __forceinline__ float cvt(u16 v) { return Bf16 ? bf16_to_f32(v) : f16_to_f32(v); }
+    static __device__ __forceinline__ float load(const u16* p, long i) { return cvt(p[i]); }
+    static __device__ __forceinline__ raw fetch8(const u16* p) { return *reinterpret_cast<const uint4*>(p); }
+    static __device__ __forceinline__ void convert8(const raw& r, float o[8])
+    {
+        const unsigned int w[4] = {r.x, r.y, r.z, r.w};
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+        {
+            o[2 * i] = cvt((u16)(w[i] & 0xffffu));
+            o[2 * i + 1] = cvt((u16)(w[i] >> 16));
+        }
+    }
+};
+
+typedef T16<false> TF16;
+typedef T16<true> TBF16;
+
+__device__ __forceinline__ float warp_sum(float v)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// Sum over the block; every thread gets the result. blockDim.x must be a multiple of 32, at most 1024.
+__device__ __forceinline__ float block_sum(float v)
+{
+    __shared__ float partial[32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) partial[warp] = v;
+    __syncthreads();
+    float total = 0.f;
+    for (int i = 0; i < warps; i++) total += partial[i];
+    return total;
+}
+
+// Instantiates an extern "C" kernel per weight type: NAME_f32, NAME_f16, NAME_bf16.
+#define NEG_INF __int_as_float(0xff800000)
+
+#define ENCLAVE_FOR_WEIGHT_TYPES(MACRO) MACRO(f32, TF32) MACRO(f16, TF16) MACRO(bf16, TBF16)

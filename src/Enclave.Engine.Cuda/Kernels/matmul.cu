@@ -1,0 +1,164 @@
+// y[T, out] = x[T, in] (float) . w[out, in]^T (+ bias), fp32 accumulation, weights read in their stored type.
+//
+// gemv_<type>_<T> (T = 1..8 tokens, the decode case): one warp per output row; each lane streams 16-byte chunks of
+// the weight row, four chunks in flight, and multiplies each by all T activation rows, so the weights are read once.
+// Needs in % 8 == 0 and 16-byte aligned rows for the vector path; otherwise a scalar loop does the same.
+//
+// gemm_<type> (larger T): a 64x64 output tile per block of 256 threads, 16-deep k slices staged in shared memory as
+// float, 4x4 outputs per thread. Plain FMA, no tensor cores: exact fp32 arithmetic for the default path.
+//
+// convert_to_bf16 / convert_to_f16 and bias_add serve the cuBLAS tensor-core path.
+#include "common.cuh"
+
+template <class W, int T>
+__device__ void gemv(const float* __restrict__ x, const typename W::storage* __restrict__ w, const float* __restrict__ bias,
+                     float* __restrict__ y, int in, int out, int vec)
+{
+    const int row = (int)(((long)blockIdx.x * blockDim.x + threadIdx.x) >> 5);
+    const int lane = threadIdx.x & 31;
+    if (row >= out) return;
+    const typename W::storage* wr = w + (long)row * in;
+    float acc[T];
+#pragma unroll
+    for (int t = 0; t < T; t++) acc[t] = 0.f;
+
+    if (vec)
+    {
+        int k = lane * 8;
+        constexpr int U = 4;
+        for (; k + (U - 1) * 256 < in; k += U * 256)
+        {
+            typename W::raw raw[U];
+#pragma unroll
+            for (int u = 0; u < U; u++) raw[u] = W::fetch8(wr + k + u * 256);
+#pragma unroll
+            for (int u = 0; u < U; u++)
+            {
+                float wv[8];
+                W::convert8(raw[u], wv);
+#pragma unroll
+                for (int t = 0; t < T; t++)
+                {
+                    const float4 a = *reinterpret_cast<const float4*>(x + (long)t * in + k + u * 256);
+                    const float4 b = *reinterpret_cast<const float4*>(x + (long)t * in + k + u * 256 + 4);
+                    acc[t] += wv[0] * a.x + wv[1] * a.y + wv[2] * a.z + wv[3] * a.w + wv[4] * b.x + wv[5] * b.y + wv[6] * b.z + wv[7] * b.w;
+                }
+            }
+        }
+        for (; k < in; k += 256)
+        {
+            float wv[8];
+            W::convert8(W::fetch8(wr + k), wv);
+#pragma unroll
+            for (int t = 0; t < T; t++)
+            {
+                const float4 a = *reinterpret_cast<const float4*>(x + (long)t * in + k);
+                const float4 b = *reinterpret_cast<const float4*>(x + (long)t * in + k + 4);
+                acc[t] += wv[0] * a.x + wv[1] * a.y + wv[2] * a.z + wv[3] * a.w + wv[4] * b.x + wv[5] * b.y + wv[6] * b.z + wv[7] * b.w;
+            }
+        }
+    }
+    else
+    {
+        for (int k = lane; k < in; k += 32)
+        {
+            const float wv = W::load(wr, k);
+#pragma unroll
+            for (int t = 0; t < T; t++) acc[t] += wv * x[(long)t * in + k];
+        }
+    }
+
+#pragma unroll
+    for (int t = 0; t < T; t++)
+    {
+        const float v = warp_sum(acc[t]);
+        if (lane == 0) y[(long)t * out + row] = v + (bias != nullptr ? bias[row] : 0.f);
+    }
+}
+
+#define GEMV_T(S, W, T) \
+    extern "C" __global__ void __launch_bounds__(256) gemv_##S##_##T(const float* x, const W::storage* w, const float* bias, float* y, int in, int out, int vec) \
+    { gemv<W, T>(x, w, bias, y, in, out, vec); }
+#define GEMV(S, W) GEMV_T(S, W, 1) GEMV_T(S, W, 2) GEMV_T(S, W, 3) GEMV_T(S, W, 4) GEMV_T(S, W, 5) GEMV_T(S, W, 6) GEMV_T(S, W, 7) GEMV_T(S, W, 8)
+ENCLAVE_FOR_WEIGHT_TYPES(GEMV)
+
+#define TILE 64
+#define TILE_K 16
+
+template <class W>
+__device__ void gemm(const float* __restrict__ x, const typename W::storage* __restrict__ w, const float* __restrict__ bias,
+                     float* __restrict__ y, int tokens, int in, int out)
+{
+    __shared__ float xs[TILE_K][TILE + 4];
+    __shared__ float ws[TILE_K][TILE + 4];
+    const int tid = threadIdx.x;
+    const int ty = tid / 16, tx = tid % 16;
+    const int m0 = blockIdx.y * TILE, n0 = blockIdx.x * TILE;
+    float acc[4][4];
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) acc[i][j] = 0.f;
+
+    for (int k0 = 0; k0 < in; k0 += TILE_K)
+    {
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+        {
+            const int idx = tid + i * 256;
+            const int r = idx / TILE_K, c = idx % TILE_K;
+            const int k = k0 + c;
+            xs[c][r] = (m0 + r < tokens && k < in) ? x[(long)(m0 + r) * in + k] : 0.f;
+            ws[c][r] = (n0 + r < out && k < in) ? W::load(w, (long)(n0 + r) * in + k) : 0.f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < TILE_K; kk++)
+        {
+            float a[4], b[4];
+#pragma unroll
+            for (int i = 0; i < 4; i++) a[i] = xs[kk][ty * 4 + i];
+#pragma unroll
+            for (int j = 0; j < 4; j++) b[j] = ws[kk][tx * 4 + j];
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+#pragma unroll
+                for (int j = 0; j < 4; j++) acc[i][j] += a[i] * b[j];
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+    {
+        const int m = m0 + ty * 4 + i;
+        if (m >= tokens) continue;
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+        {
+            const int n = n0 + tx * 4 + j;
+            if (n < out) y[(long)m * out + n] = acc[i][j] + (bias != nullptr ? bias[n] : 0.f);
+        }
+    }
+}
+
+#define GEMM(S, W) \
+    extern "C" __global__ void __launch_bounds__(256) gemm_##S(const float* x, const W::storage* w, const float* bias, float* y, int tokens, int in, int out) \
+    { gemm<W>(x, w, bias, y, tokens, in, out); }
+ENCLAVE_FOR_WEIGHT_TYPES(GEMM)
+
+extern "C" __global__ void convert_to_bf16(const float* x, u16* y, long n)
+{
+    for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) y[i] = f32_to_bf16(x[i]);
+}
+
+extern "C" __global__ void convert_to_f16(const float* x, u16* y, long n)
+{
+    for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) y[i] = f32_to_f16(x[i]);
+}
+
+extern "C" __global__ void bias_add(float* y, const float* bias, int tokens, int out)
+{
+    const long idx = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx < (long)tokens * out) y[idx] += bias[idx % out];
+}

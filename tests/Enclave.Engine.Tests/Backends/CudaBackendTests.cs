@@ -1,0 +1,88 @@
+using Enclave.Engine.Backends.Cpu;
+using Enclave.Engine.Backends.Reference;
+using Enclave.Engine.Cuda;
+using Enclave.Engine.Tests.Support;
+
+namespace Enclave.Engine.Tests.Backends;
+
+/// <summary>
+/// The CUDA backend against the float64 reference over <see cref="BackendOpCases"/>, with NaN-poisoned outputs.
+/// Skipped, with the reason, where no usable CUDA device exists; the same table also runs on the CPU backend
+/// everywhere, so the cases themselves are checked on every machine.
+/// </summary>
+public sealed class CudaBackendTests
+{
+    public static TheoryData<string> Cases() => [.. BackendOpCases.Names];
+
+    [CudaTheory]
+    [MemberData(nameof(Cases))]
+    public void Cuda_op_matches_the_reference(string name)
+    {
+        using var cuda = new CudaBackend();
+        using var reference = new ReferenceBackend();
+        var result = BackendOpCases.Run(name, cuda, reference);
+        Assert.True(result.Passed, result.ToString());
+    }
+
+    [CudaFact]
+    public void Tensor_core_products_stay_within_bf16_rounding()
+    {
+        using var cuda = new CudaBackend(new CudaBackendOptions { TensorCoreGemm = true });
+        using var reference = new ReferenceBackend();
+        foreach (var name in BackendOpCases.Names.Where(n => n.StartsWith("matmul/", StringComparison.Ordinal)))
+        {
+            var result = BackendOpCases.Run(name, cuda, reference, tolerance: 2e-2);
+            Assert.True(result.Passed, result.ToString());
+        }
+    }
+
+    [CudaFact]
+    public void A_second_backend_loads_every_kernel_from_the_disk_cache()
+    {
+        var directory = Path.Combine(Path.GetTempPath(), "enclave-cuda-cache-test-" + Environment.ProcessId);
+        try
+        {
+            using (var first = new CudaBackend(new CudaBackendOptions { KernelCacheDirectory = directory }))
+            {
+                BackendOpCases.Run("add/1001", first, new ReferenceBackend());
+                Assert.Equal(1, first.KernelsCompiled);
+            }
+
+            using var second = new CudaBackend(new CudaBackendOptions { KernelCacheDirectory = directory });
+            var result = BackendOpCases.Run("add/1001", second, new ReferenceBackend());
+            Assert.True(result.Passed, result.ToString());
+            Assert.Equal(0, second.KernelsCompiled);
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void Cpu_op_matches_the_reference_on_the_same_table(string name)
+    {
+        using var cpu = new CpuBackend(3);
+        using var reference = new ReferenceBackend();
+        var result = BackendOpCases.Run(name, cpu, reference);
+        Assert.True(result.Passed, result.ToString());
+    }
+
+    [Fact]
+    public void Probe_explains_why_a_device_is_unusable()
+    {
+        var probe = CudaDevice.Probe(0);
+        Assert.True(probe.Usable || probe.Reason.Length > 0, "an unusable device must come with a reason");
+        var missing = CudaDevice.Probe(1000);
+        Assert.False(missing.Usable);
+        Assert.NotEmpty(missing.Reason);
+    }
+
+    [Theory]
+    [InlineData("cuda", 0)]
+    [InlineData("CUDA:3", 3)]
+    [InlineData("cuda:x", null)]
+    [InlineData("cpu", null)]
+    public void Device_names_parse_to_ordinals(string text, int? expected) => Assert.Equal(expected, CudaDevice.ParseOrdinal(text));
+}

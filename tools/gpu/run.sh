@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# CUDA checks and benchmark on a GPU host that has no .NET SDK and no network.
+#
+#   tools/gpu/run.sh pack [DIR]   on a development machine: publishes GpuCheck and the enclave CLI self-contained for
+#                                 linux-x64 into DIR (default .gpu, git-ignored) as one tarball, with the fixtures
+#                                 and benchmark configs they read.
+#   tools/gpu/run.sh run [DIR] [LOGS]  on the GPU host: unpacks DIR's tarball, runs the op table, fixture parity and
+#                                 the BF16 benchmarks, and `enclave bench --device cuda`, writing logs to LOGS
+#                                 (default $OUT, else ./gpu-logs).
+set -euo pipefail
+mode=${1:-run}
+dir=${2:-.gpu}
+
+case "$mode" in
+pack)
+    root=$(cd "$(dirname "$0")/../.." && pwd)
+    rm -rf "$dir/app" && mkdir -p "$dir/app"
+    for project in tools/gpu/GpuCheck/GpuCheck.csproj src/Enclave.Cli/Enclave.Cli.csproj; do
+        dotnet publish "$root/$project" -c Release -r linux-x64 --self-contained -p:InvariantGlobalization=true \
+            -p:DebugType=none -o "$dir/app"
+    done
+    tar -C "$dir" -czf "$dir/app.tar.gz" app && rm -rf "$dir/app"
+    rm -rf "$dir/fixtures" "$dir/bench" && mkdir -p "$dir/fixtures" "$dir/bench"
+    cp -r "$root"/tests/fixtures/models/* "$dir/fixtures/"
+    cp "$root"/tools/bench/*.json "$dir/bench/"
+    du -sh "$dir"
+    ;;
+run)
+    logs=${3:-${OUT:-./gpu-logs}}
+    mkdir -p "$logs"
+    work=$(mktemp -d)
+    tar -C "$work" -xzf "$dir/app.tar.gz"
+    # NVRTC and cuBLAS from the toolkit or from the Python wheels, whichever the host has.
+    extra=/usr/local/cuda/lib64
+    for d in $(python3 -c 'import nvidia, os; p = nvidia.__path__[0]; print(" ".join(os.path.join(p, s, "lib") for s in os.listdir(p)))' 2>/dev/null || true); do
+        extra="$extra:$d"
+    done
+    export ENCLAVE_CUDA_LIBRARY_PATH=$extra ENCLAVE_HOME=$work/home
+    {
+        date -u
+        nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv || true
+        "$work/app/GpuCheck" --fixtures "$dir/fixtures" --bench "$dir/bench/deepseek-r1-distill-qwen-1.5b.json" \
+            --bench "$dir/bench/deepseek-r1-distill-qwen-7b.json" || echo "GpuCheck exit code $?"
+        echo "== second start: kernels must come from the disk cache"
+        "$work/app/GpuCheck" 2>&1 | grep -E "kernels compiled|ALL|FAILED" || true
+        echo "== enclave bench --device cuda"
+        "$work/app/enclave" bench --dummy "$dir/bench/deepseek-r1-distill-qwen-7b.json" --device cuda --prompt-len 128 --gen-len 32 || echo "enclave bench exit code $?"
+        "$work/app/enclave" bench --dummy "$dir/bench/qwen2-0.5b.json" --device auto --prompt-len 128 --gen-len 32 || echo "enclave bench exit code $?"
+    } 2>&1 | tee "$logs/gpucheck.log"
+    ;;
+*)
+    echo "usage: $0 pack|run [DIR] [LOGS]" >&2
+    exit 2
+    ;;
+esac
