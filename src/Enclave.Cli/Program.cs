@@ -11,8 +11,13 @@ var root = new RootCommand("Enclave: run DeepSeek-family language models inside 
     ChatCommand.Create(),
     TokenizeCommand.Create(),
     RenderCommand.Create(),
-    BenchCommand.Create([]),
+    BenchCommand.Create([Enclave.Server.Cli.BenchServeCommand.Create()]),
+    Enclave.Server.Cli.ServeCommand.Create(),
 };
+foreach (var command in Enclave.Gateway.Cli.GatewayCommands.Create())
+{
+    root.Subcommands.Add(command);
+}
 
 try
 {

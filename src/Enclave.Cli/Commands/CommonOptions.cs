@@ -1,7 +1,5 @@
 using System.CommandLine;
 using Enclave.Engine.Backends;
-using Enclave.Engine.Backends.Cpu;
-using Enclave.Engine.Backends.Reference;
 using Enclave.Engine.Cuda;
 
 namespace Enclave.Cli.Commands;
@@ -42,54 +40,13 @@ internal static class CommonOptions
 
     public static IBackend CreateBackend(string device, int threads)
     {
-        switch (device.Trim().ToLowerInvariant())
-        {
-            case "auto":
-                var probe = CudaDevice.Probe(0);
-                if (probe.Usable)
-                {
-                    var gpu = CreateCuda(0);
-                    Console.Error.WriteLine($"device: {gpu.Name} (--device auto found a usable GPU)");
-                    return gpu;
-                }
-
-                var cpu = new CpuBackend(threads);
-                Console.Error.WriteLine($"device: {cpu.Name} (--device auto: no usable CUDA device: {probe.Reason})");
-                return cpu;
-            case "cpu":
-                return new CpuBackend(threads);
-            case "reference":
-                return new ReferenceBackend();
-            default:
-                if (CudaDevice.ParseOrdinal(device) is { } ordinal)
-                {
-                    var found = CudaDevice.Probe(ordinal);
-                    if (!found.Usable)
-                    {
-                        throw new CliException($"--device {device} is not usable: {found.Reason}");
-                    }
-
-                    return CreateCuda(ordinal);
-                }
-
-                throw new CliException($"--device {device}: unknown device (expected auto, cpu, cuda, cuda:N, reference)");
-        }
-    }
-
-    /// <summary>
-    /// The CUDA backend on device N. ENCLAVE_CUDA_GEMM=tensor-core sends prefill-sized products with F16/BF16 weights
-    /// through cuBLAS tensor cores (activations rounded to the weight type) instead of the exact fp32 kernel.
-    /// </summary>
-    private static CudaBackend CreateCuda(int ordinal)
-    {
-        var tensorCores = string.Equals(Environment.GetEnvironmentVariable("ENCLAVE_CUDA_GEMM"), "tensor-core", StringComparison.OrdinalIgnoreCase);
         try
         {
-            return new CudaBackend(new CudaBackendOptions { Device = ordinal, TensorCoreGemm = tensorCores });
+            return DeviceSelection.Create(device, threads, Console.Error.WriteLine);
         }
-        catch (Exception e) when (e is CudaUnavailableException or CudaException)
+        catch (DeviceSelectionException e)
         {
-            throw new CliException($"--device cuda:{ordinal}: {e.Message}");
+            throw new CliException(e.Message);
         }
     }
 }

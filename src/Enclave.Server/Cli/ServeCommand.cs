@@ -18,7 +18,7 @@ public static class ServeCommand
         var host = new Option<string>("--host") { Description = "Address to listen on", DefaultValueFactory = _ => "127.0.0.1" };
         var port = new Option<int>("--port") { Description = "Port to listen on (0 picks a free one)", DefaultValueFactory = _ => 8000 };
         var apiKey = new Option<string?>("--api-key") { Description = "Require Authorization: Bearer KEY on /v1, /tokenize and /detokenize (default: ENCLAVE_API_KEY)" };
-        var device = new Option<string>("--device") { Description = "cpu or reference (slow scalar yardstick)", DefaultValueFactory = _ => "cpu" };
+        var device = new Option<string>("--device") { Description = "auto (CUDA when a usable GPU is found, else CPU), cpu, cuda[:N], or reference (slow scalar yardstick)", DefaultValueFactory = _ => "auto" };
         var threads = new Option<int>("--threads") { Description = "CPU worker threads (0 = all cores)", DefaultValueFactory = _ => 0 };
         var maxNumSeqs = new Option<int>("--max-num-seqs") { Description = "Most sequences in one engine step", DefaultValueFactory = _ => 64 };
         var maxBatched = new Option<int>("--max-num-batched-tokens") { Description = "Token budget of one step (long prompts are prefilled in chunks)", DefaultValueFactory = _ => 512 };

@@ -101,12 +101,17 @@ public sealed class ModelCatalog : IAsyncDisposable
         }
     }
 
-    public static IBackend CreateBackend(string device, int threads) => device.Trim().ToLowerInvariant() switch
+    public static IBackend CreateBackend(string device, int threads)
     {
-        "auto" or "cpu" => new CpuBackend(threads),
-        "reference" => new ReferenceBackend(),
-        _ => throw new ArgumentException($"--device {device}: unknown device (expected cpu or reference)", nameof(device)),
-    };
+        try
+        {
+            return Enclave.Engine.Cuda.DeviceSelection.Create(device, threads, Console.Error.WriteLine);
+        }
+        catch (Enclave.Engine.Cuda.DeviceSelectionException e)
+        {
+            throw new ArgumentException(e.Message, nameof(device), e);
+        }
+    }
 
     /// <summary>
     /// The model a request names: 404 when unknown, 503 (with Retry-After) while it loads or when it failed. With one
