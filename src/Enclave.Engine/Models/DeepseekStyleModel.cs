@@ -6,7 +6,7 @@ using Enclave.Engine.Models.Layers;
 namespace Enclave.Engine.Models;
 
 /// <summary>What differs between DeepSeek-V2 and V3 around the shared decoder stack.</summary>
-public sealed record DeepseekVariant(bool InterleaveFromConfig, bool SoftmaxScaleWithMscale, bool CorrectionBias, MoeScoring Scoring, MoeGroupScore GroupScore);
+public sealed record DeepseekVariant(bool InterleaveFromConfig, bool CorrectionBias, MoeScoring Scoring, MoeGroupScore GroupScore);
 
 /// <summary>
 /// The DeepSeek-V2/V3 decoder stack: embed_tokens → N × (input_layernorm → multi-head latent attention → residual →
@@ -33,7 +33,7 @@ public abstract class DeepseekStyleModel : CausalLM
         eps = (float)config.RmsNormEps;
         // V2 always rotates adjacent pairs (it multiplies complex numbers); V3 follows rope_interleave.
         rope = RotaryEmbedding.Create(config, ds.QkRopeHeadDim, !variant.InterleaveFromConfig || ds.RopeInterleave);
-        var scale = SoftmaxScale(config, ds, variant.SoftmaxScaleWithMscale);
+        var scale = SoftmaxScale(config, ds);
         var groups = ds.TopkMethod == "greedy" ? 1 : ds.NGroup;
         var routing = new MoeRouting(ds.NRoutedExperts, ds.NumExpertsPerTok, variant.Scoring, groups, Math.Min(ds.TopkGroup, groups),
             variant.GroupScore, variant.CorrectionBias && ds.NormTopkProb, (float)ds.RoutedScalingFactor);
@@ -65,14 +65,11 @@ public abstract class DeepseekStyleModel : CausalLM
     /// <summary>Bytes one decode token reads: everything but the embedding table and the routed experts it does not pick.</summary>
     public override long WeightBytes { get; }
 
-    /// <summary>
-    /// qk_head_dim^-0.5, times mscale(factor, mscale_all_dim)² under YaRN for V3 (DeepseekV3Attention does this; the
-    /// transformers DeepseekV2Attention does not).
-    /// </summary>
-    public static float SoftmaxScale(ModelConfig config, DeepseekConfig ds, bool withMscale)
+    /// <summary>qk_head_dim^-0.5, times mscale(factor, mscale_all_dim)² under YaRN scaling (V2 and V3 alike).</summary>
+    public static float SoftmaxScale(ModelConfig config, DeepseekConfig ds)
     {
         var scale = 1.0 / Math.Sqrt(ds.QkHeadDim);
-        if (withMscale && config.RopeScaling is { } s && s.MscaleAllDim is { } all && all != 0)
+        if (config.RopeScaling is { } s && s.MscaleAllDim is { } all && all != 0)
         {
             var m = RotaryEmbedding.YarnMscale(s.Factor, all);
             scale *= m * m;

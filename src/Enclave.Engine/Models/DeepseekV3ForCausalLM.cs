@@ -9,4 +9,4 @@ namespace Enclave.Engine.Models;
 /// </summary>
 public sealed class DeepseekV3ForCausalLM(ModelConfig config, IWeightSource weights, IBackend backend)
     : DeepseekStyleModel(config, weights, backend, new DeepseekVariant(
-        InterleaveFromConfig: true, SoftmaxScaleWithMscale: true, CorrectionBias: true, MoeScoring.Sigmoid, MoeGroupScore.TopTwoSum));
+        InterleaveFromConfig: true, CorrectionBias: true, MoeScoring.Sigmoid, MoeGroupScore.TopTwoSum));

@@ -26,7 +26,9 @@ public sealed class MultiHeadLatentAttention
     private readonly int rope;
     private readonly int rank;
     private readonly int valueDim;
-    private readonly float eps;
+
+    // q_a_layernorm and kv_a_layernorm are built without the config's rms_norm_eps in transformers, so they use 1e-6.
+    private const float LoraNormEps = 1e-6f;
 
     public MultiHeadLatentAttention(WeightLoader loader, string prefix, DeepseekConfig ds, float scale)
     {
@@ -36,7 +38,6 @@ public sealed class MultiHeadLatentAttention
         rope = ds.QkRopeHeadDim;
         rank = ds.KvLoraRank;
         valueDim = ds.VHeadDim;
-        eps = (float)c.RmsNormEps;
         Scale = scale;
         var qWidth = heads * ds.QkHeadDim;
         if (ds.QLoraRank is { } qRank)
@@ -69,7 +70,7 @@ public sealed class MultiHeadLatentAttention
         {
             var qa = scratch.Get("mla.q_a", tokens, qAProj.OutFeatures); // [T, q_lora_rank]
             qAProj.Forward(backend, x, qa);
-            backend.RmsNorm(qa, qALayerNorm, eps, qa);
+            backend.RmsNorm(qa, qALayerNorm, LoraNormEps, qa);
             qBProj.Forward(backend, qa, q);
         }
         else
@@ -90,7 +91,7 @@ public sealed class MultiHeadLatentAttention
         kvAProjWithMqa.Forward(backend, x, latent);
         backend.CopyColumns(latent, 0, compressed, 0, rank);
         backend.CopyColumns(latent, rank, kPe, 0, rope);
-        backend.RmsNorm(compressed, kvALayerNorm, eps, compressed);
+        backend.RmsNorm(compressed, kvALayerNorm, LoraNormEps, compressed);
         backend.Rope(kPe.Reshape(tokens, 1, rope), batch, ropeSpec);
         backend.CopyColumns(compressed, 0, latent, 0, rank);
         backend.CopyColumns(kPe, 0, latent, rank, rope);
