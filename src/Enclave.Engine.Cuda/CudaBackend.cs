@@ -596,4 +596,20 @@ public sealed unsafe class CudaBackend : IBackend
 
         public override DeviceTensor SliceRows(int start, int count) => throw new NotSupportedException();
     }
+
+    // DeepSeek's latent attention and expert routing have no CUDA kernels yet: say so instead of computing wrongly.
+    private static NotSupportedException NoDeepseekKernels(string op) =>
+        new($"the CUDA backend has no {op} kernel yet, so DeepSeek (MLA/MoE) models run only on --device cpu for now");
+
+    public void CopyColumns(DeviceTensor x, int xOffset, DeviceTensor output, int outputOffset, int count) => throw NoDeepseekKernels(nameof(CopyColumns));
+
+    public void HeadMatMul(DeviceTensor x, DeviceTensor weight, DeviceTensor output) => throw NoDeepseekKernels(nameof(HeadMatMul));
+
+    public void LatentAttention(DeviceTensor q, DeviceTensor latent, DeviceTensor latentCache, ForwardBatch batch, float scale, int valueDim, DeviceTensor output) => throw NoDeepseekKernels(nameof(LatentAttention));
+
+    public void MoeRoute(DeviceTensor routerLogits, DeviceTensor? correctionBias, MoeRouting routing, Span<int> expertIds, Span<float> weights) => throw NoDeepseekKernels(nameof(MoeRoute));
+
+    public void GatherRows(DeviceTensor x, int[] rows, DeviceTensor output) => throw NoDeepseekKernels(nameof(GatherRows));
+
+    public void ScatterAddRows(DeviceTensor x, int[] rows, float[] weights, DeviceTensor output) => throw NoDeepseekKernels(nameof(ScatterAddRows));
 }

@@ -65,4 +65,37 @@ public interface IBackend : IDisposable
 
     /// <summary>output[i, :] = x[batch.LogitRows[i], :]. x: [T, n]; output: [batch.LogitRows.Length, n].</summary>
     void GatherLogitRows(DeviceTensor x, ForwardBatch batch, DeviceTensor output);
+
+    /// <summary>
+    /// Copies a block of columns between row-major matrices: output[r, outputOffset + c] = x[r, xOffset + c] for
+    /// c in [0, count). x: [rows, xWidth]; output: [rows, outputWidth]. Splits and joins per-head parts (nope/rope).
+    /// </summary>
+    void CopyColumns(DeviceTensor x, int xOffset, DeviceTensor output, int outputOffset, int count);
+
+    /// <summary>
+    /// One small matmul per head: output[t, h, :] = weight[h] · x[t, h, :]. x: [T, heads, in] F32;
+    /// weight: [heads, out, in] F32 (derived at load time); output: [T, heads, out] F32.
+    /// </summary>
+    void HeadMatMul(DeviceTensor x, DeviceTensor weight, DeviceTensor output);
+
+    /// <summary>
+    /// Multi-head latent attention in the weight-absorbed form. Writes each token's latent row into the cache at
+    /// batch.SlotMapping, then for every query head attends over the sequence's cached rows, keys being the whole
+    /// row and values its first valueDim columns (the compressed latent; the rope key is only scored against).
+    /// q: [T, heads, width] (query already folded into latent space, rope part last); latent: [T, width];
+    /// latentCache: [blocks, blockSize, 1, width]; output: [T, heads, valueDim]. scale multiplies q·k before softmax.
+    /// </summary>
+    void LatentAttention(DeviceTensor q, DeviceTensor latent, DeviceTensor latentCache, ForwardBatch batch, float scale, int valueDim, DeviceTensor output);
+
+    /// <summary>
+    /// Chooses routing.TopK experts per token from router logits [T, experts] and a selection bias [experts] (or
+    /// null); synchronises and returns the choice on the host: expertIds and weights are [T * TopK], token-major.
+    /// </summary>
+    void MoeRoute(DeviceTensor routerLogits, DeviceTensor? correctionBias, MoeRouting routing, Span<int> expertIds, Span<float> weights);
+
+    /// <summary>output[i, :] = x[rows[i], :]. x: [T, n]; output: [rows.Length, n].</summary>
+    void GatherRows(DeviceTensor x, int[] rows, DeviceTensor output);
+
+    /// <summary>output[rows[i], :] += weights[i] * x[i, :], in order of i. x: [rows.Length, n]; output: [T, n].</summary>
+    void ScatterAddRows(DeviceTensor x, int[] rows, float[] weights, DeviceTensor output);
 }

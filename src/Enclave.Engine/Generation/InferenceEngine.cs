@@ -44,9 +44,12 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
         MaxModelLen = options.MaxModelLen > 0 ? options.MaxModelLen : model.Config.MaxPositionEmbeddings;
         this.eosTokenIds = [.. eosTokenIds];
         var spec = model.KvCacheSpec;
+        // Without a budget, size for the default token count rounded up to whole blocks, so a request of exactly
+        // MaxModelLen tokens fits even when MaxModelLen is not a multiple of the block size.
+        var defaultTokens = Math.Min((long)MaxModelLen * Math.Min(options.MaxNumSeqs, 8), 1L << 20);
         var bytes = options.KvCacheBytes > 0
             ? options.KvCacheBytes
-            : spec.BytesPerToken * Math.Min((long)MaxModelLen * Math.Min(options.MaxNumSeqs, 8), 1L << 20);
+            : spec.BytesPerToken * options.BlockSize * ((defaultTokens + options.BlockSize - 1) / options.BlockSize);
         var blocks = PagedKvCache.BlocksFor(bytes, spec, options.BlockSize);
         if (blocks < 1)
         {

@@ -3,14 +3,14 @@ using Enclave.Engine.Backends;
 namespace Enclave.Engine.KvCache;
 
 /// <summary>
-/// The paged K/V storage: per layer, key and value tensors [blocks, blockSize, kvHeads, headDim] owned by the
-/// backend (host memory for CPU, device memory for CUDA). Which blocks belong to which sequence is tracked by
-/// <see cref="BlockPool"/> and the sequences' block tables; this class only holds the memory.
+/// The paged cache storage: per layer, one tensor [blocks, blockSize, heads, headDim] for each row the model's
+/// <see cref="KvCacheSpec"/> declares (key and value, or a single MLA latent), owned by the backend (host memory
+/// for CPU, device memory for CUDA). Which blocks belong to which sequence is tracked by <see cref="BlockPool"/>
+/// and the sequences' block tables; this class only holds the memory.
 /// </summary>
 public sealed class PagedKvCache : IDisposable
 {
-    private readonly DeviceTensor[] keys;
-    private readonly DeviceTensor[] values;
+    private readonly DeviceTensor[][] tensors;
 
     public PagedKvCache(IBackend backend, KvCacheSpec spec, int blockCount, int blockSize)
     {
@@ -22,12 +22,10 @@ public sealed class PagedKvCache : IDisposable
         Spec = spec;
         BlockCount = blockCount;
         BlockSize = blockSize;
-        keys = new DeviceTensor[spec.Layers];
-        values = new DeviceTensor[spec.Layers];
+        tensors = new DeviceTensor[spec.Layers][];
         for (var layer = 0; layer < spec.Layers; layer++)
         {
-            keys[layer] = backend.Allocate(DType.F32, blockCount, blockSize, spec.KvHeads, spec.HeadDim);
-            values[layer] = backend.Allocate(DType.F32, blockCount, blockSize, spec.KvHeads, spec.HeadDim);
+            tensors[layer] = spec.Tensors.Select(t => backend.Allocate(DType.F32, blockCount, blockSize, t.Heads, t.HeadDim)).ToArray();
         }
     }
 
@@ -43,20 +41,21 @@ public sealed class PagedKvCache : IDisposable
     public static int BlocksFor(long bytes, KvCacheSpec spec, int blockSize) =>
         (int)Math.Min(int.MaxValue, bytes / (spec.BytesPerToken * blockSize));
 
-    public DeviceTensor Keys(int layer) => keys[layer];
+    /// <summary>The layer's tensor for the spec's row number <paramref name="index"/>.</summary>
+    public DeviceTensor Tensor(int layer, int index) => tensors[layer][index];
 
-    public DeviceTensor Values(int layer) => values[layer];
+    public DeviceTensor Keys(int layer) => tensors[layer][0];
+
+    public DeviceTensor Values(int layer) => tensors[layer][1];
 
     public void Dispose()
     {
-        foreach (var t in keys)
+        foreach (var layer in tensors)
         {
-            t.Dispose();
-        }
-
-        foreach (var t in values)
-        {
-            t.Dispose();
+            foreach (var t in layer)
+            {
+                t.Dispose();
+            }
         }
     }
 }

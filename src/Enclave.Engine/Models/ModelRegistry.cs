@@ -9,6 +9,8 @@ public static class ModelRegistry
     private static readonly Dictionary<string, Func<ModelConfig, IWeightSource, IBackend, CausalLM>> Factories =
         new(StringComparer.Ordinal)
         {
+            ["DeepseekV2ForCausalLM"] = (c, w, b) => new DeepseekV2ForCausalLM(c, w, b),
+            ["DeepseekV3ForCausalLM"] = (c, w, b) => new DeepseekV3ForCausalLM(c, w, b),
             ["LlamaForCausalLM"] = (c, w, b) => new LlamaForCausalLM(c, w, b),
             ["Qwen2ForCausalLM"] = (c, w, b) => new Qwen2ForCausalLM(c, w, b),
             ["Qwen3ForCausalLM"] = (c, w, b) => new Qwen3ForCausalLM(c, w, b),

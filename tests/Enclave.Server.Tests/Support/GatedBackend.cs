@@ -66,4 +66,18 @@ public sealed class GatedBackend : IBackend
         open.Dispose();
         entered.Dispose();
     }
+
+    public void CopyColumns(DeviceTensor x, int xOffset, DeviceTensor output, int outputOffset, int count) => inner.CopyColumns(x, xOffset, output, outputOffset, count);
+
+    public void HeadMatMul(DeviceTensor x, DeviceTensor weight, DeviceTensor output) => inner.HeadMatMul(x, weight, output);
+
+    public void LatentAttention(DeviceTensor q, DeviceTensor latent, DeviceTensor latentCache, ForwardBatch batch, float scale, int valueDim, DeviceTensor output) =>
+        inner.LatentAttention(q, latent, latentCache, batch, scale, valueDim, output);
+
+    public void MoeRoute(DeviceTensor routerLogits, DeviceTensor? correctionBias, MoeRouting routing, Span<int> expertIds, Span<float> weights) =>
+        inner.MoeRoute(routerLogits, correctionBias, routing, expertIds, weights);
+
+    public void GatherRows(DeviceTensor x, int[] rows, DeviceTensor output) => inner.GatherRows(x, rows, output);
+
+    public void ScatterAddRows(DeviceTensor x, int[] rows, float[] weights, DeviceTensor output) => inner.ScatterAddRows(x, rows, weights, output);
 }

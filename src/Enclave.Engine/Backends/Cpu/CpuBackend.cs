@@ -18,6 +18,8 @@ public sealed class CpuBackend : IBackend
     private readonly CpuAdd.Job _add = new();
     private readonly CpuRope.Job _rope = new();
     private readonly CpuAttention.Job _attention = new();
+    private readonly CpuHeadMatMul.Job _headMatMul = new();
+    private readonly CpuLatentAttention.Job _latentAttention = new();
     private int[] _tokenSequence = new int[64];
     private bool _disposed;
 
@@ -122,6 +124,24 @@ public sealed class CpuBackend : IBackend
 
     public void GatherLogitRows(DeviceTensor x, ForwardBatch batch, DeviceTensor output) =>
         CpuEmbedding.GatherRows(Cpu(x), batch.LogitRows, Cpu(output));
+
+    public void CopyColumns(DeviceTensor x, int xOffset, DeviceTensor output, int outputOffset, int count) =>
+        CpuRows.CopyColumns(Cpu(x), xOffset, Cpu(output), outputOffset, count);
+
+    public void HeadMatMul(DeviceTensor x, DeviceTensor weight, DeviceTensor output) =>
+        CpuHeadMatMul.Run(_pool, _headMatMul, Cpu(x), Cpu(weight), Cpu(output));
+
+    public void LatentAttention(DeviceTensor q, DeviceTensor latent, DeviceTensor latentCache, ForwardBatch batch, float scale, int valueDim, DeviceTensor output) =>
+        CpuLatentAttention.Run(_pool, _latentAttention, Cpu(q), Cpu(latent), Cpu(latentCache), batch, scale, valueDim, Cpu(output));
+
+    public void MoeRoute(DeviceTensor routerLogits, DeviceTensor? correctionBias, MoeRouting routing, Span<int> expertIds, Span<float> weights) =>
+        CpuMoeRoute.Run(Cpu(routerLogits), correctionBias is null ? null : Cpu(correctionBias), routing, expertIds, weights);
+
+    public void GatherRows(DeviceTensor x, int[] rows, DeviceTensor output) =>
+        CpuEmbedding.GatherRows(Cpu(x), rows, Cpu(output));
+
+    public void ScatterAddRows(DeviceTensor x, int[] rows, float[] weights, DeviceTensor output) =>
+        CpuRows.ScatterAdd(Cpu(x), rows, weights, Cpu(output));
 
     public void Dispose()
     {

@@ -231,9 +231,200 @@ public sealed class ReferenceBackend : IBackend
         }
     }
 
+    public void CopyColumns(DeviceTensor x, int xOffset, DeviceTensor output, int outputOffset, int count)
+    {
+        var xs = ((HostTensor)x).Span;
+        var o = ((HostTensor)output).Span;
+        for (var r = 0; r < x.Rows; r++)
+        {
+            for (var c = 0; c < count; c++)
+            {
+                o[(int)(r * output.Columns) + outputOffset + c] = xs[(int)(r * x.Columns) + xOffset + c];
+            }
+        }
+    }
+
+    public void HeadMatMul(DeviceTensor x, DeviceTensor weight, DeviceTensor output)
+    {
+        var xs = ((HostTensor)x).Span;
+        var w = ((HostTensor)weight).Span;
+        var o = ((HostTensor)output).Span;
+        int tokens = x.Shape[0], heads = x.Shape[1], inDim = x.Shape[2], outDim = weight.Shape[1];
+        for (var t = 0; t < tokens; t++)
+        {
+            for (var h = 0; h < heads; h++)
+            {
+                for (var j = 0; j < outDim; j++)
+                {
+                    double acc = 0;
+                    for (var k = 0; k < inDim; k++)
+                    {
+                        acc += (double)xs[(((t * heads) + h) * inDim) + k] * w[(((h * outDim) + j) * inDim) + k];
+                    }
+
+                    o[(((t * heads) + h) * outDim) + j] = (float)acc;
+                }
+            }
+        }
+    }
+
+    public void LatentAttention(DeviceTensor q, DeviceTensor latent, DeviceTensor latentCache, ForwardBatch batch, float scale, int valueDim, DeviceTensor output)
+    {
+        var qs = ((HostTensor)q).Span;
+        var ls = ((HostTensor)latent).Span;
+        var cache = ((HostTensor)latentCache).Span;
+        var o = ((HostTensor)output).Span;
+        int heads = q.Shape[1], width = q.Shape[2], blockSize = latentCache.Shape[1];
+        for (var t = 0; t < batch.TokenCount; t++)
+        {
+            ls.Slice(t * width, width).CopyTo(cache.Slice(batch.SlotMapping[t] * width, width));
+        }
+
+        foreach (var seq in batch.Sequences)
+        {
+            for (var i = 0; i < seq.QueryLength; i++)
+            {
+                var t = seq.QueryStart + i;
+                var position = seq.ContextLength - seq.QueryLength + i;
+                for (var h = 0; h < heads; h++)
+                {
+                    var query = qs.Slice(((t * heads) + h) * width, width);
+                    var scores = new double[position + 1];
+                    var max = double.NegativeInfinity;
+                    for (var p = 0; p <= position; p++)
+                    {
+                        var row = cache.Slice(((seq.BlockTable[p / blockSize] * blockSize) + (p % blockSize)) * width, width);
+                        double dot = 0;
+                        for (var d = 0; d < width; d++)
+                        {
+                            dot += (double)query[d] * row[d];
+                        }
+
+                        scores[p] = dot * scale;
+                        max = Math.Max(max, scores[p]);
+                    }
+
+                    double sum = 0;
+                    for (var p = 0; p <= position; p++)
+                    {
+                        scores[p] = Math.Exp(scores[p] - max);
+                        sum += scores[p];
+                    }
+
+                    for (var d = 0; d < valueDim; d++)
+                    {
+                        double acc = 0;
+                        for (var p = 0; p <= position; p++)
+                        {
+                            acc += scores[p] * cache[(((seq.BlockTable[p / blockSize] * blockSize) + (p % blockSize)) * width) + d];
+                        }
+
+                        o[(((t * heads) + h) * valueDim) + d] = (float)(acc / sum);
+                    }
+                }
+            }
+        }
+    }
+
+    public void MoeRoute(DeviceTensor routerLogits, DeviceTensor? correctionBias, MoeRouting routing, Span<int> expertIds, Span<float> weights)
+    {
+        var logits = ((HostTensor)routerLogits).Span;
+        var bias = correctionBias is null ? default : ((HostTensor)correctionBias).Span;
+        int experts = routing.Experts, perGroup = experts / routing.Groups;
+        for (var t = 0; t < routerLogits.Rows; t++)
+        {
+            var row = logits.Slice(t * experts, experts);
+            var scores = new float[experts];
+            if (routing.Scoring == MoeScoring.Sigmoid)
+            {
+                for (var e = 0; e < experts; e++)
+                {
+                    scores[e] = (float)(1 / (1 + Math.Exp(-(double)row[e])));
+                }
+            }
+            else
+            {
+                var max = row.ToArray().Max();
+                var sum = row.ToArray().Sum(v => Math.Exp((double)v - max));
+                for (var e = 0; e < experts; e++)
+                {
+                    scores[e] = (float)(Math.Exp((double)row[e] - max) / sum);
+                }
+            }
+
+            var choice = new float[experts];
+            for (var e = 0; e < experts; e++)
+            {
+                choice[e] = correctionBias is null ? scores[e] : scores[e] + bias[e];
+            }
+
+            if (routing.Groups > 1)
+            {
+                var groupScores = new float[routing.Groups];
+                for (var g = 0; g < routing.Groups; g++)
+                {
+                    var members = choice.Skip(g * perGroup).Take(perGroup).OrderByDescending(v => v).ToArray();
+                    groupScores[g] = routing.GroupScore == MoeGroupScore.Max ? members[0] : members[0] + members[1];
+                }
+
+                var keep = TopIndices(groupScores, routing.TopKGroups);
+                for (var e = 0; e < experts; e++)
+                {
+                    if (!keep.Contains(e / perGroup))
+                    {
+                        choice[e] = 0f; // transformers masks the other groups with 0, not -inf
+                    }
+                }
+            }
+
+            var chosen = TopIndices(choice, routing.TopK);
+            var total = chosen.Sum(e => (double)scores[e]);
+            for (var k = 0; k < routing.TopK; k++)
+            {
+                var w = (double)scores[chosen[k]];
+                if (routing.NormalizeTopK)
+                {
+                    w = (float)w / (float)(total + 1e-20);
+                }
+
+                expertIds[(t * routing.TopK) + k] = chosen[k];
+                weights[(t * routing.TopK) + k] = (float)w * routing.ScalingFactor;
+            }
+        }
+    }
+
+    public void GatherRows(DeviceTensor x, int[] rows, DeviceTensor output)
+    {
+        var xs = ((HostTensor)x).Span;
+        var o = ((HostTensor)output).Span;
+        var n = x.Columns;
+        for (var i = 0; i < rows.Length; i++)
+        {
+            xs.Slice(rows[i] * n, n).CopyTo(o.Slice(i * n, n));
+        }
+    }
+
+    public void ScatterAddRows(DeviceTensor x, int[] rows, float[] weights, DeviceTensor output)
+    {
+        var xs = ((HostTensor)x).Span;
+        var o = ((HostTensor)output).Span;
+        var n = x.Columns;
+        for (var i = 0; i < rows.Length; i++)
+        {
+            for (var c = 0; c < n; c++)
+            {
+                o[(rows[i] * n) + c] += weights[i] * xs[(i * n) + c];
+            }
+        }
+    }
+
     public void Dispose()
     {
     }
+
+    /// <summary>Indices of the k largest values, earlier index first on ties.</summary>
+    private static int[] TopIndices(float[] values, int k) =>
+        Enumerable.Range(0, values.Length).OrderByDescending(i => values[i]).ThenBy(i => i).Take(k).ToArray();
 
     internal static float ReadElement(ReadOnlySpan<byte> bytes, DType dtype, long index) => dtype switch
     {

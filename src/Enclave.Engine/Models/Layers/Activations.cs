@@ -23,6 +23,9 @@ public sealed class ActivationBuffers(IBackend backend) : IDisposable
         return buffer.Shape[0] == rows ? buffer : buffer.SliceRows(0, rows);
     }
 
+    /// <summary>Like <see cref="Get(string, int, int)"/>, one buffer per (name, variant), for callers of several widths.</summary>
+    public DeviceTensor Get(string name, int rows, int columns, int variant) => Get($"{name}#{variant}", rows, columns);
+
     public void Dispose()
     {
         foreach (var b in buffers.Values)

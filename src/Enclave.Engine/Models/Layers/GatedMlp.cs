@@ -3,7 +3,7 @@ using Enclave.Engine.Backends;
 namespace Enclave.Engine.Models.Layers;
 
 /// <summary>LlamaMLP / Qwen2MLP: down_proj(silu(gate_proj(x)) * up_proj(x)).</summary>
-public sealed class GatedMlp
+public sealed class GatedMlp : IFeedForward
 {
     private readonly Linear gate;
     private readonly Linear up;
@@ -25,8 +25,8 @@ public sealed class GatedMlp
     public void Forward(IBackend backend, ActivationBuffers scratch, DeviceTensor x, DeviceTensor output)
     {
         var tokens = (int)x.Rows;
-        var g = scratch.Get("mlp.gate", tokens, gate.OutFeatures); // [T, intermediate]
-        var u = scratch.Get("mlp.up", tokens, up.OutFeatures);     // [T, intermediate]
+        var g = scratch.Get("mlp.gate", tokens, gate.OutFeatures, gate.OutFeatures); // [T, intermediate]
+        var u = scratch.Get("mlp.up", tokens, up.OutFeatures, up.OutFeatures);     // [T, intermediate]
         gate.Forward(backend, x, g);
         up.Forward(backend, x, u);
         backend.SiluMul(g, u, g);

@@ -61,6 +61,20 @@ public sealed class WeightLoader(IWeightSource source, IBackend backend, ModelCo
         return converted;
     }
 
+    /// <summary>Reads a tensor's values to the host as F32 (for weights the model rearranges once at load time).</summary>
+    public float[] ReadF32(string name, params int[] expectedShape)
+    {
+        Load(name, expectedShape).Dispose();
+        var source = SourceTensor(name);
+        var values = new float[source.ElementCount];
+        for (var i = 0; i < values.Length; i++)
+        {
+            values[i] = Backends.Reference.ReferenceBackend.ReadElement(source.Bytes, source.DType, i);
+        }
+
+        return values;
+    }
+
     private CheckpointTensor SourceTensor(string name) => source is DummyWeights dummy ? dummy.Get(name) : source.Get(name);
 
     public DeviceTensor? LoadOptional(string name, params int[] expectedShape) =>
