@@ -87,6 +87,8 @@ public sealed class PolicyUnitTests
         Assert.Equal((7, 3), GatewayMiddleware.ReadUsage("{\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3,\"total_tokens\":10}}"));
         Assert.Equal((9, 4), GatewayMiddleware.ReadUsage("data: {\"choices\":[]}\n\ndata: {\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":4}}\n\ndata: [DONE]\n\n"));
         Assert.Equal((null, null), GatewayMiddleware.ReadUsage("{\"choices\":[]}"));
+        // OpenAI (and Enclave's server) nest details inside usage.
+        Assert.Equal((12, 5), GatewayMiddleware.ReadUsage("{\"usage\":{\"prompt_tokens\":12,\"prompt_tokens_details\":{\"cached_tokens\":0},\"completion_tokens\":5,\"total_tokens\":17}}"));
     }
 
     [Fact]

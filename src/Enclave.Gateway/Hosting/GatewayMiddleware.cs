@@ -320,6 +320,42 @@ public sealed class GatewayMiddleware(
         return redacted;
     }
 
+    /// <summary>The index of the brace closing the object opened at <paramref name="open"/>; usage objects nest (prompt_tokens_details).</summary>
+    private static int MatchingBrace(string text, int open)
+    {
+        var depth = 0;
+        var inString = false;
+        for (var i = open; i < text.Length; i++)
+        {
+            var c = text[i];
+            if (inString)
+            {
+                if (c == '\\')
+                {
+                    i++;
+                }
+                else if (c == '"')
+                {
+                    inString = false;
+                }
+            }
+            else if (c == '"')
+            {
+                inString = true;
+            }
+            else if (c == '{')
+            {
+                depth++;
+            }
+            else if (c == '}' && --depth == 0)
+            {
+                return i;
+            }
+        }
+
+        return -1;
+    }
+
     internal static (int? Prompt, int? Completion) ReadUsage(string? body)
     {
         if (string.IsNullOrEmpty(body))
@@ -334,7 +370,7 @@ public sealed class GatewayMiddleware(
         }
 
         var start = body.IndexOf('{', idx);
-        var end = start < 0 ? -1 : body.IndexOf('}', start);
+        var end = start < 0 ? -1 : MatchingBrace(body, start);
         if (start < 0 || end < 0)
         {
             return (null, null);

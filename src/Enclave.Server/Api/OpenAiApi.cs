@@ -7,6 +7,8 @@ using Enclave.Engine.Generation;
 using Enclave.Engine.Sampling;
 using Enclave.Engine.Scheduling;
 using Enclave.Engine.Templates;
+using Enclave.Gateway.Hosting;
+using Enclave.Gateway.Security;
 using Enclave.Server.Hosting;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
@@ -25,12 +27,13 @@ public sealed class OpenAiApi(ModelCatalog catalog, ServerMetrics metrics, Serve
 
     public void Map(WebApplication app)
     {
-        app.MapGet("/v1/models", ctx => Handle(ctx, ListModels));
-        app.MapPost("/v1/chat/completions", ctx => Handle(ctx, ChatCompletions));
-        app.MapPost("/v1/completions", ctx => Handle(ctx, Completions));
-        app.MapPost("/v1/embeddings", ctx => Handle(ctx, Embeddings));
-        app.MapPost("/tokenize", ctx => Handle(ctx, Tokenize));
-        app.MapPost("/detokenize", ctx => Handle(ctx, Detokenize));
+        // Each endpoint declares the gateway permission it needs (docs/security.md, permission matrix).
+        app.MapGet("/v1/models", ctx => Handle(ctx, ListModels)).RequirePermission(Permissions.ModelsRead);
+        app.MapPost("/v1/chat/completions", ctx => Handle(ctx, ChatCompletions)).RequirePermission(Permissions.Inference);
+        app.MapPost("/v1/completions", ctx => Handle(ctx, Completions)).RequirePermission(Permissions.Inference);
+        app.MapPost("/v1/embeddings", ctx => Handle(ctx, Embeddings)).RequirePermission(Permissions.Inference);
+        app.MapPost("/tokenize", ctx => Handle(ctx, Tokenize)).RequirePermission(Permissions.Inference);
+        app.MapPost("/detokenize", ctx => Handle(ctx, Detokenize)).RequirePermission(Permissions.Inference);
     }
 
     // ---------------------------------------------------------------- plumbing

@@ -17,7 +17,9 @@ public static class ServeCommand
         };
         var host = new Option<string>("--host") { Description = "Address to listen on", DefaultValueFactory = _ => "127.0.0.1" };
         var port = new Option<int>("--port") { Description = "Port to listen on (0 picks a free one)", DefaultValueFactory = _ => 8000 };
-        var apiKey = new Option<string?>("--api-key") { Description = "Require Authorization: Bearer KEY on /v1, /tokenize and /detokenize (default: ENCLAVE_API_KEY)" };
+        var apiKey = new Option<string?>("--api-key") { Description = "One static key instead of the gateway: require Authorization: Bearer KEY on /v1, /tokenize and /detokenize (default: ENCLAVE_API_KEY)" };
+        var noAuth = new Option<bool>("--no-auth") { Description = "No authentication and no audit trail; only allowed with a loopback --host" };
+        var database = new Option<string?>("--database") { Description = "Gateway store: PostgreSQL (Host=... or postgres://) or SQLite connection string (default: SQLite under ENCLAVE_HOME)" };
         var device = new Option<string>("--device") { Description = "auto (CUDA when a usable GPU is found, else CPU), cpu, cuda[:N], or reference (slow scalar yardstick)", DefaultValueFactory = _ => "auto" };
         var threads = new Option<int>("--threads") { Description = "CPU worker threads (0 = all cores)", DefaultValueFactory = _ => 0 };
         var maxNumSeqs = new Option<int>("--max-num-seqs") { Description = "Most sequences in one engine step", DefaultValueFactory = _ => 64 };
@@ -30,7 +32,7 @@ public static class ServeCommand
         var dummy = new Option<bool>("--dummy-weights") { Description = "Random weights from config.json (load tests without a checkpoint)" };
         var command = new Command("serve", "Serve models over an OpenAI-compatible HTTP API")
         {
-            model, host, port, apiKey, device, threads, maxNumSeqs, maxBatched, kvMemory, maxWaiting, maxModelLen, noPrefixCaching, plainLogs, dummy,
+            model, host, port, apiKey, noAuth, database, device, threads, maxNumSeqs, maxBatched, kvMemory, maxWaiting, maxModelLen, noPrefixCaching, plainLogs, dummy,
         };
         command.SetAction(async (result, cancellationToken) =>
         {
@@ -39,6 +41,8 @@ public static class ServeCommand
                 Host = result.GetValue(host)!,
                 Port = result.GetValue(port),
                 ApiKey = result.GetValue(apiKey) ?? Environment.GetEnvironmentVariable("ENCLAVE_API_KEY"),
+                NoAuth = result.GetValue(noAuth),
+                Database = result.GetValue(database),
                 Device = result.GetValue(device)!,
                 Threads = result.GetValue(threads),
                 JsonLogs = !result.GetValue(plainLogs),
@@ -58,7 +62,17 @@ public static class ServeCommand
                 options.Models.Add(ModelSpec.Parse(m));
             }
 
-            DataDirectory();
+            try
+            {
+                options.Validate();
+            }
+            catch (ArgumentException e)
+            {
+                await Console.Error.WriteLineAsync("enclave serve: " + e.Message);
+                return 2;
+            }
+
+            options.Home = DataDirectory();
             await using var server = await EnclaveServer.StartAsync(options, cancellationToken: cancellationToken);
             try
             {

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json.Nodes;
+using Enclave.Gateway.Hosting;
 using Enclave.Server.Api;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
@@ -47,6 +48,7 @@ public sealed class EnclaveServer : IAsyncDisposable
 
     public static async Task<EnclaveServer> StartAsync(ServerOptions options, Action<ILoggingBuilder>? configureLogging = null, CancellationToken cancellationToken = default)
     {
+        options.Validate();
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [] });
         builder.Logging.ClearProviders();
         if (configureLogging is not null)
@@ -105,6 +107,26 @@ public sealed class EnclaveServer : IAsyncDisposable
         builder.Services.AddSingleton(catalog);
         builder.Services.AddSingleton(metrics);
         builder.Services.AddSingleton(loggerFactory);
+        if (options.UsesGateway)
+        {
+            builder.Services.AddEnclaveGateway(builder.Configuration, o =>
+            {
+                if (options.Home is not null)
+                {
+                    o.Home = options.Home;
+                }
+
+                if (options.Database is not null)
+                {
+                    o.Database = options.Database;
+                }
+
+                // Unauthenticated serving is decided here, where the listen address is known.
+                o.NoAuth = false;
+                options.ConfigureGateway?.Invoke(o);
+            });
+        }
+
         var exporter = new PrometheusExporter(metrics.Meter);
 
         var app = builder.Build();
@@ -131,7 +153,12 @@ public sealed class EnclaveServer : IAsyncDisposable
             }
         });
 
-        if (!string.IsNullOrEmpty(options.ApiKey))
+        if (options.UsesGateway)
+        {
+            // Keys, roles, per-endpoint permissions, rate limits and the audit trail.
+            app.UseEnclaveGateway();
+        }
+        else if (!string.IsNullOrEmpty(options.ApiKey))
         {
             var expected = "Bearer " + options.ApiKey;
             app.Use(async (ctx, next) =>
@@ -150,7 +177,7 @@ public sealed class EnclaveServer : IAsyncDisposable
             });
         }
 
-        app.MapGet("/health", () => Results.Ok());
+        app.MapGet("/health", () => Results.Ok()).AllowGatewayAnonymous();
         app.MapGet("/ready", async ctx =>
         {
             var models = new JsonObject();
@@ -167,9 +194,14 @@ public sealed class EnclaveServer : IAsyncDisposable
 
             ctx.Response.ContentType = "application/json";
             await ctx.Response.WriteAsync(new JsonObject { ["status"] = catalog.AllReady ? "ready" : "loading", ["models"] = models }.ToJsonString());
-        });
-        app.MapGet("/metrics", () => Results.Text(exporter.Render(), "text/plain; version=0.0.4; charset=utf-8"));
+        }).AllowGatewayAnonymous();
+        app.MapGet("/metrics", () => Results.Text(exporter.Render(), "text/plain; version=0.0.4; charset=utf-8")).AllowGatewayAnonymous();
         new OpenAiApi(catalog, metrics, options, serverLogger).Map(app);
+        if (options.UsesGateway)
+        {
+            app.MapEnclaveGatewayAdmin();
+        }
+
         app.MapFallback(ctx => OpenAiApi.WriteError(ctx, new ApiException(404, $"no route for {ctx.Request.Method} {ctx.Request.Path}", null, "not_found")));
 
         await app.StartAsync(cancellationToken);

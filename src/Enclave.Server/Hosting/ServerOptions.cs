@@ -1,5 +1,6 @@
 using Enclave.Engine.Backends;
 using Enclave.Engine.Generation;
+using Enclave.Gateway.Hosting;
 
 namespace Enclave.Server.Hosting;
 
@@ -29,8 +30,45 @@ public sealed class ServerOptions
     /// <summary>0 picks a free port (tests).</summary>
     public int Port { get; set; } = 8000;
 
-    /// <summary>When set, /v1, /tokenize and /detokenize need <c>Authorization: Bearer KEY</c>.</summary>
+    /// <summary>
+    /// When set, /v1, /tokenize and /detokenize need <c>Authorization: Bearer KEY</c> and the gateway is not used
+    /// (one static key, no users, roles or audit trail).
+    /// </summary>
     public string? ApiKey { get; set; }
+
+    /// <summary>Serve without any authentication (no gateway). Refused unless <see cref="Host"/> is a loopback address.</summary>
+    public bool NoAuth { get; set; }
+
+    /// <summary>The gateway's store: a PostgreSQL or SQLite connection string; null means SQLite under <see cref="Home"/>.</summary>
+    public string? Database { get; set; }
+
+    /// <summary>The gateway's data directory; null means ENCLAVE_HOME, else ~/.enclave.</summary>
+    public string? Home { get; set; }
+
+    /// <summary>Further gateway settings, applied after the <c>Enclave:Gateway</c> configuration section.</summary>
+    public Action<GatewayOptions>? ConfigureGateway { get; set; }
+
+    /// <summary>True when requests go through the gateway: neither a static key nor <see cref="NoAuth"/>.</summary>
+    public bool UsesGateway => string.IsNullOrEmpty(ApiKey) && !NoAuth;
+
+    /// <summary>Whether <paramref name="host"/> names a loopback address (127.0.0.0/8, ::1 or localhost).</summary>
+    public static bool IsLoopback(string host) =>
+        string.Equals(host, "localhost", StringComparison.OrdinalIgnoreCase)
+        || (System.Net.IPAddress.TryParse(host, out var ip) && System.Net.IPAddress.IsLoopback(ip));
+
+    /// <summary>Rejects combinations that would expose the server unprotected or are ambiguous.</summary>
+    public void Validate()
+    {
+        if (NoAuth && !string.IsNullOrEmpty(ApiKey))
+        {
+            throw new ArgumentException("--no-auth and --api-key (or ENCLAVE_API_KEY) exclude each other: choose one");
+        }
+
+        if (NoAuth && !IsLoopback(Host))
+        {
+            throw new ArgumentException($"--no-auth is only allowed when listening on a loopback host (127.0.0.1, ::1 or localhost), not '{Host}': without authentication anyone who can reach the port could use the models");
+        }
+    }
 
     /// <summary>cpu or reference.</summary>
     public string Device { get; set; } = "cpu";

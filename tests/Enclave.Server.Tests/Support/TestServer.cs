@@ -41,6 +41,8 @@ public sealed class TestServer : IAsyncDisposable
             // One worker thread per model: test collections run in parallel on small CI machines.
             BackendFactory = _ => new CpuBackend(threads: 1),
             Engine = new Enclave.Engine.Generation.EngineOptions { MaxNumSeqs = 64, MaxNumBatchedTokens = 512 },
+            // Loopback only: tests that exercise authentication switch the gateway or a static key on.
+            NoAuth = true,
         };
         foreach (var m in models.Length == 0 ? ["tiny-qwen3"] : models)
         {
@@ -48,6 +50,11 @@ public sealed class TestServer : IAsyncDisposable
         }
 
         configure?.Invoke(options);
+        if (!string.IsNullOrEmpty(options.ApiKey))
+        {
+            options.NoAuth = false;
+        }
+
         var logs = new CapturingLoggerProvider();
         var server = await EnclaveServer.StartAsync(options, b => b.AddProvider(logs));
         if (waitForModels)
