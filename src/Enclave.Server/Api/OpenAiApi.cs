@@ -135,6 +135,30 @@ public sealed class OpenAiApi(ModelCatalog catalog, ServerMetrics metrics, Serve
         await ctx.Response.WriteAsync(body.ToJsonString(Compact), ctx.RequestAborted);
     }
 
+    /// <summary>
+    /// Streams the events the choices produce, in arrival order, flushing whenever the queue runs dry so tokens reach
+    /// the client promptly while bursts go out in one write; completes once every producer has finished.
+    /// </summary>
+    private static async Task PumpEventsAsync(HttpContext ctx, Channel<JsonObject> events, Task[] producers)
+    {
+        var all = Task.WhenAll(producers).ContinueWith(t => events.Writer.TryComplete(t.Exception?.InnerException), TaskScheduler.Default);
+        try
+        {
+            await foreach (var e in events.Reader.ReadAllAsync(ctx.RequestAborted))
+            {
+                await WriteEvent(ctx, e);
+                if (events.Reader.Count == 0)
+                {
+                    await ctx.Response.Body.FlushAsync(ctx.RequestAborted);
+                }
+            }
+        }
+        finally
+        {
+            await all;
+        }
+    }
+
     private static async Task WriteEvent(HttpContext ctx, JsonNode body)
     {
         var bytes = Encoding.UTF8.GetBytes("data: " + body.ToJsonString(Compact) + "\n\n");
@@ -720,22 +744,7 @@ public sealed class OpenAiApi(ModelCatalog catalog, ServerMetrics metrics, Serve
                 events.Writer.TryWrite(body);
                 return ValueTask.CompletedTask;
             })).ToArray();
-            var all = Task.WhenAll(producers).ContinueWith(t => events.Writer.TryComplete(t.Exception?.InnerException), TaskScheduler.Default);
-            try
-            {
-                await foreach (var e in events.Reader.ReadAllAsync(ctx.RequestAborted))
-                {
-                    await WriteEvent(ctx, e);
-                    if (events.Reader.Count == 0)
-                    {
-                        await ctx.Response.Body.FlushAsync(ctx.RequestAborted);
-                    }
-                }
-            }
-            finally
-            {
-                await all;
-            }
+            await PumpEventsAsync(ctx, events, producers);
 
             var completionTokens = choices.Sum(c => c.Tokens);
             if (includeUsage)
@@ -933,22 +942,7 @@ public sealed class OpenAiApi(ModelCatalog catalog, ServerMetrics metrics, Serve
                 events.Writer.TryWrite(body);
                 return ValueTask.CompletedTask;
             })).ToArray();
-            var all = Task.WhenAll(producers).ContinueWith(t => events.Writer.TryComplete(t.Exception?.InnerException), TaskScheduler.Default);
-            try
-            {
-                await foreach (var e in events.Reader.ReadAllAsync(ctx.RequestAborted))
-                {
-                    await WriteEvent(ctx, e);
-                    if (events.Reader.Count == 0)
-                    {
-                        await ctx.Response.Body.FlushAsync(ctx.RequestAborted);
-                    }
-                }
-            }
-            finally
-            {
-                await all;
-            }
+            await PumpEventsAsync(ctx, events, producers);
 
             var completionTokens = choices.Sum(c => c.Tokens);
             if (includeUsage)
