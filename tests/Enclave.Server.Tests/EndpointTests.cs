@@ -16,7 +16,7 @@ public sealed class EndpointTests(SharedServer shared)
         var body = JsonNode.Parse(await Server.Http.GetStringAsync("v1/models"))!;
         Assert.Equal("list", body["object"]!.GetValue<string>());
         var ids = body["data"]!.AsArray().Select(m => m!["id"]!.GetValue<string>()).Order();
-        Assert.Equal(["tiny-llama3", "tiny-qwen2-r1", "tiny-qwen3"], ids);
+        Assert.Equal(["tiny-deepseek-v2-lite", "tiny-deepseek-v3", "tiny-llama3", "tiny-qwen2-r1", "tiny-qwen3"], ids);
         Assert.All(body["data"]!.AsArray(), m => Assert.Equal(
             Enclave.Engine.Models.ModelConfig.Load(Enclave.Engine.Tests.Support.Fixtures.Model(m!["id"]!.GetValue<string>())).MaxPositionEmbeddings,
             m["max_model_len"]!.GetValue<int>()));
