@@ -50,7 +50,8 @@ public abstract class DeepseekStyleModel : CausalLM
                 loader.Load(prefix + ".input_layernorm.weight", config.HiddenSize),
                 loader.Load(prefix + ".post_attention_layernorm.weight", config.HiddenSize),
                 new MultiHeadLatentAttention(loader, prefix + ".self_attn", ds, scale),
-                mlp);
+                mlp,
+                rope);
         }
 
         finalNorm = loader.Load("model.norm.weight", config.HiddenSize);
@@ -78,35 +79,8 @@ public abstract class DeepseekStyleModel : CausalLM
         return (float)scale;
     }
 
-    public override void Forward(ForwardBatch batch, PagedKvCache cache, DeviceTensor logits)
-    {
-        var backend = Backend;
-        var tokens = batch.TokenCount;
-        backend.PrepareStep(batch);
-        var residual = scratch.Get("residual", tokens, Config.HiddenSize); // [T, hidden]
-        var normed = scratch.Get("normed", tokens, Config.HiddenSize);     // [T, hidden]
-        var delta = scratch.Get("delta", tokens, Config.HiddenSize);       // [T, hidden]
-        backend.Embedding(embedTokens, batch, residual);
-        backend.RmsNorm(residual, layers[0].InputLayerNorm, eps, normed);
-        for (var i = 0; i < layers.Length; i++)
-        {
-            var layer = layers[i];
-            layer.Attention.Forward(backend, scratch, normed, batch, rope, cache.Tensor(i, 0), delta);
-            backend.AddRmsNorm(residual, delta, layer.PostAttentionLayerNorm, eps, normed);
-            layer.Mlp.Forward(backend, scratch, normed, delta);
-            var nextNorm = i + 1 < layers.Length ? layers[i + 1].InputLayerNorm : finalNorm;
-            backend.AddRmsNorm(residual, delta, nextNorm, eps, normed);
-        }
-
-        if (batch.LogitRows.Length == 0)
-        {
-            return;
-        }
-
-        var rows = scratch.Get("logit_rows", batch.LogitRows.Length, Config.HiddenSize); // [S, hidden]
-        backend.GatherLogitRows(normed, batch, rows);
-        backend.MatMul(rows, lmHead, null, logits);
-    }
+    public override void Forward(ForwardBatch batch, PagedKvCache cache, DeviceTensor logits) =>
+        DecoderStack.Forward(Backend, scratch, Config.HiddenSize, eps, embedTokens, layers, finalNorm, lmHead, batch, cache, logits);
 
     protected override void Dispose(bool disposing)
     {
@@ -136,5 +110,11 @@ public abstract class DeepseekStyleModel : CausalLM
         return total - embeddingBytes - (routed * (ds.NRoutedExperts - ds.NumExpertsPerTok) / ds.NRoutedExperts);
     }
 
-    private sealed record DecoderLayer(DeviceTensor InputLayerNorm, DeviceTensor PostAttentionLayerNorm, MultiHeadLatentAttention Attention, IFeedForward Mlp);
+    private sealed record DecoderLayer(DeviceTensor InputLayerNorm, DeviceTensor PostAttentionLayerNorm, MultiHeadLatentAttention Attention, IFeedForward Mlp, RopeSpec Rope)
+        : IDecoderLayer
+    {
+        // MLA keeps one latent row per token and layer: the cache's single tensor for this layer.
+        public void Attend(IBackend backend, ActivationBuffers scratch, DeviceTensor x, ForwardBatch batch, PagedKvCache cache, int index, DeviceTensor output) =>
+            Attention.Forward(backend, scratch, x, batch, Rope, cache.Tensor(index, 0), output);
+    }
 }

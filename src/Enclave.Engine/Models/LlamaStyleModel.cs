@@ -34,7 +34,7 @@ public class LlamaStyleModel : CausalLM
         layers = new DecoderLayer[config.NumHiddenLayers];
         for (var i = 0; i < layers.Length; i++)
         {
-            layers[i] = new DecoderLayer(loader, $"model.layers.{i}", options);
+            layers[i] = new DecoderLayer(loader, $"model.layers.{i}", options, rope);
         }
 
         finalNorm = loader.Load("model.norm.weight", config.HiddenSize);
@@ -56,36 +56,8 @@ public class LlamaStyleModel : CausalLM
 
     public override long WeightBytes { get; }
 
-    public override void Forward(ForwardBatch batch, PagedKvCache cache, DeviceTensor logits)
-    {
-        var backend = Backend;
-        var tokens = batch.TokenCount;
-        backend.PrepareStep(batch);
-        var residual = scratch.Get("residual", tokens, Config.HiddenSize); // [T, hidden]
-        var normed = scratch.Get("normed", tokens, Config.HiddenSize);     // [T, hidden]
-        var delta = scratch.Get("delta", tokens, Config.HiddenSize);       // [T, hidden]
-        backend.Embedding(embedTokens, batch, residual);
-        backend.RmsNorm(residual, layers[0].InputLayerNorm, eps, normed);
-        for (var i = 0; i < layers.Length; i++)
-        {
-            var layer = layers[i];
-            layer.Attention.Forward(backend, scratch, normed, batch, rope, cache.Keys(i), cache.Values(i), delta);
-            backend.AddRmsNorm(residual, delta, layer.PostAttentionLayerNorm, eps, normed);
-            layer.Mlp.Forward(backend, scratch, normed, delta);
-            // The residual add after the MLP is fused with the next norm (the next layer's input norm, or the final one).
-            var nextNorm = i + 1 < layers.Length ? layers[i + 1].InputLayerNorm : finalNorm;
-            backend.AddRmsNorm(residual, delta, nextNorm, eps, normed);
-        }
-
-        if (batch.LogitRows.Length == 0)
-        {
-            return; // a prefill chunk that does not reach the end of its prompt only fills the cache
-        }
-
-        var rows = scratch.Get("logit_rows", batch.LogitRows.Length, Config.HiddenSize); // [S, hidden]
-        backend.GatherLogitRows(normed, batch, rows);
-        backend.MatMul(rows, lmHead, null, logits);
-    }
+    public override void Forward(ForwardBatch batch, PagedKvCache cache, DeviceTensor logits) =>
+        DecoderStack.Forward(Backend, scratch, Config.HiddenSize, eps, embedTokens, layers, finalNorm, lmHead, batch, cache, logits);
 
     protected override void Dispose(bool disposing)
     {
@@ -93,10 +65,13 @@ public class LlamaStyleModel : CausalLM
         base.Dispose(disposing);
     }
 
-    private sealed class DecoderLayer
+    private sealed class DecoderLayer : IDecoderLayer
     {
-        public DecoderLayer(WeightLoader loader, string prefix, DecoderLayerOptions options)
+        private readonly RopeSpec rope;
+
+        public DecoderLayer(WeightLoader loader, string prefix, DecoderLayerOptions options, RopeSpec rope)
         {
+            this.rope = rope;
             var c = loader.Config;
             InputLayerNorm = loader.Load(prefix + ".input_layernorm.weight", c.HiddenSize);
             PostAttentionLayerNorm = loader.Load(prefix + ".post_attention_layernorm.weight", c.HiddenSize);
@@ -110,6 +85,9 @@ public class LlamaStyleModel : CausalLM
 
         public SelfAttention Attention { get; }
 
-        public GatedMlp Mlp { get; }
+        public IFeedForward Mlp { get; }
+
+        public void Attend(IBackend backend, ActivationBuffers scratch, DeviceTensor x, ForwardBatch batch, PagedKvCache cache, int index, DeviceTensor output) =>
+            Attention.Forward(backend, scratch, x, batch, rope, cache.Keys(index), cache.Values(index), output);
     }
 }
