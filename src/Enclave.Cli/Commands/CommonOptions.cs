@@ -28,12 +28,7 @@ internal static class CommonOptions
     /// <summary>The data directory: ENCLAVE_HOME, else ~/.enclave. Created on first use.</summary>
     public static string DataDirectory()
     {
-        var home = Environment.GetEnvironmentVariable("ENCLAVE_HOME");
-        if (string.IsNullOrWhiteSpace(home))
-        {
-            home = Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".enclave");
-        }
-
+        var home = Enclave.Gateway.Store.EnclaveHome.Resolve();
         Directory.CreateDirectory(home);
         return home;
     }

@@ -14,6 +14,14 @@ public sealed class Sampler
 {
     private float[] probabilities = [];
     private int[] order = [];
+    private float[] sortKeys = [];
+    private float[] rawLogits = [];
+
+    // Per-token scratch for the penalties: a stamp per vocabulary entry marks "seen at this call" without clearing.
+    private int[] seenStamp = [];
+    private int[] outputCounts = [];
+    private readonly List<int> touched = [];
+    private int stamp;
 
     /// <param name="logits">[vocab], modified in place.</param>
     /// <param name="history">Prompt and generated tokens so far (repetition penalty looks at both).</param>
@@ -30,7 +38,19 @@ public sealed class Sampler
             top = TopLogprobs(logits, p.Logprobs.Value, logNormaliser);
         }
 
-        var rawLogits = p.Logprobs is not null ? logits.ToArray() : null;
+        // The chosen token's log-probability is that of the raw logits, which the penalties below change in place:
+        // keep a copy in a reused buffer (only when log-probabilities were asked for).
+        var hasRaw = p.Logprobs is not null;
+        if (hasRaw)
+        {
+            if (rawLogits.Length < logits.Length)
+            {
+                rawLogits = new float[logits.Length];
+            }
+
+            logits.CopyTo(rawLogits);
+        }
+
         ApplyPenalties(logits, p, history, promptLength);
         foreach (var id in suppress)
         {
@@ -41,7 +61,7 @@ public sealed class Sampler
         }
 
         var token = p.IsGreedy ? ArgMax(logits) : Draw(logits, p, random);
-        var logprob = rawLogits is not null ? rawLogits[token] - logNormaliser : 0f;
+        var logprob = hasRaw ? rawLogits[token] - logNormaliser : 0f;
         return new SampledToken(token, logprob, top);
     }
 
@@ -61,37 +81,64 @@ public sealed class Sampler
         return best;
     }
 
-    private static void ApplyPenalties(Span<float> logits, SamplingParams p, ReadOnlySpan<int> history, int promptLength)
+    private void ApplyPenalties(Span<float> logits, SamplingParams p, ReadOnlySpan<int> history, int promptLength)
     {
-        if (p.RepetitionPenalty != 1.0)
+        var repetition = p.RepetitionPenalty != 1.0;
+        var additive = p.FrequencyPenalty != 0 || p.PresencePenalty != 0;
+        if (!repetition && !additive)
+        {
+            return;
+        }
+
+        if (seenStamp.Length < logits.Length)
+        {
+            seenStamp = new int[logits.Length];
+            outputCounts = new int[logits.Length];
+            stamp = 0;
+        }
+
+        if (repetition)
         {
             var penalty = (float)p.RepetitionPenalty;
-            var seen = new HashSet<int>();
+            var mark = NextStamp();
             foreach (var id in history)
             {
-                if ((uint)id < (uint)logits.Length && seen.Add(id))
+                if ((uint)id < (uint)logits.Length && seenStamp[id] != mark)
                 {
+                    seenStamp[id] = mark;
                     logits[id] = logits[id] > 0 ? logits[id] / penalty : logits[id] * penalty;
                 }
             }
         }
 
-        if (p.FrequencyPenalty != 0 || p.PresencePenalty != 0)
+        if (additive)
         {
-            var counts = new Dictionary<int, int>();
+            touched.Clear();
             foreach (var id in history[promptLength..])
             {
-                counts[id] = counts.GetValueOrDefault(id) + 1;
-            }
-
-            foreach (var (id, count) in counts)
-            {
-                if ((uint)id < (uint)logits.Length)
+                if ((uint)id < (uint)logits.Length && outputCounts[id]++ == 0)
                 {
-                    logits[id] -= (float)((p.FrequencyPenalty * count) + p.PresencePenalty);
+                    touched.Add(id);
                 }
             }
+
+            foreach (var id in touched)
+            {
+                logits[id] -= (float)((p.FrequencyPenalty * outputCounts[id]) + p.PresencePenalty);
+                outputCounts[id] = 0;
+            }
         }
+    }
+
+    private int NextStamp()
+    {
+        if (++stamp == int.MaxValue)
+        {
+            Array.Clear(seenStamp);
+            stamp = 1;
+        }
+
+        return stamp;
     }
 
     private int Draw(Span<float> logits, SamplingParams p, Random random)
@@ -229,13 +276,17 @@ public sealed class Sampler
                          && (p.TopP < 1.0 || p.TopK > 0 || p.MinP > 0);
             if (enough || floor <= 0)
             {
-                var keys = new float[count];
-                for (var i = 0; i < count; i++)
+                if (sortKeys.Length < count)
                 {
-                    keys[i] = -probs[order[i]];
+                    sortKeys = new float[probs.Length];
                 }
 
-                Array.Sort(keys, order, 0, count);
+                for (var i = 0; i < count; i++)
+                {
+                    sortKeys[i] = -probs[order[i]];
+                }
+
+                Array.Sort(sortKeys, order, 0, count);
                 return count;
             }
 

@@ -8,19 +8,35 @@ namespace Enclave.Engine.Models.Layers;
 /// </summary>
 public sealed class ActivationBuffers(IBackend backend) : IDisposable
 {
-    private readonly Dictionary<string, DeviceTensor> buffers = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, Entry> buffers = new(StringComparer.Ordinal);
 
-    /// <summary>An F32 [rows, columns] view, backed by a buffer that grows to the largest rows asked for.</summary>
+    /// <summary>
+    /// An F32 [rows, columns] view, backed by a buffer that grows to the largest rows asked for. The last view is
+    /// kept, so decode steps (same row count every time) create no objects.
+    /// </summary>
     public DeviceTensor Get(string name, int rows, int columns)
     {
-        if (!buffers.TryGetValue(name, out var buffer) || buffer.Shape[0] < rows || buffer.Shape[1] != columns)
+        if (!buffers.TryGetValue(name, out var entry) || entry.Buffer.Shape[0] < rows || entry.Buffer.Shape[1] != columns)
         {
-            buffer?.Dispose();
-            buffer = backend.Allocate(DType.F32, Math.Max(rows, 1), columns);
-            buffers[name] = buffer;
+            entry?.Buffer.Dispose();
+            var buffer = backend.Allocate(DType.F32, Math.Max(rows, 1), columns);
+            entry = new Entry(buffer) { View = buffer };
+            buffers[name] = entry;
         }
 
-        return buffer.Shape[0] == rows ? buffer : buffer.SliceRows(0, rows);
+        if (entry.View.Shape[0] != rows)
+        {
+            entry.View = entry.Buffer.Shape[0] == rows ? entry.Buffer : entry.Buffer.SliceRows(0, rows);
+        }
+
+        return entry.View;
+    }
+
+    private sealed class Entry(DeviceTensor buffer)
+    {
+        public DeviceTensor Buffer { get; } = buffer;
+
+        public required DeviceTensor View { get; set; }
     }
 
     /// <summary>Like <see cref="Get(string, int, int)"/>, one buffer per (name, variant), for callers of several widths.</summary>
@@ -28,9 +44,9 @@ public sealed class ActivationBuffers(IBackend backend) : IDisposable
 
     public void Dispose()
     {
-        foreach (var b in buffers.Values)
+        foreach (var entry in buffers.Values)
         {
-            b.Dispose();
+            entry.Buffer.Dispose();
         }
 
         buffers.Clear();
