@@ -601,6 +601,10 @@ public sealed unsafe class CudaBackend : IBackend
     private static NotSupportedException NoDeepseekKernels(string op) =>
         new($"the CUDA backend has no {op} kernel yet, so DeepSeek (MLA/MoE) models run only on --device cpu for now");
 
+    public void QuantizedMatMul(DeviceTensor x, QuantizedWeight weight, DeviceTensor? bias, DeviceTensor output) =>
+        throw new NotSupportedException(
+            $"the CUDA backend has no kernel for {weight.Encoding} weights yet: FP8, AWQ and GPTQ checkpoints run only on --device cpu for now");
+
     public void CopyColumns(DeviceTensor x, int xOffset, DeviceTensor output, int outputOffset, int count) => throw NoDeepseekKernels(nameof(CopyColumns));
 
     public void HeadMatMul(DeviceTensor x, DeviceTensor weight, DeviceTensor output) => throw NoDeepseekKernels(nameof(HeadMatMul));

@@ -83,6 +83,15 @@ internal static class BackendOpCases
             cases[$"matmul/{d}/t2/3080to130+bias"] = (b => MatMul(b, dtype, 2, 3080, 130, true), 1e-5);
         }
 
+        // FP8 blocks with partial edge blocks (45 rows / 16, 72 columns / 32) and 4-bit groups, dequantized on the fly.
+        foreach (var tokens in new[] { 1, 5, 9 })
+        {
+            cases[$"quantized_matmul/fp8-block16x32/t{tokens}/72to45"] =
+                (b => QuantizedMatMul(b, WeightEncoding.Fp8Block, tokens, 72, 45, 16, 32, false), 1e-5);
+            cases[$"quantized_matmul/int4-g32/t{tokens}/96to37+bias"] =
+                (b => QuantizedMatMul(b, WeightEncoding.Int4Group, tokens, 96, 37, 1, 32, true), 1e-5);
+        }
+
         cases["rmsnorm/bf16/2x3584"] = (b => Norm(b, DType.BF16, 2, 3584, false), 1e-5);
         cases["rmsnorm/bf16/in-place-heads/12x40"] = (b => Norm(b, DType.BF16, 12, 40, false, inPlace: true), 1e-5);
         cases["rope/neox/t3h5d24r16"] = (b => Rope(b, 3, 5, 24, 16, false, 1f), 1e-5);
@@ -211,6 +220,45 @@ internal static class BackendOpCases
         using var x = F32(b, Values(random, tokens * inFeatures), tokens, inFeatures);
         using var y = Poisoned(b, tokens, outFeatures);
         b.MatMul(x, w, bt, y);
+        return [Read(b, y)];
+    }
+
+    private static float[][] QuantizedMatMul(IBackend b, WeightEncoding encoding, int tokens, int inFeatures, int outFeatures, int blockRows, int blockColumns, bool bias)
+    {
+        var random = new Random((tokens * 31) + inFeatures + outFeatures);
+        var fp8 = encoding == WeightEncoding.Fp8Block;
+        int scaleRows = (outFeatures + blockRows - 1) / blockRows, scaleColumns = (inFeatures + blockColumns - 1) / blockColumns;
+        var bytes = new byte[fp8 ? outFeatures * inFeatures : outFeatures * inFeatures / 2];
+        random.NextBytes(bytes);
+        for (var i = 0; fp8 && i < bytes.Length; i++)
+        {
+            if ((bytes[i] & 0x7F) == 0x7F)
+            {
+                bytes[i] ^= 1; // 0x7F/0xFF are NaN in e4m3: keep the weights finite
+            }
+        }
+
+        var data = b.Allocate(fp8 ? DType.F8E4M3 : DType.U8, outFeatures, fp8 ? inFeatures : inFeatures / 2);
+        b.UploadBytes(bytes, data);
+        var scales = F32(b, Values(random, scaleRows * scaleColumns).Select(v => 0.01f + Math.Abs(v * 0.05f)).ToArray(), scaleRows, scaleColumns);
+        DeviceTensor? zeros = null;
+        if (!fp8)
+        {
+            var z = new byte[outFeatures * scaleColumns];
+            for (var i = 0; i < z.Length; i++)
+            {
+                z[i] = (byte)random.Next(16);
+            }
+
+            zeros = b.Allocate(DType.U8, outFeatures, scaleColumns);
+            b.UploadBytes(z, zeros);
+        }
+
+        using var w = new QuantizedWeight(encoding, outFeatures, inFeatures, blockRows, blockColumns, data, scales, zeros);
+        using var bt = bias ? F32(b, Values(random, outFeatures), outFeatures) : null;
+        using var x = F32(b, Values(random, tokens * inFeatures), tokens, inFeatures);
+        using var y = Poisoned(b, tokens, outFeatures);
+        b.QuantizedMatMul(x, w, bt, y);
         return [Read(b, y)];
     }
 

@@ -76,7 +76,8 @@ internal static class Program
     {
         using var reference = new ReferenceBackend();
         Console.WriteLine("== op table: cuda vs float64 reference (NaN-poisoned outputs)");
-        foreach (var name in BackendOpCases.Names)
+        // Quantized (FP8/AWQ/GPTQ) weights have no CUDA kernels yet; the backend refuses them with a clear message.
+        foreach (var name in BackendOpCases.Names.Where(n => !n.StartsWith("quantized_", StringComparison.Ordinal)))
         {
             Report(BackendOpCases.Run(name, cuda, reference));
         }

@@ -76,7 +76,9 @@ internal static unsafe class CpuMoeRoute
                 {
                     if (!keep[g])
                     {
-                        choice.Slice(g * perGroup, perGroup).Clear(); // masked with 0 as transformers does
+                        // Experts of dropped groups can never be chosen (-inf, as DeepSeek's own inference and
+                        // transformers 5 do): a kept expert with a negative biased score still beats them.
+                        choice.Slice(g * perGroup, perGroup).Fill(float.NegativeInfinity);
                     }
                 }
             }
