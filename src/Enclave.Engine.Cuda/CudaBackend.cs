@@ -27,7 +27,7 @@ public sealed record CudaBackendOptions
 /// device's architecture. All work is queued on one stream; only <see cref="Download"/> waits for it.
 /// Not thread-safe: one caller drives a backend.
 /// </summary>
-public sealed unsafe class CudaBackend : IBackend
+public sealed unsafe class CudaBackend : IBackend, IDeviceMemory
 {
     /// <summary>Up to this many tokens a matrix product is a GEMV that reads each weight once for all tokens.</summary>
     public const int GemvMaxTokens = 8;
@@ -143,6 +143,14 @@ public sealed unsafe class CudaBackend : IBackend
         }
 
         _ctx.Synchronize();
+    }
+
+    public (long Free, long Total) MemoryInfo()
+    {
+        Live();
+        nuint free, total;
+        _ctx.Driver.Check(_ctx.Driver.MemGetInfo(&free, &total), "cuMemGetInfo");
+        return ((long)free, (long)total);
     }
 
     /// <summary>Waits for all queued work (for timing; <see cref="Download"/> does this itself).</summary>

@@ -25,6 +25,11 @@ public static class ServeCommand
         var maxNumSeqs = new Option<int>("--max-num-seqs") { Description = "Most sequences in one engine step", DefaultValueFactory = _ => 64 };
         var maxBatched = new Option<int>("--max-num-batched-tokens") { Description = "Token budget of one step (long prompts are prefilled in chunks)", DefaultValueFactory = _ => 512 };
         var kvMemory = new Option<long>("--kv-cache-memory") { Description = "Bytes for the paged KV cache (0 sizes it from the context length)", DefaultValueFactory = _ => 0 };
+        var gpuMemory = new Option<double>("--gpu-memory-utilization")
+        {
+            Description = "Fraction of GPU memory to fill; without --kv-cache-memory the KV cache takes what weights and activations leave",
+            DefaultValueFactory = _ => 0.9,
+        };
         var maxWaiting = new Option<int>("--max-waiting") { Description = "Requests allowed to wait before new ones get 429", DefaultValueFactory = _ => 256 };
         var maxModelLen = new Option<int>("--max-model-len") { Description = "Context length limit (0 = the model's)", DefaultValueFactory = _ => 0 };
         var noPrefixCaching = new Option<bool>("--no-enable-prefix-caching") { Description = "Turn off automatic prefix caching" };
@@ -32,7 +37,7 @@ public static class ServeCommand
         var dummy = new Option<bool>("--dummy-weights") { Description = "Random weights from config.json (load tests without a checkpoint)" };
         var command = new Command("serve", "Serve models over an OpenAI-compatible HTTP API")
         {
-            model, host, port, apiKey, noAuth, database, device, threads, maxNumSeqs, maxBatched, kvMemory, maxWaiting, maxModelLen, noPrefixCaching, plainLogs, dummy,
+            model, host, port, apiKey, noAuth, database, device, threads, maxNumSeqs, maxBatched, kvMemory, gpuMemory, maxWaiting, maxModelLen, noPrefixCaching, plainLogs, dummy,
         };
         command.SetAction(async (result, cancellationToken) =>
         {
@@ -52,6 +57,7 @@ public static class ServeCommand
                     MaxNumSeqs = result.GetValue(maxNumSeqs),
                     MaxNumBatchedTokens = result.GetValue(maxBatched),
                     KvCacheBytes = result.GetValue(kvMemory),
+                    GpuMemoryUtilization = result.GetValue(gpuMemory),
                     MaxWaiting = result.GetValue(maxWaiting),
                     MaxModelLen = result.GetValue(maxModelLen),
                     EnablePrefixCaching = !result.GetValue(noPrefixCaching),
