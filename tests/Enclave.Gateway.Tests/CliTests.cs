@@ -48,12 +48,14 @@ public sealed class CliTests
     public void Exposes_the_documented_verbs()
     {
         var names = GatewayCommands.Create().ToDictionary(c => c.Name, c => c.Subcommands.Select(s => s.Name).ToArray());
-        Assert.Equal(["keys", "users", "roles", "audit", "db"], names.Keys.ToArray());
+        Assert.Equal(["keys", "users", "roles", "policies", "audit", "encryption", "db"], names.Keys.ToArray());
         Assert.Equal(["create", "list", "revoke"], names["keys"]);
         Assert.Equal(["add", "list", "disable", "enable"], names["users"]);
         Assert.Equal(["list", "create"], names["roles"]);
         Assert.Equal(["verify", "search", "export"], names["audit"]);
         Assert.Equal(["migrate", "status"], names["db"]);
+        Assert.Equal(["list", "set", "rm"], names["policies"]);
+        Assert.Equal(["rotate", "rewrap"], names["encryption"]);
     }
 
     [Theory, SqliteCase, PostgresCase]
@@ -157,9 +159,23 @@ public sealed class CliTests
         Assert.Equal(0, export.Exit);
         Assert.Contains("Exported 4", export.Out);
         Assert.True(File.Exists(file));
+        await log.AppendAsync(new Audit.AuditEntry { Method = "GET", Endpoint = "/v1/models", Status = 200 });
+
+        // The whole chain still verifies across the archive and the store; the archive verifies alone.
         var verify = await EnclaveAsync(home.Path, "audit", "verify");
         Assert.Equal(0, verify.Exit);
-        Assert.Contains("0 records", verify.Out);
+        Assert.Contains("OK 5 records", verify.Out);
+        var alone = await EnclaveAsync(home.Path, "audit", "verify", "--archive", file);
+        Assert.Equal(0, alone.Exit);
+        Assert.Contains("OK 4 records (1-4)", alone.Out);
+
+        ArchiveEditor.Rewrite(file, lines => lines[1] = lines[1].Replace("/v1/models", "/v1/elsewhere", StringComparison.Ordinal));
+        var tampered = await EnclaveAsync(home.Path, "audit", "verify", "--archive", file);
+        Assert.Equal(2, tampered.Exit);
+        Assert.Contains("record 2", tampered.Err);
+        var chain = await EnclaveAsync(home.Path, "audit", "verify");
+        Assert.Equal(2, chain.Exit);
+        Assert.Contains("record 2", chain.Err);
     }
 
     [Fact]
