@@ -13,12 +13,12 @@ public sealed class EnvCollection;
 [Collection("env")]
 public sealed class CliTests
 {
-    private sealed record Run(int Exit, string Out, string Err)
+    internal sealed record Run(int Exit, string Out, string Err)
     {
         public string LastLine => Out.TrimEnd('\n').Split('\n')[^1];
     }
 
-    private static async Task<Run> EnclaveAsync(string home, params string[] args)
+    internal static async Task<Run> EnclaveAsync(string home, params string[] args)
     {
         var root = new RootCommand("enclave");
         foreach (var c in GatewayCommands.Create())
