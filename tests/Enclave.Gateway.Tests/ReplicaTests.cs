@@ -147,4 +147,20 @@ public sealed class ReplicaTests
         using var after = await b.ChatAsync(victim);
         Assert.Equal(HttpStatusCode.Unauthorized, after.StatusCode);
     }
+
+    [Fact]
+    public async Task Limited_keys_fail_closed_with_503_when_redis_is_unreachable_and_the_call_is_audited()
+    {
+        await using var t = await TestStore.CreateAsync(Providers.Sqlite);
+        // Port 1 on loopback: nothing listens there.
+        await using var host = await GatewayHost.StartAsync(t, o => o.Redis = "127.0.0.1:1,connectTimeout=300,connectRetry=0,asyncTimeout=500,syncTimeout=500");
+        var limited = await host.KeyAsync("analyst", r => r with { RequestsPerMinute = 100 });
+        using var refused = await host.ChatAsync(limited);
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, refused.StatusCode);
+        Assert.Equal("limiter_unavailable", await ErrorCodeAsync(refused));
+        using var unlimited = await host.ChatAsync(await host.KeyAsync("analyst"));
+        Assert.Equal(HttpStatusCode.OK, unlimited.StatusCode);
+        var records = await host.Services.GetRequiredService<Audit.AuditLog>().SearchAsync(new Audit.AuditQuery(Status: 503));
+        Assert.Contains("limiter_unavailable", Assert.Single(records).Details);
+    }
 }

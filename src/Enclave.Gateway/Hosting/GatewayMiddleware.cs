@@ -131,7 +131,15 @@ public sealed class GatewayMiddleware(
         if (reservation is not null)
         {
             // Settled even when the call failed: a failure costs nothing and releases what it held.
-            await limiter.SettleAsync(reservation, (promptTokens ?? 0) + (completionTokens ?? 0), CancellationToken.None);
+            try
+            {
+                await limiter.SettleAsync(reservation, (promptTokens ?? 0) + (completionTokens ?? 0), CancellationToken.None);
+            }
+            catch (Exception e) when (e is StackExchange.Redis.RedisException or TimeoutException)
+            {
+                // The reservation then simply ages out with its window.
+                logger.LogWarning(e, "Could not settle the token reservation of {RequestId}", requestId);
+            }
         }
 
         var details = new JsonObject
@@ -217,7 +225,19 @@ public sealed class GatewayMiddleware(
         var reserve = keyLimits.CountsTokens || userLimits.CountsTokens
             ? ((requestText?.Length ?? 0) / 4) + (maxTokens ?? _opts.ReserveCompletionTokens)
             : 0;
-        var d = await limiter.AdmitAsync(subjects, reserve, ctx.RequestAborted);
+        Admission d;
+        try
+        {
+            d = await limiter.AdmitAsync(subjects, reserve, ctx.RequestAborted);
+        }
+        catch (Exception e) when (e is StackExchange.Redis.RedisException or TimeoutException)
+        {
+            // Fail closed for limited keys: without the shared counters the limits cannot be kept.
+            logger.LogError(e, "Rate limiter unavailable");
+            decisions.Add("limiter_unavailable");
+            throw new GatewayException(503, "server_error", "limiter_unavailable", "The rate limiter is unavailable; retry shortly.");
+        }
+
         foreach (var (name, value) in d.Headers)
         {
             ctx.Response.Headers[name] = value;
@@ -332,7 +352,17 @@ public sealed class GatewayMiddleware(
     {
         ctx.Request.EnableBuffering();
         using var ms = new MemoryStream();
-        await ctx.Request.Body.CopyToAsync(ms, ctx.RequestAborted);
+        try
+        {
+            await ctx.Request.Body.CopyToAsync(ms, ctx.RequestAborted);
+        }
+        catch (BadHttpRequestException e)
+        {
+            // Kestrel's own body limit: answer in the OpenAI shape (and audit it) rather than drop the error.
+            throw new GatewayException(e.StatusCode, "invalid_request_error", e.StatusCode == 413 ? "request_too_large" : "invalid_request_body",
+                e.StatusCode == 413 ? "The request body is larger than the server accepts." : "The request body could not be read: " + e.Message);
+        }
+
         ctx.Request.Body.Position = 0;
         if (ms.Length > MaxInspectedBody)
         {

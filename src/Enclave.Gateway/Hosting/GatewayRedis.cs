@@ -26,7 +26,11 @@ public sealed class GatewayRedis(IConnectionMultiplexer connection, string prefi
     /// <summary>Subscribes <paramref name="keys"/> to invalidations and routes its broadcasts through Redis.</summary>
     public void Attach(KeyService keys)
     {
-        Connection.GetSubscriber().Subscribe(Channel, (_, _) => keys.InvalidateCache());
+        // Asynchronous so start-up does not wait for Redis; the multiplexer restores the
+        // subscription whenever it (re)connects.
+        _ = Connection.GetSubscriber().SubscribeAsync(Channel, (_, _) => keys.InvalidateCache()).ContinueWith(
+            t => logger.LogWarning(t.Exception, "Redis subscription for cache invalidation not confirmed yet; it is retried on reconnect"),
+            CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
         keys.Broadcast = async _ =>
         {
             try
