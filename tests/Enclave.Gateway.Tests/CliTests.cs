@@ -178,6 +178,42 @@ public sealed class CliTests
         Assert.Contains("record 2", chain.Err);
     }
 
+    [Theory, SqliteCase, PostgresCase]
+    public async Task Policies_set_list_and_rm_round_trip_and_bad_input_is_refused(string provider)
+    {
+        await using var t = await TestStore.CreateAsync(provider);
+        var home = t.Home.Path;
+        Assert.Equal(0, (await EnclaveAsync(home, Db(t, "users", "add", "nina"))).Exit);
+        var set = await EnclaveAsync(home, Db(t, "policies", "set", "user", "nina", "--rpm", "30", "--daily-tokens", "50000",
+            "--time-windows", "mon-fri 08:00-18:00", "--time-zone", "Asia/Shanghai", "--blocked-phrase", "内部资料", "--blocked-phrase", "internal only"));
+        Assert.Equal(0, set.Exit);
+        Assert.Contains("rpm=30", set.Out);
+
+        // Only the options given change; --unset clears one.
+        var again = await EnclaveAsync(home, Db(t, "policies", "set", "user", "nina", "--tpm", "9000", "--unset", "rpm"));
+        Assert.Equal(0, again.Exit);
+        var list = await EnclaveAsync(home, Db(t, "policies", "list", "--json"));
+        using var doc = System.Text.Json.JsonDocument.Parse(list.Out.Trim());
+        var p = doc.RootElement;
+        Assert.Equal("user", p.GetProperty("scope").GetString());
+        Assert.Equal(System.Text.Json.JsonValueKind.Null, p.GetProperty("requests_per_minute").ValueKind);
+        Assert.Equal(9000, p.GetProperty("tokens_per_minute").GetInt32());
+        Assert.Equal(50000, p.GetProperty("daily_token_budget").GetInt64());
+        Assert.Equal("mon-fri 08:00-18:00", p.GetProperty("time_windows").GetString());
+        Assert.Equal(new[] { "内部资料", "internal only" }, p.GetProperty("blocked_phrases").EnumerateArray().Select(e => e.GetString()!).ToArray());
+
+        var bad = await EnclaveAsync(home, Db(t, "policies", "set", "user", "nina", "--time-windows", "weekdays"));
+        Assert.Equal(1, bad.Exit);
+        Assert.Contains("Time window 'weekdays'", bad.Err);
+        Assert.Equal(1, (await EnclaveAsync(home, Db(t, "policies", "set", "user", "nobody", "--rpm", "1"))).Exit);
+        Assert.Equal(1, (await EnclaveAsync(home, Db(t, "policies", "set", "user", "nina", "--unset", "colour"))).Exit);
+        Assert.Contains("daily_token_budget\":50000", (await EnclaveAsync(home, Db(t, "policies", "list", "--json"))).Out.Replace(" ", "", StringComparison.Ordinal));
+
+        Assert.Equal(0, (await EnclaveAsync(home, Db(t, "policies", "rm", "user", "nina"))).Exit);
+        Assert.Equal("", (await EnclaveAsync(home, Db(t, "policies", "list"))).Out);
+        Assert.Equal(1, (await EnclaveAsync(home, Db(t, "policies", "rm", "user", "nina"))).Exit);
+    }
+
     [Fact]
     public async Task Db_migrate_creates_the_store_under_enclave_home()
     {

@@ -147,6 +147,33 @@ public sealed class PolicyTests
         Assert.Equal(new[] { "key", "user" }, scopes);
     }
 
+    [Theory, SqliteCase, PostgresCase]
+    public async Task A_used_up_daily_budget_stays_used_up_after_a_restart(string provider)
+    {
+        await using var t = await TestStore.CreateAsync(provider);
+        string key;
+        await using (var before = await GatewayHost.StartAsync(t))
+        {
+            key = await before.KeyAsync("analyst", r => r with { Name = "budgeted" });
+            var id = (await before.Keys.ListAsync()).Single().Id;
+            await before.Services.GetRequiredService<PolicyService>().SetAsync("key", id, new PolicyFields(DailyTokenBudget: 30, MonthlyTokenBudget: 1000));
+            for (var i = 0; i < 2; i++)
+            {
+                // The stub reports 15 tokens per call.
+                using var ok = await before.ChatAsync(key);
+                Assert.Equal(HttpStatusCode.OK, ok.StatusCode);
+            }
+        }
+
+        await using var after = await GatewayHost.StartAsync(t);
+        using var refused = await after.ChatAsync(key);
+        Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
+        Assert.Equal("insufficient_quota", (await ErrorAsync(refused)).GetProperty("code").GetString());
+        Assert.NotNull(refused.Headers.RetryAfter);
+        Assert.Equal("0", refused.Headers.GetValues("x-ratelimit-remaining-tokens-day").Single());
+        Assert.Equal("970", refused.Headers.GetValues("x-ratelimit-remaining-tokens-month").Single());
+    }
+
     [Fact]
     public async Task Per_user_requests_per_minute_span_all_of_the_users_keys()
     {
