@@ -175,6 +175,26 @@ public sealed class PolicyTests
     }
 
     [Fact]
+    public async Task A_stream_that_reports_no_usage_is_charged_its_reservation()
+    {
+        await using var t = await TestStore.CreateAsync(Providers.Sqlite);
+        await using var host = await GatewayHost.StartAsync(t);
+        var key = await host.KeyAsync("analyst");
+        await host.Services.GetRequiredService<PolicyService>().SetAsync("key", (await host.Keys.ListAsync()).Single().Id, new PolicyFields(DailyTokenBudget: 300));
+        var body = new { model = "deepseek-v3", stream = true, max_tokens = 200, x_no_usage = true, messages = new[] { new { role = "user", content = "hi" } } };
+        var statuses = new List<HttpStatusCode>();
+        for (var i = 0; i < 3; i++)
+        {
+            using var r = await host.SendAsync(HttpMethod.Post, "/v1/chat/completions", key, body);
+            await r.Content.ReadAsStringAsync();
+            statuses.Add(r.StatusCode);
+        }
+
+        // About 230 tokens reserved and kept per call: the third call finds the budget used up.
+        Assert.Equal([HttpStatusCode.OK, HttpStatusCode.OK, HttpStatusCode.TooManyRequests], statuses);
+    }
+
+    [Fact]
     public async Task Per_user_requests_per_minute_span_all_of_the_users_keys()
     {
         await using var t = await TestStore.CreateAsync(Providers.Sqlite);

@@ -131,9 +131,14 @@ public sealed class GatewayMiddleware(
         if (reservation is not null)
         {
             // Settled even when the call failed: a failure costs nothing and releases what it held.
+            // A success that reports no usage (a stream without include_usage) is charged the
+            // estimate, so leaving usage out cannot get round a budget.
+            var used = promptTokens is null && completionTokens is null
+                ? (status < 400 ? reservation.Tokens : 0)
+                : (promptTokens ?? 0) + (completionTokens ?? 0);
             try
             {
-                await limiter.SettleAsync(reservation, (promptTokens ?? 0) + (completionTokens ?? 0), CancellationToken.None);
+                await limiter.SettleAsync(reservation, used, CancellationToken.None);
             }
             catch (Exception e) when (e is StackExchange.Redis.RedisException or TimeoutException)
             {

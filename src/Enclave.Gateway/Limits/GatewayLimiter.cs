@@ -24,9 +24,12 @@ public sealed record LimitPolicy(long? RequestsPerMinute = null, long? TokensPer
 public readonly record struct LimitSubject(string Kind, string Id, LimitPolicy Policy);
 
 /// <summary>Tokens held back at admission, settled when the real count is known.</summary>
-public sealed class TokenReservation(CounterAdjust[] reserved)
+public sealed class TokenReservation(CounterAdjust[] reserved, long tokens)
 {
     internal CounterAdjust[] Reserved { get; } = reserved;
+
+    /// <summary>The estimate held back at admission.</summary>
+    public long Tokens { get; } = tokens;
 }
 
 /// <summary>The admission decision with the headers to send either way.</summary>
@@ -120,7 +123,7 @@ public sealed class GatewayLimiter(ICounterStore counters, DateTimeZone zone, Ti
 
         var reserved = array.Where(c => c.Key[0] != 'r')
             .Select(c => new CounterAdjust(c.Key, c.Cost, 0, c.ExpiresAtMs, c.Durable)).ToArray();
-        return new Admission(true, null, null, 0, 0, null, headers, reserved.Length == 0 ? null : new TokenReservation(reserved));
+        return new Admission(true, null, null, 0, 0, null, headers, reserved.Length == 0 ? null : new TokenReservation(reserved, reserveTokens));
     }
 
     /// <summary>Replaces the reservation with the real token count (0 releases it entirely).</summary>
