@@ -169,6 +169,13 @@ public sealed class CliTests
         Assert.Equal(0, alone.Exit);
         Assert.Contains("OK 4 records (1-4)", alone.Out);
 
+        using (var elsewhere = new TempDir())
+        {
+            // Away from the deployment's key file, the public key is given instead.
+            Assert.Equal(1, (await EnclaveAsync(elsewhere.Path, "audit", "verify", "--archive", file)).Exit);
+            Assert.Equal(0, (await EnclaveAsync(elsewhere.Path, "audit", "verify", "--archive", file, "--public-key", log.PublicKey)).Exit);
+        }
+
         ArchiveEditor.Rewrite(file, lines => lines[1] = lines[1].Replace("/v1/models", "/v1/elsewhere", StringComparison.Ordinal));
         var tampered = await EnclaveAsync(home.Path, "audit", "verify", "--archive", file);
         Assert.Equal(2, tampered.Exit);

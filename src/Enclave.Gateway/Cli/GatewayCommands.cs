@@ -473,13 +473,21 @@ public static class GatewayCommands
         var vdb = DatabaseOption();
         var vkey = new Option<string?>("--signing-key") { Description = "Checkpoint key file (default ENCLAVE_HOME/keys/audit-ed25519.key)" };
         var varchive = new Option<string?>("--archive") { Description = "Verify this one archive file on its own" };
-        var verify = new Command("verify", "Walk the hash chain across archives and the store, and the checkpoints; exit 0 and print the count when intact") { vdb, vkey, varchive };
+        var vpublic = new Option<string?>("--public-key") { Description = "With --archive: the Ed25519 public key (base64) the archive must be signed with, when the signing key file is not at hand" };
+        var verify = new Command("verify", "Walk the hash chain across archives and the store, and the checkpoints; exit 0 and print the count when intact") { vdb, vkey, varchive, vpublic };
         verify.SetAction((pr, ct) => Guard(pr, async () =>
         {
             if (pr.GetValue(varchive) is { } archive)
             {
-                var signer = AuditSigner.LoadOrCreate(pr.GetValue(vkey) ?? GatewayServiceCollectionExtensions.DefaultSigningKeyPath(EnclaveHome.Resolve()));
-                var a = await AuditLog.VerifyArchiveAsync(archive, signer.PublicKey, ct);
+                var keyFile = pr.GetValue(vkey) ?? GatewayServiceCollectionExtensions.DefaultSigningKeyPath(EnclaveHome.Resolve());
+                var publicKey = pr.GetValue(vpublic) ?? (File.Exists(keyFile) ? AuditSigner.LoadOrCreate(keyFile).PublicKey : null);
+                if (publicKey is null)
+                {
+                    await Err(pr).WriteLineAsync($"error: no audit signing key at {keyFile}; pass --signing-key FILE or --public-key BASE64");
+                    return 1;
+                }
+
+                var a = await AuditLog.VerifyArchiveAsync(archive, publicKey, ct);
                 if (a.Intact)
                 {
                     await Out(pr).WriteLineAsync($"OK {a.RecordCount} records ({a.FirstSequence}-{a.LastSequence})");
