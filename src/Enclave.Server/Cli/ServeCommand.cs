@@ -18,7 +18,8 @@ public static class ServeCommand
         var host = new Option<string>("--host") { Description = "Address to listen on", DefaultValueFactory = _ => "127.0.0.1" };
         var port = new Option<int>("--port") { Description = "Port to listen on (0 picks a free one)", DefaultValueFactory = _ => 8000 };
         var apiKey = new Option<string?>("--api-key") { Description = "One static key instead of the gateway: require Authorization: Bearer KEY on /v1, /tokenize and /detokenize (default: ENCLAVE_API_KEY)" };
-        var noAuth = new Option<bool>("--no-auth") { Description = "No authentication and no audit trail; only allowed with a loopback --host" };
+        var noAuth = new Option<bool>("--no-auth") { Description = "No authentication (calls are audited as 'anonymous'); only allowed with a loopback --host" };
+        var redis = new Option<string?>("--redis") { Description = "Redis connection string (host:port[,password=...]) shared by gateway replicas for rate limits, budgets and revocation" };
         var database = new Option<string?>("--database") { Description = "Gateway store: PostgreSQL (Host=... or postgres://) or SQLite connection string (default: SQLite under ENCLAVE_HOME)" };
         var device = new Option<string>("--device") { Description = "auto (CUDA when a usable GPU is found, else CPU), cpu, cuda[:N], or reference (slow scalar yardstick)", DefaultValueFactory = _ => "auto" };
         var threads = new Option<int>("--threads") { Description = "CPU worker threads (0 = all cores)", DefaultValueFactory = _ => 0 };
@@ -37,7 +38,7 @@ public static class ServeCommand
         var dummy = new Option<bool>("--dummy-weights") { Description = "Random weights from config.json (load tests without a checkpoint)" };
         var command = new Command("serve", "Serve models over an OpenAI-compatible HTTP API")
         {
-            model, host, port, apiKey, noAuth, database, device, threads, maxNumSeqs, maxBatched, kvMemory, gpuMemory, maxWaiting, maxModelLen, noPrefixCaching, plainLogs, dummy,
+            model, host, port, apiKey, noAuth, redis, database, device, threads, maxNumSeqs, maxBatched, kvMemory, gpuMemory, maxWaiting, maxModelLen, noPrefixCaching, plainLogs, dummy,
         };
         command.SetAction(async (result, cancellationToken) =>
         {
@@ -47,6 +48,7 @@ public static class ServeCommand
                 Port = result.GetValue(port),
                 ApiKey = result.GetValue(apiKey) ?? Environment.GetEnvironmentVariable("ENCLAVE_API_KEY"),
                 NoAuth = result.GetValue(noAuth),
+                Redis = result.GetValue(redis),
                 Database = result.GetValue(database),
                 Device = result.GetValue(device)!,
                 Threads = result.GetValue(threads),
