@@ -19,6 +19,11 @@ foreach (var command in Enclave.Gateway.Cli.GatewayCommands.Create())
     root.Subcommands.Add(command);
 }
 
+foreach (var command in Enclave.Operations.Cli.OperationsCommands.Create())
+{
+    root.Subcommands.Add(command);
+}
+
 try
 {
     // Errors the user can fix print as one line; anything else keeps its stack trace.
