@@ -12,7 +12,7 @@ var root = new RootCommand("Enclave: run DeepSeek-family language models inside 
     TokenizeCommand.Create(),
     RenderCommand.Create(),
     BenchCommand.Create([Enclave.Server.Cli.BenchServeCommand.Create()]),
-    Enclave.Server.Cli.ServeCommand.Create(),
+    Enclave.Server.Cli.ServeCommand.Create(StoreModels.ConfigureServe),
 };
 foreach (var command in Enclave.Gateway.Cli.GatewayCommands.Create())
 {

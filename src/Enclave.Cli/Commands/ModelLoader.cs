@@ -1,7 +1,5 @@
 using Enclave.Engine.Formats;
 using Enclave.Engine.Generation;
-using Enclave.Operations.Encryption;
-using Enclave.Operations.Registry;
 using Enclave.Engine.Sampling;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -12,26 +10,16 @@ internal static class ModelLoader
 {
     public static LanguageModel Load(string directory, string device, int threads, EngineOptions options, bool dummyWeights = false)
     {
+        directory = StoreModels.Resolve(directory) ?? directory;
         if (!Directory.Exists(directory))
         {
-            // A bare name means a model installed in the store (enclave pull / models import).
-            var store = new ModelStore(CommonOptions.DataDirectory());
-            if (directory.IndexOfAny(['/', '\\']) >= 0 || !store.Exists(directory))
-            {
-                throw new CliException($"--model {directory}: no such directory or installed model");
-            }
-
-            directory = store.PathOf(directory);
+            throw new CliException($"--model {directory}: no such directory or installed model");
         }
 
-        // Encrypted checkpoints decrypt into memory with the key file named by ENCLAVE_WEIGHTS_KEY_FILE, else ENCLAVE_HOME/keys/models.key.
-        Func<string, IWeightSource>? openWeights = EncryptedCheckpoint.IsEncrypted(directory)
-            ? dir => EncryptedWeightSource.Open(dir, EncryptedCheckpoint.KeyProvider(Environment.GetEnvironmentVariable("ENCLAVE_WEIGHTS_KEY_FILE"), CommonOptions.DataDirectory(), create: false))
-            : null;
         var backend = CommonOptions.CreateBackend(device, threads);
         try
         {
-            return LanguageModel.Load(directory, backend, options, NullLogger.Instance, ownsBackend: true, dummyWeights: dummyWeights, openWeights: openWeights);
+            return LanguageModel.Load(directory, backend, options, NullLogger.Instance, ownsBackend: true, dummyWeights: dummyWeights, openWeights: d => StoreModels.OpenEncrypted(d) ?? SafetensorsCheckpoint.Open(d));
         }
         catch
         {

@@ -144,6 +144,16 @@ public static class OperationsCommands
             return 0;
         });
 
+        var addDir = new Argument<string>("directory") { Description = "A Hugging Face model directory downloaded by other means" };
+        var addName = new Option<string?>("--name") { Description = "Local model name (default: the directory's name)" };
+        var add = new Command("add", "Copy a local model directory into the store, recording every file's SHA-256") { addDir, addName };
+        add.SetAction(async (pr, ct) =>
+        {
+            var r = new ModelStore(Home()).Add(pr.GetValue(addDir)!, pr.GetValue(addName));
+            await Out(pr).WriteLineAsync($"Installed {r.Name} ({r.Files.Count} files, {Size(r.TotalBytes)})");
+            return 0;
+        });
+
         var rmName = new Argument<string>("name");
         var rm = new Command("rm", "Remove an installed model") { rmName };
         rm.SetAction(async (pr, ct) =>
@@ -247,7 +257,7 @@ public static class OperationsCommands
             return 0;
         });
 
-        foreach (var c in new[] { list, show, rm, verify, export, import, key, encrypt })
+        foreach (var c in new[] { list, show, add, rm, verify, export, import, key, encrypt })
         {
             models.Add(c);
         }

@@ -57,9 +57,14 @@ public static class EncryptedCheckpoint
         var path = keyFile ?? DefaultKeyFile(home);
         if (!File.Exists(path))
         {
-            if (!create || keyFile is not null)
+            if (keyFile is not null)
             {
-                throw new FileNotFoundException($"weights key file {path} not found (it is created by 'enclave models encrypt'; copy it with the model or pass --key-file)");
+                throw new FileNotFoundException($"weights key file {path} not found");
+            }
+
+            if (!create)
+            {
+                throw new FileNotFoundException($"weights key file {path} not found: copy the key file 'enclave models encrypt' used to this path, or set ENCLAVE_WEIGHTS_KEY_FILE");
             }
 
             Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);

@@ -142,6 +142,61 @@ public sealed partial class ModelStore
         return target;
     }
 
+    /// <summary>Copies a local model directory (downloaded by other means) into the store, recording every file's hash.</summary>
+    public ModelRecord Add(string directory, string? name = null)
+    {
+        if (!Directory.Exists(directory))
+        {
+            throw new DirectoryNotFoundException($"{directory}: no such directory");
+        }
+
+        if (!File.Exists(System.IO.Path.Combine(directory, "config.json")))
+        {
+            throw new ArgumentException($"{directory}: no config.json, so not a Hugging Face model directory");
+        }
+
+        name = ValidateName(name ?? System.IO.Path.GetFileName(System.IO.Path.TrimEndingDirectorySeparator(System.IO.Path.GetFullPath(directory))));
+        if (Exists(name))
+        {
+            throw new ArgumentException($"model '{name}' is already installed; remove it first with 'enclave models rm {name}' or pass --name");
+        }
+
+        var staging = StagingPath(name) + ".add";
+        if (Directory.Exists(staging))
+        {
+            Directory.Delete(staging, recursive: true);
+        }
+
+        try
+        {
+            foreach (var file in Directory.EnumerateFiles(directory, "*", SearchOption.AllDirectories))
+            {
+                var rel = System.IO.Path.GetRelativePath(directory, file);
+                if (rel == RecordFile)
+                {
+                    continue;
+                }
+
+                var target = System.IO.Path.Combine(staging, rel);
+                Directory.CreateDirectory(System.IO.Path.GetDirectoryName(target)!);
+                File.Copy(file, target);
+            }
+
+            var record = WriteRecord(staging, new ModelRecord { Name = name, Source = "local:" + System.IO.Path.GetFullPath(directory), InstalledAt = DateTimeOffset.UtcNow, Files = [] });
+            InstallFromStaging(staging, name);
+            return record;
+        }
+        catch
+        {
+            if (Directory.Exists(staging))
+            {
+                Directory.Delete(staging, recursive: true);
+            }
+
+            throw;
+        }
+    }
+
     public void Remove(string name)
     {
         var dir = PathOf(name);
