@@ -29,7 +29,8 @@ try
     // Errors the user can fix print as one line; anything else keeps its stack trace.
     return await root.Parse(args).InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
 }
-catch (Exception e) when (e is CliException or CheckpointFormatException or ModelConfigException or TemplateException or InvalidDataException or NotSupportedException or ArgumentException or IOException)
+catch (Exception e) when (e is CliException or CheckpointFormatException or ModelConfigException or TemplateException or InvalidDataException or NotSupportedException or ArgumentException or IOException
+    or FormatException or System.Security.Cryptography.CryptographicException)
 {
     Console.Error.WriteLine($"enclave: {e.Message}");
     return 2;
