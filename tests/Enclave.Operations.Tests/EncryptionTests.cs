@@ -6,6 +6,7 @@ using Enclave.Engine.Tests.Support;
 using Enclave.Gateway.Crypto;
 using Enclave.Operations.Encryption;
 using Enclave.Operations.Tests.Support;
+using Microsoft.Extensions.Logging;
 
 namespace Enclave.Operations.Tests;
 
@@ -87,5 +88,42 @@ public sealed class EncryptionTests
         Assert.Contains("fails authentication", altered.Message);
 
         Assert.Throws<ArgumentException>(() => EncryptedCheckpoint.Encrypt(dir, new FileKeyProvider(keyFile)));
+    }
+
+    [Fact]
+    public async Task ServeAnswersFromAnEncryptedCheckpointExactlyAsFromThePlainOne()
+    {
+        using var dirs = new TempDir();
+        var dir = CopyFixture(dirs, "model");
+        var keyFile = Path.Combine(dirs.Path, "models.key");
+        FileKeyProvider.AddKey(keyFile);
+        EncryptedCheckpoint.Encrypt(dir, new FileKeyProvider(keyFile), Aead.Aes256Gcm, chunkSize: 64 * 1024);
+
+        var options = new Enclave.Server.Hosting.ServerOptions
+        {
+            Host = "127.0.0.1",
+            Port = 0,
+            NoAuth = true,
+            BackendFactory = _ => new CpuBackend(threads: 1),
+            // What 'enclave serve' installs: encrypted directories open through the key file, others as usual.
+            WeightSourceFactory = d => EncryptedCheckpoint.IsEncrypted(d) ? EncryptedWeightSource.Open(d, new FileKeyProvider(keyFile)) : null,
+        };
+        options.Models.Add(new Enclave.Server.Hosting.ModelSpec("plain", Fixtures.Model("tiny-qwen3")));
+        options.Models.Add(new Enclave.Server.Hosting.ModelSpec("encrypted", dir));
+        await using var server = await Enclave.Server.Hosting.EnclaveServer.StartAsync(options, b => b.ClearProviders());
+        await server.Loading;
+        using var http = new HttpClient { BaseAddress = server.Address };
+
+        async Task<string> CompleteAsync(string model)
+        {
+            var body = $$"""{"model":"{{model}}","prompt":"Hello","max_tokens":6,"temperature":0,"ignore_eos":true}""";
+            using var response = await http.PostAsync("/v1/completions", new StringContent(body, System.Text.Encoding.UTF8, "application/json"));
+            var text = await response.Content.ReadAsStringAsync();
+            Assert.True(response.IsSuccessStatusCode, text);
+            using var doc = System.Text.Json.JsonDocument.Parse(text);
+            return doc.RootElement.GetProperty("choices")[0].GetProperty("text").GetString()!;
+        }
+
+        Assert.Equal(await CompleteAsync("plain"), await CompleteAsync("encrypted"));
     }
 }
