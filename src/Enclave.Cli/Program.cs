@@ -12,9 +12,14 @@ var root = new RootCommand("Enclave: run DeepSeek-family language models inside 
     TokenizeCommand.Create(),
     RenderCommand.Create(),
     BenchCommand.Create([Enclave.Server.Cli.BenchServeCommand.Create()]),
-    Enclave.Server.Cli.ServeCommand.Create(),
+    Enclave.Server.Cli.ServeCommand.Create(StoreModels.ConfigureServe),
 };
 foreach (var command in Enclave.Gateway.Cli.GatewayCommands.Create())
+{
+    root.Subcommands.Add(command);
+}
+
+foreach (var command in Enclave.Operations.Cli.OperationsCommands.Create())
 {
     root.Subcommands.Add(command);
 }
@@ -24,7 +29,8 @@ try
     // Errors the user can fix print as one line; anything else keeps its stack trace.
     return await root.Parse(args).InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
 }
-catch (Exception e) when (e is CliException or CheckpointFormatException or ModelConfigException or TemplateException or InvalidDataException or NotSupportedException or ArgumentException or IOException)
+catch (Exception e) when (e is CliException or CheckpointFormatException or ModelConfigException or TemplateException or InvalidDataException or NotSupportedException or ArgumentException or IOException
+    or FormatException or System.Security.Cryptography.CryptographicException)
 {
     Console.Error.WriteLine($"enclave: {e.Message}");
     return 2;

@@ -1,3 +1,4 @@
+using Enclave.Engine.Formats;
 using Enclave.Engine.Generation;
 using Enclave.Engine.Sampling;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -9,15 +10,16 @@ internal static class ModelLoader
 {
     public static LanguageModel Load(string directory, string device, int threads, EngineOptions options, bool dummyWeights = false)
     {
+        directory = StoreModels.Resolve(directory) ?? directory;
         if (!Directory.Exists(directory))
         {
-            throw new CliException($"--model {directory}: no such directory");
+            throw new CliException($"--model {directory}: no such directory or installed model");
         }
 
         var backend = CommonOptions.CreateBackend(device, threads);
         try
         {
-            return LanguageModel.Load(directory, backend, options, NullLogger.Instance, ownsBackend: true, dummyWeights: dummyWeights);
+            return LanguageModel.Load(directory, backend, options, NullLogger.Instance, ownsBackend: true, dummyWeights: dummyWeights, openWeights: d => StoreModels.OpenEncrypted(d) ?? SafetensorsCheckpoint.Open(d));
         }
         catch
         {

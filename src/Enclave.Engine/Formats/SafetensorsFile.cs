@@ -67,6 +67,22 @@ public sealed unsafe class SafetensorsFile : IDisposable
         }
     }
 
+    /// <summary>
+    /// Parses a safetensors image that is already in memory (weights decrypted from an encrypted checkpoint), with the
+    /// same validation as a file. The caller owns the memory and keeps it alive while the tensors are used.
+    /// </summary>
+    public SafetensorsFile(string path, byte* data, long length)
+    {
+        Path = path;
+        if (length < 8)
+        {
+            throw new CheckpointFormatException($"{path}: truncated safetensors image ({length} bytes; the 8-byte header length is missing)");
+        }
+
+        basePointer = data;
+        ParseHeader(length);
+    }
+
     public string Path { get; }
 
     public IReadOnlyDictionary<string, CheckpointTensor> Tensors => tensors;

@@ -69,17 +69,18 @@ public sealed class LanguageModel : IAsyncDisposable, IDisposable
 
     /// <summary>
     /// Loads a Hugging Face model directory (config.json, safetensors, tokenizer files) onto a backend, or, when
-    /// <paramref name="dummyWeights"/> is set, builds random weights from config.json alone.
+    /// <paramref name="dummyWeights"/> is set, builds random weights from config.json alone. <paramref name="openWeights"/>
+    /// replaces the safetensors reader for checkpoints stored another way (encrypted at rest).
     /// </summary>
     public static LanguageModel Load(string directory, IBackend backend, EngineOptions options, ILogger? logger = null,
-        string? name = null, bool ownsBackend = false, bool dummyWeights = false)
+        string? name = null, bool ownsBackend = false, bool dummyWeights = false, Func<string, IWeightSource>? openWeights = null)
     {
         var config = ModelConfig.Load(directory);
         ModelRegistry.EnsureSupported(config); // fail before touching gigabytes of weights
 
         var tokenizer = HfTokenizer.FromDirectory(directory);
         var generationConfig = GenerationConfig.Load(directory);
-        IWeightSource weights = dummyWeights ? DummyWeights.Create(config) : SafetensorsCheckpoint.Open(directory);
+        IWeightSource weights = dummyWeights ? DummyWeights.Create(config) : openWeights?.Invoke(directory) ?? SafetensorsCheckpoint.Open(directory);
         CausalLM? model = null;
         try
         {

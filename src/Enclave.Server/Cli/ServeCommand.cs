@@ -7,7 +7,8 @@ namespace Enclave.Server.Cli;
 /// <summary><c>enclave serve</c>: the OpenAI-compatible HTTP server over one or more models.</summary>
 public static class ServeCommand
 {
-    public static Command Create()
+    /// <param name="configure">Applied to the options before they are validated (the host adds what the server itself does not know).</param>
+    public static Command Create(Action<ServerOptions>? configure = null)
     {
         var model = new Option<string[]>("--model", "-m")
         {
@@ -70,6 +71,7 @@ public static class ServeCommand
                 options.Models.Add(ModelSpec.Parse(m));
             }
 
+            configure?.Invoke(options);
             try
             {
                 options.Validate();

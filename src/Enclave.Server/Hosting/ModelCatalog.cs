@@ -91,7 +91,9 @@ public sealed class ModelCatalog : IAsyncDisposable
         var backend = options.BackendFactory?.Invoke(spec) ?? CreateBackend(options.Device, options.Threads);
         try
         {
-            var lm = LanguageModel.Load(spec.Directory, backend, options.Engine, logger, spec.Name, ownsBackend: true, dummyWeights: options.DummyWeights);
+            var open = options.WeightSourceFactory;
+            var lm = LanguageModel.Load(spec.Directory, backend, options.Engine, logger, spec.Name, ownsBackend: true, dummyWeights: options.DummyWeights,
+                openWeights: open is null ? null : d => open(d) ?? Enclave.Engine.Formats.SafetensorsCheckpoint.Open(d));
             return new ServedModel(lm);
         }
         catch

@@ -100,4 +100,10 @@ public sealed class ServerOptions
 
     /// <summary>Build random weights from config.json instead of loading safetensors (benchmarks).</summary>
     public bool DummyWeights { get; set; }
+
+    /// <summary>
+    /// Opens a model directory's weights when the safetensors reader cannot (an encrypted checkpoint); returning null
+    /// falls back to it.
+    /// </summary>
+    public Func<string, Enclave.Engine.Formats.IWeightSource?>? WeightSourceFactory { get; set; }
 }
