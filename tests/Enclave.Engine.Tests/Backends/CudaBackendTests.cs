@@ -12,7 +12,9 @@ namespace Enclave.Engine.Tests.Backends;
 /// </summary>
 public sealed class CudaBackendTests
 {
-    public static TheoryData<string> Cases() => [.. BackendOpCases.Names];
+    public static TheoryData<string> Cases() => [.. BackendOpCases.CudaNames];
+
+    public static TheoryData<string> AllCases() => [.. BackendOpCases.Names];
 
     [CudaTheory]
     [MemberData(nameof(Cases))]
@@ -59,8 +61,20 @@ public sealed class CudaBackendTests
         }
     }
 
+    [CudaFact]
+    public void Encoder_ops_say_plainly_that_cuda_lacks_them()
+    {
+        using var cuda = new CudaBackend();
+        using var reference = new ReferenceBackend();
+        foreach (var name in BackendOpCases.Names.Where(BackendOpCases.IsEncoderOp))
+        {
+            var error = Assert.Throws<NotSupportedException>(() => BackendOpCases.Run(name, cuda, reference));
+            Assert.Contains("--device cpu", error.Message, StringComparison.Ordinal);
+        }
+    }
+
     [Theory]
-    [MemberData(nameof(Cases))]
+    [MemberData(nameof(AllCases))]
     public void Cpu_op_matches_the_reference_on_the_same_table(string name)
     {
         using var cpu = new CpuBackend(3);

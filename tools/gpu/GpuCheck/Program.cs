@@ -76,7 +76,7 @@ internal static class Program
     {
         using var reference = new ReferenceBackend();
         Console.WriteLine("== op table: cuda vs float64 reference (NaN-poisoned outputs)");
-        foreach (var name in BackendOpCases.Names)
+        foreach (var name in BackendOpCases.CudaNames)
         {
             Report(BackendOpCases.Run(name, cuda, reference));
         }
