@@ -118,7 +118,7 @@ public sealed class EncoderModel : IEmbeddingGenerator<string, Embedding<float>>
     {
         if (CheckDimensions(dimensions) is { } problem)
         {
-            throw new ArgumentException(problem, nameof(dimensions));
+            throw new ArgumentException(problem);
         }
 
         var width = dimensions ?? Dimensions;
