@@ -68,10 +68,6 @@ public sealed class ServerOptions
     /// <summary>Rejects combinations that would expose the server unprotected or are ambiguous.</summary>
     public void Validate()
     {
-        if (Models.Count + EmbeddingModels.Count + RerankModels.Count == 0)
-        {
-            throw new ArgumentException("nothing to serve: give at least one --model, --embedding-model or --rerank-model");
-        }
 
         if (NoAuth && !string.IsNullOrEmpty(ApiKey))
         {
@@ -81,6 +77,11 @@ public sealed class ServerOptions
         if (NoAuth && !IsLoopback(Host))
         {
             throw new ArgumentException($"--no-auth is only allowed when listening on a loopback host (127.0.0.1, ::1 or localhost), not '{Host}': without authentication anyone who can reach the port could use the models");
+        }
+
+        if (Models.Count + EmbeddingModels.Count + RerankModels.Count == 0)
+        {
+            throw new ArgumentException("nothing to serve: give at least one --model, --embedding-model or --rerank-model");
         }
     }
 
