@@ -68,7 +68,6 @@ public sealed class ServerOptions
     /// <summary>Rejects combinations that would expose the server unprotected or are ambiguous.</summary>
     public void Validate()
     {
-
         if (NoAuth && !string.IsNullOrEmpty(ApiKey))
         {
             throw new ArgumentException("--no-auth and --api-key (or ENCLAVE_API_KEY) exclude each other: choose one");
