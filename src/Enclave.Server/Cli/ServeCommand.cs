@@ -86,6 +86,11 @@ public static class ServeCommand
 
             try
             {
+                if (options.Models.Count + options.EmbeddingModels.Count + options.RerankModels.Count == 0)
+                {
+                    throw new ArgumentException("nothing to serve: give at least one --model, --embedding-model or --rerank-model");
+                }
+
                 options.Validate();
             }
             catch (ArgumentException e)

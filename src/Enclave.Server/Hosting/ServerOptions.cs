@@ -77,11 +77,6 @@ public sealed class ServerOptions
         {
             throw new ArgumentException($"--no-auth is only allowed when listening on a loopback host (127.0.0.1, ::1 or localhost), not '{Host}': without authentication anyone who can reach the port could use the models");
         }
-
-        if (Models.Count + EmbeddingModels.Count + RerankModels.Count == 0)
-        {
-            throw new ArgumentException("nothing to serve: give at least one --model, --embedding-model or --rerank-model");
-        }
     }
 
     /// <summary>cpu or reference.</summary>

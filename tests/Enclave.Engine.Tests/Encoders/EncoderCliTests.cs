@@ -53,4 +53,12 @@ public sealed class EncoderCliTests
         Assert.Equal(2, tooLong);
         Assert.Contains("128 positions", error, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void Serve_without_any_model_says_what_to_give()
+    {
+        var (code, _, stderr) = CliTests.Enclave(null, "serve", "--no-auth", "--port", "0");
+        Assert.Equal(2, code);
+        Assert.Contains("--embedding-model", stderr, StringComparison.Ordinal);
+    }
 }
