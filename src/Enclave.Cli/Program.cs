@@ -11,7 +11,8 @@ var root = new RootCommand("Enclave: run DeepSeek-family language models inside 
     ChatCommand.Create(),
     TokenizeCommand.Create(),
     RenderCommand.Create(),
-    BenchCommand.Create([Enclave.Server.Cli.BenchServeCommand.Create()]),
+    EmbedCommand.Create(),
+    BenchCommand.Create([Enclave.Server.Cli.BenchServeCommand.Create(), BenchEmbedCommand.Create()]),
     Enclave.Server.Cli.ServeCommand.Create(StoreModels.ConfigureServe),
 };
 foreach (var command in Enclave.Gateway.Cli.GatewayCommands.Create())

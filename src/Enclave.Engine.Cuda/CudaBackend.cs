@@ -829,4 +829,18 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory
 
         return _indices;
     }
+
+    // Encoders (BERT / XLM-RoBERTa embedders and rerankers) have no CUDA kernels yet: say so instead of computing wrongly.
+    private static NotSupportedException NoEncoderKernels(string op) =>
+        new($"the CUDA backend has no {op} kernel yet, so embedding and rerank models (BertModel, XLMRobertaModel) run only on --device cpu for now");
+
+    public void GatherEmbedding(DeviceTensor table, int[] ids, DeviceTensor output) => throw NoEncoderKernels(nameof(GatherEmbedding));
+
+    public void LayerNorm(DeviceTensor x, DeviceTensor weight, DeviceTensor bias, float eps, DeviceTensor output) => throw NoEncoderKernels(nameof(LayerNorm));
+
+    public void Gelu(DeviceTensor x, DeviceTensor output) => throw NoEncoderKernels(nameof(Gelu));
+
+    public void Tanh(DeviceTensor x, DeviceTensor output) => throw NoEncoderKernels(nameof(Tanh));
+
+    public void BidirectionalAttention(DeviceTensor q, DeviceTensor k, DeviceTensor v, int[] sequenceStarts, float scale, DeviceTensor output) => throw NoEncoderKernels(nameof(BidirectionalAttention));
 }

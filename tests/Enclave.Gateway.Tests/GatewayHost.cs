@@ -109,6 +109,8 @@ public static class StubEndpoints
         app.MapGet("/v1/models", () => Results.Json(new { data = new[] { new { id = "deepseek-v3" } } })).RequirePermission(Permissions.ModelsRead);
         app.MapPost("/tokenize", () => Results.Json(new { tokens = Array.Empty<int>(), count = 0 })).RequirePermission(Permissions.Inference);
         app.MapPost("/detokenize", () => Results.Json(new { prompt = "" })).RequirePermission(Permissions.Inference);
+        app.MapPost("/v1/rerank", () => Results.Json(new { results = Array.Empty<object>() })).RequirePermission(Permissions.Inference);
+        app.MapPost("/rerank", () => Results.Json(new { results = Array.Empty<object>() })).RequirePermission(Permissions.Inference);
         app.MapPost("/admin/models/load", () => Results.Json(new { ok = true })).RequirePermission(Permissions.ModelsManage);
         app.MapPost("/admin/models/unload", () => Results.Json(new { ok = true })).RequirePermission(Permissions.ModelsManage);
         app.MapGet("/admin/alerts", () => Results.Json(new { data = Array.Empty<object>() })).RequirePermission(Permissions.AlertsRead);

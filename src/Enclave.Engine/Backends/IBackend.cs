@@ -104,4 +104,33 @@ public interface IBackend : IDisposable
 
     /// <summary>output[rows[i], :] += weights[i] * x[i, :], in order of i. x: [rows.Length, n]; output: [T, n].</summary>
     void ScatterAddRows(DeviceTensor x, int[] rows, float[] weights, DeviceTensor output);
+
+    // Encoder (BERT / XLM-RoBERTa) operations: bidirectional attention over packed sequences with no KV cache.
+
+    /// <summary>
+    /// output[t, :] = table[ids[t], :]: a lookup by explicit ids (word, position or token-type ids) rather than the
+    /// step's token ids. table: [rows, n] any float dtype; output: [ids.Length, n] F32.
+    /// </summary>
+    void GatherEmbedding(DeviceTensor table, int[] ids, DeviceTensor output);
+
+    /// <summary>
+    /// Row-wise LayerNorm over the last dimension, as torch.nn.LayerNorm in float32:
+    /// output = (x - mean) / sqrt(var + eps) * weight + bias (biased variance). x, output: [rows, n]; weight, bias: [n] F32.
+    /// output may alias x.
+    /// </summary>
+    void LayerNorm(DeviceTensor x, DeviceTensor weight, DeviceTensor bias, float eps, DeviceTensor output);
+
+    /// <summary>output = x * 0.5 * (1 + erf(x / sqrt(2))), the exact GELU (hidden_act "gelu"). Same shapes; may alias.</summary>
+    void Gelu(DeviceTensor x, DeviceTensor output);
+
+    /// <summary>output = tanh(x), element-wise. Same shapes; may alias.</summary>
+    void Tanh(DeviceTensor x, DeviceTensor output);
+
+    /// <summary>
+    /// Non-causal attention over a batch of packed variable-length sequences: sequence s owns tokens
+    /// [sequenceStarts[s], sequenceStarts[s + 1]) and every query attends to every key of its own sequence only
+    /// (the padding mask of a padded batch, without the padding). q, k, v, output: [T, heads, headDim] F32;
+    /// sequenceStarts: [sequences + 1] with sequenceStarts[0] = 0 and sequenceStarts[^1] = T. scale multiplies q·k.
+    /// </summary>
+    void BidirectionalAttention(DeviceTensor q, DeviceTensor k, DeviceTensor v, int[] sequenceStarts, float scale, DeviceTensor output);
 }

@@ -16,7 +16,31 @@ public static class ModelRegistry
             ["Qwen3ForCausalLM"] = (c, w, b) => new Qwen3ForCausalLM(c, w, b),
         };
 
+    private static readonly Dictionary<string, Func<ModelConfig, IWeightSource, IBackend, Encoder>> EncoderFactories =
+        new(StringComparer.Ordinal)
+        {
+            ["BertModel"] = (c, w, b) => new BertModel(c, w, b),
+            ["XLMRobertaModel"] = (c, w, b) => new XLMRobertaModel(c, w, b),
+            ["XLMRobertaForSequenceClassification"] = (c, w, b) => new XLMRobertaForSequenceClassification(c, w, b),
+        };
+
     public static IReadOnlyCollection<string> SupportedArchitectures => Factories.Keys;
+
+    /// <summary>Encoder architectures (embedding and rerank models).</summary>
+    public static IReadOnlyCollection<string> SupportedEncoderArchitectures => EncoderFactories.Keys;
+
+    public static bool IsEncoder(string architecture) => EncoderFactories.ContainsKey(architecture);
+
+    public static Encoder CreateEncoder(ModelConfig config, IWeightSource weights, IBackend backend)
+    {
+        if (!EncoderFactories.TryGetValue(config.Architecture, out var factory))
+        {
+            throw new ModelConfigException(
+                $"{config.Path}: architecture '{config.Architecture}' is not an embedding or rerank model Enclave supports (supported: {string.Join(", ", EncoderFactories.Keys.Order(StringComparer.Ordinal))})");
+        }
+
+        return factory(config, weights, backend);
+    }
 
     public static bool IsSupported(string architecture) => Factories.ContainsKey(architecture);
 

@@ -8,7 +8,7 @@ namespace Enclave.Engine.Tokenization;
 /// lowest merge rank first, leftmost on ties; optional <c>ignore_merges</c>, byte fallback to <c>&lt;0xNN&gt;</c>
 /// tokens, unknown-token fusing and subword prefix/suffix. Results are cached per word.
 /// </summary>
-internal sealed class BpeModel
+internal sealed class BpeModel : ITokenModel
 {
     private const int MaxCachedWordLength = 256;
     private const int MaxCacheEntries = 200_000;

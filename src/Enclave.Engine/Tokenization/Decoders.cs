@@ -162,3 +162,20 @@ internal sealed class SequenceDecoder(Decoder[] decoders) : Decoder
             d.DecodeChain(tokens);
     }
 }
+
+/// <summary>WordPiece decoding: "##" pieces join the previous token, others get a space; optional BERT clean-up.</summary>
+internal sealed class WordPieceDecoder(string prefix, bool cleanup) : Decoder
+{
+    public override void DecodeChain(List<string> tokens)
+    {
+        for (int i = 0; i < tokens.Count; i++)
+        {
+            var token = tokens[i];
+            if (i != 0)
+                token = token.StartsWith(prefix, StringComparison.Ordinal) ? token[prefix.Length..] : " " + token;
+            if (cleanup)
+                token = HfTokenizer.CleanUp(token).Replace(" do not", " don't", StringComparison.Ordinal);
+            tokens[i] = token;
+        }
+    }
+}

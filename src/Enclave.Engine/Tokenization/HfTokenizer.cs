@@ -12,7 +12,7 @@ public sealed class HfTokenizer
 {
     public const string FileName = "tokenizer.json";
 
-    private readonly BpeModel _model;
+    private readonly ITokenModel _model;
     private readonly Normalizer? _normalizer;
     private readonly PreTokenizer? _preTokenizer;
     private readonly Decoder? _decoder;
@@ -29,7 +29,7 @@ public sealed class HfTokenizer
     public int? BosTokenId { get; }
     public int? EosTokenId { get; }
 
-    private HfTokenizer(TokenizerConfig config, BpeModel model, Normalizer? normalizer, PreTokenizer? preTokenizer,
+    private HfTokenizer(TokenizerConfig config, ITokenModel model, Normalizer? normalizer, PreTokenizer? preTokenizer,
         Decoder? decoder, PostProcessor? postProcessor, List<AddedToken> added)
     {
         Config = config;
@@ -101,8 +101,10 @@ public sealed class HfTokenizer
         if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("model", out var modelJson) || modelJson.ValueKind != JsonValueKind.Object)
             throw new InvalidDataException($"Tokenizer file '{source}' has no \"model\" object.");
         var modelType = TokenizerJson.Str(modelJson, "type") ?? (modelJson.TryGetProperty("merges", out _) ? "BPE" : "unknown");
+        if (modelType is "WordPiece" or "Unigram")
+            return BuildNonBpe(root, modelJson, modelType, config, source);
         if (modelType != "BPE")
-            throw new NotSupportedException($"{source}: model type '{modelType}' is not supported (only BPE is).");
+            throw new NotSupportedException($"{source}: model type '{modelType}' is not supported (BPE, WordPiece and Unigram are).");
 
         var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
         if (!modelJson.TryGetProperty("vocab", out var vocabJson) || vocabJson.ValueKind != JsonValueKind.Object)
@@ -186,28 +188,7 @@ public sealed class HfTokenizer
             model.ByteLevelInput = true;
         }
 
-        var added = new List<AddedToken>();
-        var seen = new HashSet<string>(StringComparer.Ordinal);
-        if (root.TryGetProperty("added_tokens", out var addedJson) && addedJson.ValueKind == JsonValueKind.Array)
-        {
-            foreach (var a in addedJson.EnumerateArray())
-            {
-                var content = TokenizerJson.Str(a, "content") ?? throw new InvalidDataException($"{source}: an added token has no content.");
-                added.Add(new AddedToken(a.GetProperty("id").GetInt32(), content, TokenizerJson.Bool(a, "special", false),
-                    TokenizerJson.Bool(a, "single_word", false), TokenizerJson.Bool(a, "lstrip", false),
-                    TokenizerJson.Bool(a, "rstrip", false), TokenizerJson.Bool(a, "normalized", true)));
-                seen.Add(content);
-            }
-        }
-        // Named special tokens from the config that the file does not list are registered as special, like
-        // transformers does, when the vocabulary knows them.
-        var named = new List<string?> { config.BosToken, config.EosToken, config.UnkToken, config.PadToken };
-        named.AddRange(config.AdditionalSpecialTokens);
-        foreach (var t in named)
-        {
-            if (t is not null && seen.Add(t) && vocab.TryGetValue(t, out int id))
-                added.Add(new AddedToken(id, t, true, false, false, false, false));
-        }
+        var added = ReadAddedTokens(root, config, source, t => vocab.TryGetValue(t, out int i) ? i : null);
 
         if (postProcessor is null && (config.AddBosToken == true || config.AddEosToken == true))
         {
@@ -230,6 +211,71 @@ public sealed class HfTokenizer
             postProcessor = new TemplatePostProcessor(pieces);
         }
 
+        return new HfTokenizer(config, model, normalizer, preTokenizer, decoder, postProcessor, added);
+    }
+
+    private static List<AddedToken> ReadAddedTokens(JsonElement root, TokenizerConfig config, string source, Func<string, int?> vocabId)
+    {
+        var added = new List<AddedToken>();
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        if (root.TryGetProperty("added_tokens", out var addedJson) && addedJson.ValueKind == JsonValueKind.Array)
+        {
+            foreach (var a in addedJson.EnumerateArray())
+            {
+                var content = TokenizerJson.Str(a, "content") ?? throw new InvalidDataException($"{source}: an added token has no content.");
+                added.Add(new AddedToken(a.GetProperty("id").GetInt32(), content, TokenizerJson.Bool(a, "special", false),
+                    TokenizerJson.Bool(a, "single_word", false), TokenizerJson.Bool(a, "lstrip", false),
+                    TokenizerJson.Bool(a, "rstrip", false), TokenizerJson.Bool(a, "normalized", true)));
+                seen.Add(content);
+            }
+        }
+        // Named special tokens from the config that the file does not list are registered as special, like
+        // transformers does, when the vocabulary knows them.
+        var named = new List<string?> { config.BosToken, config.EosToken, config.UnkToken, config.PadToken };
+        named.AddRange(config.AdditionalSpecialTokens);
+        foreach (var t in named)
+        {
+            if (t is not null && seen.Add(t) && vocabId(t) is int id)
+                added.Add(new AddedToken(id, t, true, false, false, false, false));
+        }
+
+        return added;
+    }
+
+    /// <summary>WordPiece (BERT) and Unigram (XLM-RoBERTa, SentencePiece) tokenizers, read as the file says.</summary>
+    private static HfTokenizer BuildNonBpe(JsonElement root, JsonElement modelJson, string modelType, TokenizerConfig config, string source)
+    {
+        ITokenModel model;
+        if (modelType == "WordPiece")
+        {
+            if (!modelJson.TryGetProperty("vocab", out var vocabJson) || vocabJson.ValueKind != JsonValueKind.Object)
+                throw new InvalidDataException($"{source}: WordPiece model has no \"vocab\" object.");
+            var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
+            foreach (var p in vocabJson.EnumerateObject())
+                vocab[p.Name] = p.Value.GetInt32();
+            model = new WordPieceModel(vocab, TokenizerJson.Str(modelJson, "unk_token") ?? "[UNK]",
+                TokenizerJson.Str(modelJson, "continuing_subword_prefix") ?? "##", TokenizerJson.Int(modelJson, "max_input_chars_per_word", 100), source);
+        }
+        else
+        {
+            if (!modelJson.TryGetProperty("vocab", out var vocabJson) || vocabJson.ValueKind != JsonValueKind.Array)
+                throw new InvalidDataException($"{source}: Unigram model has no \"vocab\" array of [piece, score].");
+            var pieces = new List<(string, double)>();
+            foreach (var entry in vocabJson.EnumerateArray())
+            {
+                if (entry.ValueKind != JsonValueKind.Array || entry.GetArrayLength() != 2 || entry[0].ValueKind != JsonValueKind.String)
+                    throw new InvalidDataException($"{source}: a Unigram vocab entry is not [piece, score].");
+                pieces.Add((entry[0].GetString()!, entry[1].GetDouble()));
+            }
+            int? unkId = modelJson.TryGetProperty("unk_id", out var u) && u.ValueKind == JsonValueKind.Number ? u.GetInt32() : null;
+            model = new UnigramModel(pieces, unkId, TokenizerJson.Bool(modelJson, "byte_fallback", false), source);
+        }
+
+        var normalizer = TokenizerJson.Normalizer(Section(root, "normalizer"), source);
+        var preTokenizer = TokenizerJson.PreTokenizer(Section(root, "pre_tokenizer"), source);
+        var decoder = TokenizerJson.Decoder(Section(root, "decoder"), source);
+        var postProcessor = TokenizerJson.PostProcessor(Section(root, "post_processor"), source, model.TokenToId);
+        var added = ReadAddedTokens(root, config, source, model.TokenToId);
         return new HfTokenizer(config, model, normalizer, preTokenizer, decoder, postProcessor, added);
     }
 
@@ -284,6 +330,21 @@ public sealed class HfTokenizer
         return [.. ids];
     }
 
+    /// <summary>
+    /// Wraps already-encoded sequences in the post-processor's special tokens: one sequence, or a pair (a
+    /// cross-encoder's query and passage) through the "pair" template, with the token type ids the template gives.
+    /// Without a post-processor the ids are joined as they are, types 0 then 1.
+    /// </summary>
+    public (int[] Ids, int[] TypeIds) AddSpecialTokens(IReadOnlyList<int> first, IReadOnlyList<int>? second = null)
+    {
+        var processor = _postProcessor ?? new PassThroughPostProcessor();
+        var (ids, types) = processor.ProcessPair([.. first], second is null ? null : [.. second]);
+        return ([.. ids], [.. types]);
+    }
+
+    /// <summary>How many special tokens <see cref="AddSpecialTokens"/> adds to one sequence or to a pair.</summary>
+    public int SpecialTokenCount(bool pair) => _postProcessor?.AddedTokens(pair) ?? 0;
+
     /// <summary>Text for <paramref name="ids"/> through the tokenizer's decoder; unknown ids are skipped.</summary>
     public string Decode(ReadOnlySpan<int> ids, bool skipSpecialTokens = false)
     {
@@ -293,7 +354,7 @@ public sealed class HfTokenizer
 
     internal bool CleansUp => _cleanUp;
 
-    internal BpeModel Model => _model;
+    internal BpeModel Model => _model as BpeModel ?? throw new InvalidOperationException("this tokenizer's model is not BPE");
 
     internal string DecodeRaw(ReadOnlySpan<int> ids, bool skipSpecialTokens)
     {

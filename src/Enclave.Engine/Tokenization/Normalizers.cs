@@ -74,3 +74,71 @@ internal static class Replacer
         return sb.ToString();
     }
 }
+
+/// <summary>
+/// BERT's normalizer, step for step as tokenizers runs it: drop NUL, U+FFFD and control characters and turn every
+/// whitespace into a space (clean_text); surround CJK ideographs with spaces (handle_chinese_chars); NFD and drop
+/// non-spacing marks (strip_accents, which follows lowercase when unset); lowercase.
+/// </summary>
+internal sealed class BertNormalizer(bool cleanText, bool handleChineseChars, bool? stripAccents, bool lowercase) : Normalizer
+{
+    public override string Normalize(string text)
+    {
+        if (cleanText || handleChineseChars)
+        {
+            var sb = new StringBuilder(text.Length + 8);
+            foreach (var rune in text.EnumerateRunes())
+            {
+                var c = rune.Value;
+                if (cleanText)
+                {
+                    if (c == 0 || c == 0xFFFD || IsControl(rune))
+                        continue;
+                    if (Rune.IsWhiteSpace(rune))
+                    {
+                        sb.Append(' ');
+                        continue;
+                    }
+                }
+
+                if (handleChineseChars && IsChineseChar(c))
+                    sb.Append(' ').Append(rune.ToString()).Append(' ');
+                else
+                    sb.Append(rune.ToString());
+            }
+
+            text = sb.ToString();
+        }
+
+        if (stripAccents ?? lowercase)
+        {
+            var decomposed = text.Normalize(NormalizationForm.FormD);
+            var sb = new StringBuilder(decomposed.Length);
+            foreach (var rune in decomposed.EnumerateRunes())
+            {
+                if (Rune.GetUnicodeCategory(rune) != System.Globalization.UnicodeCategory.NonSpacingMark)
+                    sb.Append(rune.ToString());
+            }
+
+            text = sb.ToString();
+        }
+
+        return lowercase ? text.ToLowerInvariant() : text;
+    }
+
+    /// <summary>Tab, newline and carriage return count as whitespace; other Cc, Cf, Cn and Co characters are dropped.</summary>
+    private static bool IsControl(Rune rune)
+    {
+        if (rune.Value is '\t' or '\n' or '\r')
+            return false;
+        return Rune.GetUnicodeCategory(rune) is System.Globalization.UnicodeCategory.Control
+            or System.Globalization.UnicodeCategory.Format
+            or System.Globalization.UnicodeCategory.OtherNotAssigned
+            or System.Globalization.UnicodeCategory.PrivateUse;
+    }
+
+    /// <summary>The CJK Unified Ideographs blocks BERT treats as words of their own.</summary>
+    internal static bool IsChineseChar(int c) =>
+        c is (>= 0x4E00 and <= 0x9FFF) or (>= 0x3400 and <= 0x4DBF) or (>= 0x20000 and <= 0x2A6DF) or (>= 0x2A700 and <= 0x2B73F)
+            or (>= 0x2B740 and <= 0x2B81F) or (>= 0x2B920 and <= 0x2CEAF) or (>= 0xF900 and <= 0xFAFF) or (>= 0x2F800 and <= 0x2FA1F);
+}

@@ -1,3 +1,5 @@
+using System.Text;
+
 namespace Enclave.Engine.Tokenization;
 
 /// <summary>
@@ -293,5 +295,54 @@ internal sealed class SequencePreTokenizer(PreTokenizer[] steps) : PreTokenizer
             (current, next) = (next, current);
         }
         output.AddRange(current);
+    }
+}
+
+/// <summary>BERT's pre-tokenizer: split on whitespace (removed), then isolate every punctuation character.</summary>
+internal sealed class BertPreTokenizer : PreTokenizer
+{
+    public override void Apply(List<Piece> input, List<Piece> output)
+    {
+        foreach (var piece in input)
+        {
+            var span = piece.Span;
+            var wordStart = -1;
+            for (var i = 0; i < span.Length;)
+            {
+                Rune.DecodeFromUtf16(span[i..], out var rune, out var length);
+                if (Rune.IsWhiteSpace(rune) || IsPunctuation(rune))
+                {
+                    if (wordStart >= 0)
+                        output.Add(new Piece(piece.Text, piece.Start + wordStart, i - wordStart, piece.AtOrigin && wordStart == 0));
+                    wordStart = -1;
+                    if (!Rune.IsWhiteSpace(rune))
+                        output.Add(new Piece(piece.Text, piece.Start + i, length, piece.AtOrigin && i == 0));
+                }
+                else if (wordStart < 0)
+                {
+                    wordStart = i;
+                }
+
+                i += length;
+            }
+
+            if (wordStart >= 0)
+                output.Add(new Piece(piece.Text, piece.Start + wordStart, span.Length - wordStart, piece.AtOrigin && wordStart == 0));
+        }
+    }
+
+    /// <summary>ASCII punctuation (symbols such as $ + &lt; = &gt; ^ ` | ~ included) or any Unicode P* category.</summary>
+    private static bool IsPunctuation(Rune rune)
+    {
+        var c = rune.Value;
+        if (c is (>= 33 and <= 47) or (>= 58 and <= 64) or (>= 91 and <= 96) or (>= 123 and <= 126))
+            return true;
+        return Rune.GetUnicodeCategory(rune) is System.Globalization.UnicodeCategory.ConnectorPunctuation
+            or System.Globalization.UnicodeCategory.DashPunctuation
+            or System.Globalization.UnicodeCategory.OpenPunctuation
+            or System.Globalization.UnicodeCategory.ClosePunctuation
+            or System.Globalization.UnicodeCategory.InitialQuotePunctuation
+            or System.Globalization.UnicodeCategory.FinalQuotePunctuation
+            or System.Globalization.UnicodeCategory.OtherPunctuation;
     }
 }

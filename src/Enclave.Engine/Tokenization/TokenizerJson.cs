@@ -50,6 +50,11 @@ internal static class TokenizerJson
             case "NFKC": return new UnicodeNormalizer(NormalizationForm.FormKC);
             case "NFKD": return new UnicodeNormalizer(NormalizationForm.FormKD);
             case "Lowercase": return new LowercaseNormalizer();
+            case "BertNormalizer":
+            {
+                bool? strip = e.TryGetProperty("strip_accents", out var sa) && sa.ValueKind is JsonValueKind.True or JsonValueKind.False ? sa.GetBoolean() : null;
+                return new BertNormalizer(Bool(e, "clean_text", true), Bool(e, "handle_chinese_chars", true), strip, Bool(e, "lowercase", true));
+            }
             case "Prepend": return new PrependNormalizer(Str(e, "prepend") ?? "");
             case "Strip": return new StripNormalizer(Bool(e, "strip_left", true), Bool(e, "strip_right", true));
             case "Replace":
@@ -99,6 +104,8 @@ internal static class TokenizerJson
                 return new MetaspacePreTokenizer(Replacement(e), Scheme(e), Bool(e, "split", true));
             case "WhitespaceSplit":
                 return new WhitespaceSplitPreTokenizer();
+            case "BertPreTokenizer":
+                return new BertPreTokenizer();
             case "Whitespace":
                 return new SplitPreTokenizer(new UnicodeRegex(@"\w+|[^\w\s]+", source), null, SplitBehavior.Removed, true);
             case "Sequence":
@@ -145,6 +152,7 @@ internal static class TokenizerJson
             case "ByteLevel": return new ByteLevelDecoder();
             case "ByteFallback": return new ByteFallbackDecoder();
             case "Fuse": return new FuseDecoder();
+            case "WordPiece": return new WordPieceDecoder(Str(e, "prefix") ?? "##", Bool(e, "cleanup", true));
             case "Strip":
             {
                 var content = Str(e, "content");
@@ -194,22 +202,27 @@ internal static class TokenizerJson
                         specials[p.Name] = [.. ids];
                     }
                 }
-                var pieces = new List<int[]?>();
-                foreach (var item in e.GetProperty("single").EnumerateArray())
+                TemplatePiece[] Template(JsonElement list)
                 {
-                    if (item.TryGetProperty("SpecialToken", out var sp))
+                    var pieces = new List<TemplatePiece>();
+                    foreach (var item in list.EnumerateArray())
                     {
-                        var name = Str(sp, "id") ?? "";
-                        if (!specials.TryGetValue(name, out var ids))
-                            throw new InvalidDataException($"{source}: template names special token '{name}' without ids.");
-                        pieces.Add(ids);
+                        if (item.TryGetProperty("SpecialToken", out var sp))
+                        {
+                            var name = Str(sp, "id") ?? "";
+                            if (!specials.TryGetValue(name, out var ids))
+                                throw new InvalidDataException($"{source}: template names special token '{name}' without ids.");
+                            pieces.Add(new TemplatePiece(ids, -1, Int(sp, "type_id", 0)));
+                        }
+                        else if (item.TryGetProperty("Sequence", out var sq))
+                        {
+                            pieces.Add(new TemplatePiece(null, Str(sq, "id") == "B" ? 1 : 0, Int(sq, "type_id", 0)));
+                        }
                     }
-                    else if (item.TryGetProperty("Sequence", out _))
-                    {
-                        pieces.Add(null);
-                    }
+                    return [.. pieces];
                 }
-                return new TemplatePostProcessor(pieces);
+                var pair = e.TryGetProperty("pair", out var pairJson) && pairJson.ValueKind == JsonValueKind.Array ? Template(pairJson) : null;
+                return new TemplatePostProcessor(Template(e.GetProperty("single")), pair);
             }
             case "RobertaProcessing":
             case "BertProcessing":
@@ -219,7 +232,13 @@ internal static class TokenizerJson
                     var pair = e.GetProperty(name);
                     return pair[1].GetInt32();
                 }
-                return new TemplatePostProcessor([[Id("cls")], null, [Id("sep")]]);
+                int[] cls = [Id("cls")], sep = [Id("sep")];
+                TemplatePiece[] single = [new(cls, -1, 0), new(null, 0, 0), new(sep, -1, 0)];
+                // BERT: [CLS] A [SEP] B [SEP] with B typed 1; RoBERTa: <s> A </s></s> B </s>, all type 0.
+                TemplatePiece[] pairTemplate = type == "BertProcessing"
+                    ? [new(cls, -1, 0), new(null, 0, 0), new(sep, -1, 0), new(null, 1, 1), new(sep, -1, 1)]
+                    : [new(cls, -1, 0), new(null, 0, 0), new(sep, -1, 0), new(sep, -1, 0), new(null, 1, 0), new(sep, -1, 0)];
+                return new TemplatePostProcessor(single, pairTemplate);
             }
             case "Sequence":
             {

@@ -20,7 +20,7 @@ namespace Enclave.Server.Api;
 /// The OpenAI-compatible endpoints (and vLLM's /tokenize and /detokenize) over the loaded models. Request bodies are
 /// read strictly (<see cref="JsonRequest"/>); every failure is answered in OpenAI's error shape with its status.
 /// </summary>
-public sealed class OpenAiApi(ModelCatalog catalog, ServerMetrics metrics, ServerOptions options, ILogger logger)
+public sealed partial class OpenAiApi(ModelCatalog catalog, ServerMetrics metrics, ServerOptions options, ILogger logger)
 {
     private static readonly JsonSerializerOptions Compact = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
     private static readonly byte[] DoneEvent = "data: [DONE]\n\n"u8.ToArray();
@@ -34,6 +34,8 @@ public sealed class OpenAiApi(ModelCatalog catalog, ServerMetrics metrics, Serve
         app.MapPost("/v1/embeddings", ctx => Handle(ctx, Embeddings)).RequirePermission(Permissions.Inference);
         app.MapPost("/tokenize", ctx => Handle(ctx, Tokenize)).RequirePermission(Permissions.Inference);
         app.MapPost("/detokenize", ctx => Handle(ctx, Detokenize)).RequirePermission(Permissions.Inference);
+        app.MapPost("/v1/rerank", ctx => Handle(ctx, Rerank)).RequirePermission(Permissions.Inference);
+        app.MapPost("/rerank", ctx => Handle(ctx, Rerank)).RequirePermission(Permissions.Inference);
     }
 
     // ---------------------------------------------------------------- plumbing
@@ -199,17 +201,37 @@ public sealed class OpenAiApi(ModelCatalog catalog, ServerMetrics metrics, Serve
                 model["max_model_len"] = m.Model.Engine.MaxModelLen;
             }
 
+            model["type"] = "generate";
+            data.Add((JsonNode)model);
+        }
+
+        foreach (var e in catalog.Encoders)
+        {
+            var model = new JsonObject
+            {
+                ["id"] = e.Name,
+                ["object"] = "model",
+                ["created"] = e.Created.ToUnixTimeSeconds(),
+                ["owned_by"] = "enclave",
+                ["root"] = e.Name,
+                ["parent"] = null,
+                ["ready"] = e.Ready,
+                ["type"] = e.Kind == EncoderKind.Embedding ? "embedding" : "rerank",
+            };
+            if (e.Embedder is { } embedder)
+            {
+                model["max_model_len"] = embedder.MaxInputTokens;
+                model["dimensions"] = embedder.Dimensions;
+            }
+            else if (e.Reranker is { } reranker)
+            {
+                model["max_model_len"] = reranker.MaxInputTokens;
+            }
+
             data.Add((JsonNode)model);
         }
 
         return WriteJson(ctx, new JsonObject { ["object"] = "list", ["data"] = data });
-    }
-
-    private async Task Embeddings(HttpContext ctx)
-    {
-        var r = await ReadBody(ctx);
-        var model = catalog.Resolve(r.String("model"));
-        throw new ApiException(400, $"model {model.Name} does not support embeddings: it is a generative model", "model", "model_not_supported");
     }
 
     private async Task Tokenize(HttpContext ctx)

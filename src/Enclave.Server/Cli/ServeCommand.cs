@@ -12,10 +12,20 @@ public static class ServeCommand
     {
         var model = new Option<string[]>("--model", "-m")
         {
-            Description = "Model to serve as [NAME=]DIR (repeatable); NAME defaults to the folder name",
-            Required = true,
+            Description = "Generative model to serve as [NAME=]DIR (repeatable); NAME defaults to the folder name",
             AllowMultipleArgumentsPerToken = false,
         };
+        var embeddingModel = new Option<string[]>("--embedding-model")
+        {
+            Description = "Embedding model (BertModel, XLMRobertaModel) for /v1/embeddings as [NAME=]DIR (repeatable)",
+            AllowMultipleArgumentsPerToken = false,
+        };
+        var rerankModel = new Option<string[]>("--rerank-model")
+        {
+            Description = "Cross-encoder reranker (XLMRobertaForSequenceClassification) for /v1/rerank as [NAME=]DIR (repeatable)",
+            AllowMultipleArgumentsPerToken = false,
+        };
+        var maxBatchTokens = new Option<int>("--encoder-max-batch-tokens") { Description = "Most tokens in one embedding/rerank forward pass (bounds its memory)", DefaultValueFactory = _ => 8192 };
         var host = new Option<string>("--host") { Description = "Address to listen on", DefaultValueFactory = _ => "127.0.0.1" };
         var port = new Option<int>("--port") { Description = "Port to listen on (0 picks a free one)", DefaultValueFactory = _ => 8000 };
         var apiKey = new Option<string?>("--api-key") { Description = "One static key instead of the gateway: require Authorization: Bearer KEY on /v1, /tokenize and /detokenize (default: ENCLAVE_API_KEY)" };
@@ -39,7 +49,7 @@ public static class ServeCommand
         var dummy = new Option<bool>("--dummy-weights") { Description = "Random weights from config.json (load tests without a checkpoint)" };
         var command = new Command("serve", "Serve models over an OpenAI-compatible HTTP API")
         {
-            model, host, port, apiKey, noAuth, redis, database, device, threads, maxNumSeqs, maxBatched, kvMemory, gpuMemory, maxWaiting, maxModelLen, noPrefixCaching, plainLogs, dummy,
+            model, embeddingModel, rerankModel, maxBatchTokens, host, port, apiKey, noAuth, redis, database, device, threads, maxNumSeqs, maxBatched, kvMemory, gpuMemory, maxWaiting, maxModelLen, noPrefixCaching, plainLogs, dummy,
         };
         command.SetAction(async (result, cancellationToken) =>
         {
@@ -71,9 +81,26 @@ public static class ServeCommand
                 options.Models.Add(ModelSpec.Parse(m));
             }
 
+            foreach (var m in result.GetValue(embeddingModel) ?? [])
+            {
+                options.EmbeddingModels.Add(ModelSpec.Parse(m));
+            }
+
+            foreach (var m in result.GetValue(rerankModel) ?? [])
+            {
+                options.RerankModels.Add(ModelSpec.Parse(m));
+            }
+
+            options.Encoders = new Enclave.Engine.Embeddings.EncoderOptions { MaxBatchTokens = result.GetValue(maxBatchTokens) };
+
             configure?.Invoke(options);
             try
             {
+                if (options.Models.Count + options.EmbeddingModels.Count + options.RerankModels.Count == 0)
+                {
+                    throw new ArgumentException("nothing to serve: give at least one --model, --embedding-model or --rerank-model");
+                }
+
                 options.Validate();
             }
             catch (ArgumentException e)

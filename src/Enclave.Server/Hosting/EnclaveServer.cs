@@ -170,7 +170,7 @@ public sealed class EnclaveServer : IAsyncDisposable
             app.Use(async (ctx, next) =>
             {
                 var path = ctx.Request.Path;
-                var guarded = path.StartsWithSegments("/v1") || path.StartsWithSegments("/tokenize") || path.StartsWithSegments("/detokenize");
+                var guarded = path.StartsWithSegments("/v1") || path.StartsWithSegments("/tokenize") || path.StartsWithSegments("/detokenize") || path.StartsWithSegments("/rerank");
                 if (guarded && !System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(
                         System.Text.Encoding.UTF8.GetBytes(ctx.Request.Headers.Authorization.ToString()), System.Text.Encoding.UTF8.GetBytes(expected)))
                 {
@@ -190,6 +190,11 @@ public sealed class EnclaveServer : IAsyncDisposable
             foreach (var e in catalog.Entries)
             {
                 models[e.Name] = e.Model is not null ? "ready" : e.Error is not null ? "failed" : "loading";
+            }
+
+            foreach (var e in catalog.Encoders)
+            {
+                models[e.Name] = e.Ready ? "ready" : e.Error is not null ? "failed" : "loading";
             }
 
             ctx.Response.StatusCode = catalog.AllReady ? 200 : 503;

@@ -25,6 +25,15 @@ public sealed class ServerOptions
 {
     public List<ModelSpec> Models { get; } = [];
 
+    /// <summary>Embedding models (BertModel, XLMRobertaModel) served at /v1/embeddings.</summary>
+    public List<ModelSpec> EmbeddingModels { get; } = [];
+
+    /// <summary>Cross-encoder rerankers (XLMRobertaForSequenceClassification) served at /v1/rerank.</summary>
+    public List<ModelSpec> RerankModels { get; } = [];
+
+    /// <summary>Batch limits of the embedding and rerank models.</summary>
+    public Enclave.Engine.Embeddings.EncoderOptions Encoders { get; set; } = new();
+
     public string Host { get; set; } = "127.0.0.1";
 
     /// <summary>0 picks a free port (tests).</summary>

@@ -23,6 +23,14 @@ internal static class BackendOpCases
 
     public static IReadOnlyCollection<string> Names => Table.Keys;
 
+    /// <summary>The encoder ops (embedding and rerank models), which have CPU and reference kernels only so far.</summary>
+    public static readonly string[] EncoderOpPrefixes = ["gather_embedding/", "layernorm/", "gelu/", "tanh/", "bidirectional_attention/"];
+
+    public static bool IsEncoderOp(string name) => EncoderOpPrefixes.Any(p => name.StartsWith(p, StringComparison.Ordinal));
+
+    /// <summary>The cases the CUDA backend has kernels for: neither quantized weights nor encoder ops yet.</summary>
+    public static IReadOnlyCollection<string> CudaNames => [.. Table.Keys.Where(n => !IsEncoderOp(n) && !n.StartsWith("quantized_", StringComparison.Ordinal))];
+
     /// <summary>Runs one case on <paramref name="candidate"/> and on <paramref name="reference"/> and compares every output.</summary>
     public static Result Run(string name, IBackend candidate, IBackend reference, double? tolerance = null)
     {
@@ -79,6 +87,7 @@ internal static class BackendOpCases
                 cases[$"matmul/{d}/t{tokens}/70to33+bias"] = (b => MatMul(b, dtype, tokens, 70, 33, true), 1e-5);
             }
 
+            cases[$"gather_embedding/{d}/rows41x70/t9"] = (b => GatherEmbedding(b, dtype, 41, 70, 9), 0);
             cases[$"matmul/{d}/t1/2056to19"] = (b => MatMul(b, dtype, 1, 2056, 19, false), 1e-5);
             cases[$"matmul/{d}/t2/3080to130+bias"] = (b => MatMul(b, dtype, 2, 3080, 130, true), 1e-5);
         }
@@ -121,7 +130,74 @@ internal static class BackendOpCases
         cases["attention/gqa7/d64/bs5/long-prefill"] = (b => Attention(b, 7, 1, 64, 5, [(61, 61), (2, 70)]), 1e-5);
         cases["attention/gqa4/d128/bs16/split-decode"] = (b => Attention(b, 8, 2, 128, 16, [(1, 700), (1, 129), (2, 300)]), 1e-5);
         cases["attention/gqa2/d30/bs3/odd-dim"] = (b => Attention(b, 4, 2, 30, 3, [(4, 4), (1, 9), (3, 40)]), 1e-5);
+        cases["layernorm/3x1000"] = (b => LayerNorm(b, 3, 1000, inPlace: false), 1e-5);
+        cases["layernorm/in-place/7x333"] = (b => LayerNorm(b, 7, 333, inPlace: true), 1e-5);
+        cases["gelu/1001"] = (b => Activation(b, 1001, gelu: true), 1e-6);
+        cases["gelu/40000"] = (b => Activation(b, 40000, gelu: true), 1e-6);
+        cases["tanh/1001"] = (b => Activation(b, 1001, gelu: false), 1e-6);
+        cases["bidirectional_attention/h4/d16/lengths-1-7-130"] = (b => BidirectionalAttention(b, 4, 16, [1, 7, 130]), 1e-5);
+        cases["bidirectional_attention/h3/d40/empty-and-odd"] = (b => BidirectionalAttention(b, 3, 40, [5, 0, 33, 2]), 1e-5);
         return cases;
+    }
+
+    private static float[][] GatherEmbedding(IBackend b, DType dtype, int rows, int n, int count)
+    {
+        var random = new Random(rows + n);
+        using var table = Weight(b, dtype, Values(random, rows * n), rows, n);
+        var ids = Enumerable.Range(0, count).Select(_ => random.Next(rows)).ToArray();
+        ids[0] = rows - 1;
+        using var output = Poisoned(b, count, n);
+        b.GatherEmbedding(table, ids, output);
+        return [Read(b, output)];
+    }
+
+    private static float[][] LayerNorm(IBackend b, int rows, int n, bool inPlace)
+    {
+        var random = new Random((rows * 17) + n);
+        using var weight = F32(b, Values(random, n, 2f), n);
+        using var bias = F32(b, Values(random, n), n);
+        // A large common offset checks that the variance is taken around the mean, not from E[x²] - mean².
+        using var x = F32(b, Values(random, rows * n, 3f).Select(v => v + 40f).ToArray(), rows, n);
+        using var output = inPlace ? null : Poisoned(b, rows, n);
+        var target = output ?? x;
+        b.LayerNorm(x, weight, bias, 1e-12f, target);
+        return [Read(b, target)];
+    }
+
+    private static float[][] Activation(IBackend b, int n, bool gelu)
+    {
+        var random = new Random(n + 3);
+        using var x = F32(b, Values(random, n, 7f), n);
+        using var output = Poisoned(b, n);
+        if (gelu)
+        {
+            b.Gelu(x, output);
+        }
+        else
+        {
+            b.Tanh(x, output);
+        }
+
+        return [Read(b, output)];
+    }
+
+    /// <summary>Packed sequences of the given lengths (0 allowed); each must see only its own keys.</summary>
+    private static float[][] BidirectionalAttention(IBackend b, int heads, int headDim, int[] lengths)
+    {
+        var random = new Random((heads * 7) + headDim);
+        var tokens = lengths.Sum();
+        var starts = new int[lengths.Length + 1];
+        for (var s = 0; s < lengths.Length; s++)
+        {
+            starts[s + 1] = starts[s] + lengths[s];
+        }
+
+        using var q = F32(b, Values(random, tokens * heads * headDim, 2f), tokens, heads, headDim);
+        using var k = F32(b, Values(random, tokens * heads * headDim, 2f), tokens, heads, headDim);
+        using var v = F32(b, Values(random, tokens * heads * headDim), tokens, heads, headDim);
+        using var output = Poisoned(b, tokens, heads, headDim);
+        b.BidirectionalAttention(q, k, v, starts, 1f / MathF.Sqrt(headDim), output);
+        return [Read(b, output)];
     }
 
     private static float[] Values(Random random, int count, float magnitude = 1f)

@@ -12,8 +12,8 @@ namespace Enclave.Engine.Tests.Backends;
 /// </summary>
 public sealed class CudaBackendTests
 {
-    // Quantized (FP8/AWQ/GPTQ) weights have no CUDA kernels yet; the CUDA backend refuses them with a clear message.
-    public static TheoryData<string> Cases() => [.. BackendOpCases.Names.Where(n => !n.StartsWith("quantized_", StringComparison.Ordinal))];
+    // Quantized (FP8/AWQ/GPTQ) weights and the encoder ops have no CUDA kernels yet; the backend refuses them with a clear message.
+    public static TheoryData<string> Cases() => [.. BackendOpCases.CudaNames];
 
     public static TheoryData<string> AllCases() => [.. BackendOpCases.Names];
 
@@ -59,6 +59,18 @@ public sealed class CudaBackendTests
         finally
         {
             Directory.Delete(directory, recursive: true);
+        }
+    }
+
+    [CudaFact]
+    public void Encoder_ops_say_plainly_that_cuda_lacks_them()
+    {
+        using var cuda = new CudaBackend();
+        using var reference = new ReferenceBackend();
+        foreach (var name in BackendOpCases.Names.Where(BackendOpCases.IsEncoderOp))
+        {
+            var error = Assert.Throws<NotSupportedException>(() => BackendOpCases.Run(name, cuda, reference));
+            Assert.Contains("--device cpu", error.Message, StringComparison.Ordinal);
         }
     }
 

@@ -34,8 +34,19 @@ public sealed class LoadErrorTests
     }
 
     [Theory]
-    [InlineData("Unigram")]
-    [InlineData("WordPiece")]
+    [InlineData("Unigram", "vocab")]
+    [InlineData("WordPiece", "unk_token")]
+    public void Encoder_model_with_a_bpe_body_is_rejected_with_what_is_missing(string type, string missing)
+    {
+        using var dir = new TempDirectory();
+        dir.Write("tokenizer.json", ByteLevelBpeTests.Json().Replace("\"type\":\"BPE\"", $"\"type\":\"{type}\"", StringComparison.Ordinal));
+        var e = Assert.Throws<InvalidDataException>(() => HfTokenizer.FromDirectory(dir.Path));
+        Assert.Contains(type, e.Message);
+        Assert.Contains(missing, e.Message);
+        Assert.Contains("tokenizer.json", e.Message);
+    }
+
+    [Theory]
     [InlineData("SomethingNew")]
     public void Unknown_model_type_is_rejected_by_name(string type)
     {

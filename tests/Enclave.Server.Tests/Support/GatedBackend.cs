@@ -61,6 +61,17 @@ public sealed class GatedBackend : IBackend
 
     public void GatherLogitRows(DeviceTensor x, ForwardBatch batch, DeviceTensor output) => inner.GatherLogitRows(x, batch, output);
 
+    public void GatherEmbedding(DeviceTensor table, int[] ids, DeviceTensor output) => inner.GatherEmbedding(table, ids, output);
+
+    public void LayerNorm(DeviceTensor x, DeviceTensor weight, DeviceTensor bias, float eps, DeviceTensor output) => inner.LayerNorm(x, weight, bias, eps, output);
+
+    public void Gelu(DeviceTensor x, DeviceTensor output) => inner.Gelu(x, output);
+
+    public void Tanh(DeviceTensor x, DeviceTensor output) => inner.Tanh(x, output);
+
+    public void BidirectionalAttention(DeviceTensor q, DeviceTensor k, DeviceTensor v, int[] sequenceStarts, float scale, DeviceTensor output) =>
+        inner.BidirectionalAttention(q, k, v, sequenceStarts, scale, output);
+
     public void Dispose()
     {
         open.Set();

@@ -238,7 +238,7 @@ internal static unsafe class CpuAttention
         job.Sequences = [];
     }
 
-    private static float Dot<TS, TV>(float* a, float* b, int n)
+    internal static float Dot<TS, TV>(float* a, float* b, int n)
         where TS : ISimd<TV>
         where TV : struct
     {
@@ -264,7 +264,7 @@ internal static unsafe class CpuAttention
         return sum;
     }
 
-    private static void Axpy<TS, TV>(float alpha, float* x, float* y, int n)
+    internal static void Axpy<TS, TV>(float alpha, float* x, float* y, int n)
         where TS : ISimd<TV>
         where TV : struct
     {
@@ -281,7 +281,7 @@ internal static unsafe class CpuAttention
         }
     }
 
-    private static void ScaleInPlace<TS, TV>(float* x, float factor, int n)
+    internal static void ScaleInPlace<TS, TV>(float* x, float factor, int n)
         where TS : ISimd<TV>
         where TV : struct
     {

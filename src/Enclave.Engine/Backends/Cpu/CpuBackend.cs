@@ -20,6 +20,10 @@ public sealed class CpuBackend : IBackend
     private readonly CpuAttention.Job _attention = new();
     private readonly CpuHeadMatMul.Job _headMatMul = new();
     private readonly CpuLatentAttention.Job _latentAttention = new();
+    private readonly CpuLayerNorm.Job _layerNorm = new();
+    private readonly CpuGelu.Job _gelu = new();
+    private readonly CpuTanh.Job _tanh = new();
+    private readonly CpuBidirectionalAttention.Job _bidirectionalAttention = new();
     private int[] _tokenSequence = new int[64];
     private bool _disposed;
 
@@ -145,6 +149,21 @@ public sealed class CpuBackend : IBackend
 
     public void ScatterAddRows(DeviceTensor x, int[] rows, float[] weights, DeviceTensor output) =>
         CpuRows.ScatterAdd(Cpu(x), rows, weights, Cpu(output));
+
+    public void GatherEmbedding(DeviceTensor table, int[] ids, DeviceTensor output) =>
+        CpuEmbedding.Embedding(_width, Cpu(table), ids, Cpu(output));
+
+    public void LayerNorm(DeviceTensor x, DeviceTensor weight, DeviceTensor bias, float eps, DeviceTensor output) =>
+        CpuLayerNorm.Run(_pool, _layerNorm, _width, Cpu(x), Cpu(weight), Cpu(bias), eps, Cpu(output));
+
+    public void Gelu(DeviceTensor x, DeviceTensor output) =>
+        CpuGelu.Run(_pool, _gelu, _width, Cpu(x), Cpu(output));
+
+    public void Tanh(DeviceTensor x, DeviceTensor output) =>
+        CpuTanh.Run(_pool, _tanh, _width, Cpu(x), Cpu(output));
+
+    public void BidirectionalAttention(DeviceTensor q, DeviceTensor k, DeviceTensor v, int[] sequenceStarts, float scale, DeviceTensor output) =>
+        CpuBidirectionalAttention.Run(_pool, _bidirectionalAttention, _width, Cpu(q), Cpu(k), Cpu(v), sequenceStarts, scale, Cpu(output));
 
     public void Dispose()
     {

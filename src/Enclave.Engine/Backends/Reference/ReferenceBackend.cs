@@ -465,6 +465,125 @@ public sealed class ReferenceBackend : IBackend
         }
     }
 
+    public void GatherEmbedding(DeviceTensor table, int[] ids, DeviceTensor output)
+    {
+        var w = (HostTensor)table;
+        var o = (HostTensor)output;
+        var n = w.Columns;
+        for (var t = 0; t < ids.Length; t++)
+        {
+            if ((uint)ids[t] >= (uint)table.Shape[0])
+            {
+                throw new ArgumentOutOfRangeException(nameof(ids), $"id {ids[t]} outside a table of {table.Shape[0]} rows");
+            }
+
+            w.Span.Slice(ids[t] * n, n).CopyTo(o.Span.Slice(t * n, n));
+        }
+    }
+
+    public void LayerNorm(DeviceTensor x, DeviceTensor weight, DeviceTensor bias, float eps, DeviceTensor output)
+    {
+        var xs = ((HostTensor)x).Span;
+        var w = ((HostTensor)weight).Span;
+        var b = ((HostTensor)bias).Span;
+        var o = ((HostTensor)output).Span;
+        var n = x.Columns;
+        for (var r = 0; r < x.Rows; r++)
+        {
+            var row = xs.Slice((int)(r * n), n);
+            double mean = 0;
+            foreach (var v in row)
+            {
+                mean += v;
+            }
+
+            mean /= n;
+            double variance = 0;
+            foreach (var v in row)
+            {
+                variance += (v - mean) * (v - mean);
+            }
+
+            variance /= n;
+            var inv = 1.0 / Math.Sqrt(variance + eps);
+            for (var i = 0; i < n; i++)
+            {
+                o[(int)(r * n) + i] = (float)(((row[i] - mean) * inv * w[i]) + b[i]);
+            }
+        }
+    }
+
+    public void Gelu(DeviceTensor x, DeviceTensor output)
+    {
+        var xs = ((HostTensor)x).Span;
+        var o = ((HostTensor)output).Span;
+        for (var i = 0; i < xs.Length; i++)
+        {
+            double v = xs[i];
+            o[i] = (float)(0.5 * v * (1 + DoubleErf.Erf(v / Math.Sqrt(2))));
+        }
+    }
+
+    public void Tanh(DeviceTensor x, DeviceTensor output)
+    {
+        var xs = ((HostTensor)x).Span;
+        var o = ((HostTensor)output).Span;
+        for (var i = 0; i < xs.Length; i++)
+        {
+            o[i] = (float)Math.Tanh(xs[i]);
+        }
+    }
+
+    public void BidirectionalAttention(DeviceTensor q, DeviceTensor k, DeviceTensor v, int[] sequenceStarts, float scale, DeviceTensor output)
+    {
+        var qs = ((HostTensor)q).Span;
+        var ks = ((HostTensor)k).Span;
+        var vs = ((HostTensor)v).Span;
+        var o = ((HostTensor)output).Span;
+        int heads = q.Shape[1], headDim = q.Shape[2];
+        for (var s = 0; s + 1 < sequenceStarts.Length; s++)
+        {
+            int start = sequenceStarts[s], end = sequenceStarts[s + 1];
+            var scores = new double[end - start];
+            for (var t = start; t < end; t++)
+            {
+                for (var h = 0; h < heads; h++)
+                {
+                    var max = double.NegativeInfinity;
+                    for (var j = start; j < end; j++)
+                    {
+                        double dot = 0;
+                        for (var d = 0; d < headDim; d++)
+                        {
+                            dot += (double)qs[(((t * heads) + h) * headDim) + d] * ks[(((j * heads) + h) * headDim) + d];
+                        }
+
+                        scores[j - start] = dot * scale;
+                        max = Math.Max(max, scores[j - start]);
+                    }
+
+                    double sum = 0;
+                    for (var j = 0; j < scores.Length; j++)
+                    {
+                        scores[j] = Math.Exp(scores[j] - max);
+                        sum += scores[j];
+                    }
+
+                    for (var d = 0; d < headDim; d++)
+                    {
+                        double acc = 0;
+                        for (var j = start; j < end; j++)
+                        {
+                            acc += scores[j - start] * vs[(((j * heads) + h) * headDim) + d];
+                        }
+
+                        o[(((t * heads) + h) * headDim) + d] = (float)(acc / sum);
+                    }
+                }
+            }
+        }
+    }
+
     public void Dispose()
     {
     }
