@@ -30,9 +30,11 @@ public static class ServeCommand
         var noPrefixCaching = new Option<bool>("--no-enable-prefix-caching") { Description = "Turn off automatic prefix caching" };
         var plainLogs = new Option<bool>("--plain-logs") { Description = "Human-readable log lines instead of JSON" };
         var dummy = new Option<bool>("--dummy-weights") { Description = "Random weights from config.json (load tests without a checkpoint)" };
+        var otlpEndpoint = new Option<string?>("--otlp-endpoint") { Description = "Send request traces to this OTLP collector, e.g. http://otel-collector:4317 (default: Enclave:Telemetry:OtlpEndpoint, then OTEL_EXPORTER_OTLP_ENDPOINT; none: no tracing)" };
+        var otlpProtocol = new Option<string>("--otlp-protocol") { Description = "grpc (port 4317) or http/protobuf (port 4318)", DefaultValueFactory = _ => "grpc" };
         var command = new Command("serve", "Serve models over an OpenAI-compatible HTTP API")
         {
-            model, host, port, apiKey, noAuth, database, device, threads, maxNumSeqs, maxBatched, kvMemory, maxWaiting, maxModelLen, noPrefixCaching, plainLogs, dummy,
+            model, host, port, apiKey, noAuth, database, device, threads, maxNumSeqs, maxBatched, kvMemory, maxWaiting, maxModelLen, noPrefixCaching, plainLogs, dummy, otlpEndpoint, otlpProtocol,
         };
         command.SetAction(async (result, cancellationToken) =>
         {
@@ -47,6 +49,7 @@ public static class ServeCommand
                 Threads = result.GetValue(threads),
                 JsonLogs = !result.GetValue(plainLogs),
                 DummyWeights = result.GetValue(dummy),
+                OtlpProtocol = result.GetValue(otlpProtocol)!,
                 Engine = new EngineOptions
                 {
                     MaxNumSeqs = result.GetValue(maxNumSeqs),
@@ -64,6 +67,13 @@ public static class ServeCommand
 
             try
             {
+                if (result.GetValue(otlpEndpoint) is { } otlp)
+                {
+                    options.OtlpEndpoint = Uri.TryCreate(otlp, UriKind.Absolute, out var uri)
+                        ? uri
+                        : throw new ArgumentException($"--otlp-endpoint {otlp}: expected an absolute URL such as http://otel-collector:4317");
+                }
+
                 options.Validate();
             }
             catch (ArgumentException e)

@@ -1,10 +1,11 @@
 using System.Diagnostics.Metrics;
+using Enclave.Engine.Cuda.Monitoring;
 
 namespace Enclave.Server.Hosting;
 
 /// <summary>
-/// The server's instruments, on System.Diagnostics.Metrics, exported in Prometheus format by the OpenTelemetry
-/// exporter. Names follow vLLM's (so its Grafana dashboards work); what vLLM lacks is named enclave_*. Gauges and
+/// The server's instruments, on System.Diagnostics.Metrics, exported in Prometheus format by
+/// <see cref="PrometheusExporter"/>. Names follow vLLM's (so its Grafana dashboards work); what vLLM lacks is named enclave_*. Gauges and
 /// engine counters are observed from each loaded model's engine at scrape time; per-request latencies are recorded
 /// by the endpoints.
 /// </summary>
@@ -24,7 +25,7 @@ public sealed class ServerMetrics : IDisposable
     private readonly Histogram<double> promptTokens;
     private readonly Histogram<double> generationTokens;
 
-    public ServerMetrics(ModelCatalog catalog)
+    public ServerMetrics(ModelCatalog catalog, IGpuSampleSource? gpus = null)
     {
         // One meter per server instance, so several servers in one process (tests) never mix their numbers.
         MeterName = "Enclave.Server." + Guid.NewGuid().ToString("N")[..12];
@@ -55,6 +56,7 @@ public sealed class ServerMetrics : IDisposable
         meter.CreateObservableCounter("enclave_engine_steps_total", () => PerModel(s => s.Steps), description: "Engine steps (forward passes) run.");
         meter.CreateObservableGauge("enclave_model_ready", () => catalog.Entries.Select(e => new Measurement<int>(e.Model is null ? 0 : 1, new KeyValuePair<string, object?>("model_name", e.Name))), description: "1 once the model is loaded.");
 
+        Gpus = GpuMetrics.TryRegister(meter, gpus);
         success = meter.CreateCounter<long>("vllm:request_success_total", description: "Finished requests by finish reason.");
         aborted = meter.CreateCounter<long>("enclave_requests_aborted_total", description: "Requests cancelled before they finished (client disconnect).");
         rejected = meter.CreateCounter<long>("enclave_requests_rejected_total", description: "Requests refused, by HTTP status.");
@@ -67,6 +69,9 @@ public sealed class ServerMetrics : IDisposable
     }
 
     public string MeterName { get; }
+
+    /// <summary>The per-GPU instruments; null on a host without a GPU to read (no enclave_gpu_* series then).</summary>
+    public GpuMetrics? Gpus { get; }
 
     public Meter Meter => meter;
 

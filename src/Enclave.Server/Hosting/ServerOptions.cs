@@ -64,6 +64,16 @@ public sealed class ServerOptions
             throw new ArgumentException("--no-auth and --api-key (or ENCLAVE_API_KEY) exclude each other: choose one");
         }
 
+        if (OtlpProtocol is not ("grpc" or "http/protobuf"))
+        {
+            throw new ArgumentException($"--otlp-protocol {OtlpProtocol}: expected grpc or http/protobuf");
+        }
+
+        if (OtlpEndpoint is { } otlp && !(otlp.IsAbsoluteUri && otlp.Scheme is "http" or "https"))
+        {
+            throw new ArgumentException($"--otlp-endpoint {otlp}: expected an absolute http:// or https:// URL such as http://otel-collector:4317");
+        }
+
         if (NoAuth && !IsLoopback(Host))
         {
             throw new ArgumentException($"--no-auth is only allowed when listening on a loopback host (127.0.0.1, ::1 or localhost), not '{Host}': without authentication anyone who can reach the port could use the models");
@@ -94,4 +104,22 @@ public sealed class ServerOptions
 
     /// <summary>Build random weights from config.json instead of loading safetensors (benchmarks).</summary>
     public bool DummyWeights { get; set; }
+
+    /// <summary>
+    /// Where GPU readings for /metrics come from; null probes NVML (no GPU series on a host without one). Tests pass
+    /// their own readings.
+    /// </summary>
+    public Func<Enclave.Engine.Cuda.Monitoring.IGpuSampleSource?>? GpuSamples { get; set; }
+
+    /// <summary>
+    /// OTLP collector for request traces (e.g. http://otel-collector:4317); null reads <c>Enclave:Telemetry:OtlpEndpoint</c>
+    /// from configuration, then <c>OTEL_EXPORTER_OTLP_ENDPOINT</c>. Without any, no trace is recorded.
+    /// </summary>
+    public Uri? OtlpEndpoint { get; set; }
+
+    /// <summary>grpc (default, port 4317) or http/protobuf (port 4318, path /v1/traces).</summary>
+    public string OtlpProtocol { get; set; } = "grpc";
+
+    /// <summary>Further trace pipeline set-up (tests add an in-memory exporter); when set, tracing is on even without an endpoint.</summary>
+    public Action<OpenTelemetry.Trace.TracerProviderBuilder>? ConfigureTracing { get; set; }
 }
