@@ -201,6 +201,14 @@ public sealed class EnclaveServer : IAsyncDisposable
                     span.SetTag("error.type", log.Error);
                 }
 
+                if (!IsProbe(ctx.Request.Path))
+                {
+                    var route = ctx.GetEndpoint() is Microsoft.AspNetCore.Routing.RouteEndpoint { RoutePattern.RawText: { } raw } && !raw.StartsWith("{*", StringComparison.Ordinal)
+                        ? "/" + raw.TrimStart('/')
+                        : "other";
+                    metrics.Responded(route, status);
+                }
+
                 if (ctx.Request.Path != "/metrics" && ctx.Request.Path != "/health")
                 {
                     requestLogger.LogInformation(

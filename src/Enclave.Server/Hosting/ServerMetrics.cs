@@ -18,6 +18,7 @@ public sealed class ServerMetrics : IDisposable
     private readonly Counter<long> success;
     private readonly Counter<long> aborted;
     private readonly Counter<long> rejected;
+    private readonly Counter<long> httpRequests;
     private readonly Histogram<double> timeToFirstToken;
     private readonly Histogram<double> interToken;
     private readonly Histogram<double> timePerOutputToken;
@@ -60,6 +61,7 @@ public sealed class ServerMetrics : IDisposable
         success = meter.CreateCounter<long>("vllm:request_success_total", description: "Finished requests by finish reason.");
         aborted = meter.CreateCounter<long>("enclave_requests_aborted_total", description: "Requests cancelled before they finished (client disconnect).");
         rejected = meter.CreateCounter<long>("enclave_requests_rejected_total", description: "Requests refused, by HTTP status.");
+        httpRequests = meter.CreateCounter<long>("enclave_http_requests_total", description: "API responses by route and status code (probes and /metrics excluded): the base of availability and error-rate alerts.");
         timeToFirstToken = Histogram("vllm:time_to_first_token_seconds", "Time to the first generated token.", LatencyBuckets);
         interToken = Histogram("vllm:inter_token_latency_seconds", "Time between consecutive generated tokens.", LatencyBuckets);
         timePerOutputToken = Histogram("vllm:time_per_output_token_seconds", "Mean time per output token after the first, per request.", LatencyBuckets);
@@ -99,6 +101,10 @@ public sealed class ServerMetrics : IDisposable
     }
 
     public void Aborted(string model) => aborted.Add(1, Model(model));
+
+    /// <summary>Counts one API response; <paramref name="route"/> is the endpoint's route pattern, so its cardinality is bounded.</summary>
+    public void Responded(string route, int status) =>
+        httpRequests.Add(1, new KeyValuePair<string, object?>("route", route), new KeyValuePair<string, object?>("code", status));
 
     public void Rejected(int status) => rejected.Add(1, new KeyValuePair<string, object?>("status", status));
 
