@@ -12,7 +12,6 @@ public static class ServeCommand
         var model = new Option<string[]>("--model", "-m")
         {
             Description = "Model to serve as [NAME=]DIR (repeatable); NAME defaults to the folder name",
-            Required = true,
             AllowMultipleArgumentsPerToken = false,
         };
         var host = new Option<string>("--host") { Description = "Address to listen on", DefaultValueFactory = _ => "127.0.0.1" };
@@ -31,10 +30,12 @@ public static class ServeCommand
         var plainLogs = new Option<bool>("--plain-logs") { Description = "Human-readable log lines instead of JSON" };
         var dummy = new Option<bool>("--dummy-weights") { Description = "Random weights from config.json (load tests without a checkpoint)" };
         var otlpEndpoint = new Option<string?>("--otlp-endpoint") { Description = "Send request traces to this OTLP collector, e.g. http://otel-collector:4317 (default: Enclave:Telemetry:OtlpEndpoint, then OTEL_EXPORTER_OTLP_ENDPOINT; none: no tracing)" };
+        var upstream = new Option<string?>("--upstream") { Description = "Gateway only: load no model, forward authorised /v1 calls to this engine server (started with --api-key), e.g. http://enclave-engine:8000" };
+        var upstreamKey = new Option<string?>("--upstream-api-key") { Description = "The engine's static key sent upstream (default: ENCLAVE_UPSTREAM_API_KEY)" };
         var otlpProtocol = new Option<string>("--otlp-protocol") { Description = "grpc (port 4317) or http/protobuf (port 4318)", DefaultValueFactory = _ => "grpc" };
         var command = new Command("serve", "Serve models over an OpenAI-compatible HTTP API")
         {
-            model, host, port, apiKey, noAuth, database, device, threads, maxNumSeqs, maxBatched, kvMemory, maxWaiting, maxModelLen, noPrefixCaching, plainLogs, dummy, otlpEndpoint, otlpProtocol,
+            model, host, port, apiKey, noAuth, database, device, threads, maxNumSeqs, maxBatched, kvMemory, maxWaiting, maxModelLen, noPrefixCaching, plainLogs, dummy, otlpEndpoint, otlpProtocol, upstream, upstreamKey,
         };
         command.SetAction(async (result, cancellationToken) =>
         {
@@ -50,6 +51,7 @@ public static class ServeCommand
                 JsonLogs = !result.GetValue(plainLogs),
                 DummyWeights = result.GetValue(dummy),
                 OtlpProtocol = result.GetValue(otlpProtocol)!,
+                UpstreamApiKey = result.GetValue(upstreamKey) ?? Environment.GetEnvironmentVariable("ENCLAVE_UPSTREAM_API_KEY"),
                 Engine = new EngineOptions
                 {
                     MaxNumSeqs = result.GetValue(maxNumSeqs),
@@ -72,6 +74,13 @@ public static class ServeCommand
                     options.OtlpEndpoint = Uri.TryCreate(otlp, UriKind.Absolute, out var uri)
                         ? uri
                         : throw new ArgumentException($"--otlp-endpoint {otlp}: expected an absolute URL such as http://otel-collector:4317");
+                }
+
+                if (result.GetValue(upstream) is { } engine)
+                {
+                    options.Upstream = Uri.TryCreate(engine, UriKind.Absolute, out var engineUri)
+                        ? engineUri
+                        : throw new ArgumentException($"--upstream {engine}: expected the engine's base URL, e.g. http://enclave-engine:8000");
                 }
 
                 options.Validate();

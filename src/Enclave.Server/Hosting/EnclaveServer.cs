@@ -145,6 +145,11 @@ public sealed class EnclaveServer : IAsyncDisposable
         }
 
         var exporter = new PrometheusExporter(metrics.Meter);
+        if (options.Upstream is not null)
+        {
+            builder.Services.AddHttpForwarder();
+            builder.Services.AddHttpClient(nameof(UpstreamForwarding));
+        }
         var otlpEndpoint = options.OtlpEndpoint
             ?? (builder.Configuration["Enclave:Telemetry:OtlpEndpoint"] is { Length: > 0 } configured ? new Uri(configured) : null);
         var otlpFromEnvironment = !string.IsNullOrEmpty(Environment.GetEnvironmentVariable("OTEL_EXPORTER_OTLP_ENDPOINT"));
@@ -245,6 +250,36 @@ public sealed class EnclaveServer : IAsyncDisposable
         }
 
         app.MapGet("/health", () => Results.Ok()).AllowGatewayAnonymous();
+        if (options.Upstream is { } upstream)
+        {
+            UpstreamForwarding.Map(app, upstream, options.UpstreamApiKey);
+        }
+        else
+        {
+            MapLocalReady(app, catalog);
+            new OpenAiApi(catalog, metrics, options, serverLogger).Map(app);
+        }
+
+        app.MapGet("/metrics", () => Results.Text(exporter.Render(), "text/plain; version=0.0.4; charset=utf-8")).AllowGatewayAnonymous();
+        if (options.UsesGateway)
+        {
+            app.MapEnclaveGatewayAdmin();
+        }
+
+        app.MapFallback(ctx => OpenAiApi.WriteError(ctx, new ApiException(404, $"no route for {ctx.Request.Method} {ctx.Request.Path}", null, "not_found")));
+        await app.StartAsync(cancellationToken);
+        var loading = catalog.LoadAllAsync();
+        var server = new EnclaveServer(app, catalog, metrics, exporter, loading);
+        var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        server.Address = new Uri(address.Replace("[::]", "127.0.0.1", StringComparison.Ordinal));
+        _ = loading.ContinueWith(
+            _ => serverLogger.LogInformation("listening on http://{Host}:{Port}", options.Host, server.Address.Port.ToString(CultureInfo.InvariantCulture)),
+            TaskScheduler.Default);
+        return server;
+    }
+
+    /// <summary>/ready: 200 once every model has loaded, else 503 with each model's state and Retry-After.</summary>
+    private static void MapLocalReady(WebApplication app, ModelCatalog catalog) =>
         app.MapGet("/ready", async ctx =>
         {
             var models = new JsonObject();
@@ -262,25 +297,6 @@ public sealed class EnclaveServer : IAsyncDisposable
             ctx.Response.ContentType = "application/json";
             await ctx.Response.WriteAsync(new JsonObject { ["status"] = catalog.AllReady ? "ready" : "loading", ["models"] = models }.ToJsonString());
         }).AllowGatewayAnonymous();
-        app.MapGet("/metrics", () => Results.Text(exporter.Render(), "text/plain; version=0.0.4; charset=utf-8")).AllowGatewayAnonymous();
-        new OpenAiApi(catalog, metrics, options, serverLogger).Map(app);
-        if (options.UsesGateway)
-        {
-            app.MapEnclaveGatewayAdmin();
-        }
-
-        app.MapFallback(ctx => OpenAiApi.WriteError(ctx, new ApiException(404, $"no route for {ctx.Request.Method} {ctx.Request.Path}", null, "not_found")));
-
-        await app.StartAsync(cancellationToken);
-        var loading = catalog.LoadAllAsync();
-        var server = new EnclaveServer(app, catalog, metrics, exporter, loading);
-        var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-        server.Address = new Uri(address.Replace("[::]", "127.0.0.1", StringComparison.Ordinal));
-        _ = loading.ContinueWith(
-            _ => serverLogger.LogInformation("listening on http://{Host}:{Port}", options.Host, server.Address.Port.ToString(CultureInfo.InvariantCulture)),
-            TaskScheduler.Default);
-        return server;
-    }
 
     private static bool IsProbe(PathString path) => path == "/health" || path == "/ready" || path == "/metrics";
 

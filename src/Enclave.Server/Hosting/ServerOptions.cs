@@ -64,6 +64,28 @@ public sealed class ServerOptions
             throw new ArgumentException("--no-auth and --api-key (or ENCLAVE_API_KEY) exclude each other: choose one");
         }
 
+        if (Upstream is { } upstream)
+        {
+            if (Models.Count > 0)
+            {
+                throw new ArgumentException("--upstream and --model exclude each other: a gateway-only server forwards to the engine that serves the models");
+            }
+
+            if (!upstream.IsAbsoluteUri || upstream.Scheme is not ("http" or "https"))
+            {
+                throw new ArgumentException($"--upstream {upstream}: expected the engine's http:// or https:// base URL, e.g. http://enclave-engine:8000");
+            }
+
+            if (!UsesGateway)
+            {
+                throw new ArgumentException("--upstream runs the gateway in front of an engine: it cannot be combined with --no-auth or --api-key");
+            }
+        }
+        else if (Models.Count == 0)
+        {
+            throw new ArgumentException("nothing to serve: give --model [NAME=]DIR (repeatable), or --upstream URL for a gateway in front of an engine");
+        }
+
         if (OtlpProtocol is not ("grpc" or "http/protobuf"))
         {
             throw new ArgumentException($"--otlp-protocol {OtlpProtocol}: expected grpc or http/protobuf");
@@ -104,6 +126,15 @@ public sealed class ServerOptions
 
     /// <summary>Build random weights from config.json instead of loading safetensors (benchmarks).</summary>
     public bool DummyWeights { get; set; }
+
+    /// <summary>
+    /// Gateway-only mode: no model is loaded here; /v1, /tokenize and /detokenize pass the gateway (keys, roles,
+    /// limits, audit) and are forwarded to this engine server (an <c>enclave serve --api-key</c> elsewhere).
+    /// </summary>
+    public Uri? Upstream { get; set; }
+
+    /// <summary>The upstream engine's static key, sent instead of the caller's gateway key (which never leaves the gateway).</summary>
+    public string? UpstreamApiKey { get; set; }
 
     /// <summary>
     /// Where GPU readings for /metrics come from; null probes NVML (no GPU series on a host without one). Tests pass
