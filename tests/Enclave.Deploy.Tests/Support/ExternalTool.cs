@@ -115,3 +115,15 @@ public sealed class HelmFactAttribute : FactAttribute
         }
     }
 }
+
+/// <summary>A fact skipped where systemd-analyze is missing (it is part of Debian's systemd package).</summary>
+public sealed class SystemdAnalyzeFactAttribute : FactAttribute
+{
+    public SystemdAnalyzeFactAttribute()
+    {
+        if (ExternalTool.SystemdAnalyze is null)
+        {
+            Skip = "systemd-analyze not found: install the Debian package systemd";
+        }
+    }
+}
