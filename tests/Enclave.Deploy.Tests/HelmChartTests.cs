@@ -98,6 +98,8 @@ public sealed class HelmChartTests
             Assert.DoesNotContain("models", mounts.Keys);
             Assert.Equal("engine-api-key", Assert.Single(container.Env, e => e.Name == "ENCLAVE_UPSTREAM_API_KEY").ValueFrom.SecretKeyRef.Key);
             Assert.Equal("enclave-database", Assert.Single(container.Env, e => e.Name == "Enclave__Gateway__Database").ValueFrom.SecretKeyRef.Name);
+            Assert.Equal("/etc/enclave/keys/audit-ed25519.key", Assert.Single(container.Env, e => e.Name == "Enclave__Gateway__AuditSigningKeyFile").Value);
+            Assert.Equal("/etc/enclave/keys", mounts["keys"].MountPath);
             Assert.Empty(claims);
         }
         else
@@ -118,6 +120,7 @@ public sealed class HelmChartTests
         {
             Assert.Equal("engine-api-key", Assert.Single(container.Env, e => e.Name == "ENCLAVE_API_KEY").ValueFrom.SecretKeyRef.Key);
             Assert.NotNull(volumes["data"].EmptyDir);
+            Assert.DoesNotContain(container.Env, e => e.Name.StartsWith("Enclave__Gateway__", StringComparison.Ordinal));
         }
 
         if (role == "all-in-one")
