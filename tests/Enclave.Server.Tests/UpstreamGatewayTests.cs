@@ -169,6 +169,13 @@ public sealed class UpstreamGatewayTests : IAsyncLifetime
         withModel.Models.Add(new ModelSpec("tiny-qwen3", Fixtures.Model("tiny-qwen3")));
         Assert.Contains("exclude each other", Assert.Throws<ArgumentException>(withModel.Validate).Message, StringComparison.Ordinal);
         Assert.Contains("--no-auth", Assert.Throws<ArgumentException>(new ServerOptions { Upstream = new Uri("http://engine:8000"), NoAuth = true }.Validate).Message, StringComparison.Ordinal);
-        Assert.Contains("nothing to serve", Assert.Throws<ArgumentException>(new ServerOptions().Validate).Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task ServeWithoutModelOrUpstreamSaysWhatIsMissing()
+    {
+        // The reason goes to standard error; the exit code is the contract scripts rely on.
+        Assert.Equal(2, await Enclave.Server.Cli.ServeCommand.Create().Parse([]).InvokeAsync());
+        Assert.Equal(2, await Enclave.Server.Cli.ServeCommand.Create().Parse(["--upstream", "engine:8000"]).InvokeAsync());
     }
 }

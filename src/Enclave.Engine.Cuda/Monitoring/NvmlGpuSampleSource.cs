@@ -90,8 +90,7 @@ public sealed unsafe class NvmlGpuSampleSource : IGpuSampleSource
             var (handle, uuid, name) = devices[i];
             Nvml.Utilization utilization;
             var haveUtilization = nvml.DeviceGetUtilizationRates(handle, &utilization) == Nvml.Success;
-            Nvml.Memory memory;
-            var haveMemory = nvml.DeviceGetMemoryInfo(handle, &memory) == Nvml.Success;
+            var (haveMemory, memoryUsed, memoryTotal) = Memory(handle);
             uint temperature;
             var haveTemperature = nvml.DeviceGetTemperature(handle, Nvml.TemperatureGpu, &temperature) == Nvml.Success;
             uint milliwatts;
@@ -117,8 +116,8 @@ public sealed unsafe class NvmlGpuSampleSource : IGpuSampleSource
                 i, uuid, name,
                 haveUtilization ? utilization.Gpu / 100.0 : null,
                 haveUtilization ? utilization.Memory / 100.0 : null,
-                haveMemory ? (long)memory.Used : null,
-                haveMemory ? (long)memory.Total : null,
+                haveMemory ? memoryUsed : null,
+                haveMemory ? memoryTotal : null,
                 haveTemperature ? temperature : null,
                 havePower ? milliwatts / 1000.0 : null,
                 haveCorrected ? (long)corrected : null,
@@ -127,5 +126,21 @@ public sealed unsafe class NvmlGpuSampleSource : IGpuSampleSource
         }
 
         return samples;
+    }
+
+    /// <summary>Used and total device memory; used excludes what the driver reserves where the driver says so.</summary>
+    private (bool Have, long Used, long Total) Memory(nint handle)
+    {
+        if (nvml.DeviceGetMemoryInfoV2 != null)
+        {
+            var v2 = new Nvml.MemoryV2 { Version = Nvml.MemoryV2.StructVersion };
+            if (nvml.DeviceGetMemoryInfoV2(handle, &v2) == Nvml.Success)
+            {
+                return (true, (long)v2.Used, (long)v2.Total);
+            }
+        }
+
+        Nvml.Memory v1;
+        return nvml.DeviceGetMemoryInfo(handle, &v1) == Nvml.Success ? (true, (long)v1.Used, (long)v1.Total) : (false, 0, 0);
     }
 }

@@ -29,6 +29,8 @@ internal sealed unsafe class Nvml
         DeviceGetUuid = (delegate* unmanaged<nint, byte*, uint, int>)NativeLibraries.Export(lib, L, "nvmlDeviceGetUUID");
         DeviceGetUtilizationRates = (delegate* unmanaged<nint, Utilization*, int>)NativeLibraries.Export(lib, L, "nvmlDeviceGetUtilizationRates");
         DeviceGetMemoryInfo = (delegate* unmanaged<nint, Memory*, int>)NativeLibraries.Export(lib, L, "nvmlDeviceGetMemoryInfo");
+        // The v2 call (R510+) reports the driver's reserved memory apart from "used", as nvidia-smi does.
+        DeviceGetMemoryInfoV2 = NativeLibrary.TryGetExport(lib, "nvmlDeviceGetMemoryInfo_v2", out var memoryV2) ? (delegate* unmanaged<nint, MemoryV2*, int>)memoryV2 : null;
         DeviceGetTemperature = (delegate* unmanaged<nint, int, uint*, int>)NativeLibraries.Export(lib, L, "nvmlDeviceGetTemperature");
         DeviceGetPowerUsage = (delegate* unmanaged<nint, uint*, int>)NativeLibraries.Export(lib, L, "nvmlDeviceGetPowerUsage");
         DeviceGetTotalEccErrors = (delegate* unmanaged<nint, int, int, ulong*, int>)NativeLibraries.Export(lib, L, "nvmlDeviceGetTotalEccErrors");
@@ -53,6 +55,19 @@ internal sealed unsafe class Nvml
         public ulong Used;
     }
 
+    [StructLayout(LayoutKind.Sequential)]
+    public struct MemoryV2
+    {
+        /// <summary>nvmlMemory_v2: sizeof(nvmlMemory_v2_t) | 2 &lt;&lt; 24.</summary>
+        public const uint StructVersion = 40u | (2u << 24);
+
+        public uint Version;
+        public ulong Total;
+        public ulong Reserved;
+        public ulong Free;
+        public ulong Used;
+    }
+
     public delegate* unmanaged<int> Init { get; }
 
     private delegate* unmanaged<int, byte*> ErrorStringFunction { get; }
@@ -68,6 +83,9 @@ internal sealed unsafe class Nvml
     public delegate* unmanaged<nint, Utilization*, int> DeviceGetUtilizationRates { get; }
 
     public delegate* unmanaged<nint, Memory*, int> DeviceGetMemoryInfo { get; }
+
+    /// <summary>Null on drivers older than R510.</summary>
+    public delegate* unmanaged<nint, MemoryV2*, int> DeviceGetMemoryInfoV2 { get; }
 
     public delegate* unmanaged<nint, int, uint*, int> DeviceGetTemperature { get; }
 

@@ -83,6 +83,11 @@ public static class ServeCommand
                         : throw new ArgumentException($"--upstream {engine}: expected the engine's base URL, e.g. http://enclave-engine:8000");
                 }
 
+                if (options.Models.Count == 0 && options.Upstream is null)
+                {
+                    throw new ArgumentException("nothing to serve: give --model [NAME=]DIR (repeatable), or --upstream URL for a gateway in front of an engine");
+                }
+
                 options.Validate();
             }
             catch (ArgumentException e)

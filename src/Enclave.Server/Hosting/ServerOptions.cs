@@ -81,10 +81,6 @@ public sealed class ServerOptions
                 throw new ArgumentException("--upstream runs the gateway in front of an engine: it cannot be combined with --no-auth or --api-key");
             }
         }
-        else if (Models.Count == 0)
-        {
-            throw new ArgumentException("nothing to serve: give --model [NAME=]DIR (repeatable), or --upstream URL for a gateway in front of an engine");
-        }
 
         if (OtlpProtocol is not ("grpc" or "http/protobuf"))
         {
