@@ -12,6 +12,7 @@ namespace Enclave.Server.Tests;
 /// HTTP request span, the gateway span under it and the engine's queue, prefill and decode spans under that,
 /// carrying the model, principal and token counts.
 /// </summary>
+[Collection(TracingCollection.Name)]
 public sealed class TracingTests : IAsyncLifetime
 {
     private readonly string home = Path.Combine(Path.GetTempPath(), "enclave-trace-" + Guid.NewGuid().ToString("N"));
@@ -125,10 +126,26 @@ public sealed class TracingTests : IAsyncLifetime
     {
         Assert.True((await server.Http.GetAsync("health")).IsSuccessStatusCode);
         Assert.True((await server.Http.GetAsync("metrics")).IsSuccessStatusCode);
-        var models = await server.Http.GetAsync("v1/models"); // 401 without a key, but traced
+        using var models = await server.Http.GetAsync("v1/models"); // 401 without a key, but traced
         Assert.Equal(System.Net.HttpStatusCode.Unauthorized, models.StatusCode);
+        var requestId = Assert.Single(models.Headers.GetValues("x-request-id"));
 
-        await TraceOf(s => s.Kind == ActivityKind.Server && s.GetTagItem("url.path") as string == "/v1/models", "gateway");
+        var trace = await TraceOf(s => s.OperationName == "gateway" && (string?)s.GetTagItem("enclave.gateway.request_id") == requestId, "gateway", "GET /v1/models");
+        var gateway = Assert.Single(trace, s => s.OperationName == "gateway");
+        Assert.Equal(ActivityStatusCode.Error, gateway.Status);
+        Assert.Equal(401, gateway.GetTagItem("http.response.status_code"));
+        Assert.Equal("/v1/models", Assert.Single(trace, s => s.Kind == ActivityKind.Server).GetTagItem("url.path"));
         Assert.DoesNotContain(Snapshot(), s => s.GetTagItem("url.path") is "/health" or "/metrics");
     }
 }
+
+/// <summary>
+/// The trace listener a traced server registers is process-wide: it would also trace every other test server's
+/// requests and change their timing, so the tracing tests run on their own.
+/// </summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class TracingCollection
+{
+    public const string Name = "tracing";
+}
+
