@@ -9,13 +9,7 @@ public sealed class GpuMetricsTests
 {
     private sealed class GivenReadings(params GpuSample[] samples) : IGpuSampleSource
     {
-        public int Reads { get; private set; }
-
-        public IReadOnlyList<GpuSample> Read()
-        {
-            Reads++;
-            return samples;
-        }
+        public IReadOnlyList<GpuSample> Read() => samples;
     }
 
     private static readonly GpuSample H100 = new(
