@@ -56,5 +56,5 @@ if [ "$(as_pg "${PSQL[@]}" -d postgres -c "SELECT 1 FROM pg_database WHERE datna
 fi
 
 CONN="Host=127.0.0.1;Port=$PORT;Database=$DB_NAME;Username=$USER_NAME;Password=$PASSWORD"
-echo "ENCLAVE_TEST_POSTGRES=$CONN" > "$ENV_FILE"
+echo "ENCLAVE_TEST_POSTGRES=\"$CONN\"" > "$ENV_FILE"
 echo "$CONN"

@@ -12,6 +12,9 @@ cd "$root"
 if [[ -z "${ENCLAVE_TEST_POSTGRES:-}" && -f .ci/postgres.env ]]; then
   set -a; source .ci/postgres.env; set +a
 fi
+if [[ -z "${ENCLAVE_TEST_REDIS:-}" && -f .ci/redis.env ]]; then
+  set -a; source .ci/redis.env; set +a
+fi
 results="$root/.cache/test-results"
 rm -rf "$results"
 status=0

@@ -27,7 +27,7 @@ public sealed record CudaBackendOptions
 /// device's architecture. All work is queued on one stream; only <see cref="Download"/> waits for it.
 /// Not thread-safe: one caller drives a backend.
 /// </summary>
-public sealed unsafe class CudaBackend : IBackend
+public sealed unsafe class CudaBackend : IBackend, IDeviceMemory
 {
     /// <summary>Up to this many tokens a matrix product is a GEMV that reads each weight once for all tokens.</summary>
     public const int GemvMaxTokens = 8;
@@ -47,6 +47,10 @@ public sealed unsafe class CudaBackend : IBackend
     private int _tokens;
     private int _sequences;
     private int _logitRows;
+    private ulong _indices;
+    private long _indicesBytes;
+    private float[] _routerHost = [];
+    private float[] _biasHost = [];
     private bool _disposed;
 
     public CudaBackend(CudaBackendOptions? options = null)
@@ -139,6 +143,14 @@ public sealed unsafe class CudaBackend : IBackend
         }
 
         _ctx.Synchronize();
+    }
+
+    public (long Free, long Total) MemoryInfo()
+    {
+        Live();
+        nuint free, total;
+        _ctx.Driver.Check(_ctx.Driver.MemGetInfo(&free, &total), "cuMemGetInfo");
+        return ((long)free, (long)total);
     }
 
     /// <summary>Waits for all queued work (for timing; <see cref="Download"/> does this itself).</summary>
@@ -546,6 +558,11 @@ public sealed unsafe class CudaBackend : IBackend
             _ctx.Free(_attentionScratch);
         }
 
+        if (_indices != 0)
+        {
+            _ctx.Free(_indices);
+        }
+
         _ctx.Dispose();
     }
 
@@ -597,19 +614,219 @@ public sealed unsafe class CudaBackend : IBackend
         public override DeviceTensor SliceRows(int start, int count) => throw new NotSupportedException();
     }
 
-    // DeepSeek's latent attention and expert routing have no CUDA kernels yet: say so instead of computing wrongly.
-    private static NotSupportedException NoDeepseekKernels(string op) =>
-        new($"the CUDA backend has no {op} kernel yet, so DeepSeek (MLA/MoE) models run only on --device cpu for now");
+    // FP8/AWQ/GPTQ weights have no CUDA kernels yet: say so instead of computing wrongly.
+    public void QuantizedMatMul(DeviceTensor x, QuantizedWeight weight, DeviceTensor? bias, DeviceTensor output) =>
+        throw new NotSupportedException(
+            $"the CUDA backend has no kernel for {weight.Encoding} weights yet: FP8, AWQ and GPTQ checkpoints run only on --device cpu for now");
 
-    public void CopyColumns(DeviceTensor x, int xOffset, DeviceTensor output, int outputOffset, int count) => throw NoDeepseekKernels(nameof(CopyColumns));
+    public void CopyColumns(DeviceTensor x, int xOffset, DeviceTensor output, int outputOffset, int count)
+    {
+        var xt = Cuda(x);
+        var o = Cuda(output);
+        Require(xt, DType.F32);
+        Require(o, DType.F32);
+        int xWidth = xt.Columns, outWidth = o.Columns;
+        if (xt.Rows != o.Rows || xOffset < 0 || outputOffset < 0 || count < 0 || xOffset + count > xWidth || outputOffset + count > outWidth)
+        {
+            throw new ArgumentException($"CopyColumns: [{xOffset}, +{count}) of {xt} into [{outputOffset}, +{count}) of {o}");
+        }
 
-    public void HeadMatMul(DeviceTensor x, DeviceTensor weight, DeviceTensor output) => throw NoDeepseekKernels(nameof(HeadMatMul));
+        ulong px = xt.Pointer, po = o.Pointer;
+        var total = xt.Rows * count;
+        if (total == 0)
+        {
+            return;
+        }
 
-    public void LatentAttention(DeviceTensor q, DeviceTensor latent, DeviceTensor latentCache, ForwardBatch batch, float scale, int valueDim, DeviceTensor output) => throw NoDeepseekKernels(nameof(LatentAttention));
+        void** args = stackalloc void*[] { &px, &xWidth, &xOffset, &po, &outWidth, &outputOffset, &count, &total };
+        Launch("copy_columns.cu", "copy_columns", GridFor(total), 1, 256, args);
+    }
 
-    public void MoeRoute(DeviceTensor routerLogits, DeviceTensor? correctionBias, MoeRouting routing, Span<int> expertIds, Span<float> weights) => throw NoDeepseekKernels(nameof(MoeRoute));
+    public void HeadMatMul(DeviceTensor x, DeviceTensor weight, DeviceTensor output)
+    {
+        var xt = Cuda(x);
+        var w = Cuda(weight);
+        var o = Cuda(output);
+        foreach (var t in new[] { xt, w, o })
+        {
+            Require(t, DType.F32);
+        }
 
-    public void GatherRows(DeviceTensor x, int[] rows, DeviceTensor output) => throw NoDeepseekKernels(nameof(GatherRows));
+        int tokens = xt.Shape[0], heads = xt.Shape[1], inDim = xt.Shape[2], outDim = w.Shape[1];
+        if (w.Rank != 3 || w.Shape[0] != heads || w.Shape[2] != inDim || o.ElementCount != (long)tokens * heads * outDim)
+        {
+            throw new ArgumentException($"HeadMatMul shapes do not match: x {xt}, weight {w}, output {o}");
+        }
 
-    public void ScatterAddRows(DeviceTensor x, int[] rows, float[] weights, DeviceTensor output) => throw NoDeepseekKernels(nameof(ScatterAddRows));
+        if (tokens == 0)
+        {
+            return;
+        }
+
+        ulong px = xt.Pointer, pw = w.Pointer, po = o.Pointer;
+        void** args = stackalloc void*[] { &px, &pw, &po, &heads, &inDim, &outDim };
+        Launch("head_matmul.cu", "head_matmul", (uint)heads, (uint)tokens, 128, args);
+    }
+
+    public void LatentAttention(DeviceTensor q, DeviceTensor latent, DeviceTensor latentCache, ForwardBatch batch, float scale, int valueDim, DeviceTensor output)
+    {
+        var qt = Cuda(q);
+        var lt = Cuda(latent);
+        var cache = Cuda(latentCache);
+        var o = Cuda(output);
+        foreach (var t in new[] { qt, lt, cache, o })
+        {
+            Require(t, DType.F32);
+        }
+
+        EnsurePrepared(batch);
+        int tokens = _tokens, heads = qt.Shape[1], width = qt.Shape[2], blockSize = cache.Shape[1];
+        if (qt.Shape[0] != tokens || lt.Rows != tokens || lt.Columns != width || cache.Columns != width || valueDim > width
+            || o.ElementCount != (long)tokens * heads * valueDim)
+        {
+            throw new ArgumentException($"LatentAttention shapes do not match: q {qt}, latent {lt}, cache {cache}, output {o}, value dim {valueDim}");
+        }
+
+        if (width > 1024)
+        {
+            throw new NotSupportedException($"the CUDA latent attention kernel handles rows up to 1024 values (kv_lora_rank + rope dim), not {width}");
+        }
+
+        ulong pl = lt.Pointer, pc = cache.Pointer, slots = Meta(2 * tokens);
+        void** writeArgs = stackalloc void*[] { &pl, &pc, &slots, &tokens, &width };
+        Launch("latent_attention.cu", "latent_write", GridFor((long)tokens * width), 1, 256, writeArgs);
+
+        int s = _sequences, seqBase = (4 * tokens) + _logitRows;
+        ulong pq = qt.Pointer, po = o.Pointer, tokenSeq = Meta(3 * tokens), qStart = Meta(seqBase), qLen = Meta(seqBase + s),
+            context = Meta(seqBase + (2 * s)), tableOffset = Meta(seqBase + (3 * s)), tables = Meta(seqBase + (4 * s));
+        void** args = stackalloc void*[]
+        {
+            &pq, &pc, &po, &tokenSeq, &qStart, &qLen, &context, &tableOffset, &tables, &heads, &width, &valueDim, &blockSize, &scale,
+        };
+        Launch("latent_attention.cu", "latent_attention", (uint)heads, (uint)tokens, 128, args);
+    }
+
+    /// <summary>
+    /// Routing decides which expert weights the next kernels read, so it needs the choice on the host: the router
+    /// logits ([T, experts], a few KB) come down once and the shared host router picks, as the interface specifies.
+    /// </summary>
+    public void MoeRoute(DeviceTensor routerLogits, DeviceTensor? correctionBias, MoeRouting routing, Span<int> expertIds, Span<float> weights)
+    {
+        var lt = Cuda(routerLogits);
+        if (_routerHost.Length < lt.ElementCount)
+        {
+            _routerHost = new float[lt.ElementCount];
+        }
+
+        var logits = _routerHost.AsSpan(0, (int)lt.ElementCount);
+        Download(lt, logits);
+        var bias = Span<float>.Empty;
+        if (correctionBias is not null)
+        {
+            if (_biasHost.Length < correctionBias.ElementCount)
+            {
+                _biasHost = new float[correctionBias.ElementCount];
+            }
+
+            bias = _biasHost.AsSpan(0, (int)correctionBias.ElementCount);
+            Download(correctionBias, bias);
+        }
+
+        MoeRouter.Route(logits, bias, routing, expertIds, weights);
+    }
+
+    public void GatherRows(DeviceTensor x, int[] rows, DeviceTensor output)
+    {
+        var xt = Cuda(x);
+        var o = Cuda(output);
+        Require(xt, DType.F32);
+        Require(o, DType.F32);
+        int n = xt.Columns;
+        if (o.Columns != n || o.Rows != rows.Length)
+        {
+            throw new ArgumentException($"GatherRows: {rows.Length} rows of {xt} into {o}");
+        }
+
+        if (rows.Length == 0)
+        {
+            return;
+        }
+
+        CheckRows(rows, xt.Rows, nameof(GatherRows));
+        var indices = UploadIndices(rows, null);
+        ulong px = xt.Pointer, po = o.Pointer;
+        void** args = stackalloc void*[] { &px, &indices, &po, &n };
+        Launch("gather_rows.cu", "gather_rows", (uint)Math.Min((n + 255) / 256, 64), (uint)rows.Length, 256, args);
+    }
+
+    public void ScatterAddRows(DeviceTensor x, int[] rows, float[] weights, DeviceTensor output)
+    {
+        var xt = Cuda(x);
+        var o = Cuda(output);
+        Require(xt, DType.F32);
+        Require(o, DType.F32);
+        int n = xt.Columns, picks = rows.Length;
+        if (o.Columns != n || xt.Rows != picks || weights.Length < picks)
+        {
+            throw new ArgumentException($"ScatterAddRows: {xt} with {picks} rows and {weights.Length} weights into {o}");
+        }
+
+        if (picks == 0)
+        {
+            return;
+        }
+
+        CheckRows(rows, o.Rows, nameof(ScatterAddRows));
+        var indices = UploadIndices(rows, weights);
+        var pweights = indices + (ulong)(picks * 4);
+        ulong px = xt.Pointer, po = o.Pointer;
+        void** args = stackalloc void*[] { &px, &indices, &pweights, &po, &picks, &n };
+        Launch("scatter_add_rows.cu", "scatter_add_rows", (uint)Math.Max(1, Math.Min((n + 255) / 256, _ctx.MultiprocessorCount * 4)), 1, 256, args);
+    }
+
+    private static void CheckRows(int[] rows, long limit, string op)
+    {
+        foreach (var r in rows)
+        {
+            if ((uint)r >= limit)
+            {
+                throw new ArgumentOutOfRangeException(nameof(rows), $"{op}: row {r} outside [0, {limit})");
+            }
+        }
+    }
+
+    /// <summary>
+    /// Copies row indices (and weights, right after them) into a device buffer that grows only. Later kernels on the
+    /// stream read it before the next call's copy overwrites it, as copies and kernels run in stream order.
+    /// </summary>
+    private ulong UploadIndices(int[] rows, float[]? weights)
+    {
+        var bytes = rows.Length * 4L * (weights is null ? 1 : 2);
+        if (_indicesBytes < bytes)
+        {
+            if (_indices != 0)
+            {
+                _ctx.Synchronize();
+                _ctx.Free(_indices);
+            }
+
+            _indicesBytes = Math.Max(bytes, Math.Max(4096, _indicesBytes * 2));
+            _indices = _ctx.Alloc(_indicesBytes);
+        }
+
+        fixed (int* p = rows)
+        {
+            _ctx.Driver.Check(_ctx.Driver.MemcpyHtoDAsync(_indices, p, (nuint)(rows.Length * 4), _ctx.Stream), "cuMemcpyHtoDAsync(rows)");
+        }
+
+        if (weights is not null)
+        {
+            fixed (float* p = weights)
+            {
+                _ctx.Driver.Check(_ctx.Driver.MemcpyHtoDAsync(_indices + (ulong)(rows.Length * 4), p, (nuint)(rows.Length * 4), _ctx.Stream), "cuMemcpyHtoDAsync(weights)");
+            }
+        }
+
+        return _indices;
+    }
 }

@@ -13,12 +13,12 @@ public sealed class EnvCollection;
 [Collection("env")]
 public sealed class CliTests
 {
-    private sealed record Run(int Exit, string Out, string Err)
+    internal sealed record Run(int Exit, string Out, string Err)
     {
         public string LastLine => Out.TrimEnd('\n').Split('\n')[^1];
     }
 
-    private static async Task<Run> EnclaveAsync(string home, params string[] args)
+    internal static async Task<Run> EnclaveAsync(string home, params string[] args)
     {
         var root = new RootCommand("enclave");
         foreach (var c in GatewayCommands.Create())
@@ -48,12 +48,14 @@ public sealed class CliTests
     public void Exposes_the_documented_verbs()
     {
         var names = GatewayCommands.Create().ToDictionary(c => c.Name, c => c.Subcommands.Select(s => s.Name).ToArray());
-        Assert.Equal(["keys", "users", "roles", "audit", "db"], names.Keys.ToArray());
+        Assert.Equal(["keys", "users", "roles", "policies", "audit", "encryption", "db"], names.Keys.ToArray());
         Assert.Equal(["create", "list", "revoke"], names["keys"]);
         Assert.Equal(["add", "list", "disable", "enable"], names["users"]);
         Assert.Equal(["list", "create"], names["roles"]);
         Assert.Equal(["verify", "search", "export"], names["audit"]);
         Assert.Equal(["migrate", "status"], names["db"]);
+        Assert.Equal(["list", "set", "rm"], names["policies"]);
+        Assert.Equal(["rotate", "rewrap"], names["encryption"]);
     }
 
     [Theory, SqliteCase, PostgresCase]
@@ -157,9 +159,66 @@ public sealed class CliTests
         Assert.Equal(0, export.Exit);
         Assert.Contains("Exported 4", export.Out);
         Assert.True(File.Exists(file));
+        await log.AppendAsync(new Audit.AuditEntry { Method = "GET", Endpoint = "/v1/models", Status = 200 });
+
+        // The whole chain still verifies across the archive and the store; the archive verifies alone.
         var verify = await EnclaveAsync(home.Path, "audit", "verify");
         Assert.Equal(0, verify.Exit);
-        Assert.Contains("0 records", verify.Out);
+        Assert.Contains("OK 5 records", verify.Out);
+        var alone = await EnclaveAsync(home.Path, "audit", "verify", "--archive", file);
+        Assert.Equal(0, alone.Exit);
+        Assert.Contains("OK 4 records (1-4)", alone.Out);
+
+        using (var elsewhere = new TempDir())
+        {
+            // Away from the deployment's key file, the public key is given instead.
+            Assert.Equal(1, (await EnclaveAsync(elsewhere.Path, "audit", "verify", "--archive", file)).Exit);
+            Assert.Equal(0, (await EnclaveAsync(elsewhere.Path, "audit", "verify", "--archive", file, "--public-key", log.PublicKey)).Exit);
+        }
+
+        ArchiveEditor.Rewrite(file, lines => lines[1] = lines[1].Replace("/v1/models", "/v1/elsewhere", StringComparison.Ordinal));
+        var tampered = await EnclaveAsync(home.Path, "audit", "verify", "--archive", file);
+        Assert.Equal(2, tampered.Exit);
+        Assert.Contains("record 2", tampered.Err);
+        var chain = await EnclaveAsync(home.Path, "audit", "verify");
+        Assert.Equal(2, chain.Exit);
+        Assert.Contains("record 2", chain.Err);
+    }
+
+    [Theory, SqliteCase, PostgresCase]
+    public async Task Policies_set_list_and_rm_round_trip_and_bad_input_is_refused(string provider)
+    {
+        await using var t = await TestStore.CreateAsync(provider);
+        var home = t.Home.Path;
+        Assert.Equal(0, (await EnclaveAsync(home, Db(t, "users", "add", "nina"))).Exit);
+        var set = await EnclaveAsync(home, Db(t, "policies", "set", "user", "nina", "--rpm", "30", "--daily-tokens", "50000",
+            "--time-windows", "mon-fri 08:00-18:00", "--time-zone", "Asia/Shanghai", "--blocked-phrase", "内部资料", "--blocked-phrase", "internal only"));
+        Assert.Equal(0, set.Exit);
+        Assert.Contains("rpm=30", set.Out);
+
+        // Only the options given change; --unset clears one.
+        var again = await EnclaveAsync(home, Db(t, "policies", "set", "user", "nina", "--tpm", "9000", "--unset", "rpm"));
+        Assert.Equal(0, again.Exit);
+        var list = await EnclaveAsync(home, Db(t, "policies", "list", "--json"));
+        using var doc = System.Text.Json.JsonDocument.Parse(list.Out.Trim());
+        var p = doc.RootElement;
+        Assert.Equal("user", p.GetProperty("scope").GetString());
+        Assert.Equal(System.Text.Json.JsonValueKind.Null, p.GetProperty("requests_per_minute").ValueKind);
+        Assert.Equal(9000, p.GetProperty("tokens_per_minute").GetInt32());
+        Assert.Equal(50000, p.GetProperty("daily_token_budget").GetInt64());
+        Assert.Equal("mon-fri 08:00-18:00", p.GetProperty("time_windows").GetString());
+        Assert.Equal(new[] { "内部资料", "internal only" }, p.GetProperty("blocked_phrases").EnumerateArray().Select(e => e.GetString()!).ToArray());
+
+        var bad = await EnclaveAsync(home, Db(t, "policies", "set", "user", "nina", "--time-windows", "weekdays"));
+        Assert.Equal(1, bad.Exit);
+        Assert.Contains("Time window 'weekdays'", bad.Err);
+        Assert.Equal(1, (await EnclaveAsync(home, Db(t, "policies", "set", "user", "nobody", "--rpm", "1"))).Exit);
+        Assert.Equal(1, (await EnclaveAsync(home, Db(t, "policies", "set", "user", "nina", "--unset", "colour"))).Exit);
+        Assert.Contains("daily_token_budget\":50000", (await EnclaveAsync(home, Db(t, "policies", "list", "--json"))).Out.Replace(" ", "", StringComparison.Ordinal));
+
+        Assert.Equal(0, (await EnclaveAsync(home, Db(t, "policies", "rm", "user", "nina"))).Exit);
+        Assert.Equal("", (await EnclaveAsync(home, Db(t, "policies", "list"))).Out);
+        Assert.Equal(1, (await EnclaveAsync(home, Db(t, "policies", "rm", "user", "nina"))).Exit);
     }
 
     [Fact]

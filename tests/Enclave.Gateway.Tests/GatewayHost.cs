@@ -126,6 +126,7 @@ public static class StubEndpoints
             ? [.. r.EnumerateArray().Select(e => e.GetString() ?? "")]
             : [last];
         var stream = root.TryGetProperty("stream", out var s) && s.ValueKind == JsonValueKind.True;
+        var usage = !(root.TryGetProperty("x_no_usage", out var nu) && nu.ValueKind == JsonValueKind.True);
         if (!stream)
         {
             await ctx.Response.WriteAsJsonAsync(new
@@ -146,7 +147,9 @@ public static class StubEndpoints
             await ctx.Response.Body.FlushAsync();
         }
 
-        await ctx.Response.WriteAsync("data: {\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":5}}\n\n");
+        await ctx.Response.WriteAsync(usage
+            ? "data: {\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":5}}\n\n"
+            : "data: {\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n");
         await ctx.Response.WriteAsync("data: [DONE]\n\n");
     }
 }

@@ -251,7 +251,15 @@ public sealed class GatewayHttpTests
     {
         await using var t = await TestStore.CreateAsync(Providers.Sqlite);
         await using var host = await GatewayHost.StartAsync(t, o => o.NoAuth = true);
-        using var r = await host.ChatAsync(null);
+        using var r = await host.ChatAsync(null, "unauthenticated but recorded");
         Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+
+        // Still audited, as the anonymous principal.
+        var audit = host.Services.GetRequiredService<AuditLog>();
+        var record = (await audit.SearchAsync(new AuditQuery())).Single();
+        Assert.Equal(GatewayMiddleware.AnonymousPrincipal, record.Principal);
+        Assert.Equal("/v1/chat/completions", record.Endpoint);
+        Assert.Contains("unauthenticated but recorded", record.Details);
+        Assert.True((await audit.VerifyAsync()).Intact);
     }
 }

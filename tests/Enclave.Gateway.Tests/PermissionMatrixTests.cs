@@ -67,7 +67,8 @@ public sealed class PermissionMatrixTests
         {
             var row = matrix.Single(r => r.Method == method && r.Route == route);
             Assert.Equal(row.Permission, endpoint.Metadata.GetMetadata<RequirePermissionAttribute>()?.Permission);
-            var path = route.Replace("{name}", "nobody", StringComparison.Ordinal).Replace("{id}", "nokey", StringComparison.Ordinal);
+            var path = route.Replace("{name}", "nobody", StringComparison.Ordinal).Replace("{id}", "nokey", StringComparison.Ordinal)
+                .Replace("{scope}", "key", StringComparison.Ordinal).Replace("{subject}", "nokey", StringComparison.Ordinal);
             foreach (var (role, allowed) in row.Allowed)
             {
                 var body = method is "POST" or "PUT" ? "{}" : null;

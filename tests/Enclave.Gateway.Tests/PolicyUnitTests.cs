@@ -1,5 +1,6 @@
 using System.Net;
 using Enclave.Gateway.Hosting;
+using Enclave.Gateway.Limits;
 using Enclave.Gateway.Security;
 
 namespace Enclave.Gateway.Tests;
@@ -52,17 +53,22 @@ public sealed class PolicyUnitTests
     }
 
     [Fact]
-    public void Rate_limiter_resets_each_minute()
+    public async Task Rate_limiter_resets_each_minute()
     {
         var clock = new ManualClock(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
-        var limiter = new RequestRateLimiter(clock);
-        Assert.True(limiter.TryAdmit("k", 1, null).Allowed);
-        Assert.False(limiter.TryAdmit("k", 1, null).Allowed);
+        var limiter = new GatewayLimiter(new MemoryCounterStore(null, clock), NodaTime.DateTimeZone.Utc, clock);
+        LimitSubject[] rpm = [new("key", "k", new LimitPolicy(RequestsPerMinute: 1))];
+        Assert.True((await limiter.AdmitAsync(rpm, 0)).Allowed);
+        Assert.False((await limiter.AdmitAsync(rpm, 0)).Allowed);
         clock.Advance(TimeSpan.FromMinutes(1));
-        Assert.True(limiter.TryAdmit("k", 1, null).Allowed);
-        limiter.ChargeTokens("k", 100);
-        Assert.Equal("tokens", limiter.TryAdmit("k", null, 50).Kind);
-        Assert.False(limiter.TryAdmit("k", null, 50).Allowed);
+        LimitSubject[] both = [new("key", "k", new LimitPolicy(RequestsPerMinute: 1, TokensPerMinute: 50))];
+        var first = await limiter.AdmitAsync(both, 30);
+        Assert.True(first.Allowed);
+        await limiter.SettleAsync(first.Reservation!, 100);
+        clock.Advance(TimeSpan.FromSeconds(1));
+        var second = await limiter.AdmitAsync([new("key", "k", new LimitPolicy(TokensPerMinute: 50))], 30);
+        Assert.False(second.Allowed);
+        Assert.Equal(LimitKinds.Tokens, second.DeniedKind);
     }
 
     [Fact]

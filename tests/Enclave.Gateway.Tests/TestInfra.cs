@@ -130,3 +130,27 @@ public sealed class TestStore : IAsyncDisposable
         Home.Dispose();
     }
 }
+
+/// <summary>The Redis server of the distributed limiter tests (<c>.ci/install-redis.sh</c>).</summary>
+public static class TestRedis
+{
+    public const string EnvVar = "ENCLAVE_TEST_REDIS";
+
+    public static string? Connection => Environment.GetEnvironmentVariable(EnvVar) is { Length: > 0 } s ? s : null;
+
+    /// <summary>A key prefix of its own per test, so tests sharing the server never see each other's counters.</summary>
+    public static string FreshPrefix() => "enclave-test:" + Guid.NewGuid().ToString("N")[..12] + ":";
+}
+
+/// <summary>A fact that needs the Redis server; skipped, with the reason shown, when none is configured.</summary>
+[AttributeUsage(AttributeTargets.Method)]
+public sealed class RedisFactAttribute : FactAttribute
+{
+    public RedisFactAttribute()
+    {
+        if (TestRedis.Connection is null)
+        {
+            Skip = $"{TestRedis.EnvVar} is not set (run .ci/install-redis.sh and export it)";
+        }
+    }
+}

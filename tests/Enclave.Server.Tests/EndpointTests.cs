@@ -16,7 +16,9 @@ public sealed class EndpointTests(SharedServer shared)
         var body = JsonNode.Parse(await Server.Http.GetStringAsync("v1/models"))!;
         Assert.Equal("list", body["object"]!.GetValue<string>());
         var ids = body["data"]!.AsArray().Select(m => m!["id"]!.GetValue<string>()).Order();
-        Assert.Equal(["tiny-deepseek-v2-lite", "tiny-deepseek-v3", "tiny-llama3", "tiny-qwen2-r1", "tiny-qwen3"], ids);
+        Assert.Equal(
+            ["tiny-deepseek-v2-lite", "tiny-deepseek-v3", "tiny-deepseek-v3-fp8", "tiny-llama3", "tiny-llama3-awq", "tiny-llama3-gptq", "tiny-qwen2-r1", "tiny-qwen3"],
+            ids);
         Assert.All(body["data"]!.AsArray(), m => Assert.Equal(
             Enclave.Engine.Models.ModelConfig.Load(Enclave.Engine.Tests.Support.Fixtures.Model(m!["id"]!.GetValue<string>())).MaxPositionEmbeddings,
             m["max_model_len"]!.GetValue<int>()));
@@ -115,21 +117,6 @@ public sealed class EndpointTests(SharedServer shared)
         var deltas = events.SelectMany(e => e["choices"]!.AsArray()).Select(c => c!["delta"]!).ToList();
         Assert.Equal(raw, string.Concat(deltas.Select(d => d["reasoning_content"]?.GetValue<string>() ?? string.Empty)));
         Assert.Equal(string.Empty, string.Concat(deltas.Select(d => d["content"]?.GetValue<string>() ?? string.Empty)));
-    }
-
-    [Fact]
-    public void TheSplitterFollowsThinkTokens()
-    {
-        var s = new ReasoningSplitter(thinkStartId: 1, thinkEndId: 2, startsInReasoning: true);
-        var routed = new (int Id, string Text)[] { (5, "plan "), (6, "more"), (2, string.Empty), (7, "answer") }.Select(t => s.Route(t.Id, t.Text)).ToList();
-        Assert.Equal("plan more", string.Concat(routed.Select(r => r.Reasoning)));
-        Assert.Equal("answer", string.Concat(routed.Select(r => r.Content)));
-        var closed = new ReasoningSplitter(1, 2, startsInReasoning: false);
-        Assert.Equal((null, "x"), closed.Route(9, "x"));
-        Assert.Equal((null, null), closed.Route(1, string.Empty));
-        Assert.Equal(("y", null), closed.Route(9, "y"));
-        Assert.True(ReasoningSplitter.PromptOpensThink("<｜Assistant｜><think>\n"));
-        Assert.False(ReasoningSplitter.PromptOpensThink("<|im_start|>assistant\n"));
     }
 
     [Fact]

@@ -198,6 +198,23 @@ public sealed class GatewayServeTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task NoAuthCallsAreStillAuditedAsTheAnonymousPrincipal()
+    {
+        await using var open = await TestServer.StartAsync();
+        var chat = open.Sdk().GetChatClient("tiny-qwen3");
+        ChatCompletion c = await chat.CompleteChatAsync([new UserChatMessage("Hello anonymous")], new ChatCompletionOptions { Temperature = 0, MaxOutputTokenCount = 3 });
+        Assert.NotEmpty(c.Content[0].Text);
+
+        var audit = open.Server.Services.GetRequiredService<Enclave.Gateway.Audit.AuditLog>();
+        var record = Assert.Single(await audit.SearchAsync(new Enclave.Gateway.Audit.AuditQuery(Model: "tiny-qwen3")));
+        Assert.Equal("anonymous", record.Principal);
+        Assert.Equal(200, record.Status);
+        Assert.Equal(c.Usage.OutputTokenCount, record.CompletionTokens);
+        Assert.Contains("Hello anonymous", record.Details, StringComparison.Ordinal);
+        Assert.True((await audit.VerifyChainAsync()).Intact);
+    }
+
+    [Fact]
     public async Task NoAuthIsRefusedOnANonLoopbackHost()
     {
         var options = new ServerOptions { Host = "0.0.0.0", Port = 0, NoAuth = true };

@@ -68,15 +68,18 @@ internal static class BenchCommand
                 MaxNumSeqs = b,
                 MaxNumBatchedTokens = Math.Max(512, p),
                 MaxModelLen = p + g,
-                KvCacheBytes = 0,
             };
             // The engine alone: a benchmark needs no tokenizer, so a bare config.json is enough.
             var load = Stopwatch.StartNew();
             var modelConfig = ModelConfig.Load(directory);
             ModelRegistry.EnsureSupported(modelConfig);
+
             using var backend = CommonOptions.CreateBackend(result.GetValue(device)!, result.GetValue(threads));
             using IWeightSource weights = config is not null ? DummyWeights.Create(modelConfig) : SafetensorsCheckpoint.Open(directory);
             using var causalLm = ModelRegistry.Create(modelConfig, weights, backend);
+            // The KV cache the workload needs (every sequence at full length, whole blocks), not a GPU's worth of it.
+            var blocksPerSequence = (p + g + options.BlockSize - 1) / options.BlockSize;
+            options.KvCacheBytes = (long)b * blocksPerSequence * options.BlockSize * causalLm.KvCacheSpec.BytesPerToken;
             using var engine = new InferenceEngine(causalLm, options, []);
             load.Stop();
             var lm = (Config: modelConfig, Model: causalLm, Engine: engine);

@@ -46,6 +46,12 @@ public interface IBackend : IDisposable
     /// <summary>output = x · weightᵀ (+ bias). x: [T, in] F32; weight: [out, in] (nn.Linear layout); bias: [out] or null; output: [T, out] F32.</summary>
     void MatMul(DeviceTensor x, DeviceTensor weight, DeviceTensor? bias, DeviceTensor output);
 
+    /// <summary>
+    /// output = x · Wᵀ (+ bias) with W kept quantized (FP8 blocks or 4-bit groups) and dequantized on the fly.
+    /// x: [T, weight.InFeatures] F32; bias: [out] F32 or null; output: [T, weight.OutFeatures] F32.
+    /// </summary>
+    void QuantizedMatMul(DeviceTensor x, QuantizedWeight weight, DeviceTensor? bias, DeviceTensor output);
+
     /// <summary>Rotates x in place at each token's position (batch.Positions). x: [T, heads, headDim] F32.</summary>
     void Rope(DeviceTensor x, ForwardBatch batch, RopeSpec rope);
 

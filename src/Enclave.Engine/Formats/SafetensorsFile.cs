@@ -78,8 +78,11 @@ public sealed unsafe class SafetensorsFile : IDisposable
         "F32" => DType.F32,
         "F16" => DType.F16,
         "BF16" => DType.BF16,
+        "I32" => DType.I32,
+        "U8" => DType.U8,
+        "F8_E4M3" => DType.F8E4M3,
         _ => throw new CheckpointFormatException(
-            $"{path}: tensor '{tensor}' has dtype {dtype}, which is not supported (supported: F32, F16, BF16)"),
+            $"{path}: tensor '{tensor}' has dtype {dtype}, which is not supported (supported: F32, F16, BF16, F8_E4M3, I32, U8)"),
     };
 
     private void ParseHeader(long fileLength)

@@ -9,7 +9,9 @@ namespace Enclave.Engine.Generation;
 
 /// <summary>
 /// Microsoft.Extensions.AI <see cref="IChatClient"/> over an in-process <see cref="LanguageModel"/>, so a .NET
-/// application or Semantic Kernel can use Enclave without HTTP. Messages go through the model's chat template.
+/// application or Semantic Kernel can use Enclave without HTTP. Messages go through the model's chat template; a
+/// reasoning model's thinking arrives as <see cref="TextReasoningContent"/>, apart from the answer's
+/// <see cref="TextContent"/> (so <c>ChatResponse.Text</c> is the answer alone).
 /// </summary>
 public sealed class EnclaveChatClient(LanguageModel model) : IChatClient
 {
@@ -18,18 +20,27 @@ public sealed class EnclaveChatClient(LanguageModel model) : IChatClient
     public async Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
     {
         var text = new StringBuilder();
+        var thinking = new StringBuilder();
         ChatFinishReason? finish = null;
         var promptTokens = 0;
         var completionTokens = 0;
         await foreach (var update in Stream(messages, options, cancellationToken).ConfigureAwait(false))
         {
-            text.Append(update.Text);
+            text.Append(update.Chunk.Content);
+            thinking.Append(update.Chunk.Reasoning);
             completionTokens++;
             promptTokens = update.PromptTokens;
             finish = update.Finish ?? finish;
         }
 
-        return new ChatResponse(new ChatMessage(ChatRole.Assistant, text.ToString()))
+        var contents = new List<AIContent>();
+        if (thinking.Length > 0)
+        {
+            contents.Add(new TextReasoningContent(thinking.ToString()));
+        }
+
+        contents.Add(new TextContent(text.ToString()));
+        return new ChatResponse(new ChatMessage(ChatRole.Assistant, contents))
         {
             FinishReason = finish,
             ModelId = model.Name,
@@ -41,11 +52,21 @@ public sealed class EnclaveChatClient(LanguageModel model) : IChatClient
     {
         await foreach (var update in Stream(messages, options, cancellationToken).ConfigureAwait(false))
         {
-            yield return new ChatResponseUpdate(ChatRole.Assistant, update.Text) { FinishReason = update.Finish, ModelId = model.Name };
+            var contents = new List<AIContent>(1);
+            if (update.Chunk.Reasoning is { } thinking)
+            {
+                contents.Add(new TextReasoningContent(thinking));
+            }
+            else if (update.Chunk.Content is { } text)
+            {
+                contents.Add(new TextContent(text));
+            }
+
+            yield return new ChatResponseUpdate(ChatRole.Assistant, contents) { FinishReason = update.Finish, ModelId = model.Name };
         }
     }
 
-    private async IAsyncEnumerable<(string Text, ChatFinishReason? Finish, int PromptTokens)> Stream(IEnumerable<ChatMessage> messages, ChatOptions? options, [EnumeratorCancellation] CancellationToken cancellationToken)
+    private async IAsyncEnumerable<(ChatChunk Chunk, ChatFinishReason? Finish, int PromptTokens)> Stream(IEnumerable<ChatMessage> messages, ChatOptions? options, [EnumeratorCancellation] CancellationToken cancellationToken)
     {
         var array = new JsonArray();
         foreach (var m in messages)
@@ -53,27 +74,27 @@ public sealed class EnclaveChatClient(LanguageModel model) : IChatClient
             array.Add((JsonNode)new JsonObject { ["role"] = m.Role.Value, ["content"] = m.Text });
         }
 
-        var ids = model.EncodeChat(array);
+        var promptTokens = model.EncodeChat(array).Length;
         var parameters = new SamplingParams
         {
             Temperature = options?.Temperature ?? 0,
             TopP = options?.TopP ?? 1.0,
             TopK = options?.TopK ?? 0,
-            MaxTokens = options?.MaxOutputTokens ?? Math.Min(1024, model.Engine.MaxModelLen - ids.Length),
+            MaxTokens = options?.MaxOutputTokens ?? Math.Min(1024, model.Engine.MaxModelLen - promptTokens),
             Seed = options?.Seed,
             Stop = options?.StopSequences?.ToArray() ?? [],
             FrequencyPenalty = options?.FrequencyPenalty ?? 0,
             PresencePenalty = options?.PresencePenalty ?? 0,
         };
-        await foreach (var chunk in model.GenerateAsync(ids, parameters, cancellationToken).ConfigureAwait(false))
+        await foreach (var chunk in model.ChatAsync(array, parameters, cancellationToken).ConfigureAwait(false))
         {
-            ChatFinishReason? finish = chunk.Finish switch
+            ChatFinishReason? finish = chunk.Token.Finish switch
             {
                 FinishReason.Stop => ChatFinishReason.Stop,
                 FinishReason.Length => ChatFinishReason.Length,
                 _ => null,
             };
-            yield return (chunk.Text, finish, ids.Length);
+            yield return (chunk, finish, promptTokens);
         }
     }
 

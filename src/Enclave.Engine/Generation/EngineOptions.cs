@@ -12,6 +12,12 @@ public sealed class EngineOptions
     /// <summary>Memory for the paged KV cache in bytes (--kv-cache-memory); 0 picks a size from the context length and sequence limit.</summary>
     public long KvCacheBytes { get; set; }
 
+    /// <summary>
+    /// Fraction of a GPU's memory the engine may fill (--gpu-memory-utilization, vLLM's default 0.9); with no
+    /// --kv-cache-memory, the KV cache takes what the weights and activations leave of it. Ignored on the CPU.
+    /// </summary>
+    public double GpuMemoryUtilization { get; set; } = 0.9;
+
     /// <summary>Tokens per KV-cache block.</summary>
     public int BlockSize { get; set; } = 16;
 

@@ -50,6 +50,14 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
         var bytes = options.KvCacheBytes > 0
             ? options.KvCacheBytes
             : spec.BytesPerToken * options.BlockSize * ((defaultTokens + options.BlockSize - 1) / options.BlockSize);
+        if (options.KvCacheBytes <= 0 && model.Backend is IDeviceMemory device)
+        {
+            var (free, total) = device.MemoryInfo();
+            var plan = KvCachePlan.Create(free, total, options.GpuMemoryUtilization, model.Config, spec, options.MaxNumBatchedTokens,
+                options.MaxNumSeqs, options.BlockSize, MaxModelLen);
+            bytes = plan.KvBytes;
+            this.logger.LogInformation("KV cache memory plan: {Plan}", plan.ToString());
+        }
         var blocks = PagedKvCache.BlocksFor(bytes, spec, options.BlockSize);
         if (blocks < 1)
         {

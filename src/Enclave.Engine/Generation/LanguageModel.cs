@@ -28,6 +28,7 @@ public sealed class LanguageModel : IAsyncDisposable, IDisposable
         Config = config;
         GenerationConfig = generationConfig;
         Tokenizer = tokenizer;
+        Reasoning = ReasoningTokens.Detect(tokenizer);
         this.weights = weights;
         Model = model;
         Engine = engine;
@@ -62,6 +63,9 @@ public sealed class LanguageModel : IAsyncDisposable, IDisposable
 
     /// <summary>Tokens that end generation unless ignore_eos: generation_config, config and tokenizer EOS ids.</summary>
     public int[] EosTokenIds { get; }
+
+    /// <summary>The &lt;think&gt;/&lt;/think&gt; ids when the chat template has a reasoning block (R1, Qwen3), else null.</summary>
+    public ReasoningTokens? Reasoning { get; }
 
     /// <summary>
     /// Loads a Hugging Face model directory (config.json, safetensors, tokenizer files) onto a backend, or, when
@@ -113,6 +117,30 @@ public sealed class LanguageModel : IAsyncDisposable, IDisposable
     /// <summary>Tokenizes a rendered chat prompt: the template already placed BOS and special tokens, so none are added.</summary>
     public int[] EncodeChat(JsonArray messages, bool addGenerationPrompt = true, JsonArray? tools = null, IReadOnlyDictionary<string, object?>? templateVariables = null) =>
         Tokenizer.Encode(RenderChat(messages, addGenerationPrompt, tools, templateVariables), addSpecialTokens: false);
+
+    /// <summary>
+    /// Renders <paramref name="messages"/> through the chat template, generates, and streams the answer with a
+    /// reasoning model's thinking separated from it (DeepSeek-R1's &lt;think&gt;…&lt;/think&gt;: everything before
+    /// &lt;/think&gt; is reasoning; the R1 template opens &lt;think&gt; in the prompt, so output starts inside it).
+    /// For a model without a reasoning block every chunk is content.
+    /// </summary>
+    public async IAsyncEnumerable<ChatChunk> ChatAsync(JsonArray messages, SamplingParams parameters, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        var rendered = RenderChat(messages);
+        var ids = Tokenizer.Encode(rendered, addSpecialTokens: false);
+        var splitter = Reasoning is { } tokens ? new ReasoningSplitter(tokens, ReasoningSplitter.PromptOpensThink(rendered)) : null;
+        await foreach (var chunk in GenerateAsync(ids, parameters, cancellationToken).ConfigureAwait(false))
+        {
+            if (splitter is null)
+            {
+                yield return new ChatChunk(null, chunk.Text.Length > 0 ? chunk.Text : null, chunk);
+                continue;
+            }
+
+            var (thinking, content) = splitter.Route(chunk.TokenId, chunk.Text);
+            yield return new ChatChunk(thinking, content, chunk);
+        }
+    }
 
     /// <summary>
     /// Generates from prompt ids and streams text: detokenized incrementally (never splitting a UTF-8 character),

@@ -68,6 +68,9 @@ public sealed class ModelConfig
     /// <summary>The checkpoint's declared dtype (<c>torch_dtype</c> or <c>dtype</c>), e.g. "bfloat16".</summary>
     public string? DType { get; init; }
 
+    /// <summary>How linear weights are quantized (<c>quantization_config</c>), or null for plain float weights.</summary>
+    public Formats.Quantization.QuantizationConfig? Quantization { get; init; }
+
     public required JsonObject Raw { get; init; }
 
     public static ModelConfig Load(string directoryOrFile)
@@ -147,6 +150,7 @@ public sealed class ModelConfig
             EosTokenIds = eos,
             BosTokenId = bos.Length > 0 ? bos[0] : null,
             DType = reader.StringOrNull("torch_dtype") ?? reader.StringOrNull("dtype"),
+            Quantization = Formats.Quantization.QuantizationConfig.Parse(obj, path),
             Raw = obj,
         };
     }

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text.Encodings.Web;
 using System.Text.Json;
 using Enclave.Gateway.Audit;
+using Enclave.Gateway.Crypto;
 using Enclave.Gateway.Hosting;
 using Enclave.Gateway.Security;
 using Enclave.Gateway.Store;
@@ -22,7 +23,7 @@ public static class GatewayCommands
         Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
     };
 
-    public static IEnumerable<Command> Create() => [Keys(), Users(), Roles(), AuditCommand(), Db()];
+    public static IEnumerable<Command> Create() => [Keys(), Users(), Roles(), Policies(), AuditCommand(), Encryption(), Db()];
 
     private static Option<string?> DatabaseOption() => new("--database")
     {
@@ -59,6 +60,11 @@ public static class GatewayCommands
             return 1;
         }
         catch (FormatException e)
+        {
+            await Err(pr).WriteLineAsync("error: " + e.Message);
+            return 1;
+        }
+        catch (System.Security.Cryptography.CryptographicException e)
         {
             await Err(pr).WriteLineAsync("error: " + e.Message);
             return 1;
@@ -252,8 +258,213 @@ public static class GatewayCommands
         return roles;
     }
 
-    private static AuditLog OpenAudit(GatewayStore store, string? keyFile) =>
-        new(store, AuditSigner.LoadOrCreate(keyFile ?? GatewayServiceCollectionExtensions.DefaultSigningKeyPath(EnclaveHome.Resolve())));
+    /// <summary>
+    /// The audit log as the server has it: the signing key from <c>--signing-key</c> or the default
+    /// file, and the master keys (for encrypted details) from the default key file or
+    /// <c>ENCLAVE_MASTER_KEYS</c> when either exists.
+    /// </summary>
+    private static AuditLog OpenAudit(GatewayStore store, string? keyFile)
+    {
+        var home = EnclaveHome.Resolve();
+        var log = new AuditLog(store, AuditSigner.LoadOrCreate(keyFile ?? GatewayServiceCollectionExtensions.DefaultSigningKeyPath(home)));
+        if (File.Exists(MasterKeys.DefaultFile(home)))
+        {
+            log.Protector = new SecretProtector(new FileKeyProvider(MasterKeys.DefaultFile(home)));
+        }
+        else if (!string.IsNullOrWhiteSpace(Environment.GetEnvironmentVariable(EnvironmentKeyProvider.DefaultVariable)))
+        {
+            log.Protector = new SecretProtector(new EnvironmentKeyProvider());
+        }
+
+        return log;
+    }
+
+    private static Command Policies()
+    {
+        var policies = new Command("policies", "Run-time policies per role, user or key: IP allowlists, models, quotas, budgets, time windows, PII and content filter");
+
+        var listDb = DatabaseOption();
+        var listJson = JsonOption();
+        var list = new Command("list", "List policies") { listDb, listJson };
+        list.SetAction((pr, ct) => Guard(pr, async () =>
+        {
+            var store = await OpenAsync(pr, listDb, ct);
+            foreach (var p in await new PolicyService(store, new KeyService(store)).ListAsync(ct))
+            {
+                await Out(pr).WriteLineAsync(pr.GetValue(listJson)
+                    ? JsonSerializer.Serialize(AdminEndpoints.PolicyView(p), Json)
+                    : $"{p.Scope,-5} {p.Subject,-34} {Describe(PolicyService.FieldsOf(p))}");
+            }
+
+            return 0;
+        }));
+
+        var db = DatabaseOption();
+        var scope = new Argument<string>("scope") { Description = "role, user or key" };
+        var subject = new Argument<string>("subject") { Description = "Role name, user name or id, key id or prefix" };
+        var cidrs = new Option<string?>("--allowed-cidrs") { Description = "Comma-separated source networks (IPv4/IPv6 CIDR)" };
+        var models = new Option<string?>("--allowed-models") { Description = "Comma-separated model ids" };
+        var rpm = new Option<int?>("--rpm") { Description = "Requests per minute" };
+        var tpm = new Option<int?>("--tpm") { Description = "Tokens per minute" };
+        var daily = new Option<long?>("--daily-tokens") { Description = "Daily token budget" };
+        var monthly = new Option<long?>("--monthly-tokens") { Description = "Monthly token budget" };
+        var windows = new Option<string?>("--time-windows") { Description = "When calls are allowed, e.g. 'mon-fri 08:00-18:00; sat 09:00-12:00'" };
+        var zone = new Option<string?>("--time-zone") { Description = "IANA time zone of the windows, e.g. Asia/Shanghai" };
+        var promptPii = new Option<string?>("--prompt-pii") { Description = "PII in prompts: allow, mask, tag or block" };
+        var auditPii = new Option<string?>("--audit-pii") { Description = "PII in audit records: allow, mask or tag" };
+        var phrases = new Option<string[]>("--blocked-phrase") { Description = "Banned phrase added to the content filter (repeatable)", AllowMultipleArgumentsPerToken = false };
+        var unset = new Option<string[]>("--unset") { Description = "Clear a field (repeatable): " + string.Join(", ", UnsetNames) };
+        var set = new Command("set", "Create or change a policy; fields not given keep their value") { db, scope, subject, cidrs, models, rpm, tpm, daily, monthly, windows, zone, promptPii, auditPii, phrases, unset };
+        set.SetAction((pr, ct) => Guard(pr, async () =>
+        {
+            var store = await OpenAsync(pr, db, ct);
+            var service = new PolicyService(store, new KeyService(store));
+            var f = PolicyService.FieldsOf(await service.GetAsync(pr.GetValue(scope)!, pr.GetValue(subject)!, ct));
+            f = f with
+            {
+                AllowedCidrs = pr.GetValue(cidrs) ?? f.AllowedCidrs,
+                AllowedModels = pr.GetValue(models) ?? f.AllowedModels,
+                RequestsPerMinute = pr.GetValue(rpm) ?? f.RequestsPerMinute,
+                TokensPerMinute = pr.GetValue(tpm) ?? f.TokensPerMinute,
+                DailyTokenBudget = pr.GetValue(daily) ?? f.DailyTokenBudget,
+                MonthlyTokenBudget = pr.GetValue(monthly) ?? f.MonthlyTokenBudget,
+                TimeWindows = pr.GetValue(windows) ?? f.TimeWindows,
+                TimeZone = pr.GetValue(zone) ?? f.TimeZone,
+                PromptPiiAction = pr.GetValue(promptPii) ?? f.PromptPiiAction,
+                AuditPiiAction = pr.GetValue(auditPii) ?? f.AuditPiiAction,
+                BlockedPhrases = pr.GetValue(phrases) is { Length: > 0 } added ? [.. f.BlockedPhrases ?? [], .. added] : f.BlockedPhrases,
+            };
+            foreach (var field in pr.GetValue(unset) ?? [])
+            {
+                f = Unset(f, field);
+            }
+
+            var saved = await service.SetAsync(pr.GetValue(scope)!, pr.GetValue(subject)!, f, ct);
+            await Out(pr).WriteLineAsync($"Policy {saved.Scope} {saved.Subject}: {Describe(PolicyService.FieldsOf(saved))}");
+            return 0;
+        }));
+
+        var rmDb = DatabaseOption();
+        var rmScope = new Argument<string>("scope") { Description = "role, user or key" };
+        var rmSubject = new Argument<string>("subject");
+        var rm = new Command("rm", "Remove a policy") { rmDb, rmScope, rmSubject };
+        rm.SetAction((pr, ct) => Guard(pr, async () =>
+        {
+            var store = await OpenAsync(pr, rmDb, ct);
+            if (!await new PolicyService(store, new KeyService(store)).RemoveAsync(pr.GetValue(rmScope)!, pr.GetValue(rmSubject)!, ct))
+            {
+                await Err(pr).WriteLineAsync($"error: {pr.GetValue(rmScope)} '{pr.GetValue(rmSubject)}' has no policy");
+                return 1;
+            }
+
+            await Out(pr).WriteLineAsync($"Removed the policy of {pr.GetValue(rmScope)} {pr.GetValue(rmSubject)}");
+            return 0;
+        }));
+
+        policies.Add(list);
+        policies.Add(set);
+        policies.Add(rm);
+        return policies;
+    }
+
+    private static readonly string[] UnsetNames =
+        ["allowed-cidrs", "allowed-models", "rpm", "tpm", "daily-tokens", "monthly-tokens", "time-windows", "time-zone", "prompt-pii", "audit-pii", "blocked-phrases"];
+
+    private static PolicyFields Unset(PolicyFields f, string field) => field switch
+    {
+        "allowed-cidrs" => f with { AllowedCidrs = null },
+        "allowed-models" => f with { AllowedModels = null },
+        "rpm" => f with { RequestsPerMinute = null },
+        "tpm" => f with { TokensPerMinute = null },
+        "daily-tokens" => f with { DailyTokenBudget = null },
+        "monthly-tokens" => f with { MonthlyTokenBudget = null },
+        "time-windows" => f with { TimeWindows = null },
+        "time-zone" => f with { TimeZone = null },
+        "prompt-pii" => f with { PromptPiiAction = null },
+        "audit-pii" => f with { AuditPiiAction = null },
+        "blocked-phrases" => f with { BlockedPhrases = null },
+        _ => throw new FormatException($"--unset {field}: unknown field (one of {string.Join(", ", UnsetNames)})"),
+    };
+
+    private static string Describe(PolicyFields f)
+    {
+        var parts = new List<string>();
+        void Add(string name, object? value)
+        {
+            if (value is not null)
+            {
+                parts.Add($"{name}={value}");
+            }
+        }
+
+        Add("cidrs", f.AllowedCidrs);
+        Add("models", f.AllowedModels);
+        Add("rpm", f.RequestsPerMinute);
+        Add("tpm", f.TokensPerMinute);
+        Add("daily_tokens", f.DailyTokenBudget);
+        Add("monthly_tokens", f.MonthlyTokenBudget);
+        Add("windows", f.TimeWindows is null ? null : $"'{f.TimeWindows}'");
+        Add("zone", f.TimeZone);
+        Add("prompt_pii", f.PromptPiiAction);
+        Add("audit_pii", f.AuditPiiAction);
+        Add("blocked_phrases", f.BlockedPhrases is { Length: > 0 } b ? b.Length : null);
+        return parts.Count == 0 ? "(empty)" : string.Join(' ', parts);
+    }
+
+    private static Command Encryption()
+    {
+        var cmd = new Command("encryption", "Master keys of the envelope encryption of stored prompts and responses");
+
+        Option<string> ProviderOption() => new("--key-provider") { Description = "file (default) or env", DefaultValueFactory = _ => MasterKeys.File };
+        Option<string?> FileOption() => new("--key-file") { Description = "Master key file (default ENCLAVE_HOME/keys/master.keys)" };
+        Option<string> VariableOption() => new("--key-variable") { Description = "Environment variable of the env provider", DefaultValueFactory = _ => EnvironmentKeyProvider.DefaultVariable };
+
+        var rdb = DatabaseOption();
+        var rfile = FileOption();
+        var rotate = new Command("rotate", "Add a new master key to the key file and re-wrap every stored data key under it") { rdb, rfile };
+        rotate.SetAction((pr, ct) => Guard(pr, async () =>
+        {
+            var store = await OpenAsync(pr, rdb, ct);
+            var file = pr.GetValue(rfile) ?? MasterKeys.DefaultFile(EnclaveHome.Resolve());
+            var old = File.Exists(file) ? new FileKeyProvider(file).KeyIds.ToArray() : [];
+            var id = FileKeyProvider.AddKey(file);
+            var n = await RewrapAsync(store, new FileKeyProvider(file), ct);
+            await Out(pr).WriteLineAsync($"New master key {id}; re-wrapped {n} data keys in the store.");
+            if (old.Length > 0)
+            {
+                await Out(pr).WriteLineAsync($"Older keys ({string.Join(", ", old)}) are still needed for archives exported before now; remove their lines from {file} once those archives are gone.");
+            }
+
+            return 0;
+        }));
+
+        var wdb = DatabaseOption();
+        var wprovider = ProviderOption();
+        var wfile = FileOption();
+        var wvar = VariableOption();
+        var rewrap = new Command("rewrap", "Re-wrap every stored data key under the provider's current master key (after adding one to ENCLAVE_MASTER_KEYS, say)") { wdb, wprovider, wfile, wvar };
+        rewrap.SetAction((pr, ct) => Guard(pr, async () =>
+        {
+            var store = await OpenAsync(pr, wdb, ct);
+            var provider = MasterKeys.Provider(pr.GetValue(wprovider)!, pr.GetValue(wfile) ?? MasterKeys.DefaultFile(EnclaveHome.Resolve()), pr.GetValue(wvar)!);
+            var n = await RewrapAsync(store, provider, ct);
+            await Out(pr).WriteLineAsync($"Re-wrapped {n} data keys under master key {provider.CurrentKeyId}.");
+            return 0;
+        }));
+
+        cmd.Add(rotate);
+        cmd.Add(rewrap);
+        return cmd;
+    }
+
+    private static async Task<long> RewrapAsync(GatewayStore store, IKeyProvider provider, CancellationToken ct)
+    {
+        var log = new AuditLog(store, AuditSigner.LoadOrCreate(GatewayServiceCollectionExtensions.DefaultSigningKeyPath(EnclaveHome.Resolve())))
+        {
+            Protector = new SecretProtector(provider),
+        };
+        return await log.RewrapAsync(ct);
+    }
 
     private static Command AuditCommand()
     {
@@ -261,11 +472,34 @@ public static class GatewayCommands
 
         var vdb = DatabaseOption();
         var vkey = new Option<string?>("--signing-key") { Description = "Checkpoint key file (default ENCLAVE_HOME/keys/audit-ed25519.key)" };
-        var verify = new Command("verify", "Walk the hash chain and checkpoints; exit 0 and print the count when intact") { vdb, vkey };
+        var varchive = new Option<string?>("--archive") { Description = "Verify this one archive file on its own" };
+        var vpublic = new Option<string?>("--public-key") { Description = "With --archive: the Ed25519 public key (base64) the archive must be signed with, when the signing key file is not at hand" };
+        var verify = new Command("verify", "Walk the hash chain across archives and the store, and the checkpoints; exit 0 and print the count when intact") { vdb, vkey, varchive, vpublic };
         verify.SetAction((pr, ct) => Guard(pr, async () =>
         {
+            if (pr.GetValue(varchive) is { } archive)
+            {
+                var keyFile = pr.GetValue(vkey) ?? GatewayServiceCollectionExtensions.DefaultSigningKeyPath(EnclaveHome.Resolve());
+                var publicKey = pr.GetValue(vpublic) ?? (File.Exists(keyFile) ? AuditSigner.LoadOrCreate(keyFile).PublicKey : null);
+                if (publicKey is null)
+                {
+                    await Err(pr).WriteLineAsync($"error: no audit signing key at {keyFile}; pass --signing-key FILE or --public-key BASE64");
+                    return 1;
+                }
+
+                var a = await AuditLog.VerifyArchiveAsync(archive, publicKey, ct);
+                if (a.Intact)
+                {
+                    await Out(pr).WriteLineAsync($"OK {a.RecordCount} records ({a.FirstSequence}-{a.LastSequence})");
+                    return 0;
+                }
+
+                await Err(pr).WriteLineAsync($"BROKEN{(a.FirstBadSequence is { } b ? $" at record {b}" : "")}: {a.Message}");
+                return 2;
+            }
+
             var store = await OpenAsync(pr, vdb, ct);
-            var r = await OpenAudit(store, pr.GetValue(vkey)).VerifyAsync(ct);
+            var r = await OpenAudit(store, pr.GetValue(vkey)).VerifyChainAsync(ct);
             if (r.Intact)
             {
                 await Out(pr).WriteLineAsync($"OK {r.RecordCount} records");

@@ -80,7 +80,16 @@ public static class Aead
     }
 }
 
-/// <summary>Supplies key-encryption keys by id. Implemented for key files; a KMS or PKCS#11 provider implements the same.</summary>
+/// <summary>
+/// Supplies key-encryption (master) keys by id. <see cref="FileKeyProvider"/> and
+/// <see cref="EnvironmentKeyProvider"/> are built in. A KMS or PKCS#11 provider implements the same
+/// two members: <see cref="CurrentKeyId"/> names the key new data keys are wrapped with (e.g. a KMS
+/// key version or a PKCS#11 object label) and <see cref="GetKey"/> returns the key bytes for an id.
+/// Providers whose keys never leave the module would instead wrap and unwrap data keys themselves;
+/// <see cref="SecretProtector"/> only calls <see cref="GetKey"/> to wrap and unwrap, so such a
+/// provider can derive a per-id wrapping key from a module operation (for example an HMAC with a
+/// non-extractable key) and hand that out.
+/// </summary>
 public interface IKeyProvider
 {
     string CurrentKeyId { get; }
@@ -88,17 +97,14 @@ public interface IKeyProvider
     byte[] GetKey(string keyId);
 }
 
-/// <summary>
-/// Key file: one <c>id:base64key</c> per line; the last line is the current key. Old lines stay
-/// so existing data keys can still be unwrapped until <see cref="SecretProtector.Rewrap"/> has run.
-/// </summary>
-public sealed class FileKeyProvider : IKeyProvider
+/// <summary>Shared parsing of <c>id:base64key</c> lists; the last key listed is current.</summary>
+internal static class KeyList
 {
-    private readonly Dictionary<string, byte[]> _keys = new(StringComparer.Ordinal);
-
-    public FileKeyProvider(string path)
+    public static (Dictionary<string, byte[]> Keys, string Current) Parse(IEnumerable<string> lines, string source)
     {
-        foreach (var raw in File.ReadAllLines(path))
+        var keys = new Dictionary<string, byte[]>(StringComparer.Ordinal);
+        var current = "";
+        foreach (var raw in lines)
         {
             var line = raw.Trim();
             if (line.Length == 0 || line.StartsWith('#'))
@@ -109,21 +115,94 @@ public sealed class FileKeyProvider : IKeyProvider
             var colon = line.IndexOf(':', StringComparison.Ordinal);
             if (colon <= 0)
             {
-                throw new FormatException($"Key file {path}: expected 'id:base64key'.");
+                throw new FormatException($"{source}: expected 'id:base64key'.");
             }
 
             var id = line[..colon];
-            _keys[id] = Convert.FromBase64String(line[(colon + 1)..]);
-            CurrentKeyId = id;
+            byte[] key;
+            try
+            {
+                key = Convert.FromBase64String(line[(colon + 1)..]);
+            }
+            catch (FormatException)
+            {
+                throw new FormatException($"{source}: key '{id}' is not valid base64.");
+            }
+
+            if (key.Length < 16)
+            {
+                throw new FormatException($"{source}: key '{id}' is {key.Length} bytes; at least 16 (32 recommended) are needed.");
+            }
+
+            keys[id] = key;
+            current = id;
         }
 
-        if (CurrentKeyId.Length == 0)
+        if (current.Length == 0)
         {
-            throw new FormatException($"Key file {path} holds no key.");
+            throw new FormatException($"{source} holds no key.");
         }
+
+        return (keys, current);
+    }
+}
+
+/// <summary>
+/// Master keys from an environment variable: <c>id:base64key</c> entries separated by <c>;</c> or
+/// newlines, the last one current. To rotate, append the new key, restart, run
+/// <c>enclave encryption rewrap</c>, then drop the old entry.
+/// </summary>
+public sealed class EnvironmentKeyProvider : IKeyProvider
+{
+    public const string DefaultVariable = "ENCLAVE_MASTER_KEYS";
+    private readonly Dictionary<string, byte[]> _keys;
+
+    public EnvironmentKeyProvider(string variable = DefaultVariable)
+    {
+        var value = Environment.GetEnvironmentVariable(variable);
+        if (string.IsNullOrWhiteSpace(value))
+        {
+            throw new FormatException($"Environment variable {variable} is not set (expected 'id:base64key[;id2:base64key]').");
+        }
+
+        (_keys, CurrentKeyId) = KeyList.Parse(value.Split([';', '\n'], StringSplitOptions.RemoveEmptyEntries), "Environment variable " + variable);
     }
 
-    public string CurrentKeyId { get; } = "";
+    public string CurrentKeyId { get; }
+
+    public byte[] GetKey(string keyId) =>
+        _keys.TryGetValue(keyId, out var k) ? k : throw new CryptographicException($"Key '{keyId}' is not in the master key variable.");
+}
+
+/// <summary>
+/// Key file: one <c>id:base64key</c> per line; the last line is the current key. Old lines stay
+/// so existing data keys can still be unwrapped until <see cref="SecretProtector.Rewrap"/> has run.
+/// </summary>
+public sealed class FileKeyProvider : IKeyProvider
+{
+    private readonly Dictionary<string, byte[]> _keys;
+
+    public FileKeyProvider(string path)
+    {
+        (_keys, CurrentKeyId) = KeyList.Parse(File.ReadAllLines(path), "Key file " + path);
+    }
+
+    public string CurrentKeyId { get; }
+
+    /// <summary>Opens the key file, creating it with one fresh key when it does not exist yet.</summary>
+    public static FileKeyProvider OpenOrCreate(string path)
+    {
+        if (!File.Exists(path))
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+            AddKey(path);
+        }
+
+        return new FileKeyProvider(path);
+    }
+
+    /// <summary>Ids of every key in the file, oldest first.</summary>
+    public IReadOnlyCollection<string> KeyIds => _keys.Keys;
 
     public byte[] GetKey(string keyId) =>
         _keys.TryGetValue(keyId, out var k) ? k : throw new CryptographicException($"Key '{keyId}' is not in the key file.");
@@ -187,6 +266,18 @@ public sealed class SecretProtector(IKeyProvider keys, string algorithm = Aead.A
     }
 
     public static string KeyIdOf(string envelope) => Parse(envelope).KekId;
+
+    public static bool IsEnvelope(string? value) => value is not null && value.StartsWith(Version + ":", StringComparison.Ordinal);
+
+    /// <summary>
+    /// The part of an envelope that does not change when the data key is re-wrapped (algorithm and
+    /// sealed body). Hashes that must survive key rotation, such as the audit chain's, cover this.
+    /// </summary>
+    public static string StableForm(string envelope)
+    {
+        var parts = envelope.Split(':');
+        return parts.Length == 5 ? string.Join(':', parts[0], parts[1], parts[4]) : envelope;
+    }
 
     private byte[] Kek(string id, string? alg = null)
     {

@@ -1,3 +1,4 @@
+using System.Text.Json.Serialization;
 using Enclave.Gateway.Audit;
 using Enclave.Gateway.Security;
 using Enclave.Gateway.Store;
@@ -19,6 +20,24 @@ public sealed record KeyCreateBody(
     int? RequestsPerMinute = null,
     int? TokensPerMinute = null,
     string? PromptPiiAction = null);
+
+/// <summary>A policy as sent to <c>PUT /admin/policies/{scope}/{subject}</c>; fields left out are cleared.</summary>
+public sealed record PolicyBody(
+    [property: JsonPropertyName("allowed_cidrs")] string? AllowedCidrs = null,
+    [property: JsonPropertyName("allowed_models")] string? AllowedModels = null,
+    [property: JsonPropertyName("requests_per_minute")] int? RequestsPerMinute = null,
+    [property: JsonPropertyName("tokens_per_minute")] int? TokensPerMinute = null,
+    [property: JsonPropertyName("daily_token_budget")] long? DailyTokenBudget = null,
+    [property: JsonPropertyName("monthly_token_budget")] long? MonthlyTokenBudget = null,
+    [property: JsonPropertyName("time_windows")] string? TimeWindows = null,
+    [property: JsonPropertyName("time_zone")] string? TimeZone = null,
+    [property: JsonPropertyName("prompt_pii_action")] string? PromptPiiAction = null,
+    [property: JsonPropertyName("audit_pii_action")] string? AuditPiiAction = null,
+    [property: JsonPropertyName("blocked_phrases")] string[]? BlockedPhrases = null)
+{
+    public PolicyFields ToFields() => new(AllowedCidrs, AllowedModels, RequestsPerMinute, TokensPerMinute, DailyTokenBudget, MonthlyTokenBudget,
+        TimeWindows, TimeZone, PromptPiiAction, AuditPiiAction, BlockedPhrases);
+}
 
 public sealed record RoleCreateBody(string Name, string[] Permissions, string? Description = null, string? AllowedCidrs = null);
 
@@ -64,12 +83,25 @@ public static class AdminEndpoints
             return Results.Json(RoleView(role), statusCode: 201);
         }).RequirePermission(Permissions.RolesManage);
 
+        g.MapGet("/policies", async (PolicyService policies, CancellationToken ct) =>
+            Results.Json(new { data = (await policies.ListAsync(ct)).Select(PolicyView) }))
+            .RequirePermission(Permissions.PoliciesManage);
+        g.MapGet("/policies/{scope}/{subject}", async (string scope, string subject, PolicyService policies, CancellationToken ct) =>
+            await policies.GetAsync(scope, subject, ct) is { } p ? Results.Json(PolicyView(p)) : NotFound("policy", $"{scope}/{subject}"))
+            .RequirePermission(Permissions.PoliciesManage);
+        g.MapPut("/policies/{scope}/{subject}", async (string scope, string subject, PolicyBody body, PolicyService policies, CancellationToken ct) =>
+            Results.Json(PolicyView(await policies.SetAsync(scope, subject, body.ToFields(), ct))))
+            .RequirePermission(Permissions.PoliciesManage);
+        g.MapDelete("/policies/{scope}/{subject}", async (string scope, string subject, PolicyService policies, CancellationToken ct) =>
+            await policies.RemoveAsync(scope, subject, ct) ? Results.NoContent() : NotFound("policy", $"{scope}/{subject}"))
+            .RequirePermission(Permissions.PoliciesManage);
+
         g.MapGet("/audit", async (AuditLog audit, DateTimeOffset? since, DateTimeOffset? until, string? principal, string? model, int? status, string? text, int? limit, CancellationToken ct) =>
             Results.Json(new { data = (await audit.SearchAsync(new AuditQuery(since, until, principal, model, status, text, limit ?? 100), ct)).Select(AuditView) }))
             .RequirePermission(Permissions.AuditRead);
         g.MapGet("/audit/verify", async (AuditLog audit, CancellationToken ct) =>
         {
-            var r = await audit.VerifyAsync(ct);
+            var r = await audit.VerifyChainAsync(ct);
             return Results.Json(new { intact = r.Intact, records = r.RecordCount, first_bad_sequence = r.FirstBadSequence, message = r.Message });
         }).RequirePermission(Permissions.AuditRead);
 
@@ -126,6 +158,24 @@ public static class AdminEndpoints
         algorithm = r.Algorithm,
         prev_hash = r.PrevHash,
         hash = r.Hash,
+    };
+
+    internal static object PolicyView(PolicyEntity p) => new
+    {
+        scope = p.Scope,
+        subject = p.Subject,
+        allowed_cidrs = p.AllowedCidrs,
+        allowed_models = p.AllowedModels,
+        requests_per_minute = p.RequestsPerMinute,
+        tokens_per_minute = p.TokensPerMinute,
+        daily_token_budget = p.DailyTokenBudget,
+        monthly_token_budget = p.MonthlyTokenBudget,
+        time_windows = p.TimeWindows,
+        time_zone = p.TimeZone,
+        prompt_pii_action = p.PromptPiiAction,
+        audit_pii_action = p.AuditPiiAction,
+        blocked_phrases = PolicyService.FieldsOf(p).BlockedPhrases,
+        updated_at = DateTimeOffset.FromUnixTimeMilliseconds(p.UpdatedAtMs),
     };
 
     internal static object RoleView(RoleEntity r) => new

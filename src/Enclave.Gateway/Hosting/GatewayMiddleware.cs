@@ -4,7 +4,10 @@ using System.Security.Claims;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using System.Globalization;
+using System.Runtime.CompilerServices;
 using Enclave.Gateway.Audit;
+using Enclave.Gateway.Limits;
 using Enclave.Gateway.Pii;
 using Enclave.Gateway.Security;
 using Microsoft.AspNetCore.Http;
@@ -23,10 +26,11 @@ public sealed class GatewayMiddleware(
     IOptions<GatewayOptions> options,
     KeyService keys,
     FailedAuthLimiter failedAuth,
-    RequestRateLimiter rateLimiter,
+    GatewayLimiter limiter,
     AuditLog audit,
     PiiDetector pii,
     ContentFilter contentFilter,
+    TimeProvider time,
     ILogger<GatewayMiddleware> logger)
 {
     public const string PrincipalItem = "enclave.gateway.principal";
@@ -38,8 +42,11 @@ public sealed class GatewayMiddleware(
     private readonly GatewayOptions _opts = options.Value;
     private readonly ClientAddress _clientAddress = new(CidrList.Parse(options.Value.TrustedProxies));
 
+    /// <summary>Who <c>--no-auth</c> calls are recorded as in the audit trail.</summary>
+    public const string AnonymousPrincipal = "anonymous";
+
     private static readonly GatewayPrincipal NoAuthPrincipal = new(
-        "no-auth", "no-auth", "no-auth", null, "local", BuiltInRoles.Admin,
+        AnonymousPrincipal, AnonymousPrincipal, AnonymousPrincipal, null, AnonymousPrincipal, AnonymousPrincipal,
         Permissions.All.ToHashSet(StringComparer.Ordinal), CidrList.Any, CidrList.Any, CidrList.Any,
         new HashSet<string>(StringComparer.Ordinal), null, null, null, null);
 
@@ -67,6 +74,7 @@ public sealed class GatewayMiddleware(
         string? requestText = null;
         var decisions = new List<string>();
         CaptureStream? capture = null;
+        TokenReservation? reservation = null;
         var originalBody = ctx.Response.Body;
 
         try
@@ -80,10 +88,12 @@ public sealed class GatewayMiddleware(
                 new Claim("enclave:key", principal.KeyPrefix),
             ], "enclave-key"));
 
+            long? maxTokens = null;
             if (HasJsonBody(ctx.Request))
             {
-                (requestText, model) = await ReadBodyAsync(ctx);
-                if (model is not null && principal.AllowedModels.Count > 0 && !principal.AllowedModels.Contains(model))
+                (requestText, model, maxTokens) = await ReadBodyAsync(ctx);
+                if (model is not null
+                    && ((principal.AllowedModels.Count > 0 && !principal.AllowedModels.Contains(model)) || !principal.Policy.AllowsModel(model)))
                 {
                     throw new GatewayException(403, "permission_error", "model_not_allowed", $"This key may not use model '{model}'.", "model");
                 }
@@ -94,24 +104,12 @@ public sealed class GatewayMiddleware(
                 }
             }
 
-            if (principal.RequestsPerMinute is not null || principal.TokensPerMinute is not null)
-            {
-                var d = rateLimiter.TryAdmit(principal.KeyId, principal.RequestsPerMinute, principal.TokensPerMinute);
-                ctx.Response.Headers[$"x-ratelimit-limit-{d.Kind}"] = d.Limit.ToString(System.Globalization.CultureInfo.InvariantCulture);
-                ctx.Response.Headers[$"x-ratelimit-remaining-{d.Kind}"] = d.Remaining.ToString(System.Globalization.CultureInfo.InvariantCulture);
-                ctx.Response.Headers[$"x-ratelimit-reset-{d.Kind}"] = d.ResetSeconds + "s";
-                if (!d.Allowed)
-                {
-                    ctx.Response.Headers.RetryAfter = d.ResetSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
-                    decisions.Add("rate_limited:" + d.Kind);
-                    throw new GatewayException(429, "rate_limit_error", "rate_limit_exceeded", $"Rate limit reached for {d.Kind} per minute. Retry after {d.ResetSeconds}s.");
-                }
-            }
-
-            capture = new CaptureStream(originalBody, _opts.AuditBodyLimitBytes, contentFilter.IsEmpty ? null : contentFilter);
+            reservation = await AdmitAsync(ctx, principal, requestText, maxTokens, decisions);
+            var filter = FilterFor(principal);
+            capture = new CaptureStream(originalBody, _opts.AuditBodyLimitBytes, filter.IsEmpty ? null : filter);
             ctx.Response.Body = capture;
             await next(ctx);
-            if (!contentFilter.IsEmpty && !ctx.Response.HasStarted)
+            if (!filter.IsEmpty && !ctx.Response.HasStarted)
             {
                 // The filter may shorten a held body.
                 ctx.Response.ContentLength = null;
@@ -151,16 +149,30 @@ public sealed class GatewayMiddleware(
         }
 
         var (promptTokens, completionTokens) = capture is null ? (null, null) : ReadUsage(capture.Text);
-        if (principal is not null && (promptTokens ?? 0) + (completionTokens ?? 0) > 0)
+        if (reservation is not null)
         {
-            rateLimiter.ChargeTokens(principal.KeyId, (promptTokens ?? 0) + (completionTokens ?? 0));
+            // Settled even when the call failed: a failure costs nothing and releases what it held.
+            // A success that reports no usage (a stream without include_usage) is charged the
+            // estimate, so leaving usage out cannot get round a budget.
+            var used = promptTokens is null && completionTokens is null
+                ? (status < 400 ? reservation.Tokens : 0)
+                : (promptTokens ?? 0) + (completionTokens ?? 0);
+            try
+            {
+                await limiter.SettleAsync(reservation, used, CancellationToken.None);
+            }
+            catch (Exception e) when (e is StackExchange.Redis.RedisException or TimeoutException)
+            {
+                // The reservation then simply ages out with its window.
+                logger.LogWarning(e, "Could not settle the token reservation of {RequestId}", requestId);
+            }
         }
 
         var details = new JsonObject
         {
             ["query"] = ctx.Request.QueryString.HasValue ? ctx.Request.QueryString.Value : null,
-            ["request"] = AsNode(Redact(requestText)),
-            ["response"] = AsNode(Redact(capture?.Text)),
+            ["request"] = AsNode(Redact(requestText, principal)),
+            ["response"] = AsNode(Redact(capture?.Text, principal)),
             ["decisions"] = new JsonArray([.. decisions.Select(d => (JsonNode?)JsonValue.Create(d))]),
         };
         using var auditActivity = Tracing.StartActivity("gateway.audit");
@@ -206,8 +218,85 @@ public sealed class GatewayMiddleware(
         }
     }
 
-    private string? Redact(string? text) =>
-        text is null || _opts.AuditPiiAction == PiiActions.Allow ? text : pii.Redact(text, _opts.AuditPiiAction == PiiActions.Block ? PiiActions.Tag : _opts.AuditPiiAction);
+    private string? Redact(string? text, GatewayPrincipal? principal)
+    {
+        var action = principal?.Policy.AuditPiiAction ?? _opts.AuditPiiAction;
+        return text is null || action == PiiActions.Allow ? text : pii.Redact(text, action == PiiActions.Block ? PiiActions.Tag : action);
+    }
+
+    /// <summary>
+    /// Requests and tokens per minute and token budgets for the key and for its user. Tokens are
+    /// reserved from an estimate (a quarter of the body's characters plus <c>max_tokens</c> or the
+    /// configured default) and settled to the response's <c>usage</c> afterwards.
+    /// </summary>
+    private async Task<TokenReservation?> AdmitAsync(HttpContext ctx, GatewayPrincipal principal, string? requestText, long? maxTokens, List<string> decisions)
+    {
+        var keyLimits = principal.Policy.KeyLimits;
+        var userLimits = principal.UserId is null ? LimitPolicy.None : principal.Policy.UserLimits;
+        if (keyLimits.IsEmpty && userLimits.IsEmpty)
+        {
+            return null;
+        }
+
+        List<LimitSubject> subjects = [];
+        if (!keyLimits.IsEmpty)
+        {
+            subjects.Add(new LimitSubject(Store.PolicyScopes.Key, principal.KeyId, keyLimits));
+        }
+
+        if (!userLimits.IsEmpty)
+        {
+            subjects.Add(new LimitSubject(Store.PolicyScopes.User, principal.UserId!, userLimits));
+        }
+
+        var reserve = keyLimits.CountsTokens || userLimits.CountsTokens
+            ? ((requestText?.Length ?? 0) / 4) + (maxTokens ?? _opts.ReserveCompletionTokens)
+            : 0;
+        Admission d;
+        try
+        {
+            d = await limiter.AdmitAsync(subjects, reserve, ctx.RequestAborted);
+        }
+        catch (Exception e) when (e is StackExchange.Redis.RedisException or TimeoutException)
+        {
+            // Fail closed for limited keys: without the shared counters the limits cannot be kept.
+            logger.LogError(e, "Rate limiter unavailable");
+            decisions.Add("limiter_unavailable");
+            throw new GatewayException(503, "server_error", "limiter_unavailable", "The rate limiter is unavailable; retry shortly.");
+        }
+
+        foreach (var (name, value) in d.Headers)
+        {
+            ctx.Response.Headers[name] = value;
+        }
+
+        if (d.Allowed)
+        {
+            return d.Reservation;
+        }
+
+        ctx.Response.Headers.RetryAfter = d.RetryAfterSeconds.ToString(CultureInfo.InvariantCulture);
+        decisions.Add($"rate_limited:{d.DeniedSubject}:{d.DeniedKind}");
+        if (d.IsBudget)
+        {
+            var period = d.DeniedKind == LimitKinds.DailyTokens ? "daily" : "monthly";
+            var resets = NodaTime.Instant.FromDateTimeOffset(d.ResetsAt!.Value).InZone(limiter.Zone).LocalDateTime.ToString("yyyy-MM-dd HH:mm", CultureInfo.InvariantCulture);
+            throw new GatewayException(429, "insufficient_quota", "insufficient_quota",
+                $"The {period} token budget of {d.DeniedLimit} for this {d.DeniedSubject} is used up; it resets at {resets} ({limiter.Zone.Id}). Retry after {d.RetryAfterSeconds}s.");
+        }
+
+        var what = d.DeniedKind == LimitKinds.Requests ? "requests" : "tokens";
+        throw new GatewayException(429, "rate_limit_error", "rate_limit_exceeded",
+            $"Rate limit reached for {what} per minute on this {d.DeniedSubject} (limit {d.DeniedLimit}). Retry after {d.RetryAfterSeconds}s.");
+    }
+
+    private readonly ConditionalWeakTable<EffectivePolicy, ContentFilter> _filters = [];
+
+    /// <summary>The global content filter, widened by the phrases of the caller's policies.</summary>
+    private ContentFilter FilterFor(GatewayPrincipal principal) =>
+        principal.Policy.BlockedPhrases.Count == 0
+            ? contentFilter
+            : _filters.GetValue(principal.Policy, p => new ContentFilter([.. _opts.BlockedPhrases, .. p.BlockedPhrases]));
 
     private async Task<GatewayPrincipal> AuthorizeAsync(HttpContext ctx, IPAddress? client, string clientText, bool endpointMatched, string? permission)
     {
@@ -236,7 +325,8 @@ public sealed class GatewayMiddleware(
             throw new GatewayException(401, "invalid_request_error", "invalid_api_key", "Invalid, expired or revoked API key.");
         }
 
-        if (!principal.KeyCidrs.Allows(client) || !principal.UserCidrs.Allows(client) || !principal.RoleCidrs.Allows(client))
+        if (!principal.KeyCidrs.Allows(client) || !principal.UserCidrs.Allows(client) || !principal.RoleCidrs.Allows(client)
+            || !principal.Policy.Cidrs.All(c => c.Allows(client)))
         {
             throw new GatewayException(403, "permission_error", "ip_not_allowed", $"Requests from {clientText} are not allowed for this key.");
         }
@@ -255,6 +345,13 @@ public sealed class GatewayMiddleware(
         if (!principal.Has(permission))
         {
             throw new GatewayException(403, "permission_error", "permission_denied", $"Role '{principal.Role}' lacks permission '{permission}'.");
+        }
+
+        if (principal.Policy.OutsideWindow(NodaTime.Instant.FromDateTimeOffset(time.GetUtcNow())) is { } w)
+        {
+            var local = NodaTime.Instant.FromDateTimeOffset(time.GetUtcNow()).InZone(w.Zone).LocalDateTime;
+            throw new GatewayException(403, "permission_error", "outside_time_window",
+                $"This {w.Scope} may only be used {w.Windows.Text} ({w.Zone.Id}); it is now {local.ToString("ddd HH:mm", CultureInfo.InvariantCulture)} there.");
         }
 
         return principal;
@@ -278,11 +375,21 @@ public sealed class GatewayMiddleware(
 
     private const int MaxInspectedBody = 8 * 1024 * 1024;
 
-    private static async Task<(string? Text, string? Model)> ReadBodyAsync(HttpContext ctx)
+    private static async Task<(string? Text, string? Model, long? MaxTokens)> ReadBodyAsync(HttpContext ctx)
     {
         ctx.Request.EnableBuffering();
         using var ms = new MemoryStream();
-        await ctx.Request.Body.CopyToAsync(ms, ctx.RequestAborted);
+        try
+        {
+            await ctx.Request.Body.CopyToAsync(ms, ctx.RequestAborted);
+        }
+        catch (BadHttpRequestException e)
+        {
+            // Kestrel's own body limit: answer in the OpenAI shape (and audit it) rather than drop the error.
+            throw new GatewayException(e.StatusCode, "invalid_request_error", e.StatusCode == 413 ? "request_too_large" : "invalid_request_body",
+                e.StatusCode == 413 ? "The request body is larger than the server accepts." : "The request body could not be read: " + e.Message);
+        }
+
         ctx.Request.Body.Position = 0;
         if (ms.Length > MaxInspectedBody)
         {
@@ -291,12 +398,25 @@ public sealed class GatewayMiddleware(
 
         var text = Encoding.UTF8.GetString(ms.GetBuffer(), 0, (int)ms.Length);
         string? model = null;
+        long? maxTokens = null;
         try
         {
             using var doc = JsonDocument.Parse(text);
-            if (doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty("model", out var m) && m.ValueKind == JsonValueKind.String)
+            var root = doc.RootElement;
+            if (root.ValueKind == JsonValueKind.Object)
             {
-                model = m.GetString();
+                if (root.TryGetProperty("model", out var m) && m.ValueKind == JsonValueKind.String)
+                {
+                    model = m.GetString();
+                }
+
+                foreach (var name in (ReadOnlySpan<string>)["max_completion_tokens", "max_tokens"])
+                {
+                    if (maxTokens is null && root.TryGetProperty(name, out var mt) && mt.TryGetInt64(out var n) && n > 0)
+                    {
+                        maxTokens = n;
+                    }
+                }
             }
         }
         catch (JsonException)
@@ -304,18 +424,18 @@ public sealed class GatewayMiddleware(
             // Let the endpoint report malformed JSON.
         }
 
-        return (text, model);
+        return (text, model, maxTokens);
     }
 
     private string ApplyPromptPolicies(HttpContext ctx, GatewayPrincipal principal, string body, List<string> decisions)
     {
-        if (contentFilter.FindIn(body) is not null)
+        if (FilterFor(principal).FindIn(body) is not null)
         {
             decisions.Add("prompt_blocked:content_filter");
             throw new GatewayException(400, "invalid_request_error", "content_filter", "The request contains blocked content.", "messages");
         }
 
-        var action = principal.PromptPiiAction ?? _opts.PromptPiiAction;
+        var action = principal.Policy.PromptPiiAction ?? _opts.PromptPiiAction;
         if (action == PiiActions.Allow)
         {
             return body;

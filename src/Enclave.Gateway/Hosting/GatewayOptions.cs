@@ -51,5 +51,48 @@ public sealed class GatewayOptions
     /// <summary>Banned phrases (zh/en) refused in prompts and cut from responses.</summary>
     public string[] BlockedPhrases { get; set; } = [];
 
+    /// <summary>
+    /// Redis connection string (StackExchange.Redis form, e.g. <c>redis1:6379,password=...</c>). When set,
+    /// rate-limit counters and token budgets are shared by every replica and revocations and policy
+    /// changes reach the other replicas at once; when empty, the limiter is in process memory.
+    /// </summary>
+    public string? Redis { get; set; }
+
+    /// <summary>Prefix of the limiter's Redis keys, so several deployments can share one server.</summary>
+    public string RedisKeyPrefix { get; set; } = "enclave:";
+
+    /// <summary>IANA time zone of daily/monthly budget periods and of time windows that name none.</summary>
+    public string TimeZone { get; set; } = "UTC";
+
+    /// <summary>Completion tokens reserved at admission when the request sets no <c>max_tokens</c>.</summary>
+    public int ReserveCompletionTokens { get; set; } = 256;
+
+    /// <summary>Days audit records stay in the store before the retention service archives them; 0 keeps them all.</summary>
+    public int AuditRetentionDays { get; set; } = 90;
+
+    /// <summary>Days archive files are kept (default 5 years); 0 keeps them forever.</summary>
+    public int AuditArchiveKeepDays { get; set; } = 5 * 365 + 1;
+
+    /// <summary>Where archive files go; defaults to <c>HOME/audit-archive</c>.</summary>
+    public string? AuditArchiveDirectory { get; set; }
+
+    /// <summary>How often the retention service looks for records to archive.</summary>
+    public int AuditRetentionIntervalMinutes { get; set; } = 60;
+
+    /// <summary>Encrypt the prompt/response details of audit records (envelope encryption).</summary>
+    public bool EncryptAudit { get; set; }
+
+    /// <summary><c>aes-256-gcm</c> (default) or <c>sm4-gcm</c>.</summary>
+    public string EncryptionAlgorithm { get; set; } = Crypto.Aead.Aes256Gcm;
+
+    /// <summary>Master key source: <c>file</c> (default) or <c>env</c>.</summary>
+    public string KeyProvider { get; set; } = "file";
+
+    /// <summary>Master key file for the <c>file</c> provider; defaults to <c>HOME/keys/master.keys</c> (created on first use).</summary>
+    public string? MasterKeyFile { get; set; }
+
+    /// <summary>Environment variable holding the master keys for the <c>env</c> provider.</summary>
+    public string MasterKeyVariable { get; set; } = Crypto.EnvironmentKeyProvider.DefaultVariable;
+
     public string ResolveHome() => Store.EnclaveHome.Resolve(Home);
 }

@@ -1,4 +1,6 @@
 using Enclave.Gateway.Audit;
+using Enclave.Gateway.Crypto;
+using Enclave.Gateway.Limits;
 using Enclave.Gateway.Pii;
 using Enclave.Gateway.Security;
 using Enclave.Gateway.Store;
@@ -34,12 +36,35 @@ public static class GatewayServiceCollectionExtensions
         services.AddSingleton(sp =>
         {
             var o = sp.GetRequiredService<IOptions<GatewayOptions>>().Value;
-            return new KeyService(sp.GetRequiredService<GatewayStore>(), sp.GetRequiredService<TimeProvider>())
+            var keys = new KeyService(sp.GetRequiredService<GatewayStore>(), sp.GetRequiredService<TimeProvider>())
             {
                 CacheTtl = TimeSpan.FromSeconds(Math.Max(0, o.KeyCacheSeconds)),
+                DefaultZone = TimeWindows.Zone(o.TimeZone),
             };
+            if (sp.GetService<GatewayRedis>() is { } redis)
+            {
+                redis.Attach(keys);
+            }
+
+            return keys;
+        });
+        services.AddSingleton(sp =>
+        {
+            var o = sp.GetRequiredService<IOptions<GatewayOptions>>().Value;
+            return string.IsNullOrWhiteSpace(o.Redis) ? null! : GatewayRedis.Connect(o.Redis, o.RedisKeyPrefix, sp.GetRequiredService<ILogger<GatewayRedis>>());
         });
         services.AddSingleton<UserService>();
+        services.AddSingleton<PolicyService>();
+        services.AddSingleton<TokenUsageStore>();
+        services.AddSingleton(sp =>
+        {
+            var o = sp.GetRequiredService<IOptions<GatewayOptions>>().Value;
+            var time = sp.GetRequiredService<TimeProvider>();
+            ICounterStore counters = sp.GetService<GatewayRedis>() is { } redis
+                ? new RedisCounterStore(redis.Connection, o.RedisKeyPrefix + "limit:")
+                : new MemoryCounterStore(sp.GetRequiredService<TokenUsageStore>(), time);
+            return new GatewayLimiter(counters, TimeWindows.Zone(o.TimeZone), time);
+        });
         services.AddSingleton(sp =>
         {
             var o = sp.GetRequiredService<IOptions<GatewayOptions>>().Value;
@@ -49,7 +74,6 @@ public static class GatewayServiceCollectionExtensions
                 Window = TimeSpan.FromSeconds(o.FailedAuthWindowSeconds),
             };
         });
-        services.AddSingleton(sp => new RequestRateLimiter(sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton(sp =>
         {
             var o = sp.GetRequiredService<IOptions<GatewayOptions>>().Value;
@@ -61,11 +85,13 @@ public static class GatewayServiceCollectionExtensions
             return new AuditLog(sp.GetRequiredService<GatewayStore>(), sp.GetRequiredService<AuditSigner>(), o.AuditHash)
             {
                 CheckpointEvery = o.AuditCheckpointEvery,
+                Protector = o.EncryptAudit ? MasterKeys.Protector(o.KeyProvider, o.MasterKeyFile ?? MasterKeys.DefaultFile(o.ResolveHome()), o.MasterKeyVariable, o.EncryptionAlgorithm) : null,
             };
         });
         services.AddSingleton<PiiDetector>();
         services.AddSingleton(sp => new ContentFilter(sp.GetRequiredService<IOptions<GatewayOptions>>().Value.BlockedPhrases));
         services.AddHostedService<GatewayStartup>();
+        services.AddHostedService<AuditRetentionService>();
         return services;
     }
 
@@ -91,6 +117,8 @@ internal sealed class GatewayStartup(
     public async Task StartAsync(CancellationToken cancellationToken)
     {
         var o = options.Value;
+        // Bad time zone or policy settings fail the start, not the first request.
+        TimeWindows.Zone(o.TimeZone);
         if (o.Migrate)
         {
             await store.MigrateAsync(cancellationToken);

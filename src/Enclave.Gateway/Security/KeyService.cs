@@ -37,6 +37,9 @@ public sealed record GatewayPrincipal(
 {
     public string Display => UserName ?? KeyName ?? ("key:" + KeyPrefix);
 
+    /// <summary>Run-time policies of the key, its user and its role, composed.</summary>
+    public EffectivePolicy Policy { get; init; } = EffectivePolicy.None;
+
     public bool Has(string permission) => Permissions.Contains(permission);
 }
 
@@ -52,6 +55,25 @@ public sealed class KeyService(GatewayStore store, TimeProvider? time = null)
     /// instance is immediate; revocation on another replica takes effect within this bound.
     /// </summary>
     public TimeSpan CacheTtl { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>Zone for time windows whose policy names none.</summary>
+    public NodaTime.DateTimeZone DefaultZone { get; set; } = NodaTime.DateTimeZone.Utc;
+
+    /// <summary>
+    /// Tells the other replicas to drop their cached principals (set when Redis is configured);
+    /// without it they follow within <see cref="CacheTtl"/>.
+    /// </summary>
+    public Func<CancellationToken, Task>? Broadcast { get; set; }
+
+    /// <summary>Drops cached principals here and, when a broadcast is configured, on every replica.</summary>
+    public async Task InvalidateEverywhereAsync(CancellationToken ct = default)
+    {
+        _cache.Clear();
+        if (Broadcast is { } b)
+        {
+            await b(ct);
+        }
+    }
 
     private long NowMs => _time.GetUtcNow().ToUnixTimeMilliseconds();
 
@@ -133,6 +155,7 @@ public sealed class KeyService(GatewayStore store, TimeProvider? time = null)
         key.RevokedAtMs ??= NowMs;
         await db.SaveChangesAsync(ct);
         _cache.TryRemove(key.Prefix, out _);
+        await InvalidateEverywhereAsync(ct);
         return true;
     }
 
@@ -175,12 +198,25 @@ public sealed class KeyService(GatewayStore store, TimeProvider? time = null)
             var userOk = key.UserId is null || (user is not null && user.Status == UserStatus.Active);
             if (role is not null && userOk)
             {
+                var policies = await db.Policies.AsNoTracking()
+                    .Where(p => (p.Scope == PolicyScopes.Key && p.Subject == key.Id)
+                        || (p.Scope == PolicyScopes.Role && p.Subject == role.Name)
+                        || (key.UserId != null && p.Scope == PolicyScopes.User && p.Subject == key.UserId))
+                    .ToListAsync(ct);
+                var composed = EffectivePolicy.Compose(
+                    policies.FirstOrDefault(p => p.Scope == PolicyScopes.Key),
+                    policies.FirstOrDefault(p => p.Scope == PolicyScopes.User),
+                    policies.FirstOrDefault(p => p.Scope == PolicyScopes.Role),
+                    key, DefaultZone);
                 principal = new GatewayPrincipal(
                     key.Id, key.Prefix, key.Name, user?.Id, user?.Name, role.Name,
                     role.Permissions.Split(' ', StringSplitOptions.RemoveEmptyEntries).ToHashSet(StringComparer.Ordinal),
                     CidrList.Parse(key.AllowedCidrs), CidrList.Parse(user?.AllowedCidrs), CidrList.Parse(role.AllowedCidrs),
                     (key.AllowedModels ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToHashSet(StringComparer.Ordinal),
-                    key.RequestsPerMinute, key.TokensPerMinute, key.PromptPiiAction, key.ExpiresAtMs);
+                    key.RequestsPerMinute, key.TokensPerMinute, key.PromptPiiAction, key.ExpiresAtMs)
+                {
+                    Policy = composed,
+                };
             }
         }
 

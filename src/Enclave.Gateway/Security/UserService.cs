@@ -49,7 +49,7 @@ public sealed class UserService(GatewayStore store, KeyService keys)
 
         user.Status = status;
         await db.SaveChangesAsync(ct);
-        keys.InvalidateCache();
+        await keys.InvalidateEverywhereAsync(ct);
         return true;
     }
 }

@@ -76,6 +76,8 @@ public sealed class AuditRecordEntity
     public string Algorithm { get; set; } = "";
     public string PrevHash { get; set; } = "";
     public string Hash { get; set; } = "";
+
+    public AuditRecordEntity Copy() => (AuditRecordEntity)MemberwiseClone();
 }
 
 /// <summary>A signed statement that the chain had <see cref="Sequence"/> records ending in <see cref="Hash"/>.</summary>
@@ -98,4 +100,52 @@ public sealed class AuditAnchorEntity
     public string Hash { get; set; } = "";
     public string? ArchiveFile { get; set; }
     public long TimestampMs { get; set; }
+    /// <summary>Set when retention deleted the archive file; verification then starts after this anchor.</summary>
+    public long? PrunedAtMs { get; set; }
+}
+
+/// <summary>Settled tokens of one budget period of one key or user (<c>day:k:ID:20261123</c>).</summary>
+public sealed class TokenUsageEntity
+{
+    public string Counter { get; set; } = "";
+    public long Tokens { get; set; }
+    public long ExpiresAtMs { get; set; }
+}
+
+/// <summary>
+/// Run-time policy for a role, user or key, managed through <c>/admin/policies</c> and
+/// <c>enclave policies</c>. Conditions only narrow: every CIDR list, model list and time window
+/// that applies must allow the request, and the tightest limit wins. PII actions go to the most
+/// specific subject (key, then user, then role).
+/// </summary>
+public sealed class PolicyEntity
+{
+    /// <summary><c>role</c>, <c>user</c> or <c>key</c>.</summary>
+    public string Scope { get; set; } = "";
+    /// <summary>Role name, user id or key id.</summary>
+    public string Subject { get; set; } = "";
+    public string? AllowedCidrs { get; set; }
+    public string? AllowedModels { get; set; }
+    public int? RequestsPerMinute { get; set; }
+    public int? TokensPerMinute { get; set; }
+    public long? DailyTokenBudget { get; set; }
+    public long? MonthlyTokenBudget { get; set; }
+    /// <summary><c>mon-fri 08:00-18:00; sat 09:00-12:00</c>; empty means any time.</summary>
+    public string? TimeWindows { get; set; }
+    /// <summary>IANA zone the windows are read in; null means the gateway's <c>TimeZone</c>.</summary>
+    public string? TimeZone { get; set; }
+    public string? PromptPiiAction { get; set; }
+    public string? AuditPiiAction { get; set; }
+    /// <summary>Extra banned phrases, one per line, added to the global content filter.</summary>
+    public string? BlockedPhrases { get; set; }
+    public long UpdatedAtMs { get; set; }
+}
+
+public static class PolicyScopes
+{
+    public const string Role = "role";
+    public const string User = "user";
+    public const string Key = "key";
+
+    public static bool IsValid(string scope) => scope is Role or User or Key;
 }

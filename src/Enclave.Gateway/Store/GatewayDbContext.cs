@@ -15,6 +15,8 @@ public abstract class GatewayDbContext(DbContextOptions options) : DbContext(opt
     public DbSet<AuditRecordEntity> AuditRecords => Set<AuditRecordEntity>();
     public DbSet<AuditCheckpointEntity> AuditCheckpoints => Set<AuditCheckpointEntity>();
     public DbSet<AuditAnchorEntity> AuditAnchors => Set<AuditAnchorEntity>();
+    public DbSet<TokenUsageEntity> TokenUsage => Set<TokenUsageEntity>();
+    public DbSet<PolicyEntity> Policies => Set<PolicyEntity>();
 
     protected override void OnModelCreating(ModelBuilder modelBuilder)
     {
@@ -86,6 +88,27 @@ public abstract class GatewayDbContext(DbContextOptions options) : DbContext(opt
             e.HasKey(x => x.Id);
             e.Property(x => x.Hash).HasMaxLength(128);
             e.Property(x => x.ArchiveFile).HasMaxLength(1024);
+        });
+        modelBuilder.Entity<TokenUsageEntity>(e =>
+        {
+            e.ToTable("token_usage");
+            e.HasKey(x => x.Counter);
+            e.Property(x => x.Counter).HasMaxLength(200);
+            e.HasIndex(x => x.ExpiresAtMs);
+        });
+        modelBuilder.Entity<PolicyEntity>(e =>
+        {
+            e.ToTable("policies");
+            e.HasKey(x => new { x.Scope, x.Subject });
+            e.Property(x => x.Scope).HasMaxLength(8);
+            e.Property(x => x.Subject).HasMaxLength(128);
+            e.Property(x => x.AllowedCidrs).HasMaxLength(2048);
+            e.Property(x => x.AllowedModels).HasMaxLength(2048);
+            e.Property(x => x.TimeWindows).HasMaxLength(512);
+            e.Property(x => x.TimeZone).HasMaxLength(64);
+            e.Property(x => x.PromptPiiAction).HasMaxLength(16);
+            e.Property(x => x.AuditPiiAction).HasMaxLength(16);
+            e.Property(x => x.BlockedPhrases).HasMaxLength(16384);
         });
     }
 }

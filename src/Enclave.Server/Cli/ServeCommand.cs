@@ -17,13 +17,19 @@ public static class ServeCommand
         var host = new Option<string>("--host") { Description = "Address to listen on", DefaultValueFactory = _ => "127.0.0.1" };
         var port = new Option<int>("--port") { Description = "Port to listen on (0 picks a free one)", DefaultValueFactory = _ => 8000 };
         var apiKey = new Option<string?>("--api-key") { Description = "One static key instead of the gateway: require Authorization: Bearer KEY on /v1, /tokenize and /detokenize (default: ENCLAVE_API_KEY)" };
-        var noAuth = new Option<bool>("--no-auth") { Description = "No authentication and no audit trail; only allowed with a loopback --host" };
+        var noAuth = new Option<bool>("--no-auth") { Description = "No authentication (calls are audited as 'anonymous'); only allowed with a loopback --host" };
+        var redis = new Option<string?>("--redis") { Description = "Redis connection string (host:port[,password=...]) shared by gateway replicas for rate limits, budgets and revocation" };
         var database = new Option<string?>("--database") { Description = "Gateway store: PostgreSQL (Host=... or postgres://) or SQLite connection string (default: SQLite under ENCLAVE_HOME)" };
         var device = new Option<string>("--device") { Description = "auto (CUDA when a usable GPU is found, else CPU), cpu, cuda[:N], or reference (slow scalar yardstick)", DefaultValueFactory = _ => "auto" };
         var threads = new Option<int>("--threads") { Description = "CPU worker threads (0 = all cores)", DefaultValueFactory = _ => 0 };
         var maxNumSeqs = new Option<int>("--max-num-seqs") { Description = "Most sequences in one engine step", DefaultValueFactory = _ => 64 };
         var maxBatched = new Option<int>("--max-num-batched-tokens") { Description = "Token budget of one step (long prompts are prefilled in chunks)", DefaultValueFactory = _ => 512 };
         var kvMemory = new Option<long>("--kv-cache-memory") { Description = "Bytes for the paged KV cache (0 sizes it from the context length)", DefaultValueFactory = _ => 0 };
+        var gpuMemory = new Option<double>("--gpu-memory-utilization")
+        {
+            Description = "Fraction of GPU memory to fill; without --kv-cache-memory the KV cache takes what weights and activations leave",
+            DefaultValueFactory = _ => 0.9,
+        };
         var maxWaiting = new Option<int>("--max-waiting") { Description = "Requests allowed to wait before new ones get 429", DefaultValueFactory = _ => 256 };
         var maxModelLen = new Option<int>("--max-model-len") { Description = "Context length limit (0 = the model's)", DefaultValueFactory = _ => 0 };
         var noPrefixCaching = new Option<bool>("--no-enable-prefix-caching") { Description = "Turn off automatic prefix caching" };
@@ -35,7 +41,7 @@ public static class ServeCommand
         var otlpProtocol = new Option<string>("--otlp-protocol") { Description = "grpc (port 4317) or http/protobuf (port 4318)", DefaultValueFactory = _ => "grpc" };
         var command = new Command("serve", "Serve models over an OpenAI-compatible HTTP API")
         {
-            model, host, port, apiKey, noAuth, database, device, threads, maxNumSeqs, maxBatched, kvMemory, maxWaiting, maxModelLen, noPrefixCaching, plainLogs, dummy, otlpEndpoint, otlpProtocol, upstream, upstreamKey,
+            model, host, port, apiKey, noAuth, redis, database, device, threads, maxNumSeqs, maxBatched, kvMemory, gpuMemory, maxWaiting, maxModelLen, noPrefixCaching, plainLogs, dummy, otlpEndpoint, otlpProtocol, upstream, upstreamKey,
         };
         command.SetAction(async (result, cancellationToken) =>
         {
@@ -45,6 +51,7 @@ public static class ServeCommand
                 Port = result.GetValue(port),
                 ApiKey = result.GetValue(apiKey) ?? Environment.GetEnvironmentVariable("ENCLAVE_API_KEY"),
                 NoAuth = result.GetValue(noAuth),
+                Redis = result.GetValue(redis),
                 Database = result.GetValue(database),
                 Device = result.GetValue(device)!,
                 Threads = result.GetValue(threads),
@@ -57,6 +64,7 @@ public static class ServeCommand
                     MaxNumSeqs = result.GetValue(maxNumSeqs),
                     MaxNumBatchedTokens = result.GetValue(maxBatched),
                     KvCacheBytes = result.GetValue(kvMemory),
+                    GpuMemoryUtilization = result.GetValue(gpuMemory),
                     MaxWaiting = result.GetValue(maxWaiting),
                     MaxModelLen = result.GetValue(maxModelLen),
                     EnablePrefixCaching = !result.GetValue(noPrefixCaching),

@@ -138,8 +138,14 @@ public sealed class EnclaveServer : IAsyncDisposable
                     o.Database = options.Database;
                 }
 
-                // Unauthenticated serving is decided here, where the listen address is known.
-                o.NoAuth = false;
+                // Unauthenticated serving is decided here, where the listen address is known
+                // (Validate refuses --no-auth on anything but loopback); calls are still audited.
+                o.NoAuth = options.NoAuth;
+                if (options.Redis is not null)
+                {
+                    o.Redis = options.Redis;
+                }
+
                 options.ConfigureGateway?.Invoke(o);
             });
         }

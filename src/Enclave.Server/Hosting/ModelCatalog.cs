@@ -174,14 +174,8 @@ public sealed class ServedModel
     public ServedModel(LanguageModel model)
     {
         Model = model;
-        var tokenizer = model.Tokenizer;
-        var template = model.Tokenizer.Config.ChatTemplate;
-        if (template is not null && template.Contains("<think>", StringComparison.Ordinal)
-            && tokenizer.TokenToId("<think>") is { } start && tokenizer.TokenToId("</think>") is { } end)
-        {
-            ThinkStartId = start;
-            ThinkEndId = end;
-        }
+        ThinkStartId = model.Reasoning?.ThinkStartId;
+        ThinkEndId = model.Reasoning?.ThinkEndId;
     }
 
     public LanguageModel Model { get; }

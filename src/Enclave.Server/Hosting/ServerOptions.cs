@@ -36,8 +36,14 @@ public sealed class ServerOptions
     /// </summary>
     public string? ApiKey { get; set; }
 
-    /// <summary>Serve without any authentication (no gateway). Refused unless <see cref="Host"/> is a loopback address.</summary>
+    /// <summary>
+    /// Serve without authentication: every call runs as the <c>anonymous</c> principal and is still
+    /// audited. Refused unless <see cref="Host"/> is a loopback address.
+    /// </summary>
     public bool NoAuth { get; set; }
+
+    /// <summary>Redis connection string for the gateway's shared limiter and cache invalidation (several replicas).</summary>
+    public string? Redis { get; set; }
 
     /// <summary>The gateway's store: a PostgreSQL or SQLite connection string; null means SQLite under <see cref="Home"/>.</summary>
     public string? Database { get; set; }
@@ -48,8 +54,8 @@ public sealed class ServerOptions
     /// <summary>Further gateway settings, applied after the <c>Enclave:Gateway</c> configuration section.</summary>
     public Action<GatewayOptions>? ConfigureGateway { get; set; }
 
-    /// <summary>True when requests go through the gateway: neither a static key nor <see cref="NoAuth"/>.</summary>
-    public bool UsesGateway => string.IsNullOrEmpty(ApiKey) && !NoAuth;
+    /// <summary>True when requests go through the gateway (always, unless one static key is configured).</summary>
+    public bool UsesGateway => string.IsNullOrEmpty(ApiKey);
 
     /// <summary>Whether <paramref name="host"/> names a loopback address (127.0.0.0/8, ::1 or localhost).</summary>
     public static bool IsLoopback(string host) =>
@@ -76,7 +82,7 @@ public sealed class ServerOptions
                 throw new ArgumentException($"--upstream {upstream}: expected the engine's http:// or https:// base URL, e.g. http://enclave-engine:8000");
             }
 
-            if (!UsesGateway)
+            if (NoAuth || !UsesGateway)
             {
                 throw new ArgumentException("--upstream runs the gateway in front of an engine: it cannot be combined with --no-auth or --api-key");
             }

@@ -83,6 +83,32 @@ internal static class BackendOpCases
             cases[$"matmul/{d}/t2/3080to130+bias"] = (b => MatMul(b, dtype, 2, 3080, 130, true), 1e-5);
         }
 
+        // FP8 blocks with partial edge blocks (45 rows / 16, 72 columns / 32) and 4-bit groups, dequantized on the fly.
+        foreach (var tokens in new[] { 1, 5, 9 })
+        {
+            cases[$"quantized_matmul/fp8-block16x32/t{tokens}/72to45"] =
+                (b => QuantizedMatMul(b, WeightEncoding.Fp8Block, tokens, 72, 45, 16, 32, false), 1e-5);
+            cases[$"quantized_matmul/int4-g32/t{tokens}/96to37+bias"] =
+                (b => QuantizedMatMul(b, WeightEncoding.Int4Group, tokens, 96, 37, 1, 32, true), 1e-5);
+        }
+
+        // DeepSeek (MLA + MoE) operations.
+        cases["copy_columns/5x40[32..+8]->13[5]"] = (b => CopyColumns(b, 5, 40, 32, 13, 5, 8), 0);
+        cases["copy_columns/7x24[0..+24]->56[32]"] = (b => CopyColumns(b, 7, 24, 0, 56, 32, 24), 0);
+        cases["head_matmul/t5h4/16to32"] = (b => HeadMatMul(b, 5, 4, 16, 32), 1e-5);
+        cases["head_matmul/t3h7/33to17"] = (b => HeadMatMul(b, 3, 7, 33, 17), 1e-5);
+        cases["head_matmul/t2h16/512to128"] = (b => HeadMatMul(b, 2, 16, 512, 128), 1e-5);
+        cases["latent_attention/h4/r32+8/bs4/mixed"] = (b => LatentAttention(b, 4, 32, 8, 4, [(7, 7), (1, 9)]), 1e-5);
+        cases["latent_attention/h16/r64+16/bs16/decode"] = (b => LatentAttention(b, 16, 64, 16, 16, [(1, 40), (3, 3), (1, 1)]), 1e-5);
+        cases["latent_attention/h8/r512+64/bs16/long"] = (b => LatentAttention(b, 8, 512, 64, 16, [(1, 300), (2, 130)]), 1e-5);
+        cases["latent_attention/h3/r33+6/bs5/odd"] = (b => LatentAttention(b, 3, 33, 6, 5, [(12, 20)]), 1e-5);
+        cases["moe_route/sigmoid/e8k2g2of1/bias"] = (b => MoeRoute(b, new MoeRouting(8, 2, MoeScoring.Sigmoid, 2, 1, MoeGroupScore.TopTwoSum, true, 2.5f), 9, true), 1e-5);
+        cases["moe_route/sigmoid/e16k4g4of2"] = (b => MoeRoute(b, new MoeRouting(16, 4, MoeScoring.Sigmoid, 4, 2, MoeGroupScore.TopTwoSum, false, 1f), 5, false), 1e-5);
+        cases["moe_route/softmax/e12k3g3of2/max"] = (b => MoeRoute(b, new MoeRouting(12, 3, MoeScoring.Softmax, 3, 2, MoeGroupScore.Max, true, 16f), 4, false), 1e-5);
+        cases["gather_rows/t9n37/picks27"] = (b => Rows(b, 9, 37, 27, scatter: false), 0);
+        cases["scatter_add_rows/t9n37/picks27"] = (b => Rows(b, 9, 37, 27, scatter: true), 1e-6);
+        cases["scatter_add_rows/t5n2048/picks10"] = (b => Rows(b, 5, 2048, 10, scatter: true), 1e-6);
+
         cases["rmsnorm/bf16/2x3584"] = (b => Norm(b, DType.BF16, 2, 3584, false), 1e-5);
         cases["rmsnorm/bf16/in-place-heads/12x40"] = (b => Norm(b, DType.BF16, 12, 40, false, inPlace: true), 1e-5);
         cases["rope/neox/t3h5d24r16"] = (b => Rope(b, 3, 5, 24, 16, false, 1f), 1e-5);
@@ -214,6 +240,45 @@ internal static class BackendOpCases
         return [Read(b, y)];
     }
 
+    private static float[][] QuantizedMatMul(IBackend b, WeightEncoding encoding, int tokens, int inFeatures, int outFeatures, int blockRows, int blockColumns, bool bias)
+    {
+        var random = new Random((tokens * 31) + inFeatures + outFeatures);
+        var fp8 = encoding == WeightEncoding.Fp8Block;
+        int scaleRows = (outFeatures + blockRows - 1) / blockRows, scaleColumns = (inFeatures + blockColumns - 1) / blockColumns;
+        var bytes = new byte[fp8 ? outFeatures * inFeatures : outFeatures * inFeatures / 2];
+        random.NextBytes(bytes);
+        for (var i = 0; fp8 && i < bytes.Length; i++)
+        {
+            if ((bytes[i] & 0x7F) == 0x7F)
+            {
+                bytes[i] ^= 1; // 0x7F/0xFF are NaN in e4m3: keep the weights finite
+            }
+        }
+
+        var data = b.Allocate(fp8 ? DType.F8E4M3 : DType.U8, outFeatures, fp8 ? inFeatures : inFeatures / 2);
+        b.UploadBytes(bytes, data);
+        var scales = F32(b, Values(random, scaleRows * scaleColumns).Select(v => 0.01f + Math.Abs(v * 0.05f)).ToArray(), scaleRows, scaleColumns);
+        DeviceTensor? zeros = null;
+        if (!fp8)
+        {
+            var z = new byte[outFeatures * scaleColumns];
+            for (var i = 0; i < z.Length; i++)
+            {
+                z[i] = (byte)random.Next(16);
+            }
+
+            zeros = b.Allocate(DType.U8, outFeatures, scaleColumns);
+            b.UploadBytes(z, zeros);
+        }
+
+        using var w = new QuantizedWeight(encoding, outFeatures, inFeatures, blockRows, blockColumns, data, scales, zeros);
+        using var bt = bias ? F32(b, Values(random, outFeatures), outFeatures) : null;
+        using var x = F32(b, Values(random, tokens * inFeatures), tokens, inFeatures);
+        using var y = Poisoned(b, tokens, outFeatures);
+        b.QuantizedMatMul(x, w, bt, y);
+        return [Read(b, y)];
+    }
+
     private static float[][] Rope(IBackend b, int tokens, int heads, int headDim, int rotary, bool interleaved, float scaling)
     {
         var random = new Random((heads * 31) + headDim);
@@ -263,16 +328,34 @@ internal static class BackendOpCases
     {
         var random = new Random((heads * 131) + (headDim * 7) + blockSize);
         var rowFloats = kvHeads * headDim;
+        var (batch, cache, rows, blocks) = Paged(random, blockSize, rowFloats, sequences, streams: 2);
+        var tokens = batch.TokenCount;
+        using var q = F32(b, Values(random, tokens * heads * headDim, 2f), tokens, heads, headDim);
+        using var kt = F32(b, rows[0], tokens, kvHeads, headDim);
+        using var vt = F32(b, rows[1], tokens, kvHeads, headDim);
+        using var kc = F32(b, cache[0], blocks, blockSize, kvHeads, headDim);
+        using var vc = F32(b, cache[1], blocks, blockSize, kvHeads, headDim);
+        using var output = Poisoned(b, tokens, heads, headDim);
+        b.PrepareStep(batch);
+        b.Attention(q, kt, vt, kc, vc, batch, 1f / MathF.Sqrt(headDim), output);
+        return [Read(b, output), Read(b, kc), Read(b, vc)];
+    }
+
+    /// <summary>
+    /// Several sequences in one step over a paged cache: each sequence's earlier rows are already in shuffled blocks,
+    /// this step's rows arrive as inputs. Per stream (K and V, or MLA's latent) the cache (spare blocks NaN, so a read
+    /// outside the block table shows) and the new rows [tokens, rowFloats].
+    /// </summary>
+    private static (ForwardBatch Batch, float[][] Cache, float[][] NewRows, int Blocks) Paged(Random random, int blockSize, int rowFloats, (int Query, int Context)[] sequences, int streams)
+    {
         var blocks = sequences.Sum(s => (s.Context + blockSize - 1) / blockSize) + 3;
         var order = Enumerable.Range(0, blocks).OrderBy(_ => random.Next()).ToArray();
         var tokens = sequences.Sum(s => s.Query);
         var positions = new int[tokens];
         var slots = new int[tokens];
         var slices = new SequenceSlice[sequences.Length];
-        var cacheK = Enumerable.Repeat(float.NaN, blocks * blockSize * rowFloats).ToArray();
-        var cacheV = (float[])cacheK.Clone();
-        var newK = new float[tokens * rowFloats];
-        var newV = new float[tokens * rowFloats];
+        var cache = Enumerable.Range(0, streams).Select(_ => Enumerable.Repeat(float.NaN, blocks * blockSize * rowFloats).ToArray()).ToArray();
+        var newRows = Enumerable.Range(0, streams).Select(_ => new float[tokens * rowFloats]).ToArray();
         int next = 0, start = 0;
         for (var s = 0; s < sequences.Length; s++)
         {
@@ -280,38 +363,97 @@ internal static class BackendOpCases
             var table = order.Skip(next).Take((context + blockSize - 1) / blockSize).ToArray();
             next += table.Length;
             slices[s] = new SequenceSlice(start, query, context, table);
-            var k = Values(random, context * rowFloats);
-            var v = Values(random, context * rowFloats);
+            var values = Enumerable.Range(0, streams).Select(_ => Values(random, context * rowFloats)).ToArray();
             for (var p = 0; p < context; p++)
             {
                 var slot = (table[p / blockSize] * blockSize) + (p % blockSize);
                 var t = start + p - (context - query);
+                for (var k = 0; k < streams; k++)
+                {
+                    if (t >= start)
+                    {
+                        Array.Copy(values[k], p * rowFloats, newRows[k], t * rowFloats, rowFloats);
+                    }
+                    else
+                    {
+                        Array.Copy(values[k], p * rowFloats, cache[k], slot * rowFloats, rowFloats);
+                    }
+                }
+
                 if (t >= start)
                 {
                     positions[t] = p;
                     slots[t] = slot;
-                    Array.Copy(k, p * rowFloats, newK, t * rowFloats, rowFloats);
-                    Array.Copy(v, p * rowFloats, newV, t * rowFloats, rowFloats);
-                }
-                else
-                {
-                    Array.Copy(k, p * rowFloats, cacheK, slot * rowFloats, rowFloats);
-                    Array.Copy(v, p * rowFloats, cacheV, slot * rowFloats, rowFloats);
                 }
             }
 
             start += query;
         }
 
-        var batch = Batch(new int[tokens], positions, slots, slices, [tokens - 1]);
-        using var q = F32(b, Values(random, tokens * heads * headDim, 2f), tokens, heads, headDim);
-        using var kt = F32(b, newK, tokens, kvHeads, headDim);
-        using var vt = F32(b, newV, tokens, kvHeads, headDim);
-        using var kc = F32(b, cacheK, blocks, blockSize, kvHeads, headDim);
-        using var vc = F32(b, cacheV, blocks, blockSize, kvHeads, headDim);
-        using var output = Poisoned(b, tokens, heads, headDim);
+        return (Batch(new int[tokens], positions, slots, slices, [tokens - 1]), cache, newRows, blocks);
+    }
+
+    private static float[][] LatentAttention(IBackend b, int heads, int rank, int rope, int blockSize, (int Query, int Context)[] sequences)
+    {
+        var random = new Random((heads * 97) + rank + blockSize);
+        var width = rank + rope;
+        var (batch, cache, rows, blocks) = Paged(random, blockSize, width, sequences, streams: 1);
+        var tokens = batch.TokenCount;
+        using var q = F32(b, Values(random, tokens * heads * width, 0.5f), tokens, heads, width);
+        using var latent = F32(b, rows[0], tokens, width);
+        using var cacheTensor = F32(b, cache[0], blocks, blockSize, 1, width);
+        using var output = Poisoned(b, tokens, heads, rank);
         b.PrepareStep(batch);
-        b.Attention(q, kt, vt, kc, vc, batch, 1f / MathF.Sqrt(headDim), output);
-        return [Read(b, output), Read(b, kc), Read(b, vc)];
+        b.LatentAttention(q, latent, cacheTensor, batch, 1f / MathF.Sqrt(width), rank, output);
+        return [Read(b, output), Read(b, cacheTensor)];
+    }
+
+    private static float[][] CopyColumns(IBackend b, int rows, int xWidth, int xOffset, int outWidth, int outOffset, int count)
+    {
+        var random = new Random(rows + xWidth);
+        using var x = F32(b, Values(random, rows * xWidth), rows, xWidth);
+        using var output = Poisoned(b, rows, outWidth);
+        b.CopyColumns(x, xOffset, output, outOffset, count);
+        return [Read(b, output)];
+    }
+
+    private static float[][] HeadMatMul(IBackend b, int tokens, int heads, int inDim, int outDim)
+    {
+        var random = new Random((tokens * heads) + inDim);
+        using var x = F32(b, Values(random, tokens * heads * inDim), tokens, heads, inDim);
+        using var w = F32(b, Values(random, heads * outDim * inDim), heads, outDim, inDim);
+        using var output = Poisoned(b, tokens, heads, outDim);
+        b.HeadMatMul(x, w, output);
+        return [Read(b, output)];
+    }
+
+    private static float[][] MoeRoute(IBackend b, MoeRouting routing, int tokens, bool withBias)
+    {
+        var random = new Random(routing.Experts * 17 + tokens);
+        using var logits = F32(b, Values(random, tokens * routing.Experts, 3f), tokens, routing.Experts);
+        using var bias = withBias ? F32(b, Values(random, routing.Experts, 0.5f), routing.Experts) : null;
+        var ids = new int[tokens * routing.TopK];
+        var weights = new float[tokens * routing.TopK];
+        b.MoeRoute(logits, bias, routing, ids, weights);
+        return [ids.Select(i => (float)i).ToArray(), weights];
+    }
+
+    private static float[][] Rows(IBackend b, int tokens, int columns, int picks, bool scatter)
+    {
+        var random = new Random((tokens * columns) + picks);
+        var rows = Enumerable.Range(0, picks).Select(_ => random.Next(tokens)).ToArray();
+        if (!scatter)
+        {
+            using var x = F32(b, Values(random, tokens * columns), tokens, columns);
+            using var gathered = Poisoned(b, picks, columns);
+            b.GatherRows(x, rows, gathered);
+            return [Read(b, gathered)];
+        }
+
+        var weights = Values(random, picks);
+        using var source = F32(b, Values(random, picks * columns), picks, columns);
+        using var output = F32(b, Values(random, tokens * columns), tokens, columns);
+        b.ScatterAddRows(source, rows, weights, output);
+        return [Read(b, output)];
     }
 }

@@ -12,7 +12,10 @@ namespace Enclave.Engine.Tests.Backends;
 /// </summary>
 public sealed class CudaBackendTests
 {
-    public static TheoryData<string> Cases() => [.. BackendOpCases.Names];
+    // Quantized (FP8/AWQ/GPTQ) weights have no CUDA kernels yet; the CUDA backend refuses them with a clear message.
+    public static TheoryData<string> Cases() => [.. BackendOpCases.Names.Where(n => !n.StartsWith("quantized_", StringComparison.Ordinal))];
+
+    public static TheoryData<string> AllCases() => [.. BackendOpCases.Names];
 
     [CudaTheory]
     [MemberData(nameof(Cases))]
@@ -60,7 +63,7 @@ public sealed class CudaBackendTests
     }
 
     [Theory]
-    [MemberData(nameof(Cases))]
+    [MemberData(nameof(AllCases))]
     public void Cpu_op_matches_the_reference_on_the_same_table(string name)
     {
         using var cpu = new CpuBackend(3);

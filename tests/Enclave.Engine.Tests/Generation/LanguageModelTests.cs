@@ -51,8 +51,10 @@ public sealed class LanguageModelTests
         Assert.Equal(stop, last.MatchedStop);
     }
 
-    [Fact]
-    public async Task TheChatClientAnswersThroughTheChatTemplate()
+    [Theory]
+    [InlineData(6)]
+    [InlineData(32)]
+    public async Task TheChatClientSeparatesReasoningFromTheAnswer(int maxTokens)
     {
         using var lm = Load("tiny-qwen2-r1");
         var c = Fixtures.LoadReference("tiny-qwen2-r1").Cases.First(x => x.Kind == "chat");
@@ -60,20 +62,48 @@ public sealed class LanguageModelTests
         var messages = c.Messages.EnumerateArray()
             .Select(m => new ChatMessage(new ChatRole(m.GetProperty("role").GetString()!), m.GetProperty("content").GetString()))
             .ToList();
-        var response = await client.GetResponseAsync(messages, new ChatOptions { Temperature = 0, MaxOutputTokens = 6 });
+        var response = await client.GetResponseAsync(messages, new ChatOptions { Temperature = 0, MaxOutputTokens = maxTokens });
         Assert.Equal(c.PromptIds.Length, response.Usage!.InputTokenCount);
-        Assert.Equal(6, response.Usage.OutputTokenCount);
         Assert.Equal(ChatFinishReason.Length, response.FinishReason);
-        var expected = lm.Tokenizer.Decode(c.GreedyIds.Take(6).ToArray(), skipSpecialTokens: true);
-        Assert.Equal(expected, response.Text);
-        var streamed = "";
-        await foreach (var update in client.GetStreamingResponseAsync(messages, new ChatOptions { Temperature = 0, MaxOutputTokens = 6 }))
+
+        // The R1 template opens <think> in the prompt: what precedes </think> is reasoning, what follows is the answer.
+        var generated = c.GreedyIds.Take(maxTokens).ToArray();
+        var thinkEnd = lm.Reasoning!.ThinkEndId;
+        var end = Array.IndexOf(generated, thinkEnd);
+        var expectedReasoning = lm.Tokenizer.Decode(end < 0 ? generated : generated.Take(end).ToArray(), skipSpecialTokens: true);
+        var expectedAnswer = end < 0 ? string.Empty : lm.Tokenizer.Decode(generated.Skip(end + 1).ToArray(), skipSpecialTokens: true);
+        Assert.Equal(expectedAnswer, response.Text);
+        var reasoning = string.Concat(response.Messages.SelectMany(m => m.Contents).OfType<TextReasoningContent>().Select(r => r.Text));
+        Assert.Equal(expectedReasoning, reasoning);
+        Assert.NotEmpty(reasoning);
+
+        var streamedAnswer = "";
+        var streamedReasoning = "";
+        await foreach (var update in client.GetStreamingResponseAsync(messages, new ChatOptions { Temperature = 0, MaxOutputTokens = maxTokens }))
         {
-            streamed += update.Text;
+            streamedAnswer += update.Text;
+            streamedReasoning += string.Concat(update.Contents.OfType<TextReasoningContent>().Select(r => r.Text));
         }
 
-        Assert.Equal(expected, streamed);
+        Assert.Equal(expectedAnswer, streamedAnswer);
+        Assert.Equal(expectedReasoning, streamedReasoning);
         Assert.NotNull(client.GetService<ChatClientMetadata>());
+    }
+
+    [Fact]
+    public async Task AModelWithoutAThinkBlockAnswersWithContentOnly()
+    {
+        using var lm = Load("tiny-llama3");
+        Assert.Null(lm.Reasoning);
+        var c = Fixtures.LoadReference("tiny-llama3").Cases.First(x => x.Kind == "chat");
+        var text = "";
+        await foreach (var chunk in lm.ChatAsync(JsonNode.Parse(c.Messages.GetRawText())!.AsArray(), new SamplingParams { Temperature = 0, MaxTokens = 8 }))
+        {
+            Assert.Null(chunk.Reasoning);
+            text += chunk.Content;
+        }
+
+        Assert.Equal(lm.Tokenizer.Decode(c.GreedyIds.Take(8).ToArray(), skipSpecialTokens: true), text);
     }
 
     [Fact]

@@ -68,7 +68,7 @@ public sealed class ForwardParityTests
                     break; // the reference's own top two are within noise: further tokens are not comparable
                 }
 
-                Assert.True(c.GreedyIds[step] == argmax, $"{modelName}/{c.Kind} step {step}: expected {c.GreedyIds[step]}, got {argmax}");
+                Assert.True(c.GreedyIds[step] == argmax, $"{modelName}/{c.Kind} step {step}: expected {c.GreedyIds[step]} (logit {host[c.GreedyIds[step]]}), got {argmax} (logit {host[argmax]}), reference margin {c.GreedyMargins[step]}");
                 tokens.Add(argmax);
                 comparedTokens++;
             }

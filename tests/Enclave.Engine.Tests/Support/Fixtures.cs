@@ -22,7 +22,11 @@ public static class Fixtures
 
     public static string Model(string name) => Path.Combine(ModelsDirectory, name);
 
-    public static readonly string[] ModelNames = ["tiny-llama3", "tiny-qwen2-r1", "tiny-qwen3", "tiny-deepseek-v3", "tiny-deepseek-v2-lite"];
+    public static readonly string[] ModelNames =
+    [
+        "tiny-llama3", "tiny-qwen2-r1", "tiny-qwen3", "tiny-deepseek-v3", "tiny-deepseek-v2-lite",
+        "tiny-deepseek-v3-fp8", "tiny-llama3-awq", "tiny-llama3-gptq",
+    ];
 
     /// <summary>EOS ids from the fixture's generation_config.json.</summary>
     public static int[] EosIds(string model)

@@ -48,6 +48,8 @@ public sealed class GatedBackend : IBackend
 
     public void MatMul(DeviceTensor x, DeviceTensor weight, DeviceTensor? bias, DeviceTensor output) => inner.MatMul(x, weight, bias, output);
 
+    public void QuantizedMatMul(DeviceTensor x, QuantizedWeight weight, DeviceTensor? bias, DeviceTensor output) => inner.QuantizedMatMul(x, weight, bias, output);
+
     public void Rope(DeviceTensor x, ForwardBatch batch, RopeSpec rope) => inner.Rope(x, batch, rope);
 
     public void SiluMul(DeviceTensor gate, DeviceTensor up, DeviceTensor output) => inner.SiluMul(gate, up, output);

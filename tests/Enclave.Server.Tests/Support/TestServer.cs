@@ -15,10 +15,13 @@ namespace Enclave.Server.Tests.Support;
 /// <summary>A real server on a loopback ephemeral port, with the fixture models on the CPU backend.</summary>
 public sealed class TestServer : IAsyncDisposable
 {
-    private TestServer(EnclaveServer server, CapturingLoggerProvider logs)
+    private readonly string? _ownHome;
+
+    private TestServer(EnclaveServer server, CapturingLoggerProvider logs, string? ownHome)
     {
         Server = server;
         Logs = logs;
+        _ownHome = ownHome;
         // No draining of abandoned responses: disposing one mid-stream must close the connection, as a client that goes away does.
         Http = new HttpClient(new SocketsHttpHandler { MaxResponseDrainSize = 0, MaxConnectionsPerServer = 256 }) { BaseAddress = server.Address, Timeout = TimeSpan.FromMinutes(3) };
     }
@@ -55,6 +58,15 @@ public sealed class TestServer : IAsyncDisposable
             options.NoAuth = false;
         }
 
+        // The gateway (and so the audit store) runs under --no-auth too: give each server its own data directory.
+        string? ownHome = null;
+        if (options.Home is null && options.UsesGateway)
+        {
+            ownHome = Path.Combine(Path.GetTempPath(), "enclave-srv-" + Guid.NewGuid().ToString("N"));
+            Directory.CreateDirectory(ownHome);
+            options.Home = ownHome;
+        }
+
         var logs = new CapturingLoggerProvider();
         var server = await EnclaveServer.StartAsync(options, b => b.AddProvider(logs));
         if (waitForModels)
@@ -62,7 +74,7 @@ public sealed class TestServer : IAsyncDisposable
             await server.Loading;
         }
 
-        return new TestServer(server, logs);
+        return new TestServer(server, logs, ownHome);
     }
 
     public OpenAIClient Sdk(string key = "unused") =>
@@ -162,6 +174,18 @@ public sealed class TestServer : IAsyncDisposable
     {
         Http.Dispose();
         await Server.DisposeAsync();
+        if (_ownHome is not null)
+        {
+            Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+            try
+            {
+                Directory.Delete(_ownHome, recursive: true);
+            }
+            catch (IOException)
+            {
+                // still held open on this platform; the temp directory is cleaned later
+            }
+        }
     }
 }
 

@@ -76,7 +76,8 @@ internal static class Program
     {
         using var reference = new ReferenceBackend();
         Console.WriteLine("== op table: cuda vs float64 reference (NaN-poisoned outputs)");
-        foreach (var name in BackendOpCases.Names)
+        // Quantized (FP8/AWQ/GPTQ) weights have no CUDA kernels yet; the backend refuses them with a clear message.
+        foreach (var name in BackendOpCases.Names.Where(n => !n.StartsWith("quantized_", StringComparison.Ordinal)))
         {
             Report(BackendOpCases.Run(name, cuda, reference));
         }
@@ -103,6 +104,20 @@ internal static class Program
     private static void Parity(string dir, bool tensorCores)
     {
         var name = Path.GetFileName(dir);
+        if (ModelConfig.Load(dir).Quantization is { } quantization)
+        {
+            Console.WriteLine($"parity {name}: skipped, {quantization.Method} weights have no CUDA kernels yet (they run on --device cpu)");
+            return;
+        }
+
+        if (tensorCores && ModelConfig.Load(dir).Raw["n_routed_experts"] is not null)
+        {
+            // bf16-rounded activations move router scores enough to flip expert choices, a discontinuity no logit
+            // tolerance absorbs: mixture-of-experts models are checked with the exact fp32 kernels only.
+            Console.WriteLine($"parity {name}: tensor-core mode not checked (expert routing is not continuous in bf16 rounding)");
+            return;
+        }
+
         using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "reference.json")));
         using var cuda = new CudaBackend(new CudaBackendOptions { TensorCoreGemm = tensorCores });
         using var cpu = new CpuBackend();

@@ -110,6 +110,9 @@ public sealed class CpuBackend : IBackend
     public void MatMul(DeviceTensor x, DeviceTensor weight, DeviceTensor? bias, DeviceTensor output) =>
         CpuMatMul.Run(_pool, _matMul, _width, Cpu(x), Cpu(weight), bias == null ? null : Cpu(bias), Cpu(output));
 
+    public void QuantizedMatMul(DeviceTensor x, QuantizedWeight weight, DeviceTensor? bias, DeviceTensor output) =>
+        CpuMatMul.RunQuantized(_pool, _matMul, _width, Cpu(x), weight, bias == null ? null : Cpu(bias), Cpu(output));
+
     public void Rope(DeviceTensor x, ForwardBatch batch, RopeSpec rope) =>
         CpuRope.Run(_pool, _rope, _width, Cpu(x), batch.Positions, rope);
 

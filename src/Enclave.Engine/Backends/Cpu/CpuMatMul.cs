@@ -42,6 +42,16 @@ internal static unsafe class CpuMatMul
         public DType WeightType;
         public int Width;
 
+        // Quantized weights (QuantizedMatMul): when Quantized is set, W is the packed data and every tile is first
+        // dequantized into the worker's fp32 scratch, so the fp32 kernel runs unchanged over it.
+        public bool Quantized;
+        public WeightEncoding Encoding;
+        public float* Scales;
+        public byte* Zeros;
+        public int BlockRows;
+        public int BlockColumns;
+        public int ScaleColumns;
+
         /// <summary>Makes sure every thread has an fp32 buffer for a tile of <paramref name="floats"/>; grows only.</summary>
         public void EnsureScratch(int threads, long floats)
         {
@@ -96,6 +106,22 @@ internal static unsafe class CpuMatMul
             where TS : ISimd<TV>
             where TV : struct
         {
+            if (Quantized)
+            {
+                var scratch = _scratch[worker];
+                if (Encoding == WeightEncoding.Fp8Block)
+                {
+                    DequantizeFp8Tile(rowStart, rowEnd, scratch);
+                }
+                else
+                {
+                    DequantizeInt4Tile(rowStart, rowEnd, scratch);
+                }
+
+                Tile<TS, TV, F32Weights>((byte*)(scratch - ((nint)rowStart * In)), rowStart, rowEnd);
+                return;
+            }
+
             switch (WeightType)
             {
                 case DType.BF16 when Tokens >= WidenTileFromTokens:
@@ -115,6 +141,52 @@ internal static unsafe class CpuMatMul
                 default:
                     Tile<TS, TV, F32Weights>(W, rowStart, rowEnd);
                     break;
+            }
+        }
+
+        /// <summary>w = fp8 · scale[row block, column block], through the 256-entry decode table.</summary>
+        private void DequantizeFp8Tile(int rowStart, int rowEnd, float* destination)
+        {
+            fixed (float* table = Formats.Quantization.Fp8E4M3.Table)
+            {
+                for (var r = rowStart; r < rowEnd; r++)
+                {
+                    var source = W + ((nint)r * In);
+                    var y = destination + ((nint)(r - rowStart) * In);
+                    var scales = Scales + ((nint)(r / BlockRows) * ScaleColumns);
+                    for (var c0 = 0; c0 < In; c0 += BlockColumns)
+                    {
+                        var scale = scales[c0 / BlockColumns];
+                        var end = Math.Min(In, c0 + BlockColumns);
+                        for (var k = c0; k < end; k++)
+                        {
+                            y[k] = table[source[k]] * scale;
+                        }
+                    }
+                }
+            }
+        }
+
+        /// <summary>w = (q − zero) · scale per group of BlockColumns inputs; two nibbles a byte, low one first.</summary>
+        private void DequantizeInt4Tile(int rowStart, int rowEnd, float* destination)
+        {
+            var groups = ScaleColumns;
+            for (var r = rowStart; r < rowEnd; r++)
+            {
+                var source = W + ((nint)r * (In / 2));
+                var y = destination + ((nint)(r - rowStart) * In);
+                for (var g = 0; g < groups; g++)
+                {
+                    var scale = Scales[((nint)r * groups) + g];
+                    var zero = Zeros[((nint)r * groups) + g];
+                    var start = g * BlockColumns;
+                    for (var k = start; k < start + BlockColumns; k += 2)
+                    {
+                        var packed = source[k / 2];
+                        y[k] = ((packed & 0xF) - zero) * scale;
+                        y[k + 1] = ((packed >> 4) - zero) * scale;
+                    }
+                }
             }
         }
 
@@ -240,6 +312,7 @@ internal static unsafe class CpuMatMul
             job.EnsureScratch(pool.ThreadCount, (long)tileRows * inFeatures);
         }
 
+        job.Quantized = false;
         job.X = x.F32Pointer;
         job.W = weight.Pointer;
         job.Bias = bias == null ? null : bias.F32Pointer;
@@ -250,6 +323,56 @@ internal static unsafe class CpuMatMul
         job.TileRows = tileRows;
         job.TokenGroup = TokenGroupFor(width);
         job.WeightType = weight.DType;
+        job.Width = width;
+        pool.Run(job, (outFeatures + tileRows - 1) / tileRows);
+    }
+
+    public static void RunQuantized(CpuWorkerPool pool, Job job, int width, CpuTensor x, QuantizedWeight weight, CpuTensor? bias, CpuTensor output)
+    {
+        x.RequireDType(DType.F32);
+        output.RequireDType(DType.F32);
+        int outFeatures = weight.OutFeatures, inFeatures = weight.InFeatures;
+        var tokens = checked((int)x.Rows);
+        if (x.Columns != inFeatures || output.Columns != outFeatures || output.Rows != tokens)
+        {
+            throw new ArgumentException($"quantized matmul shape mismatch: x {x}, weight {weight}, output {output}");
+        }
+
+        if (bias != null && (bias.DType != DType.F32 || bias.ElementCount != outFeatures))
+        {
+            throw new ArgumentException($"bias {bias} is not F32[{outFeatures}]");
+        }
+
+        if (tokens == 0 || outFeatures == 0)
+        {
+            return;
+        }
+
+        // Tiles are sized by their dequantized fp32 footprint, which is what the kernel streams over.
+        var rowBytes = Math.Max(1L, (long)inFeatures * sizeof(float));
+        var tileRows = (int)Math.Clamp(TileBytes / rowBytes, RowGroup, 256);
+        var perThread = (outFeatures + (pool.ThreadCount * 8) - 1) / (pool.ThreadCount * 8);
+        tileRows = Math.Min(tileRows, Math.Max(RowGroup, perThread));
+        tileRows = (tileRows + RowGroup - 1) / RowGroup * RowGroup;
+        job.EnsureScratch(pool.ThreadCount, (long)tileRows * inFeatures);
+
+        job.Quantized = true;
+        job.Encoding = weight.Encoding;
+        job.Scales = ((CpuTensor)weight.Scales).F32Pointer;
+        job.Zeros = weight.Zeros is null ? null : ((CpuTensor)weight.Zeros).Pointer;
+        job.BlockRows = weight.BlockRows;
+        job.BlockColumns = weight.BlockColumns;
+        job.ScaleColumns = weight.Scales.Columns;
+        job.X = x.F32Pointer;
+        job.W = ((CpuTensor)weight.Data).Pointer;
+        job.Bias = bias == null ? null : bias.F32Pointer;
+        job.Y = output.F32Pointer;
+        job.Tokens = tokens;
+        job.In = inFeatures;
+        job.Out = outFeatures;
+        job.TileRows = tileRows;
+        job.TokenGroup = TokenGroupFor(width);
+        job.WeightType = DType.F32;
         job.Width = width;
         pool.Run(job, (outFeatures + tileRows - 1) / tileRows);
     }

@@ -110,6 +110,53 @@ public sealed class ReferenceBackend : IBackend
         }
     }
 
+    public void QuantizedMatMul(DeviceTensor x, QuantizedWeight weight, DeviceTensor? bias, DeviceTensor output)
+    {
+        var xs = ((HostTensor)x).Span;
+        var data = ((HostTensor)weight.Data).Span;   // decoded fp8 values, or byte values of packed nibbles
+        var scales = ((HostTensor)weight.Scales).Span;
+        var zeros = weight.Zeros is null ? default : ((HostTensor)weight.Zeros).Span;
+        var b = bias is null ? default : ((HostTensor)bias).Span;
+        var o = ((HostTensor)output).Span;
+        int inDim = weight.InFeatures, outDim = weight.OutFeatures;
+        if (x.Columns != inDim || output.Columns != outDim || output.Rows != x.Rows)
+        {
+            throw new ArgumentException($"quantized matmul shape mismatch: x {x}, weight {weight}, output {output}");
+        }
+
+        var scaleColumns = weight.Scales.Columns;
+        for (var j = 0; j < outDim; j++)
+        {
+            // Dequantize row j by the format's definition, then an ordinary float64 dot product.
+            var row = new double[inDim];
+            for (var k = 0; k < inDim; k++)
+            {
+                var scale = scales[((j / weight.BlockRows) * scaleColumns) + (k / weight.BlockColumns)];
+                if (weight.Encoding == WeightEncoding.Fp8Block)
+                {
+                    row[k] = (double)data[(j * inDim) + k] * scale;
+                }
+                else
+                {
+                    var packed = (int)data[((j * inDim) + k) / 2];
+                    var q = (k & 1) == 0 ? packed & 0xF : packed >> 4;
+                    row[k] = (double)(float)((q - (int)zeros[(j * scaleColumns) + (k / weight.BlockColumns)]) * scale);
+                }
+            }
+
+            for (var t = 0; t < x.Rows; t++)
+            {
+                double acc = bias is null ? 0 : b[j];
+                for (var k = 0; k < inDim; k++)
+                {
+                    acc += xs[(int)(t * inDim) + k] * row[k];
+                }
+
+                o[(int)(t * outDim) + j] = (float)acc;
+            }
+        }
+    }
+
     public void Rope(DeviceTensor x, ForwardBatch batch, RopeSpec rope)
     {
         var xs = ((HostTensor)x).Span;
@@ -372,7 +419,7 @@ public sealed class ReferenceBackend : IBackend
                 {
                     if (!keep.Contains(e / perGroup))
                     {
-                        choice[e] = 0f; // transformers masks the other groups with 0, not -inf
+                        choice[e] = float.NegativeInfinity; // dropped groups can never be chosen, even over negative biased scores
                     }
                 }
             }
@@ -432,6 +479,8 @@ public sealed class ReferenceBackend : IBackend
         DType.F16 => (float)BitConverter.ToHalf(bytes.Slice((int)(index * 2), 2)),
         DType.BF16 => BitConverter.Int32BitsToSingle(BitConverter.ToUInt16(bytes.Slice((int)(index * 2), 2)) << 16),
         DType.I32 => BitConverter.ToInt32(bytes.Slice((int)(index * 4), 4)),
+        DType.U8 => bytes[(int)index],
+        DType.F8E4M3 => Formats.Quantization.Fp8E4M3.Decode(bytes[(int)index]),
         _ => throw new ArgumentOutOfRangeException(nameof(dtype)),
     };
 

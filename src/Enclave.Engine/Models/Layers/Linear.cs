@@ -2,18 +2,49 @@ using Enclave.Engine.Backends;
 
 namespace Enclave.Engine.Models.Layers;
 
-/// <summary>nn.Linear: weight [out, in] and an optional bias [out].</summary>
-public sealed class Linear(DeviceTensor weight, DeviceTensor? bias)
+/// <summary>
+/// nn.Linear: weight [out, in] and an optional bias [out]. The weight is either a plain tensor in its checkpoint type
+/// (F32/F16/BF16) or, for FP8/AWQ/GPTQ checkpoints, a <see cref="QuantizedWeight"/> that stays quantized.
+/// </summary>
+public sealed class Linear
 {
-    public DeviceTensor Weight { get; } = weight;
+    private readonly DeviceTensor? weight;
+    private readonly QuantizedWeight? quantized;
 
-    public DeviceTensor? Bias { get; } = bias;
+    public Linear(DeviceTensor weight, DeviceTensor? bias)
+    {
+        this.weight = weight;
+        Bias = bias;
+        OutFeatures = weight.Shape[0];
+    }
 
-    public int OutFeatures => Weight.Shape[0];
+    public Linear(QuantizedWeight weight, DeviceTensor? bias)
+    {
+        quantized = weight;
+        Bias = bias;
+        OutFeatures = weight.OutFeatures;
+    }
+
+    public DeviceTensor? Bias { get; }
+
+    public int OutFeatures { get; }
+
+    /// <summary>The quantized weight, when the checkpoint stores this layer quantized.</summary>
+    public QuantizedWeight? Quantized => quantized;
 
     public static Linear Load(WeightLoader loader, string prefix, int inFeatures, int outFeatures, bool bias) =>
-        new(loader.Load(prefix + ".weight", outFeatures, inFeatures), bias ? loader.LoadAsF32(prefix + ".bias", outFeatures) : null);
+        loader.LoadLinear(prefix, inFeatures, outFeatures, bias);
 
     /// <summary>output = x · Wᵀ + b. x: [T, in]; output: [T, out].</summary>
-    public void Forward(IBackend backend, DeviceTensor x, DeviceTensor output) => backend.MatMul(x, Weight, Bias, output);
+    public void Forward(IBackend backend, DeviceTensor x, DeviceTensor output)
+    {
+        if (quantized is not null)
+        {
+            backend.QuantizedMatMul(x, quantized, Bias, output);
+        }
+        else
+        {
+            backend.MatMul(x, weight!, Bias, output);
+        }
+    }
 }

@@ -61,18 +61,125 @@ public sealed class WeightLoader(IWeightSource source, IBackend backend, ModelCo
         return converted;
     }
 
-    /// <summary>Reads a tensor's values to the host as F32 (for weights the model rearranges once at load time).</summary>
-    public float[] ReadF32(string name, params int[] expectedShape)
+    /// <summary>
+    /// Loads nn.Linear <paramref name="prefix"/>: <c>.weight</c> (+ <c>.bias</c>) as stored, or, when config.json has a
+    /// quantization_config and the checkpoint stores this layer quantized, its FP8 blocks + <c>weight_scale_inv</c> or
+    /// AWQ/GPTQ <c>qweight</c>/<c>qzeros</c>/<c>scales</c>. Layers the publisher left unquantized (DeepSeek's router,
+    /// modules_to_not_convert) load as plain weights.
+    /// </summary>
+    public Linear LoadLinear(string prefix, int inFeatures, int outFeatures, bool bias)
     {
-        Load(name, expectedShape).Dispose();
-        var source = SourceTensor(name);
-        var values = new float[source.ElementCount];
-        for (var i = 0; i < values.Length; i++)
+        var b = bias ? LoadAsF32(prefix + ".bias", outFeatures) : null;
+        var q = config.Quantization;
+        if (q is null || source is DummyWeights || q.Skips(prefix))
         {
-            values[i] = Backends.Reference.ReferenceBackend.ReadElement(source.Bytes, source.DType, i);
+            return new Linear(Load(prefix + ".weight", outFeatures, inFeatures), b);
         }
 
-        return values;
+        if (q.Method == Formats.Quantization.QuantizationMethod.Fp8Block)
+        {
+            if (!source.Contains(prefix + ".weight_scale_inv"))
+            {
+                return new Linear(Load(prefix + ".weight", outFeatures, inFeatures), b);
+            }
+
+            var storedWeight = source.Get(prefix + ".weight");
+            var storedScales = source.Get(prefix + ".weight_scale_inv");
+            if (storedWeight.DType != DType.F8E4M3 || storedScales.DType != DType.F32)
+            {
+                throw new CheckpointFormatException(
+                    $"{storedWeight.File}: '{prefix}.weight' is {storedWeight.DType} with {storedScales.DType} scales; quant_method fp8 needs F8_E4M3 weights and F32 weight_scale_inv");
+            }
+
+            var data = Load(prefix + ".weight", outFeatures, inFeatures);
+            var scales = Load(prefix + ".weight_scale_inv", CeilDiv(outFeatures, q.BlockRows), CeilDiv(inFeatures, q.BlockColumns));
+            return new Linear(new QuantizedWeight(WeightEncoding.Fp8Block, outFeatures, inFeatures, q.BlockRows, q.BlockColumns, data, scales, null), b);
+        }
+
+        if (!source.Contains(prefix + ".qweight"))
+        {
+            return new Linear(Load(prefix + ".weight", outFeatures, inFeatures), b);
+        }
+
+        var packed = RepackInt4(prefix, inFeatures, outFeatures);
+        var dataTensor = backend.Allocate(DType.U8, outFeatures, inFeatures / 2);
+        backend.UploadBytes(packed.Data, dataTensor);
+        var scaleTensor = backend.Allocate(DType.F32, outFeatures, packed.Groups);
+        backend.Upload(packed.Scales, scaleTensor);
+        var zeroTensor = backend.Allocate(DType.U8, outFeatures, packed.Groups);
+        backend.UploadBytes(packed.Zeros, zeroTensor);
+        return new Linear(new QuantizedWeight(WeightEncoding.Int4Group, outFeatures, inFeatures, 1, q.GroupSize, dataTensor, scaleTensor, zeroTensor), b);
+    }
+
+    private Formats.Quantization.Int4Repack.Result RepackInt4(string prefix, int inFeatures, int outFeatures)
+    {
+        var q = config.Quantization!;
+        var qweight = source.Get(prefix + ".qweight");
+        var qzeros = source.Get(prefix + ".qzeros");
+        var scales = source.Get(prefix + ".scales");
+        return q.Method == Formats.Quantization.QuantizationMethod.Awq
+            ? Formats.Quantization.Int4Repack.FromAwq(qweight, qzeros, scales, inFeatures, outFeatures, q.GroupSize)
+            : Formats.Quantization.Int4Repack.FromGptq(qweight, qzeros, scales,
+                source.Contains(prefix + ".g_idx") ? source.Get(prefix + ".g_idx") : null, inFeatures, outFeatures, q.GroupSize, q.GptqZeroOffset);
+    }
+
+    private static int CeilDiv(int a, int b) => (a + b - 1) / b;
+
+    /// <summary>
+    /// Reads a tensor's values to the host as F32 (for weights the model rearranges once at load time), dequantizing
+    /// an FP8 block or AWQ/GPTQ weight by its format's definition.
+    /// </summary>
+    public float[] ReadF32(string name, params int[] expectedShape)
+    {
+        var q = config.Quantization;
+        if (q is not null && source is not DummyWeights && name.EndsWith(".weight", StringComparison.Ordinal) && expectedShape.Length == 2)
+        {
+            var prefix = name[..^".weight".Length];
+            int outFeatures = expectedShape[0], inFeatures = expectedShape[1];
+            if (q.Method == Formats.Quantization.QuantizationMethod.Fp8Block && source.Contains(prefix + ".weight_scale_inv"))
+            {
+                LoadLinear(prefix, inFeatures, outFeatures, false).Quantized!.Dispose(); // validates dtypes and shapes
+                var fp8 = source.Get(name).Bytes;
+                var scales = ReadF32(prefix + ".weight_scale_inv", CeilDiv(outFeatures, q.BlockRows), CeilDiv(inFeatures, q.BlockColumns));
+                var scaleColumns = CeilDiv(inFeatures, q.BlockColumns);
+                var values = new float[outFeatures * inFeatures];
+                for (var o = 0; o < outFeatures; o++)
+                {
+                    for (var i = 0; i < inFeatures; i++)
+                    {
+                        values[(o * inFeatures) + i] = Formats.Quantization.Fp8E4M3.ToSingle(fp8[(o * inFeatures) + i])
+                            * scales[((o / q.BlockRows) * scaleColumns) + (i / q.BlockColumns)];
+                    }
+                }
+
+                return values;
+            }
+
+            if (q.Method != Formats.Quantization.QuantizationMethod.Fp8Block && !source.Contains(name) && source.Contains(prefix + ".qweight"))
+            {
+                var packed = RepackInt4(prefix, inFeatures, outFeatures);
+                var values = new float[outFeatures * inFeatures];
+                for (var o = 0; o < outFeatures; o++)
+                {
+                    for (var i = 0; i < inFeatures; i++)
+                    {
+                        values[(o * inFeatures) + i] = Formats.Quantization.Int4Repack.Dequantize(packed, inFeatures, q.GroupSize, o, i);
+                    }
+                }
+
+                return values;
+            }
+        }
+
+        Load(name, expectedShape).Dispose();
+        var stored = SourceTensor(name);
+        var result = new float[stored.ElementCount];
+        for (var i = 0; i < result.Length; i++)
+        {
+            result[i] = Backends.Reference.ReferenceBackend.ReadElement(stored.Bytes, stored.DType, i);
+        }
+
+        return result;
     }
 
     private CheckpointTensor SourceTensor(string name) => source is DummyWeights dummy ? dummy.Get(name) : source.Get(name);

@@ -106,6 +106,9 @@ namespace Enclave.Gateway.Store.Migrations.Postgres
                         .HasMaxLength(128)
                         .HasColumnType("character varying(128)");
 
+                    b.Property<long?>("PrunedAtMs")
+                        .HasColumnType("bigint");
+
                     b.Property<long>("Sequence")
                         .HasColumnType("bigint");
 
@@ -231,6 +234,64 @@ namespace Enclave.Gateway.Store.Migrations.Postgres
                     b.ToTable("audit_records", (string)null);
                 });
 
+            modelBuilder.Entity("Enclave.Gateway.Store.PolicyEntity", b =>
+                {
+                    b.Property<string>("Scope")
+                        .HasMaxLength(8)
+                        .HasColumnType("character varying(8)");
+
+                    b.Property<string>("Subject")
+                        .HasMaxLength(128)
+                        .HasColumnType("character varying(128)");
+
+                    b.Property<string>("AllowedCidrs")
+                        .HasMaxLength(2048)
+                        .HasColumnType("character varying(2048)");
+
+                    b.Property<string>("AllowedModels")
+                        .HasMaxLength(2048)
+                        .HasColumnType("character varying(2048)");
+
+                    b.Property<string>("AuditPiiAction")
+                        .HasMaxLength(16)
+                        .HasColumnType("character varying(16)");
+
+                    b.Property<string>("BlockedPhrases")
+                        .HasMaxLength(16384)
+                        .HasColumnType("character varying(16384)");
+
+                    b.Property<long?>("DailyTokenBudget")
+                        .HasColumnType("bigint");
+
+                    b.Property<long?>("MonthlyTokenBudget")
+                        .HasColumnType("bigint");
+
+                    b.Property<string>("PromptPiiAction")
+                        .HasMaxLength(16)
+                        .HasColumnType("character varying(16)");
+
+                    b.Property<int?>("RequestsPerMinute")
+                        .HasColumnType("integer");
+
+                    b.Property<string>("TimeWindows")
+                        .HasMaxLength(512)
+                        .HasColumnType("character varying(512)");
+
+                    b.Property<string>("TimeZone")
+                        .HasMaxLength(64)
+                        .HasColumnType("character varying(64)");
+
+                    b.Property<int?>("TokensPerMinute")
+                        .HasColumnType("integer");
+
+                    b.Property<long>("UpdatedAtMs")
+                        .HasColumnType("bigint");
+
+                    b.HasKey("Scope", "Subject");
+
+                    b.ToTable("policies", (string)null);
+                });
+
             modelBuilder.Entity("Enclave.Gateway.Store.RoleEntity", b =>
                 {
                     b.Property<string>("Name")
@@ -259,6 +320,25 @@ namespace Enclave.Gateway.Store.Migrations.Postgres
                     b.HasKey("Name");
 
                     b.ToTable("roles", (string)null);
+                });
+
+            modelBuilder.Entity("Enclave.Gateway.Store.TokenUsageEntity", b =>
+                {
+                    b.Property<string>("Counter")
+                        .HasMaxLength(200)
+                        .HasColumnType("character varying(200)");
+
+                    b.Property<long>("ExpiresAtMs")
+                        .HasColumnType("bigint");
+
+                    b.Property<long>("Tokens")
+                        .HasColumnType("bigint");
+
+                    b.HasKey("Counter");
+
+                    b.HasIndex("ExpiresAtMs");
+
+                    b.ToTable("token_usage", (string)null);
                 });
 
             modelBuilder.Entity("Enclave.Gateway.Store.UserEntity", b =>

@@ -99,6 +99,9 @@ namespace Enclave.Gateway.Store.Migrations.Sqlite
                         .HasMaxLength(128)
                         .HasColumnType("TEXT");
 
+                    b.Property<long?>("PrunedAtMs")
+                        .HasColumnType("INTEGER");
+
                     b.Property<long>("Sequence")
                         .HasColumnType("INTEGER");
 
@@ -222,6 +225,64 @@ namespace Enclave.Gateway.Store.Migrations.Sqlite
                     b.ToTable("audit_records", (string)null);
                 });
 
+            modelBuilder.Entity("Enclave.Gateway.Store.PolicyEntity", b =>
+                {
+                    b.Property<string>("Scope")
+                        .HasMaxLength(8)
+                        .HasColumnType("TEXT");
+
+                    b.Property<string>("Subject")
+                        .HasMaxLength(128)
+                        .HasColumnType("TEXT");
+
+                    b.Property<string>("AllowedCidrs")
+                        .HasMaxLength(2048)
+                        .HasColumnType("TEXT");
+
+                    b.Property<string>("AllowedModels")
+                        .HasMaxLength(2048)
+                        .HasColumnType("TEXT");
+
+                    b.Property<string>("AuditPiiAction")
+                        .HasMaxLength(16)
+                        .HasColumnType("TEXT");
+
+                    b.Property<string>("BlockedPhrases")
+                        .HasMaxLength(16384)
+                        .HasColumnType("TEXT");
+
+                    b.Property<long?>("DailyTokenBudget")
+                        .HasColumnType("INTEGER");
+
+                    b.Property<long?>("MonthlyTokenBudget")
+                        .HasColumnType("INTEGER");
+
+                    b.Property<string>("PromptPiiAction")
+                        .HasMaxLength(16)
+                        .HasColumnType("TEXT");
+
+                    b.Property<int?>("RequestsPerMinute")
+                        .HasColumnType("INTEGER");
+
+                    b.Property<string>("TimeWindows")
+                        .HasMaxLength(512)
+                        .HasColumnType("TEXT");
+
+                    b.Property<string>("TimeZone")
+                        .HasMaxLength(64)
+                        .HasColumnType("TEXT");
+
+                    b.Property<int?>("TokensPerMinute")
+                        .HasColumnType("INTEGER");
+
+                    b.Property<long>("UpdatedAtMs")
+                        .HasColumnType("INTEGER");
+
+                    b.HasKey("Scope", "Subject");
+
+                    b.ToTable("policies", (string)null);
+                });
+
             modelBuilder.Entity("Enclave.Gateway.Store.RoleEntity", b =>
                 {
                     b.Property<string>("Name")
@@ -250,6 +311,25 @@ namespace Enclave.Gateway.Store.Migrations.Sqlite
                     b.HasKey("Name");
 
                     b.ToTable("roles", (string)null);
+                });
+
+            modelBuilder.Entity("Enclave.Gateway.Store.TokenUsageEntity", b =>
+                {
+                    b.Property<string>("Counter")
+                        .HasMaxLength(200)
+                        .HasColumnType("TEXT");
+
+                    b.Property<long>("ExpiresAtMs")
+                        .HasColumnType("INTEGER");
+
+                    b.Property<long>("Tokens")
+                        .HasColumnType("INTEGER");
+
+                    b.HasKey("Counter");
+
+                    b.HasIndex("ExpiresAtMs");
+
+                    b.ToTable("token_usage", (string)null);
                 });
 
             modelBuilder.Entity("Enclave.Gateway.Store.UserEntity", b =>

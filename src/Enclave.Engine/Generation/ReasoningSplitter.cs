@@ -1,4 +1,4 @@
-namespace Enclave.Server.Api;
+namespace Enclave.Engine.Generation;
 
 /// <summary>
 /// Splits a reasoning model's output into reasoning and answer, following vLLM's deepseek_r1 parser: text before
@@ -8,6 +8,11 @@ namespace Enclave.Server.Api;
 /// </summary>
 public sealed class ReasoningSplitter(int thinkStartId, int thinkEndId, bool startsInReasoning)
 {
+    public ReasoningSplitter(ReasoningTokens tokens, bool startsInReasoning)
+        : this(tokens.ThinkStartId, tokens.ThinkEndId, startsInReasoning)
+    {
+    }
+
     private bool inReasoning = startsInReasoning;
 
     /// <summary>Routes one chunk's text; the tags themselves produce no text.</summary>
@@ -41,3 +46,25 @@ public sealed class ReasoningSplitter(int thinkStartId, int thinkEndId, bool sta
         return open >= 0 && trimmed[open..].IndexOf("</think>", StringComparison.Ordinal) < 0 && trimmed.EndsWith("<think>", StringComparison.Ordinal);
     }
 }
+
+/// <summary>
+/// The ids of &lt;think&gt; and &lt;/think&gt; for a model whose chat template uses them (DeepSeek-R1 and its distills,
+/// Qwen3), or null from <see cref="Detect"/> for a model without a reasoning block.
+/// </summary>
+public sealed record ReasoningTokens(int ThinkStartId, int ThinkEndId)
+{
+    public static ReasoningTokens? Detect(Tokenization.HfTokenizer tokenizer)
+    {
+        var template = tokenizer.Config.ChatTemplate;
+        return template is not null && template.Contains("<think>", StringComparison.Ordinal)
+            && tokenizer.TokenToId("<think>") is { } start && tokenizer.TokenToId("</think>") is { } end
+            ? new ReasoningTokens(start, end)
+            : null;
+    }
+}
+
+/// <summary>
+/// One step of a chat answer with a reasoning model's thinking kept apart from the answer: at most one of
+/// <see cref="Reasoning"/> and <see cref="Content"/> is set; <see cref="Token"/> is the underlying chunk.
+/// </summary>
+public readonly record struct ChatChunk(string? Reasoning, string? Content, TextChunk Token);

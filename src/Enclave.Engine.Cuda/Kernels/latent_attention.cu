@@ -1,0 +1,97 @@
+#include "common.cuh"
+
+// Multi-head latent attention, weight-absorbed form, over the paged latent cache [blocks, blockSize, 1, width].
+// Row width (kv_lora_rank + rope dim) and value dim (kv_lora_rank) are at most 32 * LATENT_CHUNKS = 1024.
+#define LATENT_CHUNKS 32
+#define LATENT_WARPS 4
+
+// cache[slots[t], :] = latent[t, :].
+extern "C" __global__ void latent_write(const float* latent, float* cache, const int* slots, int tokens, int width)
+{
+    const long n = (long)tokens * width;
+    for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
+    {
+        const int t = (int)(i / width);
+        cache[(long)slots[t] * width + (i - (long)t * width)] = latent[i];
+    }
+}
+
+// One block of LATENT_WARPS warps per (head, token). Each warp takes every LATENT_WARPS-th cached position, scores it
+// against the query (lanes stride the row), and keeps an online softmax: running max, sum and the weighted sum of the
+// rows' first valueDim values in registers. The warps then merge through shared memory. No scores are stored, so
+// any context length fits. Causal: query token t of its sequence sees positions [0, its own position].
+extern "C" __global__ void latent_attention(const float* q, const float* cache, float* out,
+    const int* tokenSeq, const int* qStart, const int* qLen, const int* contextLen, const int* tableOffset, const int* tables,
+    int heads, int width, int valueDim, int blockSize, float scale)
+{
+    const int h = blockIdx.x, t = blockIdx.y;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int s = tokenSeq[t];
+    const int position = contextLen[s] - qLen[s] + (t - qStart[s]);
+    const int* table = tables + tableOffset[s];
+    const float* qv = q + ((long)t * heads + h) * width;
+
+    float qr[LATENT_CHUNKS], acc[LATENT_CHUNKS];
+#pragma unroll
+    for (int i = 0; i < LATENT_CHUNKS; i++)
+    {
+        const int k = lane + 32 * i;
+        qr[i] = k < width ? qv[k] : 0.f;
+        acc[i] = 0.f;
+    }
+
+    float m = NEG_INF, l = 0.f;
+    for (int p = warp; p <= position; p += LATENT_WARPS)
+    {
+        const float* row = cache + ((long)table[p / blockSize] * blockSize + p % blockSize) * width;
+        float d = 0.f;
+#pragma unroll
+        for (int i = 0; i < LATENT_CHUNKS; i++)
+        {
+            const int k = lane + 32 * i;
+            if (k < width) d = fmaf(qr[i], row[k], d);
+        }
+
+        d = warp_sum(d) * scale;
+        const float mn = fmaxf(m, d);
+        const float correction = expf(m - mn);
+        const float e = expf(d - mn);
+        l = l * correction + e;
+#pragma unroll
+        for (int i = 0; i < LATENT_CHUNKS; i++)
+        {
+            const int k = lane + 32 * i;
+            acc[i] = acc[i] * correction + (k < valueDim ? e * row[k] : 0.f);
+        }
+
+        m = mn;
+    }
+
+    __shared__ float warpMax[LATENT_WARPS], warpSum[LATENT_WARPS];
+    __shared__ float warpAcc[LATENT_WARPS][32 * LATENT_CHUNKS];
+    if (lane == 0)
+    {
+        warpMax[warp] = m;
+        warpSum[warp] = l;
+    }
+
+#pragma unroll
+    for (int i = 0; i < LATENT_CHUNKS; i++)
+    {
+        const int k = lane + 32 * i;
+        if (k < valueDim) warpAcc[warp][k] = acc[i];
+    }
+
+    __syncthreads();
+    float maxAll = NEG_INF;
+    for (int w = 0; w < LATENT_WARPS; w++) maxAll = fmaxf(maxAll, warpMax[w]);
+    float total = 0.f;
+    for (int w = 0; w < LATENT_WARPS; w++) total += warpSum[w] * expf(warpMax[w] - maxAll);
+    float* o = out + ((long)t * heads + h) * valueDim;
+    for (int d = threadIdx.x; d < valueDim; d += blockDim.x)
+    {
+        float v = 0.f;
+        for (int w = 0; w < LATENT_WARPS; w++) v += warpAcc[w][d] * expf(warpMax[w] - maxAll);
+        o[d] = v / total;
+    }
+}
