@@ -5,6 +5,8 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 ./tools/fetch-tokenizers.sh
+# The deployment checks run promtool (.ci/install-prometheus.sh) and helm (.ci/install-helm.sh, into .cache/tools)
+# when they are installed, and skip with the install command as the reason when not.
 # PostgreSQL cases run when ENCLAVE_TEST_POSTGRES is set (.ci/run starts a loopback server and sets it),
 # or when an earlier .ci/install-postgres.sh left its connection string; otherwise they skip and say why.
 if [[ -z "${ENCLAVE_TEST_POSTGRES:-}" && -f .ci/postgres.env ]]; then
@@ -19,7 +21,7 @@ status=0
 dotnet build Enclave.slnx -c Release -nologo -v:q
 # One test project at a time: the CPU backend's worker threads spin between kernels, and several test hosts
 # spinning on two cores at once slow each other down by orders of magnitude.
-for project in tests/Enclave.Engine.Tests tests/Enclave.Server.Tests tests/Enclave.Gateway.Tests tests/Enclave.Operations.Tests; do
+for project in tests/Enclave.Engine.Tests tests/Enclave.Server.Tests tests/Enclave.Gateway.Tests tests/Enclave.Operations.Tests tests/Enclave.Deploy.Tests; do
   dotnet test "$project" -c Release --no-build --logger "trx" --results-directory "$results" -- RunConfiguration.TreatNoTestsAsError=true || status=$?
 done
 # One closing line with the totals across all test projects.

@@ -14,6 +14,7 @@ var root = new RootCommand("Enclave: run DeepSeek-family language models inside 
     EmbedCommand.Create(),
     BenchCommand.Create([Enclave.Server.Cli.BenchServeCommand.Create(), BenchEmbedCommand.Create()]),
     Enclave.Server.Cli.ServeCommand.Create(StoreModels.ConfigureServe),
+    InstallCommand.Create(),
 };
 foreach (var command in Enclave.Gateway.Cli.GatewayCommands.Create())
 {

@@ -173,6 +173,7 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
         }
 
         var sequence = new Sequence(Interlocked.Increment(ref nextId), promptIds, parameters, eosTokenIds);
+        EngineTelemetry.Submitted(sequence);
         incoming.Enqueue(sequence);
         wake.Release();
         return sequence;
@@ -192,6 +193,7 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
             foreach (var s in scheduler.RemoveFinished())
             {
                 s.Output.Writer.TryComplete();
+                EngineTelemetry.Finished(s);
             }
 
             var step = scheduler.HasWork ? scheduler.Schedule() : null;
@@ -228,6 +230,11 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
         var rows = batch.LogitRows.Length;
         var vocab = model.Config.VocabSize;
         var logitView = logits.SliceRows(0, Math.Max(rows, 1));
+        foreach (var (s, _, _) in step.Entries)
+        {
+            EngineTelemetry.Scheduled(s);
+        }
+
         model.Forward(batch, cache, logitView);
         if (rows > 0)
         {
@@ -258,6 +265,7 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
             var suppress = s.OutputLength < s.Parameters.MinTokens ? s.StopTokenIds : [];
             var sampled = sampler.Sample(rowLogits, s.Parameters, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(s.Tokens), s.PromptLength, s.Random, suppress);
             s.Tokens.Add(sampled.TokenId);
+            EngineTelemetry.Sampled(s);
             Interlocked.Increment(ref generationTokensTotal);
             FinishReason? finish = null;
             if (Array.IndexOf(s.StopTokenIds, sampled.TokenId) >= 0 && s.OutputLength > s.Parameters.MinTokens - 1)

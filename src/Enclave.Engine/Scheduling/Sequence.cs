@@ -81,6 +81,9 @@ public sealed class Sequence
     /// <summary>Times this sequence was preempted (its cache freed and recomputed later).</summary>
     public int Preemptions { get; set; }
 
+    /// <summary>Trace context and phase times while someone records traces (<see cref="Generation.EngineTelemetry"/>); else null.</summary>
+    internal Generation.SequenceTrace? Trace { get; set; }
+
     /// <summary>Asks the engine to drop this sequence at its next step; safe from any thread.</summary>
     public void Abort() => Volatile.Write(ref aborted, 1);
 }

@@ -34,6 +34,11 @@ public sealed class GatewayMiddleware(
     ILogger<GatewayMiddleware> logger)
 {
     public const string PrincipalItem = "enclave.gateway.principal";
+
+    /// <summary>The trace source of the <c>gateway</c> span (authentication through audit) and its <c>gateway.audit</c> child.</summary>
+    public const string ActivitySourceName = "Enclave.Gateway";
+
+    private static readonly ActivitySource Tracing = new(ActivitySourceName);
     private readonly GatewayOptions _opts = options.Value;
     private readonly ClientAddress _clientAddress = new(CidrList.Parse(options.Value.TrustedProxies));
 
@@ -57,8 +62,10 @@ public sealed class GatewayMiddleware(
             return;
         }
 
+        using var activity = Tracing.StartActivity("gateway");
         var started = Stopwatch.GetTimestamp();
         var requestId = Guid.NewGuid().ToString("N");
+        activity?.SetTag("enclave.gateway.request_id", requestId);
         ctx.Response.Headers["x-request-id"] = requestId;
         var client = _clientAddress.Resolve(ctx.Connection.RemoteIpAddress, ctx.Request.Headers["X-Forwarded-For"].ToString());
         var clientText = client?.ToString() ?? "unknown";
@@ -127,6 +134,20 @@ public sealed class GatewayMiddleware(
         }
 
         var status = ctx.Response.StatusCode;
+        if (activity is { IsAllDataRequested: true })
+        {
+            activity.SetTag("enclave.principal", principal?.Display);
+            activity.SetTag("enclave.role", principal?.Role);
+            activity.SetTag("enclave.permission", required?.Permission);
+            activity.SetTag("gen_ai.request.model", model);
+            activity.SetTag("http.response.status_code", status);
+            activity.SetTag("enclave.gateway.decisions", decisions.ToArray());
+            if (status >= 400)
+            {
+                activity.SetStatus(ActivityStatusCode.Error, decisions.LastOrDefault());
+            }
+        }
+
         var (promptTokens, completionTokens) = capture is null ? (null, null) : ReadUsage(capture.Text);
         if (reservation is not null)
         {
@@ -154,6 +175,7 @@ public sealed class GatewayMiddleware(
             ["response"] = AsNode(Redact(capture?.Text, principal)),
             ["decisions"] = new JsonArray([.. decisions.Select(d => (JsonNode?)JsonValue.Create(d))]),
         };
+        using var auditActivity = Tracing.StartActivity("gateway.audit");
         await audit.AppendAsync(new AuditEntry
         {
             RequestId = requestId,

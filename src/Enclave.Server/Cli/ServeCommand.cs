@@ -47,9 +47,13 @@ public static class ServeCommand
         var noPrefixCaching = new Option<bool>("--no-enable-prefix-caching") { Description = "Turn off automatic prefix caching" };
         var plainLogs = new Option<bool>("--plain-logs") { Description = "Human-readable log lines instead of JSON" };
         var dummy = new Option<bool>("--dummy-weights") { Description = "Random weights from config.json (load tests without a checkpoint)" };
+        var otlpEndpoint = new Option<string?>("--otlp-endpoint") { Description = "Send request traces to this OTLP collector, e.g. http://otel-collector:4317 (default: Enclave:Telemetry:OtlpEndpoint, then OTEL_EXPORTER_OTLP_ENDPOINT; none: no tracing)" };
+        var upstream = new Option<string?>("--upstream") { Description = "Gateway only: load no model, forward authorised /v1 calls to this engine server (started with --api-key), e.g. http://enclave-engine:8000" };
+        var upstreamKey = new Option<string?>("--upstream-api-key") { Description = "The engine's static key sent upstream (default: ENCLAVE_UPSTREAM_API_KEY)" };
+        var otlpProtocol = new Option<string>("--otlp-protocol") { Description = "grpc (port 4317) or http/protobuf (port 4318)", DefaultValueFactory = _ => "grpc" };
         var command = new Command("serve", "Serve models over an OpenAI-compatible HTTP API")
         {
-            model, embeddingModel, rerankModel, maxBatchTokens, host, port, apiKey, noAuth, redis, database, device, threads, maxNumSeqs, maxBatched, kvMemory, gpuMemory, maxWaiting, maxModelLen, noPrefixCaching, plainLogs, dummy,
+            model, embeddingModel, rerankModel, maxBatchTokens, host, port, apiKey, noAuth, redis, database, device, threads, maxNumSeqs, maxBatched, kvMemory, gpuMemory, maxWaiting, maxModelLen, noPrefixCaching, plainLogs, dummy, otlpEndpoint, otlpProtocol, upstream, upstreamKey,
         };
         command.SetAction(async (result, cancellationToken) =>
         {
@@ -65,6 +69,8 @@ public static class ServeCommand
                 Threads = result.GetValue(threads),
                 JsonLogs = !result.GetValue(plainLogs),
                 DummyWeights = result.GetValue(dummy),
+                OtlpProtocol = result.GetValue(otlpProtocol)!,
+                UpstreamApiKey = result.GetValue(upstreamKey) ?? Environment.GetEnvironmentVariable("ENCLAVE_UPSTREAM_API_KEY"),
                 Engine = new EngineOptions
                 {
                     MaxNumSeqs = result.GetValue(maxNumSeqs),
@@ -96,9 +102,23 @@ public static class ServeCommand
             configure?.Invoke(options);
             try
             {
-                if (options.Models.Count + options.EmbeddingModels.Count + options.RerankModels.Count == 0)
+                if (result.GetValue(otlpEndpoint) is { } otlp)
                 {
-                    throw new ArgumentException("nothing to serve: give at least one --model, --embedding-model or --rerank-model");
+                    options.OtlpEndpoint = Uri.TryCreate(otlp, UriKind.Absolute, out var uri)
+                        ? uri
+                        : throw new ArgumentException($"--otlp-endpoint {otlp}: expected an absolute URL such as http://otel-collector:4317");
+                }
+
+                if (result.GetValue(upstream) is { } engine)
+                {
+                    options.Upstream = Uri.TryCreate(engine, UriKind.Absolute, out var engineUri)
+                        ? engineUri
+                        : throw new ArgumentException($"--upstream {engine}: expected the engine's base URL, e.g. http://enclave-engine:8000");
+                }
+
+                if (options.Models.Count + options.EmbeddingModels.Count + options.RerankModels.Count == 0 && options.Upstream is null)
+                {
+                    throw new ArgumentException("nothing to serve: give at least one --model, --embedding-model or --rerank-model [NAME=]DIR, or --upstream URL for a gateway in front of an engine");
                 }
 
                 options.Validate();

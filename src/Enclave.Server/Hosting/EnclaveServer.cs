@@ -11,6 +11,9 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using OpenTelemetry.Exporter;
+using OpenTelemetry.Resources;
+using OpenTelemetry.Trace;
 
 namespace Enclave.Server.Hosting;
 
@@ -103,7 +106,21 @@ public sealed class EnclaveServer : IAsyncDisposable
         });
         var serverLogger = loggerFactory.CreateLogger("Enclave.Server");
         var catalog = new ModelCatalog(options, loggerFactory.CreateLogger("Enclave.Engine"));
-        var metrics = new ServerMetrics(catalog);
+        Enclave.Engine.Cuda.Monitoring.IGpuSampleSource? gpus;
+        if (options.GpuSamples is { } gpuFactory)
+        {
+            gpus = gpuFactory();
+        }
+        else
+        {
+            gpus = Enclave.Engine.Cuda.Monitoring.NvmlGpuSampleSource.TryCreate(out var noGpu);
+            if (gpus is null)
+            {
+                serverLogger.LogInformation("no GPU metrics: {Reason}", noGpu);
+            }
+        }
+
+        var metrics = new ServerMetrics(catalog, gpus);
         builder.Services.AddSingleton(catalog);
         builder.Services.AddSingleton(metrics);
         builder.Services.AddSingleton(loggerFactory);
@@ -134,6 +151,40 @@ public sealed class EnclaveServer : IAsyncDisposable
         }
 
         var exporter = new PrometheusExporter(metrics.Meter);
+        if (options.Upstream is not null)
+        {
+            builder.Services.AddHttpForwarder();
+            builder.Services.AddHttpClient(nameof(UpstreamForwarding));
+        }
+        var otlpEndpoint = options.OtlpEndpoint
+            ?? (builder.Configuration["Enclave:Telemetry:OtlpEndpoint"] is { Length: > 0 } configured ? new Uri(configured) : null);
+        var otlpFromEnvironment = !string.IsNullOrEmpty(Environment.GetEnvironmentVariable("OTEL_EXPORTER_OTLP_ENDPOINT"));
+        if (otlpEndpoint is not null || otlpFromEnvironment || options.ConfigureTracing is not null)
+        {
+            // Spans: the HTTP request (ASP.NET Core), the gateway and its audit write, and each sequence's
+            // queue, prefill and decode phases in the engine. /health, /ready and /metrics are not traced.
+            builder.Services.AddOpenTelemetry()
+                .ConfigureResource(r => r.AddService("enclave", serviceVersion: typeof(EnclaveServer).Assembly.GetName().Version?.ToString()))
+                .WithTracing(t =>
+                {
+                    t.AddSource(GatewayMiddleware.ActivitySourceName, Enclave.Engine.Generation.EngineTelemetry.SourceName);
+                    t.AddAspNetCoreInstrumentation(o => o.Filter = ctx => !IsProbe(ctx.Request.Path));
+                    if (otlpEndpoint is not null || otlpFromEnvironment)
+                    {
+                        t.AddOtlpExporter(o =>
+                        {
+                            if (otlpEndpoint is not null)
+                            {
+                                o.Endpoint = otlpEndpoint;
+                                o.Protocol = options.OtlpProtocol == "grpc" ? OtlpExportProtocol.Grpc : OtlpExportProtocol.HttpProtobuf;
+                            }
+                        });
+                        serverLogger.LogInformation("exporting traces over OTLP to {Endpoint}", otlpEndpoint?.ToString() ?? Environment.GetEnvironmentVariable("OTEL_EXPORTER_OTLP_ENDPOINT"));
+                    }
+
+                    options.ConfigureTracing?.Invoke(t);
+                });
+        }
 
         var app = builder.Build();
         var requestLogger = loggerFactory.CreateLogger("Enclave.Server.Requests");
@@ -148,6 +199,27 @@ public sealed class EnclaveServer : IAsyncDisposable
             finally
             {
                 var status = ctx.RequestAborted.IsCancellationRequested && log.Error == "client disconnected" ? 499 : ctx.Response.StatusCode;
+                if (Activity.Current is { IsAllDataRequested: true } span && log.Model is not null)
+                {
+                    // The request span carries what the handler learned, in OpenTelemetry's gen_ai vocabulary.
+                    span.SetTag("enclave.request_id", log.RequestId);
+                    span.SetTag("gen_ai.request.model", log.Model);
+                    span.SetTag("gen_ai.usage.input_tokens", log.PromptTokens);
+                    span.SetTag("gen_ai.usage.output_tokens", log.CompletionTokens);
+                    span.SetTag("gen_ai.response.finish_reasons", log.FinishReason is null ? null : new[] { log.FinishReason });
+                    span.SetTag("enclave.stream", log.Stream);
+                    span.SetTag("enclave.ttft_ms", log.TimeToFirstTokenMs);
+                    span.SetTag("error.type", log.Error);
+                }
+
+                if (!IsProbe(ctx.Request.Path))
+                {
+                    var route = ctx.GetEndpoint() is Microsoft.AspNetCore.Routing.RouteEndpoint { RoutePattern.RawText: { } raw } && !raw.StartsWith("{*", StringComparison.Ordinal)
+                        ? "/" + raw.TrimStart('/')
+                        : "other";
+                    metrics.Responded(route, status);
+                }
+
                 if (ctx.Request.Path != "/metrics" && ctx.Request.Path != "/health")
                 {
                     requestLogger.LogInformation(
@@ -184,6 +256,36 @@ public sealed class EnclaveServer : IAsyncDisposable
         }
 
         app.MapGet("/health", () => Results.Ok()).AllowGatewayAnonymous();
+        if (options.Upstream is { } upstream)
+        {
+            UpstreamForwarding.Map(app, upstream, options.UpstreamApiKey);
+        }
+        else
+        {
+            MapLocalReady(app, catalog);
+            new OpenAiApi(catalog, metrics, options, serverLogger).Map(app);
+        }
+
+        app.MapGet("/metrics", () => Results.Text(exporter.Render(), "text/plain; version=0.0.4; charset=utf-8")).AllowGatewayAnonymous();
+        if (options.UsesGateway)
+        {
+            app.MapEnclaveGatewayAdmin();
+        }
+
+        app.MapFallback(ctx => OpenAiApi.WriteError(ctx, new ApiException(404, $"no route for {ctx.Request.Method} {ctx.Request.Path}", null, "not_found")));
+        await app.StartAsync(cancellationToken);
+        var loading = catalog.LoadAllAsync();
+        var server = new EnclaveServer(app, catalog, metrics, exporter, loading);
+        var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        server.Address = new Uri(address.Replace("[::]", "127.0.0.1", StringComparison.Ordinal));
+        _ = loading.ContinueWith(
+            _ => serverLogger.LogInformation("listening on http://{Host}:{Port}", options.Host, server.Address.Port.ToString(CultureInfo.InvariantCulture)),
+            TaskScheduler.Default);
+        return server;
+    }
+
+    /// <summary>/ready: 200 once every model has loaded, else 503 with each model's state and Retry-After.</summary>
+    private static void MapLocalReady(WebApplication app, ModelCatalog catalog) =>
         app.MapGet("/ready", async ctx =>
         {
             var models = new JsonObject();
@@ -206,25 +308,8 @@ public sealed class EnclaveServer : IAsyncDisposable
             ctx.Response.ContentType = "application/json";
             await ctx.Response.WriteAsync(new JsonObject { ["status"] = catalog.AllReady ? "ready" : "loading", ["models"] = models }.ToJsonString());
         }).AllowGatewayAnonymous();
-        app.MapGet("/metrics", () => Results.Text(exporter.Render(), "text/plain; version=0.0.4; charset=utf-8")).AllowGatewayAnonymous();
-        new OpenAiApi(catalog, metrics, options, serverLogger).Map(app);
-        if (options.UsesGateway)
-        {
-            app.MapEnclaveGatewayAdmin();
-        }
 
-        app.MapFallback(ctx => OpenAiApi.WriteError(ctx, new ApiException(404, $"no route for {ctx.Request.Method} {ctx.Request.Path}", null, "not_found")));
-
-        await app.StartAsync(cancellationToken);
-        var loading = catalog.LoadAllAsync();
-        var server = new EnclaveServer(app, catalog, metrics, exporter, loading);
-        var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-        server.Address = new Uri(address.Replace("[::]", "127.0.0.1", StringComparison.Ordinal));
-        _ = loading.ContinueWith(
-            _ => serverLogger.LogInformation("listening on http://{Host}:{Port}", options.Host, server.Address.Port.ToString(CultureInfo.InvariantCulture)),
-            TaskScheduler.Default);
-        return server;
-    }
+    private static bool IsProbe(PathString path) => path == "/health" || path == "/ready" || path == "/metrics";
 
     /// <summary>Stops accepting requests, lets running ones end, and frees the models.</summary>
     public async ValueTask DisposeAsync()

@@ -1,10 +1,11 @@
 using System.Diagnostics.Metrics;
+using Enclave.Engine.Cuda.Monitoring;
 
 namespace Enclave.Server.Hosting;
 
 /// <summary>
-/// The server's instruments, on System.Diagnostics.Metrics, exported in Prometheus format by the OpenTelemetry
-/// exporter. Names follow vLLM's (so its Grafana dashboards work); what vLLM lacks is named enclave_*. Gauges and
+/// The server's instruments, on System.Diagnostics.Metrics, exported in Prometheus format by
+/// <see cref="PrometheusExporter"/>. Names follow vLLM's (so its Grafana dashboards work); what vLLM lacks is named enclave_*. Gauges and
 /// engine counters are observed from each loaded model's engine at scrape time; per-request latencies are recorded
 /// by the endpoints.
 /// </summary>
@@ -17,6 +18,7 @@ public sealed class ServerMetrics : IDisposable
     private readonly Counter<long> success;
     private readonly Counter<long> aborted;
     private readonly Counter<long> rejected;
+    private readonly Counter<long> httpRequests;
     private readonly Histogram<double> timeToFirstToken;
     private readonly Histogram<double> interToken;
     private readonly Histogram<double> timePerOutputToken;
@@ -24,7 +26,7 @@ public sealed class ServerMetrics : IDisposable
     private readonly Histogram<double> promptTokens;
     private readonly Histogram<double> generationTokens;
 
-    public ServerMetrics(ModelCatalog catalog)
+    public ServerMetrics(ModelCatalog catalog, IGpuSampleSource? gpus = null)
     {
         // One meter per server instance, so several servers in one process (tests) never mix their numbers.
         MeterName = "Enclave.Server." + Guid.NewGuid().ToString("N")[..12];
@@ -55,9 +57,11 @@ public sealed class ServerMetrics : IDisposable
         meter.CreateObservableCounter("enclave_engine_steps_total", () => PerModel(s => s.Steps), description: "Engine steps (forward passes) run.");
         meter.CreateObservableGauge("enclave_model_ready", () => catalog.Entries.Select(e => new Measurement<int>(e.Model is null ? 0 : 1, new KeyValuePair<string, object?>("model_name", e.Name))), description: "1 once the model is loaded.");
 
+        Gpus = GpuMetrics.TryRegister(meter, gpus);
         success = meter.CreateCounter<long>("vllm:request_success_total", description: "Finished requests by finish reason.");
         aborted = meter.CreateCounter<long>("enclave_requests_aborted_total", description: "Requests cancelled before they finished (client disconnect).");
         rejected = meter.CreateCounter<long>("enclave_requests_rejected_total", description: "Requests refused, by HTTP status.");
+        httpRequests = meter.CreateCounter<long>("enclave_http_requests_total", description: "API responses by route and status code (probes and /metrics excluded): the base of availability and error-rate alerts.");
         timeToFirstToken = Histogram("vllm:time_to_first_token_seconds", "Time to the first generated token.", LatencyBuckets);
         interToken = Histogram("vllm:inter_token_latency_seconds", "Time between consecutive generated tokens.", LatencyBuckets);
         timePerOutputToken = Histogram("vllm:time_per_output_token_seconds", "Mean time per output token after the first, per request.", LatencyBuckets);
@@ -67,6 +71,9 @@ public sealed class ServerMetrics : IDisposable
     }
 
     public string MeterName { get; }
+
+    /// <summary>The per-GPU instruments; null on a host without a GPU to read (no enclave_gpu_* series then).</summary>
+    public GpuMetrics? Gpus { get; }
 
     public Meter Meter => meter;
 
@@ -94,6 +101,10 @@ public sealed class ServerMetrics : IDisposable
     }
 
     public void Aborted(string model) => aborted.Add(1, Model(model));
+
+    /// <summary>Counts one API response; <paramref name="route"/> is the endpoint's route pattern, so its cardinality is bounded.</summary>
+    public void Responded(string route, int status) =>
+        httpRequests.Add(1, new KeyValuePair<string, object?>("route", route), new KeyValuePair<string, object?>("code", status));
 
     public void Rejected(int status) => rejected.Add(1, new KeyValuePair<string, object?>("status", status));
 

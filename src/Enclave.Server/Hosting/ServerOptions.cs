@@ -79,6 +79,34 @@ public sealed class ServerOptions
             throw new ArgumentException("--no-auth and --api-key (or ENCLAVE_API_KEY) exclude each other: choose one");
         }
 
+        if (Upstream is { } upstream)
+        {
+            if (Models.Count > 0)
+            {
+                throw new ArgumentException("--upstream and --model exclude each other: a gateway-only server forwards to the engine that serves the models");
+            }
+
+            if (!upstream.IsAbsoluteUri || upstream.Scheme is not ("http" or "https"))
+            {
+                throw new ArgumentException($"--upstream {upstream}: expected the engine's http:// or https:// base URL, e.g. http://enclave-engine:8000");
+            }
+
+            if (NoAuth || !UsesGateway)
+            {
+                throw new ArgumentException("--upstream runs the gateway in front of an engine: it cannot be combined with --no-auth or --api-key");
+            }
+        }
+
+        if (OtlpProtocol is not ("grpc" or "http/protobuf"))
+        {
+            throw new ArgumentException($"--otlp-protocol {OtlpProtocol}: expected grpc or http/protobuf");
+        }
+
+        if (OtlpEndpoint is { } otlp && !(otlp.IsAbsoluteUri && otlp.Scheme is "http" or "https"))
+        {
+            throw new ArgumentException($"--otlp-endpoint {otlp}: expected an absolute http:// or https:// URL such as http://otel-collector:4317");
+        }
+
         if (NoAuth && !IsLoopback(Host))
         {
             throw new ArgumentException($"--no-auth is only allowed when listening on a loopback host (127.0.0.1, ::1 or localhost), not '{Host}': without authentication anyone who can reach the port could use the models");
@@ -115,4 +143,29 @@ public sealed class ServerOptions
     /// falls back to it.
     /// </summary>
     public Func<string, Enclave.Engine.Formats.IWeightSource?>? WeightSourceFactory { get; set; }
+    /// Gateway-only mode: no model is loaded here; /v1, /tokenize and /detokenize pass the gateway (keys, roles,
+    /// limits, audit) and are forwarded to this engine server (an <c>enclave serve --api-key</c> elsewhere).
+    /// </summary>
+    public Uri? Upstream { get; set; }
+
+    /// <summary>The upstream engine's static key, sent instead of the caller's gateway key (which never leaves the gateway).</summary>
+    public string? UpstreamApiKey { get; set; }
+
+    /// <summary>
+    /// Where GPU readings for /metrics come from; null probes NVML (no GPU series on a host without one). Tests pass
+    /// their own readings.
+    /// </summary>
+    public Func<Enclave.Engine.Cuda.Monitoring.IGpuSampleSource?>? GpuSamples { get; set; }
+
+    /// <summary>
+    /// OTLP collector for request traces (e.g. http://otel-collector:4317); null reads <c>Enclave:Telemetry:OtlpEndpoint</c>
+    /// from configuration, then <c>OTEL_EXPORTER_OTLP_ENDPOINT</c>. Without any, no trace is recorded.
+    /// </summary>
+    public Uri? OtlpEndpoint { get; set; }
+
+    /// <summary>grpc (default, port 4317) or http/protobuf (port 4318, path /v1/traces).</summary>
+    public string OtlpProtocol { get; set; } = "grpc";
+
+    /// <summary>Further trace pipeline set-up (tests add an in-memory exporter); when set, tracing is on even without an endpoint.</summary>
+    public Action<OpenTelemetry.Trace.TracerProviderBuilder>? ConfigureTracing { get; set; }
 }
