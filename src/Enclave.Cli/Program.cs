@@ -11,7 +11,7 @@ var root = new RootCommand("Enclave: run DeepSeek-family language models inside 
     ChatCommand.Create(),
     TokenizeCommand.Create(),
     RenderCommand.Create(),
-    BenchCommand.Create([Enclave.Server.Cli.BenchServeCommand.Create()]),
+    BenchCommand.Create([Enclave.Server.Cli.BenchServeCommand.Create(), BenchVectorsCommand.Create()]),
     Enclave.Server.Cli.ServeCommand.Create(),
 };
 foreach (var command in Enclave.Gateway.Cli.GatewayCommands.Create())
