@@ -44,9 +44,9 @@ internal static class BenchVectorsCommand
             var root = result.GetValue(dir)?.FullName;
             var temporary = root is null;
             root ??= Path.Combine(Path.GetTempPath(), "enclave-bench-vectors-" + Environment.ProcessId);
-            if (Directory.Exists(Path.Combine(root, "hnsw")) || Directory.Exists(Path.Combine(root, "exact")))
+            if (Directory.Exists(Path.Combine(root, "hnsw")) || Directory.Exists(Path.Combine(root, "exact")) || Directory.Exists(Path.Combine(root, "exact-fp32")))
             {
-                throw new CliException($"{root} already holds hnsw/ or exact/; give an empty --dir");
+                throw new CliException($"{root} already holds hnsw/, exact/ or exact-fp32/; give an empty --dir");
             }
 
             try
@@ -98,8 +98,12 @@ internal static class BenchVectorsCommand
         var buffer = new float[(long)Math.Min(batch, count) * dims];
         var ids = new long[Math.Min(batch, count)];
         double hnswBuild = 0, exactBuild = 0, generate = 0;
+        // With fp16/int8 storage a third index, exact over fp32, measures what quantisation alone costs in recall.
+        var quantised = storage != VectorStorage.Float32;
+        var fullDir = Path.Combine(root, "exact-fp32");
         using (var hnsw = (HnswVectorIndex)VectorIndex.Create(hnswDir, options))
         using (var exact = (ExactVectorIndex)VectorIndex.Create(exactDir, options with { Kind = VectorIndexKind.Exact }))
+        using (var full = quantised ? (ExactVectorIndex)VectorIndex.Create(fullDir, options with { Kind = VectorIndexKind.Exact, Storage = VectorStorage.Float32 }) : null)
         {
             for (var first = 0; first < count; first += batch)
             {
@@ -119,7 +123,10 @@ internal static class BenchVectorsCommand
                 clock.Restart();
                 exact.AddRange(ids.AsSpan(0, size), vectors);
                 exactBuild += clock.Elapsed.TotalSeconds;
+                full?.AddRange(ids.AsSpan(0, size), vectors);
             }
+
+            full?.Flush();
 
             var builtRss = Process.GetCurrentProcess().WorkingSet64;
             var flush = Stopwatch.StartNew();
@@ -163,10 +170,26 @@ internal static class BenchVectorsCommand
 
         Console.WriteLine($"exact        p50 {Percentile(exactLatency, 0.50):F3} ms, p95 {Percentile(exactLatency, 0.95):F3} ms per query " +
             $"({(count >= ExactVectorIndex.ParallelThreshold ? $"partitions scanned on {Environment.ProcessorCount} cores" : "one thread")})");
+        long[][]? fullTruth = null;
+        if (quantised)
+        {
+            using var full = VectorIndex.Open(fullDir);
+            fullTruth = new long[queryCount][];
+            var agree = 0;
+            for (var i = 0; i < queryCount; i++)
+            {
+                fullTruth[i] = [.. full.Search(queries.AsSpan(i * dims, dims), K).Select(h => h.Id)];
+                agree += truth[i].Count(id => Array.IndexOf(fullTruth[i], id) >= 0);
+            }
+
+            Console.WriteLine($"quantisation exact {storage} search finds {(double)agree / (queryCount * K):F4} of the exact fp32 top 10");
+        }
+
         foreach (var efSearch in efs)
         {
             var latency = new double[queryCount];
             var found = 0;
+            var foundFull = 0;
             for (var i = 0; i < Math.Min(20, queryCount); i++)
             {
                 hnswIndex.Search(queries.AsSpan(i * dims, dims), K, efSearch);
@@ -180,12 +203,14 @@ internal static class BenchVectorsCommand
                 foreach (var hit in hits)
                 {
                     found += Array.IndexOf(truth[i], hit.Id) >= 0 ? 1 : 0;
+                    foundFull += fullTruth is not null && Array.IndexOf(fullTruth[i], hit.Id) >= 0 ? 1 : 0;
                 }
             }
 
             var p50 = Percentile(latency, 0.50);
             Console.WriteLine($"hnsw ef {efSearch,-4} recall@10 {(double)found / (queryCount * K):F4}, p50 {p50:F3} ms, p95 {Percentile(latency, 0.95):F3} ms per query " +
-                $"(one thread; {Percentile(exactLatency, 0.50) / p50:F0}× faster than exact at p50)");
+                $"(one thread; {Percentile(exactLatency, 0.50) / p50:F0}× faster than exact at p50)" +
+                (fullTruth is not null ? $"; {(double)foundFull / (queryCount * K):F4} of the fp32 top 10" : string.Empty));
         }
 
         var process = Process.GetCurrentProcess();

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics.X86;
 
 namespace Enclave.Knowledge.Vectors;
 
@@ -440,6 +441,15 @@ public sealed unsafe class HnswVectorIndex : PersistentVectorIndex
                 }
 
                 visited[neighbour] = epoch;
+                if (Sse.IsSupported && i + 1 < count)
+                {
+                    // The next neighbour's record is a random address: start its first lines on their way while
+                    // this one is scored (the hardware prefetcher then follows the sequential rest).
+                    var next = store.Record(scratch.Neighbours[i + 1]);
+                    Sse.Prefetch0(next);
+                    Sse.Prefetch0(next + 64);
+                }
+
                 var d = -store.Score(q, neighbour);
                 if (results.Count < ef || d < bound)
                 {
