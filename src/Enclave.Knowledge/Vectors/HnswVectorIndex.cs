@@ -7,7 +7,7 @@ namespace Enclave.Knowledge.Vectors;
 
 /// <summary>
 /// Hierarchical navigable small-world graph (Malkov &amp; Yashunin, 2018). Every node gets a random top level
-/// (exponential, mean 1/ln M); it is linked to at most M neighbours on each upper level and 2M on level 0, chosen
+/// (P(level ≥ l) = M^−l); it is linked to at most M neighbours on each upper level and 2M on level 0, chosen
 /// from an efConstruction-wide beam by the paper's heuristic (keep a candidate only if it is closer to the new node
 /// than to any neighbour already kept), and back-linked with the same heuristic pruning when a list overflows.
 /// A search descends greedily from the entry point and runs an efSearch-wide beam on level 0.
