@@ -12,7 +12,7 @@ var root = new RootCommand("Enclave: run DeepSeek-family language models inside 
     TokenizeCommand.Create(),
     RenderCommand.Create(),
     EmbedCommand.Create(),
-    BenchCommand.Create([Enclave.Server.Cli.BenchServeCommand.Create(), BenchEmbedCommand.Create()]),
+    BenchCommand.Create([Enclave.Server.Cli.BenchServeCommand.Create(), BenchEmbedCommand.Create(), BenchVectorsCommand.Create()]),
     Enclave.Server.Cli.ServeCommand.Create(StoreModels.ConfigureServe),
     InstallCommand.Create(),
 };
