@@ -16,7 +16,7 @@ status=0
 dotnet build Enclave.slnx -c Release -nologo -v:q
 # One test project at a time: the CPU backend's worker threads spin between kernels, and several test hosts
 # spinning on two cores at once slow each other down by orders of magnitude.
-for project in tests/Enclave.Engine.Tests tests/Enclave.Server.Tests tests/Enclave.Gateway.Tests; do
+for project in tests/Enclave.Engine.Tests tests/Enclave.Server.Tests tests/Enclave.Gateway.Tests tests/Enclave.Knowledge.Tests; do
   dotnet test "$project" -c Release --no-build --logger "trx" --results-directory "$results" -- RunConfiguration.TreatNoTestsAsError=true || status=$?
 done
 # One closing line with the totals across all test projects.
