@@ -13,6 +13,7 @@ var root = new RootCommand("Enclave: run DeepSeek-family language models inside 
     RenderCommand.Create(),
     BenchCommand.Create([Enclave.Server.Cli.BenchServeCommand.Create()]),
     Enclave.Server.Cli.ServeCommand.Create(),
+    Enclave.Knowledge.Cli.KbCommand.Create(),
 };
 foreach (var command in Enclave.Gateway.Cli.GatewayCommands.Create())
 {
