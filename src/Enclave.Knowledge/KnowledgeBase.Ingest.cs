@@ -396,8 +396,12 @@ public sealed partial class KnowledgeBase
         }
 
         // The switch is done; what follows only tidies the indexes (search ignores stale ids meanwhile).
-        Bm25(c.Id).DeleteDocument(docId, keepGeneration: job.Generation);
-        RemoveVectors(c, stale);
+        if (stale.Count > 0)
+        {
+            Bm25(c.Id).DeleteDocument(docId, keepGeneration: job.Generation);
+            RemoveVectors(c, stale);
+        }
+
         var kept = Path.Combine(CollectionDirectory(c.Id), "documents", docId.ToString(System.Globalization.CultureInfo.InvariantCulture) + ".bin");
         System.IO.Directory.CreateDirectory(Path.GetDirectoryName(kept)!);
         File.Move(job.StoredFile, kept, overwrite: true);

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text.Json.Nodes;
 using Enclave.Gateway.Hosting;
 using Enclave.Server.Api;
+using Enclave.Server.Knowledge;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
@@ -25,9 +26,12 @@ public sealed class EnclaveServer : IAsyncDisposable
 
     private readonly PrometheusExporter exporter;
 
-    private EnclaveServer(WebApplication app, ModelCatalog catalog, ServerMetrics metrics, PrometheusExporter exporter, Task loading)
+    private readonly KnowledgeService knowledge;
+
+    private EnclaveServer(WebApplication app, ModelCatalog catalog, ServerMetrics metrics, PrometheusExporter exporter, Task loading, KnowledgeService knowledge)
     {
         this.app = app;
+        this.knowledge = knowledge;
         this.exporter = exporter;
         Catalog = catalog;
         Metrics = metrics;
@@ -196,7 +200,9 @@ public sealed class EnclaveServer : IAsyncDisposable
             await ctx.Response.WriteAsync(new JsonObject { ["status"] = catalog.AllReady ? "ready" : "loading", ["models"] = models }.ToJsonString());
         }).AllowGatewayAnonymous();
         app.MapGet("/metrics", () => Results.Text(exporter.Render(), "text/plain; version=0.0.4; charset=utf-8")).AllowGatewayAnonymous();
-        new OpenAiApi(catalog, metrics, options, serverLogger).Map(app);
+        var knowledge = new KnowledgeService(options, loggerFactory.CreateLogger("Enclave.Knowledge"));
+        new OpenAiApi(catalog, metrics, options, serverLogger, knowledge).Map(app);
+        new KnowledgeApi(knowledge, options, serverLogger).Map(app);
         if (options.UsesGateway)
         {
             app.MapEnclaveGatewayAdmin();
@@ -206,7 +212,7 @@ public sealed class EnclaveServer : IAsyncDisposable
 
         await app.StartAsync(cancellationToken);
         var loading = catalog.LoadAllAsync();
-        var server = new EnclaveServer(app, catalog, metrics, exporter, loading);
+        var server = new EnclaveServer(app, catalog, metrics, exporter, loading, knowledge);
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
         server.Address = new Uri(address.Replace("[::]", "127.0.0.1", StringComparison.Ordinal));
         _ = loading.ContinueWith(
@@ -226,6 +232,7 @@ public sealed class EnclaveServer : IAsyncDisposable
         finally
         {
             await app.DisposeAsync();
+            await knowledge.DisposeAsync();
             await Catalog.DisposeAsync();
             exporter.Dispose();
             Metrics.Dispose();
