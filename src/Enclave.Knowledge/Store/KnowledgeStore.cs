@@ -11,10 +11,13 @@ public sealed class KnowledgeStore
     public KnowledgeStore(bool postgres, string connectionString)
     {
         IsPostgres = postgres;
+        // Its own migrations history table: the knowledge store may share a PostgreSQL database with the gateway's.
         _options = postgres
-            ? new DbContextOptionsBuilder<PostgresKnowledgeDbContext>().UseNpgsql(connectionString).Options
-            : new DbContextOptionsBuilder<SqliteKnowledgeDbContext>().UseSqlite(connectionString).Options;
+            ? new DbContextOptionsBuilder<PostgresKnowledgeDbContext>().UseNpgsql(connectionString, o => o.MigrationsHistoryTable(HistoryTable)).Options
+            : new DbContextOptionsBuilder<SqliteKnowledgeDbContext>().UseSqlite(connectionString, o => o.MigrationsHistoryTable(HistoryTable)).Options;
     }
+
+    public const string HistoryTable = "__kb_migrations";
 
     public bool IsPostgres { get; }
 
