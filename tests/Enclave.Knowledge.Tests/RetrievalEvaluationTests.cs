@@ -15,7 +15,7 @@ public sealed class RetrievalEvaluationTests(ITestOutputHelper output)
 {
     private sealed record Question(string Id, string Lang, string Text, string Document, string Heading);
 
-    public sealed record Scores(string Analyzer, double RecallAt5, double Mrr, double RecallAt5Zh, double RecallAt5En, int Questions);
+    public sealed record Scores(string Analyzer, double RecallAt5, double Mrr, double RecallAt5Zh, double RecallAt5En, int Questions, IReadOnlyList<string> Missed);
 
     private static List<Question> Questions()
     {
@@ -43,6 +43,7 @@ public sealed class RetrievalEvaluationTests(ITestOutputHelper output)
 
         var questions = Questions();
         double hits5 = 0, reciprocal = 0, zhHits = 0, enHits = 0;
+        var missed = new List<string>();
         foreach (var q in questions)
         {
             var results = await kb.SearchAsync("eval", new SearchRequest(q.Text) { Mode = RetrievalMode.Bm25, TopK = 10 }, null);
@@ -65,11 +66,16 @@ public sealed class RetrievalEvaluationTests(ITestOutputHelper output)
                 }
             }
 
+            else
+            {
+                missed.Add($"{q.Id} {q.Text}");
+            }
+
             reciprocal += rank > 0 ? 1.0 / rank : 0;
         }
 
         var zh = questions.Count(q => q.Lang == "zh");
-        return new Scores(analyzer, hits5 / questions.Count, reciprocal / questions.Count, zhHits / zh, enHits / (questions.Count - zh), questions.Count);
+        return new Scores(analyzer, hits5 / questions.Count, reciprocal / questions.Count, zhHits / zh, enHits / (questions.Count - zh), questions.Count, missed);
     }
 
     [Fact]
@@ -94,7 +100,7 @@ public sealed class RetrievalEvaluationTests(ITestOutputHelper output)
             var s = await EvaluateAsync(analyzer);
             scores.Add(s);
             output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"| {s.Analyzer} | {s.RecallAt5:0.000} | {s.Mrr:0.000} | {s.RecallAt5Zh:0.000} | {s.RecallAt5En:0.000} |"));
+                $"| {s.Analyzer} | {s.RecallAt5:0.000} | {s.Mrr:0.000} | {s.RecallAt5Zh:0.000} | {s.RecallAt5En:0.000} | missed: {string.Join("; ", s.Missed)}"));
         }
 
         var chosen = scores.Single(s => s.Analyzer == Bm25Analyzers.Default);
