@@ -185,9 +185,22 @@ public sealed partial class KnowledgeBase
         {
             // Chunks of the failed version never became live; the previous version (if any) stays as it was.
             var doc = await db.Documents.FirstOrDefaultAsync(d => d.Id == docId);
+            var c = await db.Collections.FirstOrDefaultAsync(x => x.Id == job.CollectionId);
+            if (doc is not null && c is not null && job.Generation != doc.Generation)
+            {
+                // The failed version may already be in the indexes (a failure after the embed or index step): take it out.
+                var orphans = await db.Chunks.Where(x => x.DocumentId == docId && x.Generation == job.Generation).Select(x => x.Id).ToListAsync();
+                if (orphans.Count > 0)
+                {
+                    Bm25(c.Id).DeleteGeneration(docId, job.Generation);
+                    RemoveVectors(c, orphans);
+                }
+
+                await db.Chunks.Where(x => x.DocumentId == docId && x.Generation == job.Generation).ExecuteDeleteAsync();
+            }
+
             if (doc is not null)
             {
-                await db.Chunks.Where(x => x.DocumentId == docId && x.Generation == job.Generation && x.Generation != doc.Generation).ExecuteDeleteAsync();
                 if (doc.Status == DocumentStatus.Ingesting)
                 {
                     doc.Status = DocumentStatus.Failed;

@@ -150,6 +150,13 @@ public sealed class Bm25Index : IDisposable
         w.DeleteDocuments(query);
     });
 
+    /// <summary>Deletes the entries of one generation of a document (a version whose ingestion failed).</summary>
+    public void DeleteGeneration(long documentId, int generation) => Write(w => w.DeleteDocuments(new BooleanQuery
+    {
+        { new TermQuery(new Term("doc", documentId.ToString(System.Globalization.CultureInfo.InvariantCulture))), Occur.MUST },
+        { new TermQuery(new Term("gen", generation.ToString(System.Globalization.CultureInfo.InvariantCulture))), Occur.MUST },
+    }));
+
     private void Write(Action<IndexWriter> action)
     {
         lock (writeLock)
