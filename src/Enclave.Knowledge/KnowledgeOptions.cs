@@ -23,6 +23,15 @@ public sealed class KnowledgeOptions
     /// <summary>Largest file accepted for ingestion.</summary>
     public long MaxDocumentBytes { get; set; } = 64L << 20;
 
+    /// <summary>System prompt for grounded answers to English questions; <c>{context}</c> becomes the numbered passages.</summary>
+    public string PromptEn { get; set; } =
+        "Answer the user's question using only the numbered passages below. Cite every passage you use as [n]. "
+        + "If the passages do not contain the answer, say that you do not know.\n\n{context}";
+
+    /// <summary>System prompt for grounded answers to Chinese questions (any CJK character in the question selects it).</summary>
+    public string PromptZh { get; set; } =
+        "请仅根据下面编号的资料回答用户的问题，并用 [n] 标注引用的资料。如果资料中没有答案，请直接说明不知道。\n\n{context}";
+
     public string ResolveDirectory() =>
         System.IO.Path.GetFullPath(Directory ?? System.IO.Path.Combine(Enclave.Gateway.Store.EnclaveHome.Resolve(), "knowledge"));
 }

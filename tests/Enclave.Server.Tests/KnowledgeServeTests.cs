@@ -152,6 +152,12 @@ public sealed class KnowledgeServeTests : IAsyncLifetime
         Assert.Equal("Annual leave is twenty working days per year.", citations[0]!["text"]!.GetValue<string>());
         Assert.Equal(1, citations[0]!["index"]!.GetValue<int>());
         Assert.NotNull(body["choices"]![0]!["message"]!["content"]);
+        // The passages went into the prompt: the same question without the extension is far shorter.
+        var plain = Chat("hr");
+        plain.Remove("knowledge");
+        var (_, plainBody) = await SendAsync(HttpMethod.Post, "v1/chat/completions", analyst, plain);
+        Assert.Null(plainBody!["citations"]);
+        Assert.True(body["usage"]!["prompt_tokens"]!.GetValue<int>() > plainBody["usage"]!["prompt_tokens"]!.GetValue<int>() + 20);
 
         // Naming a collection the caller may not read refuses the whole request: nothing of it reaches the prompt.
         var (refused, error) = await SendAsync(HttpMethod.Post, "v1/chat/completions", analyst, Chat("hr", "board"));

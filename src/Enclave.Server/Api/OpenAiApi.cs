@@ -892,7 +892,7 @@ public sealed class OpenAiApi(ModelCatalog catalog, ServerMetrics metrics, Serve
             _ => throw ApiException.BadParam("knowledge.language", "'knowledge.language' must be zh, en or auto"),
         };
         var context = hits.Count > 0 ? KnowledgeApi.Context(hits) : chinese ? "（未找到相关资料）" : "(no passages were found)";
-        var system = (chinese ? options.KnowledgePromptZh : options.KnowledgePromptEn).Replace("{context}", context, StringComparison.Ordinal);
+        var system = (chinese ? options.Knowledge.PromptZh : options.Knowledge.PromptEn).Replace("{context}", context, StringComparison.Ordinal);
         var grounded = (JsonArray)messages.DeepClone();
         if (grounded[0] is JsonObject first && first["role"]?.GetValue<string>() == "system")
         {

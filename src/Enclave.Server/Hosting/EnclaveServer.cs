@@ -9,6 +9,7 @@ using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -106,6 +107,8 @@ public sealed class EnclaveServer : IAsyncDisposable
             }
         });
         var serverLogger = loggerFactory.CreateLogger("Enclave.Server");
+        // Knowledge settings (directory, PostgreSQL, key file, analysis, prompt templates) from Enclave:Knowledge.
+        builder.Configuration.GetSection("Enclave:Knowledge").Bind(options.Knowledge);
         var catalog = new ModelCatalog(options, loggerFactory.CreateLogger("Enclave.Engine"));
         var metrics = new ServerMetrics(catalog);
         builder.Services.AddSingleton(catalog);

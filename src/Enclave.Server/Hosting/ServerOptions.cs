@@ -109,13 +109,4 @@ public sealed class ServerOptions
 
     /// <summary>Cross-encoder for <c>"rerank": true</c> searches; null refuses them with 503.</summary>
     public IReranker? Reranker { get; set; }
-
-    /// <summary>System prompt for English questions with a <c>"knowledge"</c> extension; <c>{context}</c> becomes the numbered passages.</summary>
-    public string KnowledgePromptEn { get; set; } =
-        "Answer the user's question using only the numbered passages below. Cite every passage you use as [n]. "
-        + "If the passages do not contain the answer, say that you do not know.\n\n{context}";
-
-    /// <summary>System prompt for Chinese questions (any CJK character in the question selects it).</summary>
-    public string KnowledgePromptZh { get; set; } =
-        "请仅根据下面编号的资料回答用户的问题，并用 [n] 标注引用的资料。如果资料中没有答案，请直接说明不知道。\n\n{context}";
 }
