@@ -303,7 +303,7 @@ public sealed partial class KnowledgeBase : IAsyncDisposable
         var dir = Path.Combine(CollectionDirectory(c.Id), "vectors");
         if (vectorFactory is null)
         {
-            throw new InvalidOperationException("this build has no vector index: dense retrieval and embedding are unavailable");
+            throw new KnowledgeException(503, "no vector index is configured in this process: dense retrieval and embedding are unavailable", "vector_index_unavailable");
         }
 
         IVectorIndex index;

@@ -92,7 +92,8 @@ public sealed class KnowledgeServeTests : IAsyncLifetime
         var (created, body) = await SendAsync(HttpMethod.Post, "v1/kb/collections", admin,
             new JsonObject { ["name"] = "hr", ["description"] = "HR policies", ["readers"] = new JsonArray("role:analyst") });
         Assert.True(created == HttpStatusCode.Created, body?.ToJsonString());
-        Assert.Equal("ops", body!["owner"]!.GetValue<string>());
+        // A key without a gateway user owns what it creates as key:PREFIX (key names are free labels).
+        Assert.Equal("key:" + admin.Substring("sk-enclave-".Length, 12), body!["owner"]!.GetValue<string>());
         (created, _) = await SendAsync(HttpMethod.Post, "v1/kb/collections", admin, new JsonObject { ["name"] = "board" });
         Assert.Equal(HttpStatusCode.Created, created);
         Assert.Equal("succeeded", (await UploadAsync("hr", "handbook.md", HrHandbook, admin))["status"]!.GetValue<string>());

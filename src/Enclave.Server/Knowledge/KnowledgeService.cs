@@ -79,10 +79,13 @@ public sealed class KnowledgeService : IAsyncDisposable
         }
     }
 
-    /// <summary>The caller as the knowledge base sees it; null (the local operator) when the server runs without the gateway.</summary>
+    /// <summary>
+    /// The caller as the knowledge base sees it: the gateway user, or for a key without a user the key itself
+    /// (<c>key:PREFIX</c>; key names are free labels and could be reused). Null (the local operator) without the gateway.
+    /// </summary>
     public static KnowledgeCaller? Caller(HttpContext ctx) =>
         ctx.Items.TryGetValue(GatewayMiddleware.PrincipalItem, out var p) && p is GatewayPrincipal principal
-            ? new KnowledgeCaller(principal.UserName ?? principal.KeyName ?? "key:" + principal.KeyPrefix, [principal.Role])
+            ? new KnowledgeCaller(principal.UserName ?? "key:" + principal.KeyPrefix, [principal.Role])
             : null;
 
     /// <summary>Whether the caller holds <paramref name="permission"/>; always true without the gateway.</summary>
