@@ -15,6 +15,7 @@ var root = new RootCommand("Enclave: run DeepSeek-family language models inside 
     BenchCommand.Create([Enclave.Server.Cli.BenchServeCommand.Create(), BenchEmbedCommand.Create(), BenchVectorsCommand.Create()]),
     Enclave.Server.Cli.ServeCommand.Create(StoreModels.ConfigureServe),
     InstallCommand.Create(),
+    Enclave.Knowledge.Cli.KbCommand.Create(new Enclave.Knowledge.Vectors.VectorIndexFactory(), new Enclave.Knowledge.Retrieval.EncoderEmbeddingProvider()),
 };
 foreach (var command in Enclave.Gateway.Cli.GatewayCommands.Create())
 {

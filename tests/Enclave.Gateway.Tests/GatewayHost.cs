@@ -114,6 +114,16 @@ public static class StubEndpoints
         app.MapPost("/admin/models/load", () => Results.Json(new { ok = true })).RequirePermission(Permissions.ModelsManage);
         app.MapPost("/admin/models/unload", () => Results.Json(new { ok = true })).RequirePermission(Permissions.ModelsManage);
         app.MapGet("/admin/alerts", () => Results.Json(new { data = Array.Empty<object>() })).RequirePermission(Permissions.AlertsRead);
+        app.MapGet("/v1/kb/collections", () => Results.Json(new { data = Array.Empty<object>() })).RequirePermission(Permissions.KbRead);
+        app.MapPost("/v1/kb/collections", () => Results.Json(new { ok = true })).RequirePermission(Permissions.KbManage);
+        app.MapGet("/v1/kb/collections/{name}", () => Results.Json(new { ok = true })).RequirePermission(Permissions.KbRead);
+        app.MapDelete("/v1/kb/collections/{name}", () => Results.Json(new { ok = true })).RequirePermission(Permissions.KbManage);
+        app.MapPut("/v1/kb/collections/{name}/access", () => Results.Json(new { ok = true })).RequirePermission(Permissions.KbManage);
+        app.MapGet("/v1/kb/{collection}/documents", () => Results.Json(new { data = Array.Empty<object>() })).RequirePermission(Permissions.KbRead);
+        app.MapPost("/v1/kb/{collection}/documents", () => Results.Json(new { ok = true })).RequirePermission(Permissions.KbWrite);
+        app.MapDelete("/v1/kb/{collection}/documents/{**document}", () => Results.Json(new { ok = true })).RequirePermission(Permissions.KbWrite);
+        app.MapPost("/v1/kb/{collection}/search", () => Results.Json(new { data = Array.Empty<object>() })).RequirePermission(Permissions.KbRead);
+        app.MapGet("/v1/kb/jobs/{id}", () => Results.Json(new { ok = true })).RequirePermission(Permissions.KbRead);
         app.MapGet("/healthz", () => Results.Text("ok")).AllowGatewayAnonymous();
     }
 

@@ -13,9 +13,19 @@ public static class Permissions
     public const string AuditRead = "audit.read";
     public const string AlertsRead = "alerts.read";
 
+    /// <summary>List and search knowledge collections the caller is on the access list of; ask questions grounded in them.</summary>
+    public const string KbRead = "kb.read";
+
+    /// <summary>Add and delete documents in collections the caller may write.</summary>
+    public const string KbWrite = "kb.write";
+
+    /// <summary>Create and delete knowledge collections and set their access lists.</summary>
+    public const string KbManage = "kb.manage";
+
     public static IReadOnlyList<string> All { get; } =
     [
         Inference, ModelsRead, ModelsManage, UsersManage, KeysManage, RolesManage, PoliciesManage, AuditRead, AlertsRead,
+        KbRead, KbWrite, KbManage,
     ];
 
     public static bool IsKnown(string permission) => All.Contains(permission, StringComparer.Ordinal);

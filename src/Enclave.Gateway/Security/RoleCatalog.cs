@@ -16,8 +16,9 @@ public static class RoleCatalog
         [
             Permissions.Inference, Permissions.ModelsRead, Permissions.ModelsManage, Permissions.UsersManage,
             Permissions.KeysManage, Permissions.RolesManage, Permissions.PoliciesManage,
+            Permissions.KbRead, Permissions.KbWrite, Permissions.KbManage,
         ],
-        [BuiltInRoles.Analyst] = [Permissions.Inference, Permissions.ModelsRead],
+        [BuiltInRoles.Analyst] = [Permissions.Inference, Permissions.ModelsRead, Permissions.KbRead, Permissions.KbWrite],
         [BuiltInRoles.Auditor] = [Permissions.AuditRead, Permissions.AlertsRead],
     };
 

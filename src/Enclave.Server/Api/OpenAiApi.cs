@@ -9,7 +9,10 @@ using Enclave.Engine.Scheduling;
 using Enclave.Engine.Templates;
 using Enclave.Gateway.Hosting;
 using Enclave.Gateway.Security;
+using Enclave.Knowledge;
+using Enclave.Knowledge.Retrieval;
 using Enclave.Server.Hosting;
+using Enclave.Server.Knowledge;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
@@ -20,7 +23,7 @@ namespace Enclave.Server.Api;
 /// The OpenAI-compatible endpoints (and vLLM's /tokenize and /detokenize) over the loaded models. Request bodies are
 /// read strictly (<see cref="JsonRequest"/>); every failure is answered in OpenAI's error shape with its status.
 /// </summary>
-public sealed partial class OpenAiApi(ModelCatalog catalog, ServerMetrics metrics, ServerOptions options, ILogger logger)
+public sealed partial class OpenAiApi(ModelCatalog catalog, ServerMetrics metrics, ServerOptions options, ILogger logger, KnowledgeService? knowledge = null)
 {
     private static readonly JsonSerializerOptions Compact = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
     private static readonly byte[] DoneEvent = "data: [DONE]\n\n"u8.ToArray();
@@ -671,6 +674,12 @@ public sealed partial class OpenAiApi(ModelCatalog catalog, ServerMetrics metric
         var log = RequestLog.For(ctx);
         log.Model = served.Name;
         var messages = ChatMessages(r);
+        IReadOnlyList<SearchHit>? citations = null;
+        if (r.Object("knowledge") is { } grounding)
+        {
+            (messages, citations) = await GroundAsync(ctx, grounding, messages);
+        }
+
         var stream = r.Bool("stream") ?? false;
         var includeUsage = false;
         if (r.Object("stream_options") is { } so)
@@ -714,6 +723,14 @@ public sealed partial class OpenAiApi(ModelCatalog catalog, ServerMetrics metric
                 ["model"] = model,
                 ["choices"] = choiceArray,
             };
+
+            if (citations is not null)
+            {
+                // Clients that know the extension read the sources before the answer; others see a chunk without choices.
+                var sources = Chunk([]);
+                sources["citations"] = CitationsJson(citations);
+                events.Writer.TryWrite(sources);
+            }
 
             foreach (var c in choices)
             {
@@ -820,7 +837,7 @@ public sealed partial class OpenAiApi(ModelCatalog catalog, ServerMetrics metric
         var total = choices.Sum(c => c.Tokens);
         log.CompletionTokens = total;
         log.FinishReason = choices[0].Finish;
-        await WriteJson(ctx, new JsonObject
+        var response = new JsonObject
         {
             ["id"] = id,
             ["object"] = "chat.completion",
@@ -828,7 +845,87 @@ public sealed partial class OpenAiApi(ModelCatalog catalog, ServerMetrics metric
             ["model"] = model,
             ["choices"] = array,
             ["usage"] = Usage(promptIds.Length, total, 0),
-        });
+        };
+        if (citations is not null)
+        {
+            response["citations"] = CitationsJson(citations);
+        }
+
+        await WriteJson(ctx, response);
+    }
+
+    private static JsonArray CitationsJson(IReadOnlyList<SearchHit> hits) => new([.. hits.Select((h, i) => (JsonNode)KnowledgeApi.HitJson(h, i + 1))]);
+
+    /// <summary>
+    /// The <c>"knowledge"</c> extension: retrieves passages for the last user turn from the named collections the caller
+    /// may read and puts them, numbered, in a system message built from the zh or en template.
+    /// </summary>
+    private async Task<(JsonArray Messages, IReadOnlyList<SearchHit> Hits)> GroundAsync(HttpContext ctx, JsonObject grounding, JsonArray messages)
+    {
+        if (knowledge is null)
+        {
+            throw ApiException.BadParam("knowledge", "this server has no knowledge base");
+        }
+
+        if (!KnowledgeService.Has(ctx, Permissions.KbRead))
+        {
+            throw new ApiException(403, "this key may not use knowledge collections (it needs the kb.read permission)", "knowledge", "permission_denied");
+        }
+
+        var g = new JsonRequest(grounding);
+        var collections = g["collections"] is JsonArray array && array.Count is > 0 and <= 16
+                                                             && array.All(n => n is JsonValue v && v.GetValueKind() == JsonValueKind.String)
+            ? array.Select(n => n!.GetValue<string>()).ToList()
+            : throw ApiException.BadParam("knowledge.collections", "'knowledge.collections' must be an array of 1 to 16 collection names");
+        var topK = (int)(JsonRequest.Integer(g["top_k"], "knowledge.top_k", 1, 20) ?? 5);
+        var question = messages.OfType<JsonObject>().LastOrDefault(m => m["role"]?.GetValue<string>() == "user")?["content"]?.GetValue<string>();
+        if (string.IsNullOrWhiteSpace(question))
+        {
+            throw ApiException.BadParam("messages", "a 'knowledge' request needs a user message to retrieve for");
+        }
+
+        SearchRequest request;
+        try
+        {
+            request = KnowledgeApi.ReadSearch(g, question) with { TopK = topK };
+        }
+        catch (ApiException e) when (e.Param is not null)
+        {
+            throw new ApiException(e.Status, "knowledge: " + e.Message, "knowledge." + e.Param, e.Code);
+        }
+
+        IReadOnlyList<SearchHit> hits;
+        try
+        {
+            var kb = await knowledge.GetAsync();
+            hits = await kb.SearchAsync(collections, request, KnowledgeService.Caller(ctx), ctx.RequestAborted);
+        }
+        catch (KnowledgeException e)
+        {
+            throw new ApiException(e.Status, e.Message, "knowledge.collections", e.Code);
+        }
+
+        var language = g.String("language") ?? "auto";
+        var chinese = language switch
+        {
+            "zh" => true,
+            "en" => false,
+            "auto" => question.Any(Enclave.Knowledge.Extraction.Cjk.IsCjk),
+            _ => throw ApiException.BadParam("knowledge.language", "'knowledge.language' must be zh, en or auto"),
+        };
+        var context = hits.Count > 0 ? KnowledgeApi.Context(hits) : chinese ? "（未找到相关资料）" : "(no passages were found)";
+        var system = (chinese ? options.Knowledge.PromptZh : options.Knowledge.PromptEn).Replace("{context}", context, StringComparison.Ordinal);
+        var grounded = (JsonArray)messages.DeepClone();
+        if (grounded[0] is JsonObject first && first["role"]?.GetValue<string>() == "system")
+        {
+            first["content"] = first["content"]!.GetValue<string>() + "\n\n" + system;
+        }
+        else
+        {
+            grounded.Insert(0, new JsonObject { ["role"] = "system", ["content"] = system });
+        }
+
+        return (grounded, hits);
     }
 
     // ---------------------------------------------------------------- completions

@@ -3,11 +3,13 @@ using System.Globalization;
 using System.Text.Json.Nodes;
 using Enclave.Gateway.Hosting;
 using Enclave.Server.Api;
+using Enclave.Server.Knowledge;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -28,8 +30,11 @@ public sealed class EnclaveServer : IAsyncDisposable
 
     private readonly PrometheusExporter exporter;
 
-    private EnclaveServer(WebApplication app, ModelCatalog catalog, ServerMetrics metrics, PrometheusExporter exporter, Task loading)
+    private readonly KnowledgeService? knowledge;
+
+    private EnclaveServer(WebApplication app, ModelCatalog catalog, ServerMetrics metrics, PrometheusExporter exporter, Task loading, KnowledgeService? knowledge)
     {
+        this.knowledge = knowledge;
         this.app = app;
         this.exporter = exporter;
         Catalog = catalog;
@@ -105,6 +110,8 @@ public sealed class EnclaveServer : IAsyncDisposable
             }
         });
         var serverLogger = loggerFactory.CreateLogger("Enclave.Server");
+        // Knowledge settings (directory, PostgreSQL, key file, analysis, prompt templates) from Enclave:Knowledge.
+        builder.Configuration.GetSection("Enclave:Knowledge").Bind(options.Knowledge);
         var catalog = new ModelCatalog(options, loggerFactory.CreateLogger("Enclave.Engine"));
         Enclave.Engine.Cuda.Monitoring.IGpuSampleSource? gpus;
         if (options.GpuSamples is { } gpuFactory)
@@ -256,6 +263,7 @@ public sealed class EnclaveServer : IAsyncDisposable
         }
 
         app.MapGet("/health", () => Results.Ok()).AllowGatewayAnonymous();
+        KnowledgeService? knowledge = null;
         if (options.Upstream is { } upstream)
         {
             UpstreamForwarding.Map(app, upstream, options.UpstreamApiKey);
@@ -263,7 +271,14 @@ public sealed class EnclaveServer : IAsyncDisposable
         else
         {
             MapLocalReady(app, catalog);
-            new OpenAiApi(catalog, metrics, options, serverLogger).Map(app);
+            // Dense retrieval uses the embedded vector index and the engine's encoders unless a host supplied its own;
+            // reranking uses the first --rerank-model.
+            options.VectorIndexFactory ??= new Enclave.Knowledge.Vectors.VectorIndexFactory();
+            options.KnowledgeEmbeddings ??= new Enclave.Knowledge.Retrieval.EncoderEmbeddingProvider(options.Encoders);
+            options.KnowledgeReranker ??= CatalogReranker.For(catalog, options);
+            knowledge = new KnowledgeService(options, loggerFactory.CreateLogger("Enclave.Knowledge"));
+            new OpenAiApi(catalog, metrics, options, serverLogger, knowledge).Map(app);
+            new KnowledgeApi(knowledge, options, serverLogger).Map(app);
         }
 
         app.MapGet("/metrics", () => Results.Text(exporter.Render(), "text/plain; version=0.0.4; charset=utf-8")).AllowGatewayAnonymous();
@@ -275,7 +290,7 @@ public sealed class EnclaveServer : IAsyncDisposable
         app.MapFallback(ctx => OpenAiApi.WriteError(ctx, new ApiException(404, $"no route for {ctx.Request.Method} {ctx.Request.Path}", null, "not_found")));
         await app.StartAsync(cancellationToken);
         var loading = catalog.LoadAllAsync();
-        var server = new EnclaveServer(app, catalog, metrics, exporter, loading);
+        var server = new EnclaveServer(app, catalog, metrics, exporter, loading, knowledge);
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
         server.Address = new Uri(address.Replace("[::]", "127.0.0.1", StringComparison.Ordinal));
         _ = loading.ContinueWith(
@@ -322,6 +337,11 @@ public sealed class EnclaveServer : IAsyncDisposable
         finally
         {
             await app.DisposeAsync();
+            if (knowledge is not null)
+            {
+                await knowledge.DisposeAsync();
+            }
+
             await Catalog.DisposeAsync();
             exporter.Dispose();
             Metrics.Dispose();

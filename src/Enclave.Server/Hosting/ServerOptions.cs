@@ -1,6 +1,9 @@
 using Enclave.Engine.Backends;
 using Enclave.Engine.Generation;
 using Enclave.Gateway.Hosting;
+using Enclave.Knowledge;
+using Enclave.Knowledge.Retrieval;
+using Enclave.Knowledge.Vectors;
 
 namespace Enclave.Server.Hosting;
 
@@ -143,6 +146,8 @@ public sealed class ServerOptions
     /// falls back to it.
     /// </summary>
     public Func<string, Enclave.Engine.Formats.IWeightSource?>? WeightSourceFactory { get; set; }
+
+    /// <summary>
     /// Gateway-only mode: no model is loaded here; /v1, /tokenize and /detokenize pass the gateway (keys, roles,
     /// limits, audit) and are forwarded to this engine server (an <c>enclave serve --api-key</c> elsewhere).
     /// </summary>
@@ -168,4 +173,16 @@ public sealed class ServerOptions
 
     /// <summary>Further trace pipeline set-up (tests add an in-memory exporter); when set, tracing is on even without an endpoint.</summary>
     public Action<OpenTelemetry.Trace.TracerProviderBuilder>? ConfigureTracing { get; set; }
+
+    /// <summary>Knowledge base settings; its directory defaults to <c>HOME/knowledge</c>.</summary>
+    public KnowledgeOptions Knowledge { get; set; } = new();
+
+    /// <summary>Creates and opens the collections' vector indexes; null leaves dense retrieval unavailable.</summary>
+    public IVectorIndexFactory? VectorIndexFactory { get; set; }
+
+    /// <summary>Embedding generators for collections' embedding models; null leaves dense retrieval unavailable.</summary>
+    public IEmbeddingModelProvider? KnowledgeEmbeddings { get; set; }
+
+    /// <summary>Cross-encoder for <c>"rerank": true</c> searches; null refuses them with 503.</summary>
+    public IReranker? KnowledgeReranker { get; set; }
 }

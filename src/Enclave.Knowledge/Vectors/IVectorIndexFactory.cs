@@ -1,0 +1,8 @@
+namespace Enclave.Knowledge.Vectors;
+
+public interface IVectorIndexFactory
+{
+    IVectorIndex Create(string directory, VectorIndexOptions options);
+
+    IVectorIndex Open(string directory);
+}
