@@ -102,6 +102,35 @@ public sealed class KnowledgeBaseTests : IDisposable
         Assert.Equal(404, missing.Status);
     }
 
+    [Fact]
+    public async Task A_real_encoder_and_the_hnsw_index_serve_dense_and_hybrid_search()
+    {
+        // The parts `enclave serve` and `enclave kb` wire in: the engine's BertModel (tiny random fixture, so only the
+        // plumbing is meaningful, not the ranking) and the memory-mapped HNSW index.
+        using var encoders = new EncoderEmbeddingProvider();
+        var model = Path.Combine(RepoFiles.Root, "tests", "fixtures", "encoders", "tiny-bge-bert");
+        await using var kb = await KnowledgeBase.OpenAsync(new KnowledgeOptions { Directory = dir.Path }, new Enclave.Knowledge.Vectors.VectorIndexFactory(), encoders, null);
+        var c = await kb.CreateCollectionAsync(new CollectionSpec("hr") { EmbeddingModel = model }, "alice");
+        Assert.Equal(JobStatus.Succeeded, (await kb.IngestAsync("hr", "handbook.md", Utf8(Handbook), null)).Status);
+        var chunks = await ChunkIdsAsync(kb);
+
+        using (var index = Enclave.Knowledge.Vectors.VectorIndex.Open(Path.Combine(dir.Path, "collections", c.Id.ToString(System.Globalization.CultureInfo.InvariantCulture), "vectors")))
+        {
+            Assert.Equal(chunks.Count, index.Count);
+            Assert.Equal(64, index.Options.Dimensions); // the fixture's hidden size
+        }
+
+        foreach (var mode in new[] { RetrievalMode.Dense, RetrievalMode.Hybrid })
+        {
+            var hits = await kb.SearchAsync("hr", new SearchRequest("annual leave") { Mode = mode, TopK = 10 }, null);
+            Assert.Equal(chunks.Order(), hits.Select(h => h.Citation.ChunkId).Order());
+            Assert.All(hits, h => Assert.True(float.IsFinite((float)h.Score)));
+        }
+
+        await kb.DeleteDocumentAsync("hr", "handbook.md", null);
+        Assert.Empty(await kb.SearchAsync("hr", new SearchRequest("annual leave") { Mode = RetrievalMode.Dense }, null));
+    }
+
     private static async Task<List<long>> ChunkIdsAsync(KnowledgeBase kb)
     {
         await using var db = kb.Store.CreateContext();
