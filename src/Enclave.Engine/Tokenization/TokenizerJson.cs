@@ -56,6 +56,11 @@ internal static class TokenizerJson
                 return new BertNormalizer(Bool(e, "clean_text", true), Bool(e, "handle_chinese_chars", true), strip, Bool(e, "lowercase", true));
             }
             case "Prepend": return new PrependNormalizer(Str(e, "prepend") ?? "");
+            case "Precompiled":
+            {
+                var charsmap = Str(e, "precompiled_charsmap");
+                return string.IsNullOrEmpty(charsmap) ? null : new PrecompiledNormalizer(Convert.FromBase64String(charsmap), source);
+            }
             case "Strip": return new StripNormalizer(Bool(e, "strip_left", true), Bool(e, "strip_right", true));
             case "Replace":
             {

@@ -61,9 +61,9 @@ public sealed class LoadErrorTests
     public void Unsupported_component_type_is_rejected_by_name()
     {
         using var dir = new TempDirectory();
-        dir.Write("tokenizer.json", ByteLevelBpeTests.Json().Replace("\"type\":\"NFC\"", "\"type\":\"Precompiled\"", StringComparison.Ordinal));
+        dir.Write("tokenizer.json", ByteLevelBpeTests.Json().Replace("\"type\":\"NFC\"", "\"type\":\"Nmt\"", StringComparison.Ordinal));
         var e = Assert.Throws<NotSupportedException>(() => HfTokenizer.FromDirectory(dir.Path));
-        Assert.Contains("Precompiled", e.Message);
+        Assert.Contains("Nmt", e.Message);
         Assert.Contains("normalizer", e.Message);
         Assert.Contains("tokenizer.json", e.Message);
     }
