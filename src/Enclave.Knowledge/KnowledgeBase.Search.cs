@@ -31,6 +31,10 @@ public sealed partial class KnowledgeBase
             throw KnowledgeException.Invalid($"top_k must be between 1 and 100 (got {request.TopK})");
         }
 
+        using var span = KnowledgeTelemetry.Source.StartActivity("knowledge.retrieve");
+        span?.SetTag("enclave.kb.collections", string.Join(",", collections));
+        span?.SetTag("enclave.kb.mode", request.Mode.ToString().ToLowerInvariant());
+        span?.SetTag("enclave.kb.top_k", request.TopK);
         var all = new List<SearchHit>();
         foreach (var name in collections.Distinct(StringComparer.Ordinal))
         {
@@ -38,7 +42,9 @@ public sealed partial class KnowledgeBase
             all.AddRange(await SearchCollectionAsync(c, request, ct));
         }
 
-        return [.. all.OrderByDescending(h => h.Score).Take(request.TopK)];
+        List<SearchHit> hits = [.. all.OrderByDescending(h => h.Score).Take(request.TopK)];
+        span?.SetTag("enclave.kb.hits", hits.Count);
+        return hits;
     }
 
     private async Task<IReadOnlyList<SearchHit>> SearchCollectionAsync(KnowledgeCollection c, SearchRequest request, CancellationToken ct)

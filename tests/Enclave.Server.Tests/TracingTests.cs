@@ -75,6 +75,49 @@ public sealed class TracingTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task AKnowledgeAnswerTracesItsRetrievalBetweenTheGatewayAndTheEngine()
+    {
+        var keys = server.Server.Services.GetRequiredService<KeyService>();
+        var admin = (await keys.CreateAsync(new KeyCreateRequest(BuiltInRoles.Admin, "kb-tracer"))).Secret;
+        using var http = new HttpClient { BaseAddress = server.Http.BaseAddress };
+        http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", admin);
+        var created = await http.PostAsync("v1/kb/collections", Json("""{"name":"traced"}"""));
+        Assert.True(created.IsSuccessStatusCode, await created.Content.ReadAsStringAsync());
+        using (var form = new MultipartFormDataContent())
+        {
+            form.Add(new StringContent("# Leave\n\nAnnual leave is twenty working days per year.\n"), "file", "leave.md");
+            var upload = await http.PostAsync("v1/kb/traced/documents", form);
+            var job = System.Text.Json.Nodes.JsonNode.Parse(await upload.Content.ReadAsStringAsync())!["id"]!.GetValue<string>();
+            var state = "queued";
+            for (var i = 0; i < 600 && state is "queued" or "running"; i++)
+            {
+                await Task.Delay(50);
+                state = System.Text.Json.Nodes.JsonNode.Parse(await http.GetStringAsync($"v1/kb/jobs/{job}"))!["status"]!.GetValue<string>();
+            }
+
+            Assert.Equal("succeeded", state);
+        }
+
+        var chat = await http.PostAsync("v1/chat/completions", Json("""
+            {"model":"tiny-qwen3","max_tokens":3,"temperature":0,"messages":[{"role":"user","content":"How many days of annual leave?"}],
+             "knowledge":{"collections":["traced"],"top_k":2}}
+            """));
+        Assert.True(chat.IsSuccessStatusCode, await chat.Content.ReadAsStringAsync());
+
+        var trace = await TraceOf(
+            s => s.OperationName == "knowledge.retrieve" && (string?)s.GetTagItem("enclave.kb.collections") == "traced",
+            "gateway", "knowledge.retrieve", "engine.queue", "engine.prefill");
+        var gateway = Assert.Single(trace, s => s.OperationName == "gateway");
+        var retrieve = Assert.Single(trace, s => s.OperationName == "knowledge.retrieve");
+        Assert.Equal(gateway.SpanId, retrieve.ParentSpanId);
+        Assert.Equal(1, retrieve.GetTagItem("enclave.kb.hits"));
+        var queue = Assert.Single(trace, s => s.OperationName == "engine.queue");
+        Assert.True(retrieve.StartTimeUtc + retrieve.Duration <= queue.StartTimeUtc + TimeSpan.FromTicks(1));
+    }
+
+    private static StringContent Json(string json) => new(json, System.Text.Encoding.UTF8, "application/json");
+
+    [Fact]
     public async Task AChatCompletionYieldsRequestGatewayAndEngineSpansWithTheirAttributes()
     {
         var principal = "tracer-" + Guid.NewGuid().ToString("N")[..8];

@@ -174,7 +174,7 @@ public sealed class EnclaveServer : IAsyncDisposable
                 .ConfigureResource(r => r.AddService("enclave", serviceVersion: typeof(EnclaveServer).Assembly.GetName().Version?.ToString()))
                 .WithTracing(t =>
                 {
-                    t.AddSource(GatewayMiddleware.ActivitySourceName, Enclave.Engine.Generation.EngineTelemetry.SourceName);
+                    t.AddSource(GatewayMiddleware.ActivitySourceName, Enclave.Knowledge.KnowledgeTelemetry.SourceName, Enclave.Engine.Generation.EngineTelemetry.SourceName);
                     t.AddAspNetCoreInstrumentation(o => o.Filter = ctx => !IsProbe(ctx.Request.Path));
                     if (otlpEndpoint is not null || otlpFromEnvironment)
                     {
