@@ -9,9 +9,9 @@ internal static class ModelLoader
 {
     public static LanguageModel Load(string directory, string device, int threads, EngineOptions options, bool dummyWeights = false)
     {
-        if (!Directory.Exists(directory))
+        if (!Directory.Exists(directory) && !Enclave.Engine.Formats.Gguf.GgufModel.IsGgufPath(directory))
         {
-            throw new CliException($"--model {directory}: no such directory");
+            throw new CliException($"--model {directory}: no such directory or .gguf file");
         }
 
         var backend = CommonOptions.CreateBackend(device, threads);

@@ -64,18 +64,39 @@ public sealed class LanguageModel : IAsyncDisposable, IDisposable
     public int[] EosTokenIds { get; }
 
     /// <summary>
-    /// Loads a Hugging Face model directory (config.json, safetensors, tokenizer files) onto a backend, or, when
+    /// Loads a Hugging Face model directory (config.json, safetensors, tokenizer files) or a GGUF file onto a backend, or, when
     /// <paramref name="dummyWeights"/> is set, builds random weights from config.json alone.
     /// </summary>
     public static LanguageModel Load(string directory, IBackend backend, EngineOptions options, ILogger? logger = null,
         string? name = null, bool ownsBackend = false, bool dummyWeights = false)
     {
-        var config = ModelConfig.Load(directory);
-        ModelRegistry.EnsureSupported(config); // fail before touching gigabytes of weights
+        ModelConfig config;
+        HfTokenizer tokenizer;
+        GenerationConfig generationConfig;
+        IWeightSource weights;
+        if (Formats.Gguf.GgufModel.IsGgufPath(directory))
+        {
+            // A GGUF file carries config, tokenizer and chat template in its metadata.
+            var gguf = Formats.Gguf.GgufModel.Open(directory);
+            config = gguf.Config;
+            tokenizer = gguf.Tokenizer;
+            generationConfig = new GenerationConfig();
+            weights = gguf;
+            if (dummyWeights)
+            {
+                gguf.Dispose();
+                weights = DummyWeights.Create(config);
+            }
+        }
+        else
+        {
+            config = ModelConfig.Load(directory);
+            ModelRegistry.EnsureSupported(config); // fail before touching gigabytes of weights
+            tokenizer = HfTokenizer.FromDirectory(directory);
+            generationConfig = GenerationConfig.Load(directory);
+            weights = dummyWeights ? DummyWeights.Create(config) : SafetensorsCheckpoint.Open(directory);
+        }
 
-        var tokenizer = HfTokenizer.FromDirectory(directory);
-        var generationConfig = GenerationConfig.Load(directory);
-        IWeightSource weights = dummyWeights ? DummyWeights.Create(config) : SafetensorsCheckpoint.Open(directory);
         CausalLM? model = null;
         try
         {
@@ -88,7 +109,10 @@ public sealed class LanguageModel : IAsyncDisposable, IDisposable
             }
 
             var engine = new InferenceEngine(model, options, eos, logger);
-            return new LanguageModel(name ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(directory))),
+            var defaultName = Formats.Gguf.GgufModel.IsGgufPath(directory)
+                ? Path.GetFileNameWithoutExtension(directory)
+                : Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(directory)));
+            return new LanguageModel(name ?? defaultName,
                 directory, config, generationConfig, tokenizer, weights, model, engine, ownsBackend);
         }
         catch

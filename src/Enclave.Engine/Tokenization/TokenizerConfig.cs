@@ -57,7 +57,14 @@ public sealed class TokenizerConfig
 
         using (doc)
         {
-            var root = doc.RootElement;
+            return Parse(doc.RootElement, fileTemplate, path);
+        }
+    }
+
+    /// <summary>Reads a tokenizer_config.json object (also built in memory from a GGUF file's tokenizer metadata).</summary>
+    internal static TokenizerConfig Parse(JsonElement root, string? fileTemplate, string path)
+    {
+        {
             if (root.ValueKind != JsonValueKind.Object)
                 throw new InvalidDataException($"Tokenizer config '{path}' must hold a JSON object.");
 
