@@ -83,6 +83,21 @@ internal static class BackendOpCases
             cases[$"matmul/{d}/t2/3080to130+bias"] = (b => MatMul(b, dtype, 2, 3080, 130, true), 1e-5);
         }
 
+        // Block-quantised weights (CPU only): the reference dequantises them; the kernels quantise activations to
+        // int8 per block of 32, which costs up to about 1% of the output scale, far below what a layout error costs.
+        foreach (var dtype in new[] { DType.Q8_0, DType.Q4_0, DType.Q4_K, DType.Q5_K, DType.Q6_K })
+        {
+            var d = dtype.ToString().ToLowerInvariant();
+            var block = dtype.BlockElements();
+            foreach (var tokens in new[] { 1, 3, 5, 9, 77 })
+            {
+                cases[$"qmatmul/{d}/t{tokens}/{3 * block}to45"] = (b => MatMul(b, dtype, tokens, 3 * block, 45, false), 2e-2);
+            }
+
+            cases[$"qmatmul/{d}/t2/{block}to131+bias"] = (b => MatMul(b, dtype, 2, block, 131, true), 2e-2);
+            cases[$"qmatmul/{d}/t1/{9 * block}to7"] = (b => MatMul(b, dtype, 1, 9 * block, 7, false), 2e-2);
+        }
+
         cases["rmsnorm/bf16/2x3584"] = (b => Norm(b, DType.BF16, 2, 3584, false), 1e-5);
         cases["rmsnorm/bf16/in-place-heads/12x40"] = (b => Norm(b, DType.BF16, 12, 40, false, inPlace: true), 1e-5);
         cases["rope/neox/t3h5d24r16"] = (b => Rope(b, 3, 5, 24, 16, false, 1f), 1e-5);
@@ -111,6 +126,13 @@ internal static class BackendOpCases
 
     private static byte[] Encode(float[] values, DType dtype)
     {
+        if (dtype.IsQuantized())
+        {
+            var blocks = new byte[dtype.StorageBytes(values.Length)];
+            Enclave.Engine.Formats.Gguf.GgmlQuants.Quantize(dtype, values, blocks);
+            return blocks;
+        }
+
         var bytes = new byte[values.Length * dtype.SizeInBytes()];
         for (var i = 0; i < values.Length; i++)
         {

@@ -171,15 +171,7 @@ public static class GgufExport
         }
         else
         {
-            if (config.BosTokenId is { } bos)
-            {
-                writer.AddUInt32("tokenizer.ggml.bos_token_id", (uint)bos);
-            }
-
-            if (config.EosTokenIds.Length > 0)
-            {
-                writer.AddUInt32("tokenizer.ggml.eos_token_id", (uint)config.EosTokenIds[0]);
-            }
+            GgufTokenizer.WriteBytesOnly(writer, config.VocabSize);
         }
 
         if (config.RopeScaling is { Type: "llama3" })

@@ -307,6 +307,32 @@ public static class GgufTokenizer
         }
     }
 
+    /// <summary>
+    /// A placeholder byte-level vocabulary for weights without a tokenizer (random benchmark models): the 256 byte
+    /// tokens, no merges, and unused padding up to the model's vocabulary, so other GGUF readers accept the file.
+    /// </summary>
+    public static void WriteBytesOnly(GgufWriter writer, int vocabSize)
+    {
+        var tokens = new string[Math.Max(vocabSize, 257)];
+        var types = new int[tokens.Length];
+        for (var i = 0; i < tokens.Length; i++)
+        {
+            tokens[i] = i < 256 ? ByteLevelAlphabet.ByteToChar[i].ToString() : $"[PAD{i}]";
+            types[i] = i < 256 ? Normal : Unused;
+        }
+
+        tokens[^1] = "<|endoftext|>";
+        types[^1] = Control;
+        writer.AddString("tokenizer.ggml.model", "gpt2");
+        writer.AddString("tokenizer.ggml.pre", "qwen2");
+        writer.AddArray("tokenizer.ggml.tokens", GgufValueType.String, tokens);
+        writer.AddArray("tokenizer.ggml.token_type", GgufValueType.Int32, types);
+        writer.AddArray("tokenizer.ggml.merges", GgufValueType.String, Array.Empty<string>());
+        writer.AddUInt32("tokenizer.ggml.eos_token_id", (uint)(tokens.Length - 1));
+        writer.AddUInt32("tokenizer.ggml.padding_token_id", (uint)(tokens.Length - 1));
+        writer.AddBool("tokenizer.ggml.add_bos_token", false);
+    }
+
     private static bool IsByteLevel(JsonElement root) =>
         root.TryGetProperty("decoder", out var d) && d.ValueKind == JsonValueKind.Object && d.TryGetProperty("type", out var t) && t.GetString() == "ByteLevel";
 
