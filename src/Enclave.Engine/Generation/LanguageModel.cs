@@ -79,7 +79,21 @@ public sealed class LanguageModel : IAsyncDisposable, IDisposable
             // A GGUF file carries config, tokenizer and chat template in its metadata.
             var gguf = Formats.Gguf.GgufModel.Open(directory);
             config = gguf.Config;
-            tokenizer = gguf.Tokenizer;
+            try
+            {
+                tokenizer = gguf.Tokenizer;
+            }
+            catch (Exception e) when (e is InvalidDataException or NotSupportedException)
+            {
+                gguf.Dispose();
+                throw new CheckpointFormatException($"{directory}: the embedded tokenizer cannot be read ({e.Message})", e);
+            }
+            catch
+            {
+                gguf.Dispose();
+                throw;
+            }
+
             generationConfig = new GenerationConfig();
             weights = gguf;
             if (dummyWeights)

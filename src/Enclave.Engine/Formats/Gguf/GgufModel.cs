@@ -27,6 +27,7 @@ public sealed unsafe class GgufModel : IWeightSource
     private readonly GgufFile file;
     private readonly Dictionary<string, CheckpointTensor> tensors = new(StringComparer.Ordinal);
     private readonly List<nint> allocations = [];
+    private readonly Lazy<HfTokenizer> tokenizer;
 
     private GgufModel(GgufFile file)
     {
@@ -40,7 +41,9 @@ public sealed unsafe class GgufModel : IWeightSource
         }
 
         Config = BuildConfig();
-        Tokenizer = GgufTokenizer.Build(file);
+
+        // Built on first use: a benchmark needs no tokenizer, and a 150k-token vocabulary costs time and memory.
+        tokenizer = new Lazy<HfTokenizer>(() => GgufTokenizer.Build(file));
         foreach (var t in file.Tensors)
         {
             var hf = GgufNames.ToHf(t.Name);
@@ -62,7 +65,8 @@ public sealed unsafe class GgufModel : IWeightSource
 
     public ModelConfig Config { get; }
 
-    public HfTokenizer Tokenizer { get; }
+    /// <summary>The embedded tokenizer; throws <see cref="CheckpointFormatException"/> when the file carries none or an unsupported one.</summary>
+    public HfTokenizer Tokenizer => tokenizer.Value;
 
     public GgufFile File => file;
 
