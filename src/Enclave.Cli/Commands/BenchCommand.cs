@@ -36,7 +36,7 @@ internal static class BenchCommand
             var config = result.GetValue(dummy);
             if ((dir is null) == (config is null))
             {
-                throw new CliException("give exactly one of --model DIR|FILE.gguf or --dummy CONFIG.json");
+                throw new CliException("give exactly one of --model DIR or --dummy CONFIG.json");
             }
 
             int p = result.GetValue(promptLen), g = result.GetValue(genLen), b = result.GetValue(batch);
