@@ -84,6 +84,9 @@ internal static unsafe class CpuQuantMatMul
             _capacity = 0;
         }
 
+        // Fully optimised from the first call: these loops run once per row, and a tier-0 body (before tiering
+        // replaces it) costs more than the row's integer products on small matrices.
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public override void Execute(int index, int worker)
         {
             var rowStart = index * TileRows;
@@ -105,6 +108,7 @@ internal static unsafe class CpuQuantMatMul
             }
         }
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void Row(byte* row, int t0, int tn, Span<float> results)
         {
             var blocks = In / 32;
@@ -199,6 +203,7 @@ internal static unsafe class CpuQuantMatMul
     /// Symmetric int8 quantisation of x in blocks of 32: d = max|x| / 127, q = round(x / d) in [-127, 127] (never -128,
     /// so sign tricks stay exact), plus the sum of every 16 quantised values.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void QuantizeActivations(float* x, long count, sbyte* qx, float* dx, short* sx)
     {
         for (long b = 0; b < count / 32; b++)
