@@ -343,18 +343,26 @@ internal static unsafe class CpuQuantMatMul
         }
     }
 
+    /// <summary>acc + dot(lo, x[0..32])·s0 + dot(hi, x[32..64])·s1, for one token (inlined so accumulators stay in registers).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Pair(Vector256<float> acc, Vector256<byte> lo, Vector256<byte> hi, sbyte* x, float s0, float s1, bool vnni)
+    {
+        acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot(lo, Vector256.Load(x), vnni)), Vector256.Create(s0), acc);
+        return Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot(hi, Vector256.Load(x + 32), vnni)), Vector256.Create(s1), acc);
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void RowQ45K(byte* w, int superBlocks, sbyte* qx, float* dx, short* sx, int n, int tn, bool vnni, bool fiveBit, Span<float> results)
     {
-        Span<Vector256<float>> acc = stackalloc Vector256<float>[TokenGroup];
-        Span<float> offset = stackalloc float[TokenGroup];
-        Span<byte> sc = stackalloc byte[8];
-        Span<byte> mn = stackalloc byte[8];
-        acc.Clear();
-        offset.Clear();
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        float o0 = 0, o1 = 0, o2 = 0, o3 = 0;
         var nb = n / 32;
+        var ns = n / 16;
         var mask = Vector256.Create((byte)0x0F);
+        var sixteen = Vector256.Create((byte)16);
         var blockBytes = fiveBit ? 176 : 144;
+        Span<float> scales = stackalloc float[8];
+        Span<float> mins = stackalloc float[8];
         for (var s = 0; s < superBlocks; s++)
         {
             var blk = w + (s * blockBytes);
@@ -364,8 +372,8 @@ internal static unsafe class CpuQuantMatMul
             for (var j = 0; j < 8; j++)
             {
                 var (scale, min) = Formats.Gguf.GgmlQuants.ScaleMinK4(j, packed);
-                sc[j] = (byte)scale;
-                mn[j] = (byte)min;
+                scales[j] = d * scale;
+                mins[j] = dmin * min;
             }
 
             var qs = fiveBit ? blk + 48 : blk + 16;
@@ -379,42 +387,74 @@ internal static unsafe class CpuQuantMatMul
                 {
                     var bitLo = Vector256.Create((byte)(1 << (2 * p)));
                     var bitHi = Vector256.Create((byte)(1 << ((2 * p) + 1)));
-                    lo |= Vector256.Equals(qh & bitLo, bitLo) & Vector256.Create((byte)16);
-                    hi |= Vector256.Equals(qh & bitHi, bitHi) & Vector256.Create((byte)16);
+                    lo |= Vector256.Equals(qh & bitLo, bitLo) & sixteen;
+                    hi |= Vector256.Equals(qh & bitHi, bitHi) & sixteen;
                 }
 
                 var bi = (s * 8) + (2 * p);
-                for (var k = 0; k < tn; k++)
+                float sc0 = scales[2 * p], sc1 = scales[(2 * p) + 1], m0 = mins[2 * p], m1 = mins[(2 * p) + 1];
+                var xo = (long)bi * 32;
+
+                // Token k: weights by its block scales; the minimums come off through its block sums.
+                a0 = Pair(a0, lo, hi, qx + xo, sc0 * dx[bi], sc1 * dx[bi + 1], vnni);
+                o0 += (m0 * dx[bi] * (sx[2 * bi] + sx[(2 * bi) + 1])) + (m1 * dx[bi + 1] * (sx[(2 * bi) + 2] + sx[(2 * bi) + 3]));
+                if (tn > 1)
                 {
-                    var xk = qx + ((long)k * n) + (bi * 32);
-                    var dx0 = dx[(k * nb) + bi];
-                    var dx1 = dx[(k * nb) + bi + 1];
-                    var a = acc[k];
-                    a = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot(lo, Vector256.Load(xk), vnni)), Vector256.Create(d * sc[2 * p] * dx0), a);
-                    acc[k] = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot(hi, Vector256.Load(xk + 32), vnni)), Vector256.Create(d * sc[(2 * p) + 1] * dx1), a);
-                    var sums = sx + ((long)k * (n / 16)) + (2 * bi);
-                    offset[k] += (dmin * mn[2 * p] * dx0 * (sums[0] + sums[1])) + (dmin * mn[(2 * p) + 1] * dx1 * (sums[2] + sums[3]));
+                    var dk = dx + nb;
+                    var sk = sx + ns;
+                    a1 = Pair(a1, lo, hi, qx + n + xo, sc0 * dk[bi], sc1 * dk[bi + 1], vnni);
+                    o1 += (m0 * dk[bi] * (sk[2 * bi] + sk[(2 * bi) + 1])) + (m1 * dk[bi + 1] * (sk[(2 * bi) + 2] + sk[(2 * bi) + 3]));
+                }
+
+                if (tn > 2)
+                {
+                    var dk = dx + (2 * nb);
+                    var sk = sx + (2 * ns);
+                    a2 = Pair(a2, lo, hi, qx + (2 * n) + xo, sc0 * dk[bi], sc1 * dk[bi + 1], vnni);
+                    o2 += (m0 * dk[bi] * (sk[2 * bi] + sk[(2 * bi) + 1])) + (m1 * dk[bi + 1] * (sk[(2 * bi) + 2] + sk[(2 * bi) + 3]));
+                }
+
+                if (tn > 3)
+                {
+                    var dk = dx + (3 * nb);
+                    var sk = sx + (3 * ns);
+                    a3 = Pair(a3, lo, hi, qx + (3 * n) + xo, sc0 * dk[bi], sc1 * dk[bi + 1], vnni);
+                    o3 += (m0 * dk[bi] * (sk[2 * bi] + sk[(2 * bi) + 1])) + (m1 * dk[bi + 1] * (sk[(2 * bi) + 2] + sk[(2 * bi) + 3]));
                 }
             }
         }
 
-        for (var k = 0; k < tn; k++)
+        results[0] = Sum(a0) - o0;
+        if (tn > 1)
         {
-            results[k] = Sum(acc[k]) - offset[k];
+            results[1] = Sum(a1) - o1;
+        }
+
+        if (tn > 2)
+        {
+            results[2] = Sum(a2) - o2;
+        }
+
+        if (tn > 3)
+        {
+            results[3] = Sum(a3) - o3;
         }
     }
+
+    /// <summary>acc + dot(levels, x[0..32]) scaled per 16 values, for one token of a Q6_K group.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Sixteens(Vector256<float> acc, Vector256<byte> levels, sbyte* x, float ddx, float scA, float scB, bool vnni) =>
+        Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot(levels, Vector256.Load(x), vnni)), Vector256.Create(Vector128.Create(ddx * scA), Vector128.Create(ddx * scB)), acc);
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void RowQ6K(byte* w, int superBlocks, sbyte* qx, float* dx, short* sx, int n, int tn, bool vnni, Span<float> results)
     {
-        Span<Vector256<float>> acc = stackalloc Vector256<float>[TokenGroup];
-        Span<float> offset = stackalloc float[TokenGroup];
-        acc.Clear();
-        offset.Clear();
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        float o0 = 0, o1 = 0, o2 = 0, o3 = 0;
         var nb = n / 32;
+        var ns = n / 16;
         var low = Vector256.Create((byte)0x0F);
         var high = Vector256.Create((byte)0x30);
-        Span<Vector256<byte>> levels = stackalloc Vector256<byte>[4];
         for (var s = 0; s < superBlocks; s++)
         {
             var blk = w + (s * 210);
@@ -425,30 +465,59 @@ internal static unsafe class CpuQuantMatMul
                 var qlB = Vector256.Load(blk + (64 * h) + 32);
                 var qh = Vector256.Load(blk + 128 + (32 * h));
                 var sc = (sbyte*)(blk + 192 + (8 * h));
-                levels[0] = (qlA & low) | (Vector256.ShiftLeft(qh.AsUInt16(), 4).AsByte() & high);
-                levels[1] = (qlB & low) | (Vector256.ShiftLeft(qh.AsUInt16(), 2).AsByte() & high);
-                levels[2] = (Vector256.ShiftRightLogical(qlA.AsUInt16(), 4).AsByte() & low) | (qh & high);
-                levels[3] = (Vector256.ShiftRightLogical(qlB.AsUInt16(), 4).AsByte() & low) | (Vector256.ShiftRightLogical(qh.AsUInt16(), 2).AsByte() & high);
                 for (var g = 0; g < 4; g++)
                 {
-                    var bi = (s * 8) + (h * 4) + g;
-                    var scA = sc[2 * g];
-                    var scB = sc[(2 * g) + 1];
-                    for (var k = 0; k < tn; k++)
+                    var levels = g switch
                     {
-                        var ddx = d * dx[(k * nb) + bi];
-                        var scales = Vector256.Create(Vector128.Create(ddx * scA), Vector128.Create(ddx * scB));
-                        acc[k] = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot(levels[g], Vector256.Load(qx + ((long)k * n) + (bi * 32)), vnni)), scales, acc[k]);
-                        var sums = sx + ((long)k * (n / 16)) + (2 * bi);
-                        offset[k] += 32 * ddx * ((scA * sums[0]) + (scB * sums[1]));
+                        0 => (qlA & low) | (Vector256.ShiftLeft(qh.AsUInt16(), 4).AsByte() & high),
+                        1 => (qlB & low) | (Vector256.ShiftLeft(qh.AsUInt16(), 2).AsByte() & high),
+                        2 => (Vector256.ShiftRightLogical(qlA.AsUInt16(), 4).AsByte() & low) | (qh & high),
+                        _ => (Vector256.ShiftRightLogical(qlB.AsUInt16(), 4).AsByte() & low) | (Vector256.ShiftRightLogical(qh.AsUInt16(), 2).AsByte() & high),
+                    };
+                    var bi = (s * 8) + (h * 4) + g;
+                    float scA = sc[2 * g], scB = sc[(2 * g) + 1];
+                    var xo = (long)bi * 32;
+                    var ddx = d * dx[bi];
+                    a0 = Sixteens(a0, levels, qx + xo, ddx, scA, scB, vnni);
+                    o0 += 32 * ddx * ((scA * sx[2 * bi]) + (scB * sx[(2 * bi) + 1]));
+                    if (tn > 1)
+                    {
+                        ddx = d * dx[nb + bi];
+                        a1 = Sixteens(a1, levels, qx + n + xo, ddx, scA, scB, vnni);
+                        o1 += 32 * ddx * ((scA * sx[ns + (2 * bi)]) + (scB * sx[ns + (2 * bi) + 1]));
+                    }
+
+                    if (tn > 2)
+                    {
+                        ddx = d * dx[(2 * nb) + bi];
+                        a2 = Sixteens(a2, levels, qx + (2 * n) + xo, ddx, scA, scB, vnni);
+                        o2 += 32 * ddx * ((scA * sx[(2 * ns) + (2 * bi)]) + (scB * sx[(2 * ns) + (2 * bi) + 1]));
+                    }
+
+                    if (tn > 3)
+                    {
+                        ddx = d * dx[(3 * nb) + bi];
+                        a3 = Sixteens(a3, levels, qx + (3 * n) + xo, ddx, scA, scB, vnni);
+                        o3 += 32 * ddx * ((scA * sx[(3 * ns) + (2 * bi)]) + (scB * sx[(3 * ns) + (2 * bi) + 1]));
                     }
                 }
             }
         }
 
-        for (var k = 0; k < tn; k++)
+        results[0] = Sum(a0) - o0;
+        if (tn > 1)
         {
-            results[k] = Sum(acc[k]) - offset[k];
+            results[1] = Sum(a1) - o1;
+        }
+
+        if (tn > 2)
+        {
+            results[2] = Sum(a2) - o2;
+        }
+
+        if (tn > 3)
+        {
+            results[3] = Sum(a3) - o3;
         }
     }
 
