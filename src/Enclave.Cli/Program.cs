@@ -11,6 +11,7 @@ var root = new RootCommand("Enclave: run DeepSeek-family language models inside 
     ChatCommand.Create(),
     TokenizeCommand.Create(),
     RenderCommand.Create(),
+    QuantizeCommand.Create(),
     EmbedCommand.Create(),
     BenchCommand.Create([Enclave.Server.Cli.BenchServeCommand.Create(), BenchEmbedCommand.Create(), BenchVectorsCommand.Create()]),
     Enclave.Server.Cli.ServeCommand.Create(StoreModels.ConfigureServe),

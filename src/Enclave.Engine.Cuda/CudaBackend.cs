@@ -88,6 +88,11 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory
 
     public DeviceTensor LoadWeight(CheckpointTensor source)
     {
+        if (source.DType.IsQuantized())
+        {
+            throw new NotSupportedException($"{source.File}: tensor '{source.Name}' is {source.DType}; the CUDA backend has no kernels for ggml block types yet, use --device cpu");
+        }
+
         var tensor = (CudaTensor)Allocate(source.DType, source.Shape);
         if (tensor.ByteCount != source.ByteCount)
         {

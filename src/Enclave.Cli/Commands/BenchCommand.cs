@@ -71,11 +71,12 @@ internal static class BenchCommand
             };
             // The engine alone: a benchmark needs no tokenizer, so a bare config.json is enough.
             var load = Stopwatch.StartNew();
-            var modelConfig = ModelConfig.Load(directory);
+            var gguf = config is null && Enclave.Engine.Formats.Gguf.GgufModel.IsGgufPath(directory) ? Enclave.Engine.Formats.Gguf.GgufModel.Open(directory) : null;
+            var modelConfig = gguf?.Config ?? ModelConfig.Load(directory);
             ModelRegistry.EnsureSupported(modelConfig);
 
             using var backend = CommonOptions.CreateBackend(result.GetValue(device)!, result.GetValue(threads));
-            using IWeightSource weights = config is not null ? DummyWeights.Create(modelConfig) : SafetensorsCheckpoint.Open(directory);
+            using IWeightSource weights = gguf is not null ? gguf : config is not null ? DummyWeights.Create(modelConfig) : SafetensorsCheckpoint.Open(directory);
             using var causalLm = ModelRegistry.Create(modelConfig, weights, backend);
             // The KV cache the workload needs (every sequence at full length, whole blocks), not a GPU's worth of it.
             var blocksPerSequence = (p + g + options.BlockSize - 1) / options.BlockSize;
@@ -112,7 +113,9 @@ internal static class BenchCommand
             Console.WriteLine($"decode       {decodeRate:F2} tokens/s total, {perSequence:F2} tokens/s per sequence, {1000 / perSequence:F1} ms per step");
             Console.WriteLine($"bandwidth    {bandwidth:F1} GB/s measured; roofline {rooflineTokensPerSecond:F2} tokens/s at batch 1");
             Console.WriteLine($"efficiency   {100 * perSequence / rooflineTokensPerSecond:F1}% of the roofline per sequence" + (b > 1 ? $" ({100 * decodeRate / rooflineTokensPerSecond:F1}% aggregate)" : string.Empty));
-            Console.WriteLine($"memory       {Process.GetCurrentProcess().PeakWorkingSet64 / 1048576.0:F0} MiB peak resident");
+            var process = Process.GetCurrentProcess();
+            Console.WriteLine($"memory       {process.PeakWorkingSet64 / 1048576.0:F0} MiB peak resident, {process.WorkingSet64 / 1048576.0:F0} MiB now" +
+                (gguf is not null ? $" (file {new FileInfo(directory).Length / 1048576.0:F0} MiB, kv cache {(long)lm.Model.KvCacheSpec.BytesPerToken * (p + g) * b / 1048576.0:F0} MiB)" : string.Empty));
             if (config is not null)
             {
                 Directory.Delete(directory, recursive: true);

@@ -11,9 +11,9 @@ internal static class ModelLoader
     public static LanguageModel Load(string directory, string device, int threads, EngineOptions options, bool dummyWeights = false)
     {
         directory = StoreModels.Resolve(directory) ?? directory;
-        if (!Directory.Exists(directory))
+        if (!Directory.Exists(directory) && !Enclave.Engine.Formats.Gguf.GgufModel.IsGgufPath(directory))
         {
-            throw new CliException($"--model {directory}: no such directory or installed model");
+            throw new CliException($"--model {directory}: no such directory, .gguf file or installed model");
         }
 
         var backend = CommonOptions.CreateBackend(device, threads);

@@ -23,6 +23,10 @@ public abstract class DeviceTensor : IDisposable
         }
 
         ElementCount = count;
+        if (dtype.IsQuantized() && Columns % dtype.BlockElements() != 0)
+        {
+            throw new ArgumentException($"a {dtype} tensor needs a last dimension that is a multiple of {dtype.BlockElements()}, got [{string.Join(", ", shape)}]", nameof(shape));
+        }
     }
 
     public DType DType { get; }
@@ -31,7 +35,7 @@ public abstract class DeviceTensor : IDisposable
 
     public long ElementCount { get; }
 
-    public long ByteCount => ElementCount * DType.SizeInBytes();
+    public long ByteCount => DType.StorageBytes(ElementCount);
 
     public int Rank => Shape.Length;
 

@@ -68,19 +68,54 @@ public sealed class LanguageModel : IAsyncDisposable, IDisposable
     public ReasoningTokens? Reasoning { get; }
 
     /// <summary>
-    /// Loads a Hugging Face model directory (config.json, safetensors, tokenizer files) onto a backend, or, when
-    /// <paramref name="dummyWeights"/> is set, builds random weights from config.json alone. <paramref name="openWeights"/>
-    /// replaces the safetensors reader for checkpoints stored another way (encrypted at rest).
+    /// Loads a Hugging Face model directory (config.json, safetensors, tokenizer files) or a GGUF file onto a backend,
+    /// or, when <paramref name="dummyWeights"/> is set, builds random weights from config.json alone.
+    /// <paramref name="openWeights"/> replaces the safetensors reader for checkpoints stored another way (encrypted at rest).
     /// </summary>
     public static LanguageModel Load(string directory, IBackend backend, EngineOptions options, ILogger? logger = null,
         string? name = null, bool ownsBackend = false, bool dummyWeights = false, Func<string, IWeightSource>? openWeights = null)
     {
-        var config = ModelConfig.Load(directory);
-        ModelRegistry.EnsureSupported(config); // fail before touching gigabytes of weights
+        ModelConfig config;
+        HfTokenizer tokenizer;
+        GenerationConfig generationConfig;
+        IWeightSource weights;
+        if (Formats.Gguf.GgufModel.IsGgufPath(directory))
+        {
+            // A GGUF file carries config, tokenizer and chat template in its metadata.
+            var gguf = Formats.Gguf.GgufModel.Open(directory);
+            config = gguf.Config;
+            try
+            {
+                tokenizer = gguf.Tokenizer;
+            }
+            catch (Exception e) when (e is InvalidDataException or NotSupportedException)
+            {
+                gguf.Dispose();
+                throw new CheckpointFormatException($"{directory}: the embedded tokenizer cannot be read ({e.Message})", e);
+            }
+            catch
+            {
+                gguf.Dispose();
+                throw;
+            }
 
-        var tokenizer = HfTokenizer.FromDirectory(directory);
-        var generationConfig = GenerationConfig.Load(directory);
-        IWeightSource weights = dummyWeights ? DummyWeights.Create(config) : openWeights?.Invoke(directory) ?? SafetensorsCheckpoint.Open(directory);
+            generationConfig = new GenerationConfig();
+            weights = gguf;
+            if (dummyWeights)
+            {
+                gguf.Dispose();
+                weights = DummyWeights.Create(config);
+            }
+        }
+        else
+        {
+            config = ModelConfig.Load(directory);
+            ModelRegistry.EnsureSupported(config); // fail before touching gigabytes of weights
+            tokenizer = HfTokenizer.FromDirectory(directory);
+            generationConfig = GenerationConfig.Load(directory);
+            weights = dummyWeights ? DummyWeights.Create(config) : openWeights?.Invoke(directory) ?? SafetensorsCheckpoint.Open(directory);
+        }
+
         CausalLM? model = null;
         try
         {
@@ -93,7 +128,10 @@ public sealed class LanguageModel : IAsyncDisposable, IDisposable
             }
 
             var engine = new InferenceEngine(model, options, eos, logger);
-            return new LanguageModel(name ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(directory))),
+            var defaultName = Formats.Gguf.GgufModel.IsGgufPath(directory)
+                ? Path.GetFileNameWithoutExtension(directory)
+                : Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(directory)));
+            return new LanguageModel(name ?? defaultName,
                 directory, config, generationConfig, tokenizer, weights, model, engine, ownsBackend);
         }
         catch

@@ -73,6 +73,12 @@ public sealed class ModelConfig
 
     public required JsonObject Raw { get; init; }
 
+    /// <summary>
+    /// Per-frequency RoPE divisors (llama.cpp's <c>rope_freqs.weight</c>, how GGUF files carry Llama 3 scaling):
+    /// when set, inverse frequency i is the unscaled one divided by factor i, and <see cref="RopeScaling"/> is unused.
+    /// </summary>
+    public float[]? RopeFrequencyFactors { get; internal set; }
+
     public static ModelConfig Load(string directoryOrFile)
     {
         var path = Directory.Exists(directoryOrFile) ? System.IO.Path.Combine(directoryOrFile, "config.json") : directoryOrFile;

@@ -14,6 +14,16 @@ public static class RotaryEmbedding
         var dim = (int)(headDim * config.PartialRotaryFactor);
         var baseFrequencies = DefaultInverseFrequencies(config.RopeTheta, dim);
         var scaling = config.RopeScaling;
+        if (config.RopeFrequencyFactors is { } factors)
+        {
+            if (factors.Length != baseFrequencies.Length)
+            {
+                throw new ModelConfigException($"{config.Path}: {factors.Length} rope frequency factors for {baseFrequencies.Length} frequencies");
+            }
+
+            return new RopeSpec(baseFrequencies.Select((f, i) => f / factors[i]).ToArray(), dim, interleaved);
+        }
+
         if (scaling is null)
         {
             return new RopeSpec(baseFrequencies, dim, interleaved);

@@ -96,6 +96,19 @@ public sealed class HfTokenizer
         }
     }
 
+    /// <summary>Builds a tokenizer from a tokenizer.json object (also built in memory from a GGUF file's tokenizer metadata).</summary>
+    internal static HfTokenizer FromJson(JsonElement root, TokenizerConfig config, string source)
+    {
+        try
+        {
+            return Build(root, config, source);
+        }
+        catch (Exception e) when (e is KeyNotFoundException or InvalidOperationException or FormatException)
+        {
+            throw new InvalidDataException($"Tokenizer in '{source}' is malformed: {e.Message}", e);
+        }
+    }
+
     private static HfTokenizer Build(JsonElement root, TokenizerConfig config, string source)
     {
         if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("model", out var modelJson) || modelJson.ValueKind != JsonValueKind.Object)

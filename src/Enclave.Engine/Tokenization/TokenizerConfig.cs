@@ -57,54 +57,59 @@ public sealed class TokenizerConfig
 
         using (doc)
         {
-            var root = doc.RootElement;
-            if (root.ValueKind != JsonValueKind.Object)
-                throw new InvalidDataException($"Tokenizer config '{path}' must hold a JSON object.");
+            return Parse(doc.RootElement, fileTemplate, path);
+        }
+    }
 
-            string? bos = TokenContent(root, "bos_token");
-            string? eos = TokenContent(root, "eos_token");
-            string? pad = TokenContent(root, "pad_token");
-            string? unk = TokenContent(root, "unk_token");
-            var extra = new List<string>();
-            foreach (var key in (ReadOnlySpan<string>)["additional_special_tokens", "extra_special_tokens"])
+    /// <summary>Reads a tokenizer_config.json object (also built in memory from a GGUF file's tokenizer metadata).</summary>
+    internal static TokenizerConfig Parse(JsonElement root, string? fileTemplate, string path)
+    {
+        if (root.ValueKind != JsonValueKind.Object)
+            throw new InvalidDataException($"Tokenizer config '{path}' must hold a JSON object.");
+
+        string? bos = TokenContent(root, "bos_token");
+        string? eos = TokenContent(root, "eos_token");
+        string? pad = TokenContent(root, "pad_token");
+        string? unk = TokenContent(root, "unk_token");
+        var extra = new List<string>();
+        foreach (var key in (ReadOnlySpan<string>)["additional_special_tokens", "extra_special_tokens"])
+        {
+            if (root.TryGetProperty(key, out var list) && list.ValueKind == JsonValueKind.Array)
             {
-                if (root.TryGetProperty(key, out var list) && list.ValueKind == JsonValueKind.Array)
+                foreach (var item in list.EnumerateArray())
                 {
-                    foreach (var item in list.EnumerateArray())
-                    {
-                        var content = ContentOf(item);
-                        if (content is not null)
-                            extra.Add(content);
-                    }
+                    var content = ContentOf(item);
+                    if (content is not null)
+                        extra.Add(content);
                 }
             }
-
-            return new TokenizerConfig
-            {
-                BosToken = bos,
-                EosToken = eos,
-                PadToken = pad,
-                UnkToken = unk,
-                AddBosToken = Bool(root, "add_bos_token"),
-                AddEosToken = Bool(root, "add_eos_token"),
-                ChatTemplate = Template(root) ?? fileTemplate,
-                CleanUpTokenizationSpaces = Bool(root, "clean_up_tokenization_spaces") ?? false,
-                SpecialTokensMap = new Dictionary<string, string?>
-                {
-                    ["bos_token"] = bos,
-                    ["eos_token"] = eos,
-                    ["unk_token"] = unk,
-                    ["pad_token"] = pad,
-                },
-                TokenizerClass = root.TryGetProperty("tokenizer_class", out var cls) && cls.ValueKind == JsonValueKind.String
-                    ? cls.GetString()
-                    : null,
-                Legacy = Bool(root, "legacy"),
-                AddPrefixSpace = Bool(root, "add_prefix_space"),
-                AdditionalSpecialTokens = extra,
-                CleanUpForBpe = Bool(root, "clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output") ?? false,
-            };
         }
+
+        return new TokenizerConfig
+        {
+            BosToken = bos,
+            EosToken = eos,
+            PadToken = pad,
+            UnkToken = unk,
+            AddBosToken = Bool(root, "add_bos_token"),
+            AddEosToken = Bool(root, "add_eos_token"),
+            ChatTemplate = Template(root) ?? fileTemplate,
+            CleanUpTokenizationSpaces = Bool(root, "clean_up_tokenization_spaces") ?? false,
+            SpecialTokensMap = new Dictionary<string, string?>
+            {
+                ["bos_token"] = bos,
+                ["eos_token"] = eos,
+                ["unk_token"] = unk,
+                ["pad_token"] = pad,
+            },
+            TokenizerClass = root.TryGetProperty("tokenizer_class", out var cls) && cls.ValueKind == JsonValueKind.String
+                ? cls.GetString()
+                : null,
+            Legacy = Bool(root, "legacy"),
+            AddPrefixSpace = Bool(root, "add_prefix_space"),
+            AdditionalSpecialTokens = extra,
+            CleanUpForBpe = Bool(root, "clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output") ?? false,
+        };
     }
 
     private static bool? Bool(JsonElement root, string name) =>

@@ -222,9 +222,9 @@ public sealed class ModelCatalog : IAsyncDisposable
 
     private ServedModel Load(ModelSpec spec)
     {
-        if (!Directory.Exists(spec.Directory))
+        if (!Directory.Exists(spec.Directory) && !Enclave.Engine.Formats.Gguf.GgufModel.IsGgufPath(spec.Directory))
         {
-            throw new DirectoryNotFoundException($"--model {spec.Directory}: no such directory");
+            throw new DirectoryNotFoundException($"--model {spec.Directory}: no such directory or .gguf file");
         }
 
         var backend = options.BackendFactory?.Invoke(spec) ?? CreateBackend(options.Device, options.Threads);

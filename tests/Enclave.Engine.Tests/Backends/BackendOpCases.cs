@@ -29,7 +29,7 @@ internal static class BackendOpCases
     public static bool IsEncoderOp(string name) => EncoderOpPrefixes.Any(p => name.StartsWith(p, StringComparison.Ordinal));
 
     /// <summary>The cases the CUDA backend has kernels for: neither quantized weights nor encoder ops yet.</summary>
-    public static IReadOnlyCollection<string> CudaNames => [.. Table.Keys.Where(n => !IsEncoderOp(n) && !n.StartsWith("quantized_", StringComparison.Ordinal))];
+    public static IReadOnlyCollection<string> CudaNames => [.. Table.Keys.Where(n => !IsEncoderOp(n) && !n.StartsWith("quantized_", StringComparison.Ordinal) && !n.StartsWith("qmatmul/", StringComparison.Ordinal))];
 
     /// <summary>Runs one case on <paramref name="candidate"/> and on <paramref name="reference"/> and compares every output.</summary>
     public static Result Run(string name, IBackend candidate, IBackend reference, double? tolerance = null)
@@ -117,6 +117,21 @@ internal static class BackendOpCases
         cases["gather_rows/t9n37/picks27"] = (b => Rows(b, 9, 37, 27, scatter: false), 0);
         cases["scatter_add_rows/t9n37/picks27"] = (b => Rows(b, 9, 37, 27, scatter: true), 1e-6);
         cases["scatter_add_rows/t5n2048/picks10"] = (b => Rows(b, 5, 2048, 10, scatter: true), 1e-6);
+
+        // Block-quantised weights (CPU only): the reference dequantises them; the kernels quantise activations to
+        // int8 per block of 32, which costs up to about 1% of the output scale, far below what a layout error costs.
+        foreach (var dtype in new[] { DType.Q8_0, DType.Q4_0, DType.Q4_K, DType.Q5_K, DType.Q6_K })
+        {
+            var d = dtype.ToString().ToLowerInvariant();
+            var block = dtype.BlockElements();
+            foreach (var tokens in new[] { 1, 3, 5, 9, 77 })
+            {
+                cases[$"qmatmul/{d}/t{tokens}/{3 * block}to45"] = (b => MatMul(b, dtype, tokens, 3 * block, 45, false), 2e-2);
+            }
+
+            cases[$"qmatmul/{d}/t2/{block}to131+bias"] = (b => MatMul(b, dtype, 2, block, 131, true), 2e-2);
+            cases[$"qmatmul/{d}/t1/{9 * block}to7"] = (b => MatMul(b, dtype, 1, 9 * block, 7, false), 2e-2);
+        }
 
         cases["rmsnorm/bf16/2x3584"] = (b => Norm(b, DType.BF16, 2, 3584, false), 1e-5);
         cases["rmsnorm/bf16/in-place-heads/12x40"] = (b => Norm(b, DType.BF16, 12, 40, false, inPlace: true), 1e-5);
@@ -213,6 +228,13 @@ internal static class BackendOpCases
 
     private static byte[] Encode(float[] values, DType dtype)
     {
+        if (dtype.IsQuantized())
+        {
+            var blocks = new byte[dtype.StorageBytes(values.Length)];
+            Enclave.Engine.Formats.Gguf.GgmlQuants.Quantize(dtype, values, blocks);
+            return blocks;
+        }
+
         var bytes = new byte[values.Length * dtype.SizeInBytes()];
         for (var i = 0; i < values.Length; i++)
         {

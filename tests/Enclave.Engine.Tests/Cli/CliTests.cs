@@ -128,6 +128,55 @@ public sealed class CliTests
     }
 
     [Fact]
+    public void QuantizeWritesAGgufThatRunChatAndBenchAccept()
+    {
+        var model = "tiny-qwen3";
+        var output = Path.Combine(Path.GetTempPath(), $"enclave-cli-{Guid.NewGuid():N}.gguf");
+        try
+        {
+            var (code, stdout, stderr) = Enclave(null, "quantize", "--model", Fixtures.Model(model), "--to", "f16", "-o", output);
+            Assert.True(code == 0, stderr);
+            Assert.Contains("wrote", stdout);
+
+            // The checkpoint is F16, so the F16 file gives the reference's greedy chat continuation.
+            var chat = Fixtures.LoadReference(model).Cases.First(c => c.Kind == "chat");
+            var userText = chat.Messages.EnumerateArray().Last().GetProperty("content").GetString()!;
+            (code, stdout, stderr) = Enclave(null, "run", "--model", output, "--prompt", userText, "--max-tokens", "6", "--json", "--device", "cpu");
+            Assert.True(code == 0, stderr);
+            using var doc = JsonDocument.Parse(stdout);
+            Assert.Equal(chat.PromptIds, doc.RootElement.GetProperty("prompt_ids").EnumerateArray().Select(e => e.GetInt32()));
+            var completion = doc.RootElement.GetProperty("completion_ids").EnumerateArray().Select(e => e.GetInt32()).ToArray();
+            for (var i = 0; i < completion.Length && chat.GreedyMargins[i] >= 1e-3; i++)
+            {
+                Assert.Equal(chat.GreedyIds[i], completion[i]);
+            }
+
+            (code, stdout, stderr) = Enclave(null, "bench", "--model", output, "--prompt-len", "8", "--gen-len", "4", "--device", "cpu");
+            Assert.True(code == 0, stderr);
+            Assert.Matches(@"decode\s+[\d.]+ tokens/s total", stdout);
+            Assert.Matches(@"memory\s+\d+ MiB peak resident, \d+ MiB now \(file \d+ MiB", stdout);
+        }
+        finally
+        {
+            File.Delete(output);
+        }
+    }
+
+    [Theory]
+    [InlineData(new[] { "quantize", "--model", "MODEL", "--to", "q3_k", "-o", "x.gguf" }, "--to q3_k: unknown type")]
+    [InlineData(new[] { "quantize", "--model", "MODEL", "--to", "q8_0", "-o", "x.bin" }, "must end in .gguf")]
+    [InlineData(new[] { "quantize", "--to", "q8_0", "-o", "x.gguf" }, "exactly one of --model DIR or --dummy")]
+    [InlineData(new[] { "run", "--model", "/nonexistent/model.gguf", "--prompt", "x" }, "no such directory or .gguf file")]
+    public void QuantizeErrorsPrintOneClearLine(string[] args, string expected)
+    {
+        var resolved = args.Select(a => a == "MODEL" ? Fixtures.Model("tiny-qwen3") : a).ToArray();
+        var (code, _, stderr) = Enclave(null, resolved);
+        Assert.NotEqual(0, code);
+        Assert.Contains(expected, stderr);
+        Assert.DoesNotContain("   at ", stderr);
+    }
+
+    [Fact]
     public void BenchOnADummyConfigReportsThroughputAndTheRoofline()
     {
         var (code, stdout, stderr) = Enclave(null, "bench", "--dummy", Path.Combine(Fixtures.Model("tiny-llama3"), "config.json"), "--prompt-len", "8", "--gen-len", "4", "--batch", "2");

@@ -13,6 +13,7 @@ public sealed class CpuBackend : IBackend
     private readonly CpuWorkerPool _pool;
     private readonly int _width;
     private readonly CpuMatMul.Job _matMul = new();
+    private readonly CpuQuantMatMul.Job _quantMatMul = new();
     private readonly CpuRmsNorm.Job _rmsNorm = new();
     private readonly CpuSiluMul.Job _siluMul = new();
     private readonly CpuAdd.Job _add = new();
@@ -111,8 +112,17 @@ public sealed class CpuBackend : IBackend
     public void AddRmsNorm(DeviceTensor residual, DeviceTensor x, DeviceTensor weight, float eps, DeviceTensor output) =>
         CpuRmsNorm.Run(_pool, _rmsNorm, _width, Cpu(residual), Cpu(x), Cpu(weight), eps, Cpu(output));
 
-    public void MatMul(DeviceTensor x, DeviceTensor weight, DeviceTensor? bias, DeviceTensor output) =>
-        CpuMatMul.Run(_pool, _matMul, _width, Cpu(x), Cpu(weight), bias == null ? null : Cpu(bias), Cpu(output));
+    public void MatMul(DeviceTensor x, DeviceTensor weight, DeviceTensor? bias, DeviceTensor output)
+    {
+        if (weight.DType.IsQuantized())
+        {
+            CpuQuantMatMul.Run(_pool, _quantMatMul, _width, Cpu(x), Cpu(weight), bias == null ? null : Cpu(bias), Cpu(output));
+        }
+        else
+        {
+            CpuMatMul.Run(_pool, _matMul, _width, Cpu(x), Cpu(weight), bias == null ? null : Cpu(bias), Cpu(output));
+        }
+    }
 
     public void QuantizedMatMul(DeviceTensor x, QuantizedWeight weight, DeviceTensor? bias, DeviceTensor output) =>
         CpuMatMul.RunQuantized(_pool, _matMul, _width, Cpu(x), weight, bias == null ? null : Cpu(bias), Cpu(output));
@@ -172,6 +182,7 @@ public sealed class CpuBackend : IBackend
             _disposed = true;
             _pool.Dispose();
             _matMul.Dispose();
+            _quantMatMul.Dispose();
         }
     }
 

@@ -23,7 +23,7 @@ internal static unsafe class CpuEmbedding
             throw new ArgumentException($"output {output} is not [{tokenIds.Length}, {hidden}]");
         }
 
-        var rowBytes = (nint)hidden * table.DType.SizeInBytes();
+        var rowBytes = (nint)table.DType.RowBytes(hidden);
         var source = table.Pointer;
         var destination = output.F32Pointer;
         for (var t = 0; t < tokenIds.Length; t++)
@@ -36,6 +36,13 @@ internal static unsafe class CpuEmbedding
 
             var row = source + (id * rowBytes);
             var y = destination + ((nint)t * hidden);
+            if (table.DType.IsQuantized())
+            {
+                // One row per token: the reference dequantisation is cheap next to the step.
+                Formats.Gguf.GgmlQuants.Dequantize(table.DType, new ReadOnlySpan<byte>(row, (int)rowBytes), new Span<float>(y, hidden));
+                continue;
+            }
+
             switch (width)
             {
                 case 512:

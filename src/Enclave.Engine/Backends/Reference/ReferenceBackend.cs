@@ -17,6 +17,12 @@ public sealed class ReferenceBackend : IBackend
     {
         var t = new HostTensor(DType.F32, source.Shape);
         var bytes = source.Bytes;
+        if (source.DType.IsQuantized())
+        {
+            Formats.Gguf.GgmlQuants.Dequantize(source.DType, bytes, t.Data.AsSpan(0, checked((int)t.ElementCount)));
+            return t;
+        }
+
         for (var i = 0; i < t.ElementCount; i++)
         {
             t.Data[i] = ReadElement(bytes, source.DType, i);
@@ -592,6 +598,14 @@ public sealed class ReferenceBackend : IBackend
     private static int[] TopIndices(float[] values, int k) =>
         Enumerable.Range(0, values.Length).OrderByDescending(i => values[i]).ThenBy(i => i).Take(k).ToArray();
 
+    private static float ReadBlockElement(ReadOnlySpan<byte> bytes, DType dtype, long index)
+    {
+        var block = dtype.BlockElements();
+        Span<float> values = stackalloc float[block];
+        Formats.Gguf.GgmlQuants.Dequantize(dtype, bytes.Slice((int)(index / block * dtype.BlockBytes()), dtype.BlockBytes()), values);
+        return values[(int)(index % block)];
+    }
+
     internal static float ReadElement(ReadOnlySpan<byte> bytes, DType dtype, long index) => dtype switch
     {
         DType.F32 => BitConverter.ToSingle(bytes.Slice((int)(index * 4), 4)),
@@ -600,6 +614,7 @@ public sealed class ReferenceBackend : IBackend
         DType.I32 => BitConverter.ToInt32(bytes.Slice((int)(index * 4), 4)),
         DType.U8 => bytes[(int)index],
         DType.F8E4M3 => Formats.Quantization.Fp8E4M3.Decode(bytes[(int)index]),
+        _ when dtype.IsQuantized() => ReadBlockElement(bytes, dtype, index),
         _ => throw new ArgumentOutOfRangeException(nameof(dtype)),
     };
 

@@ -1,0 +1,277 @@
+using System.Runtime.InteropServices;
+using Enclave.Engine.Backends;
+using Enclave.Engine.Models;
+using Enclave.Engine.Tokenization;
+
+namespace Enclave.Engine.Formats.Gguf;
+
+/// <summary>
+/// Writes a Llama-family checkpoint (llama, qwen2, qwen3) as a GGUF file the way llama.cpp's converter and quantiser
+/// lay it out: llama.cpp tensor names, <c>{arch}.*</c> metadata, the tokenizer, Q/K rows interleaved per head for
+/// the llama architecture, norms and biases in F32, and the matrices in the requested type or K-quant mixture.
+/// </summary>
+public static class GgufExport
+{
+    /// <summary>The --to names and llama.cpp's general.file_type number for each.</summary>
+    public static readonly IReadOnlyDictionary<string, (DType BaseType, int FileType)> Targets = new Dictionary<string, (DType, int)>(StringComparer.OrdinalIgnoreCase)
+    {
+        ["f32"] = (DType.F32, 0),
+        ["f16"] = (DType.F16, 1),
+        ["bf16"] = (DType.BF16, 32),
+        ["q8_0"] = (DType.Q8_0, 7),
+        ["q4_0"] = (DType.Q4_0, 2),
+        ["q4_k_m"] = (DType.Q4_K, 15),
+        ["q5_k_m"] = (DType.Q5_K, 17),
+        ["q6_k"] = (DType.Q6_K, 18),
+    };
+
+    private static readonly Dictionary<string, string> ArchitectureNames = new(StringComparer.Ordinal)
+    {
+        ["LlamaForCausalLM"] = "llama",
+        ["Qwen2ForCausalLM"] = "qwen2",
+        ["Qwen3ForCausalLM"] = "qwen3",
+    };
+
+    /// <summary>The HF tensors of a Llama-family model and their shapes, as the model classes load them.</summary>
+    public static List<(string Name, int[] Shape)> TensorShapes(ModelConfig c)
+    {
+        var qRows = c.NumAttentionHeads * c.HeadDim;
+        var kvRows = c.NumKeyValueHeads * c.HeadDim;
+        var qkvBias = c.Architecture == "Qwen2ForCausalLM" || c.AttentionBias;
+        var list = new List<(string, int[])> { ("model.embed_tokens.weight", [c.VocabSize, c.HiddenSize]) };
+        for (var i = 0; i < c.NumHiddenLayers; i++)
+        {
+            var p = $"model.layers.{i}.";
+            list.Add((p + "input_layernorm.weight", [c.HiddenSize]));
+            list.Add((p + "self_attn.q_proj.weight", [qRows, c.HiddenSize]));
+            list.Add((p + "self_attn.k_proj.weight", [kvRows, c.HiddenSize]));
+            list.Add((p + "self_attn.v_proj.weight", [kvRows, c.HiddenSize]));
+            if (qkvBias)
+            {
+                list.Add((p + "self_attn.q_proj.bias", [qRows]));
+                list.Add((p + "self_attn.k_proj.bias", [kvRows]));
+                list.Add((p + "self_attn.v_proj.bias", [kvRows]));
+            }
+
+            list.Add((p + "self_attn.o_proj.weight", [c.HiddenSize, qRows]));
+            if (c.AttentionBias && c.Architecture != "Qwen2ForCausalLM")
+            {
+                list.Add((p + "self_attn.o_proj.bias", [c.HiddenSize]));
+            }
+
+            if (c.Architecture == "Qwen3ForCausalLM")
+            {
+                list.Add((p + "self_attn.q_norm.weight", [c.HeadDim]));
+                list.Add((p + "self_attn.k_norm.weight", [c.HeadDim]));
+            }
+
+            list.Add((p + "post_attention_layernorm.weight", [c.HiddenSize]));
+            list.Add((p + "mlp.gate_proj.weight", [c.IntermediateSize, c.HiddenSize]));
+            list.Add((p + "mlp.up_proj.weight", [c.IntermediateSize, c.HiddenSize]));
+            list.Add((p + "mlp.down_proj.weight", [c.HiddenSize, c.IntermediateSize]));
+        }
+
+        list.Add(("model.norm.weight", [c.HiddenSize]));
+        if (!c.TieWordEmbeddings)
+        {
+            list.Add(("lm_head.weight", [c.VocabSize, c.HiddenSize]));
+        }
+
+        return list;
+    }
+
+    /// <summary>
+    /// The type llama.cpp's quantiser gives a tensor for a target: 1-D tensors stay F32; for the K-quant mixtures
+    /// the output matrix (or the embedding when tied) is Q6_K, and attn_v and ffn_down are Q6_K in the first and
+    /// last eighth of the layers and every third layer between (use_more_bits). K types need rows of whole
+    /// 256-value blocks; other rows fall back to Q8_0 (llama.cpp uses Q5_0/Q5_1, which this engine does not read).
+    /// </summary>
+    public static DType TensorType(string target, string ggufName, int[] shape, int layers, bool hasOutput)
+    {
+        var baseType = Targets[target].BaseType;
+        if (shape.Length < 2)
+        {
+            return DType.F32;
+        }
+
+        if (!baseType.IsQuantized())
+        {
+            return baseType;
+        }
+
+        var type = baseType;
+        var isOutput = ggufName == "output.weight" || (!hasOutput && ggufName == "token_embd.weight");
+        var layer = ggufName.StartsWith("blk.", StringComparison.Ordinal) ? int.Parse(ggufName.Split('.')[1], System.Globalization.CultureInfo.InvariantCulture) : -1;
+        if (isOutput)
+        {
+            type = baseType == DType.Q8_0 ? DType.Q8_0 : DType.Q6_K;
+        }
+        else if (target is "q4_k_m" or "q5_k_m" && (ggufName.EndsWith(".attn_v.weight", StringComparison.Ordinal) || ggufName.EndsWith(".ffn_down.weight", StringComparison.Ordinal)))
+        {
+            type = UseMoreBits(layer, layers) ? DType.Q6_K : baseType;
+        }
+
+        return shape[^1] % type.BlockElements() == 0 ? type : DType.Q8_0;
+    }
+
+    /// <summary>llama.cpp's use_more_bits: the first and last eighth of the layers, and every third one between.</summary>
+    public static bool UseMoreBits(int layer, int layers) =>
+        layer < layers / 8 || layer >= 7 * layers / 8 || (layer - (layers / 8)) % 3 == 2;
+
+    /// <summary>Writes <paramref name="weights"/> (a checkpoint or dummy weights of <paramref name="config"/>) to <paramref name="output"/>.</summary>
+    public static void Write(ModelConfig config, IWeightSource weights, string? tokenizerDirectory, string target, string output, string name)
+    {
+        if (!Targets.ContainsKey(target))
+        {
+            throw new ArgumentException($"unknown target type '{target}' (supported: {string.Join(", ", Targets.Keys)})", nameof(target));
+        }
+
+        if (!ArchitectureNames.TryGetValue(config.Architecture, out var arch))
+        {
+            throw new NotSupportedException($"{config.Path}: {config.Architecture} cannot be written to GGUF (supported: {string.Join(", ", ArchitectureNames.Keys)})");
+        }
+
+        var writer = new GgufWriter();
+        writer.AddString("general.architecture", arch);
+        writer.AddString("general.name", name);
+        writer.AddUInt32("general.file_type", (uint)Targets[target].FileType);
+        if (Targets[target].BaseType.IsQuantized())
+        {
+            writer.AddUInt32("general.quantization_version", 2);
+        }
+
+        writer.AddUInt32($"{arch}.context_length", (uint)config.MaxPositionEmbeddings);
+        writer.AddUInt32($"{arch}.embedding_length", (uint)config.HiddenSize);
+        writer.AddUInt32($"{arch}.block_count", (uint)config.NumHiddenLayers);
+        writer.AddUInt32($"{arch}.feed_forward_length", (uint)config.IntermediateSize);
+        writer.AddUInt32($"{arch}.attention.head_count", (uint)config.NumAttentionHeads);
+        writer.AddUInt32($"{arch}.attention.head_count_kv", (uint)config.NumKeyValueHeads);
+        writer.AddUInt32($"{arch}.attention.key_length", (uint)config.HeadDim);
+        writer.AddUInt32($"{arch}.attention.value_length", (uint)config.HeadDim);
+        writer.AddFloat32($"{arch}.attention.layer_norm_rms_epsilon", (float)config.RmsNormEps);
+        writer.AddFloat32($"{arch}.rope.freq_base", (float)config.RopeTheta);
+        writer.AddUInt32($"{arch}.vocab_size", (uint)config.VocabSize);
+        if (config.RopeScaling is { Type: "linear" or "yarn" } scaling)
+        {
+            writer.AddString($"{arch}.rope.scaling.type", scaling.Type);
+            writer.AddFloat32($"{arch}.rope.scaling.factor", (float)scaling.Factor);
+            if (scaling.OriginalMaxPositionEmbeddings is { } original)
+            {
+                writer.AddUInt32($"{arch}.rope.scaling.original_context_length", (uint)original);
+            }
+        }
+        else if (config.RopeScaling is { Type: not "llama3" } other)
+        {
+            throw new NotSupportedException($"{config.Path}: rope scaling '{other.Type}' cannot be written to GGUF");
+        }
+
+        if (tokenizerDirectory is not null && File.Exists(Path.Combine(tokenizerDirectory, HfTokenizer.FileName)))
+        {
+            GgufTokenizer.Write(writer, tokenizerDirectory, config.VocabSize, HfTokenizer.FromDirectory(tokenizerDirectory));
+        }
+        else
+        {
+            GgufTokenizer.WriteBytesOnly(writer, config.VocabSize);
+        }
+
+        if (config.RopeScaling is { Type: "llama3" })
+        {
+            // llama.cpp carries Llama 3 scaling as one divisor per frequency; the engine reads it back the same way.
+            var dim = config.HeadDim;
+            var unscaled = RotaryEmbedding.DefaultInverseFrequencies(config.RopeTheta, dim);
+            var scaled = RotaryEmbedding.Create(config).InverseFrequencies;
+            var factors = new float[unscaled.Length];
+            for (var i = 0; i < factors.Length; i++)
+            {
+                factors[i] = (float)((double)unscaled[i] / scaled[i]);
+            }
+
+            writer.AddTensor("rope_freqs.weight", DType.F32, [factors.Length], MemoryMarshal.AsBytes(factors.AsSpan()).ToArray());
+        }
+
+        var shapes = TensorShapes(config);
+        var hasOutput = shapes.Any(s => s.Name == "lm_head.weight");
+        foreach (var (hfName, shape) in shapes)
+        {
+            var ggufName = GgufNames.ToGguf(hfName)!;
+            var source = weights is DummyWeights dummy ? dummy.Create(hfName, shape) : weights.Get(hfName);
+            if (!source.Shape.SequenceEqual(shape))
+            {
+                throw new CheckpointFormatException($"{source.File}: tensor '{hfName}' has shape [{string.Join(", ", source.Shape)}], but the config implies [{string.Join(", ", shape)}]");
+            }
+
+            var type = TensorType(target, ggufName, shape, config.NumHiddenLayers, hasOutput);
+            var heads = arch == "llama" && hfName.EndsWith("q_proj.weight", StringComparison.Ordinal) ? config.NumAttentionHeads
+                : arch == "llama" && hfName.EndsWith("k_proj.weight", StringComparison.Ordinal) ? config.NumKeyValueHeads
+                : 0;
+            writer.AddTensor(ggufName, type, shape, stream => WriteTensor(stream, source, type, heads));
+        }
+
+        writer.Write(output);
+    }
+
+    /// <summary>Converts and writes a tensor row by row (rows interleaved per head when heads &gt; 0), quantising in parallel chunks.</summary>
+    private static void WriteTensor(Stream stream, CheckpointTensor source, DType type, int heads)
+    {
+        var columns = source.Shape[^1];
+        var rows = (int)(source.ElementCount / columns);
+        var rowBytes = (int)type.RowBytes(columns);
+        var headDim = heads > 0 ? rows / heads : 0;
+        var chunkRows = Math.Max(1, (1 << 22) / Math.Max(1, columns));
+        var buffer = new byte[(long)chunkRows * rowBytes];
+        for (var start = 0; start < rows; start += chunkRows)
+        {
+            var count = Math.Min(chunkRows, rows - start);
+            Parallel.For(0, count, () => new float[columns], (r, _, values) =>
+            {
+                var row = start + r;
+                var sourceRow = row;
+                if (heads > 0)
+                {
+                    // GGUF row h·d + 2i + j holds HF row h·d + j·d/2 + i.
+                    var h = row / headDim;
+                    var within = row % headDim;
+                    sourceRow = (h * headDim) + ((within % 2) * (headDim / 2)) + (within / 2);
+                }
+
+                ReadRow(source, sourceRow, values);
+                GgmlQuants.Quantize(type, values, buffer.AsSpan(r * rowBytes, rowBytes));
+                return values;
+            }, _ => { });
+            stream.Write(buffer, 0, count * rowBytes);
+        }
+    }
+
+    /// <summary>Reads row <paramref name="row"/> of a float tensor (F32, F16, BF16, or a block type) as fp32.</summary>
+    public static unsafe void ReadRow(CheckpointTensor source, int row, Span<float> values)
+    {
+        var columns = values.Length;
+        var rowBytes = source.DType.RowBytes(columns);
+        var bytes = new ReadOnlySpan<byte>(source.Data + (row * rowBytes), (int)rowBytes);
+        switch (source.DType)
+        {
+            case DType.F32:
+                MemoryMarshal.Cast<byte, float>(bytes).CopyTo(values);
+                break;
+            case DType.F16:
+                var halves = MemoryMarshal.Cast<byte, Half>(bytes);
+                for (var i = 0; i < columns; i++)
+                {
+                    values[i] = (float)halves[i];
+                }
+
+                break;
+            case DType.BF16:
+                var shorts = MemoryMarshal.Cast<byte, ushort>(bytes);
+                for (var i = 0; i < columns; i++)
+                {
+                    values[i] = BitConverter.Int32BitsToSingle(shorts[i] << 16);
+                }
+
+                break;
+            default:
+                GgmlQuants.Dequantize(source.DType, bytes, values);
+                break;
+        }
+    }
+}
