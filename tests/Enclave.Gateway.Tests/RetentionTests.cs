@@ -8,6 +8,9 @@ namespace Enclave.Gateway.Tests;
 
 public sealed class RetentionTests
 {
+    // "Older than now" excludes a record stamped in the current millisecond; a negative retention takes them all.
+    private static readonly TimeSpan EverythingSoFar = TimeSpan.FromSeconds(-1);
+
     private static AuditLog NewLog(TestStore t) =>
         new(t.Store, AuditSigner.LoadOrCreate(Path.Combine(t.Home.Path, "keys", "audit.key"))) { CheckpointEvery = 4 };
 
@@ -26,9 +29,9 @@ public sealed class RetentionTests
         var log = NewLog(t);
         var dir = Path.Combine(t.Home.Path, "archive");
         await AppendAsync(log, 6, "a");
-        var first = await log.ArchiveOlderThanAsync(TimeSpan.Zero, dir);
+        var first = await log.ArchiveOlderThanAsync(EverythingSoFar, dir);
         await AppendAsync(log, 5, "b");
-        var second = await log.ArchiveOlderThanAsync(TimeSpan.Zero, dir);
+        var second = await log.ArchiveOlderThanAsync(EverythingSoFar, dir);
         await AppendAsync(log, 3, "c");
         Assert.Equal(6, first!.Value.Count);
         Assert.Equal(5, second!.Value.Count);
@@ -52,7 +55,7 @@ public sealed class RetentionTests
         var log = NewLog(t);
         var dir = Path.Combine(t.Home.Path, "archive");
         await AppendAsync(log, 5, "a");
-        var file = (await log.ArchiveOlderThanAsync(TimeSpan.Zero, dir))!.Value.File;
+        var file = (await log.ArchiveOlderThanAsync(EverythingSoFar, dir))!.Value.File;
         await AppendAsync(log, 2, "b");
         var pristine = await File.ReadAllBytesAsync(file);
 
@@ -95,7 +98,7 @@ public sealed class RetentionTests
         var log = NewLog(t);
         var dir = Path.Combine(t.Home.Path, "archive");
         await AppendAsync(log, 4, "old");
-        var archived = (await log.ArchiveOlderThanAsync(TimeSpan.Zero, dir))!.Value.File;
+        var archived = (await log.ArchiveOlderThanAsync(EverythingSoFar, dir))!.Value.File;
         await AppendAsync(log, 3, "new");
 
         var options = Options.Create(new GatewayOptions { Home = t.Home.Path, AuditArchiveDirectory = dir, AuditRetentionDays = 90, AuditArchiveKeepDays = 1826 });

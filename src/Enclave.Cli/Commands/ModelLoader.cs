@@ -13,7 +13,7 @@ internal static class ModelLoader
         directory = StoreModels.Resolve(directory) ?? directory;
         if (!Directory.Exists(directory) && !Enclave.Engine.Formats.Gguf.GgufModel.IsGgufPath(directory))
         {
-            throw new CliException($"--model {directory}: no such directory, .gguf file or installed model");
+            throw new CliException($"--model {directory}: no such directory or .gguf file, nor an installed model of that name");
         }
 
         var backend = CommonOptions.CreateBackend(device, threads);

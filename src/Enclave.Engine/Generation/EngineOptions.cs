@@ -18,6 +18,20 @@ public sealed class EngineOptions
     /// </summary>
     public double GpuMemoryUtilization { get; set; } = 0.9;
 
+    /// <summary>
+    /// Part of what is left of that allowance this engine's KV cache takes (1 = all): a server loading N models onto
+    /// one GPU gives the first 1/N of the rest, the next 1/(N−1) of what then remains, and so on.
+    /// </summary>
+    public double GpuMemoryShare { get; set; } = 1.0;
+
+    /// <summary>A copy with another <see cref="GpuMemoryShare"/>.</summary>
+    public EngineOptions WithGpuMemoryShare(double share)
+    {
+        var copy = (EngineOptions)MemberwiseClone();
+        copy.GpuMemoryShare = share;
+        return copy;
+    }
+
     /// <summary>Tokens per KV-cache block.</summary>
     public int BlockSize { get; set; } = 16;
 

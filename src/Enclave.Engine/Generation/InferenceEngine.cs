@@ -54,7 +54,7 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
         {
             var (free, total) = device.MemoryInfo();
             var plan = KvCachePlan.Create(free, total, options.GpuMemoryUtilization, model.Config, spec, options.MaxNumBatchedTokens,
-                options.MaxNumSeqs, options.BlockSize, MaxModelLen);
+                options.MaxNumSeqs, options.BlockSize, MaxModelLen, options.GpuMemoryShare);
             bytes = plan.KvBytes;
             this.logger.LogInformation("KV cache memory plan: {Plan}", plan.ToString());
         }

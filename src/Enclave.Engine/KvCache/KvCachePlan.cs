@@ -7,13 +7,13 @@ namespace Enclave.Engine.KvCache;
 /// <c>utilization × total</c>; what is in use already (weights, CUDA context, libraries) and the step's activations
 /// come off, the rest is KV cache. Written out so start-up can log every term and tests can check the arithmetic.
 /// </summary>
-public sealed record KvCachePlan(long TotalBytes, long UsedBytes, double Utilization, long ActivationBytes, long KvBytes, long Tokens, int MaxFullLengthSequences)
+public sealed record KvCachePlan(long TotalBytes, long UsedBytes, double Utilization, double Share, long ActivationBytes, long KvBytes, long Tokens, int MaxFullLengthSequences)
 {
     /// <summary>Bytes kept for libraries' own workspaces (cuBLAS, NVRTC-loaded modules) on top of the estimate.</summary>
     public const long LibraryReserveBytes = 512L << 20;
 
     public static KvCachePlan Create(long freeBytes, long totalBytes, double utilization, ModelConfig config, KvCacheSpec spec,
-        int maxNumBatchedTokens, int maxNumSeqs, int blockSize, int maxModelLen)
+        int maxNumBatchedTokens, int maxNumSeqs, int blockSize, int maxModelLen, double share = 1.0)
     {
         if (utilization is <= 0 or > 1)
         {
@@ -22,7 +22,12 @@ public sealed record KvCachePlan(long TotalBytes, long UsedBytes, double Utiliza
 
         var used = totalBytes - freeBytes;
         var activations = EstimateActivationBytes(config, maxNumBatchedTokens, maxNumSeqs) + LibraryReserveBytes;
-        var kv = (long)(totalBytes * utilization) - used - activations;
+        if (share is <= 0 or > 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(share), share, "the KV cache's share of the remaining GPU memory must be in (0, 1]");
+        }
+
+        var kv = (long)(((long)(totalBytes * utilization) - used - activations) * share);
         if (kv < spec.BytesPerToken * blockSize)
         {
             throw new InvalidOperationException(
@@ -32,7 +37,7 @@ public sealed record KvCachePlan(long TotalBytes, long UsedBytes, double Utiliza
         }
 
         var tokens = kv / spec.BytesPerToken / blockSize * blockSize;
-        return new KvCachePlan(totalBytes, used, utilization, activations, tokens * spec.BytesPerToken, tokens,
+        return new KvCachePlan(totalBytes, used, utilization, share, activations, tokens * spec.BytesPerToken, tokens,
             (int)Math.Min(int.MaxValue, tokens / Math.Max(1, maxModelLen)));
     }
 
@@ -49,6 +54,6 @@ public sealed record KvCachePlan(long TotalBytes, long UsedBytes, double Utiliza
 
     public override string ToString() =>
         $"{KvBytes / 1073741824.0:F2} GiB for {Tokens} tokens ({MaxFullLengthSequences} sequences at full length): "
-        + $"{Utilization:P0} of {TotalBytes / 1073741824.0:F1} GiB minus {UsedBytes / 1073741824.0:F2} GiB in use and "
-        + $"{ActivationBytes / 1073741824.0:F2} GiB for activations";
+        + $"{Utilization * 100:F0}% of {TotalBytes / 1073741824.0:F1} GiB minus {UsedBytes / 1073741824.0:F2} GiB in use and "
+        + $"{ActivationBytes / 1073741824.0:F2} GiB for activations" + (Share < 1 ? $", {Share * 100:F0}% of that for this model" : string.Empty);
 }

@@ -109,11 +109,13 @@ public sealed class ModelCatalog : IAsyncDisposable
     /// <summary>Loads every model, one after another, off the request path.</summary>
     public Task LoadAllAsync() => loadAll = Task.Run(() =>
     {
+        var left = entries.Count;
         foreach (var entry in entries.Values)
         {
             try
             {
-                entry.SetLoaded(Load(entry.Spec));
+                // Models loaded onto one GPU split what --gpu-memory-utilization leaves for KV caches evenly.
+                entry.SetLoaded(Load(entry.Spec, 1.0 / left--));
                 logger.LogInformation("model {Model} loaded from {Directory}", entry.Name, entry.Spec.Directory);
             }
             catch (Exception e)
@@ -220,7 +222,7 @@ public sealed class ModelCatalog : IAsyncDisposable
         throw new ApiException(503, $"model {entry.Name} is still loading; retry shortly", "model", "model_loading") { RetryAfterSeconds = 5 };
     }
 
-    private ServedModel Load(ModelSpec spec)
+    private ServedModel Load(ModelSpec spec, double gpuMemoryShare)
     {
         if (!Directory.Exists(spec.Directory) && !Enclave.Engine.Formats.Gguf.GgufModel.IsGgufPath(spec.Directory))
         {
@@ -231,7 +233,7 @@ public sealed class ModelCatalog : IAsyncDisposable
         try
         {
             var open = options.WeightSourceFactory;
-            var lm = LanguageModel.Load(spec.Directory, backend, options.Engine, logger, spec.Name, ownsBackend: true, dummyWeights: options.DummyWeights,
+            var lm = LanguageModel.Load(spec.Directory, backend, options.Engine.WithGpuMemoryShare(gpuMemoryShare), logger, spec.Name, ownsBackend: true, dummyWeights: options.DummyWeights,
                 openWeights: open is null ? null : d => open(d) ?? Enclave.Engine.Formats.SafetensorsCheckpoint.Open(d));
             return new ServedModel(lm);
         }

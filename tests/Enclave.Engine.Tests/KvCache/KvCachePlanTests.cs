@@ -32,6 +32,22 @@ public sealed class KvCachePlanTests
     }
 
     [Fact]
+    public void ModelsSharingAGpuSplitWhatIsLeft()
+    {
+        var config = ModelConfig.Load(Path.Combine(Fixtures.RepositoryRoot, "tools", "bench", "deepseek-r1-distill-qwen-7b.json"));
+        var spec = new KvCacheSpec(config.NumHiddenLayers, config.NumKeyValueHeads, config.HeadDim);
+        var alone = KvCachePlan.Create(65 * GiB, 80 * GiB, 0.9, config, spec, 512, 64, 16, 32768);
+
+        // First of two models: half of what is left; the second then finds the first one's cache in use and takes all
+        // of the rest, so both get the same.
+        var first = KvCachePlan.Create(65 * GiB, 80 * GiB, 0.9, config, spec, 512, 64, 16, 32768, share: 0.5);
+        Assert.Equal(alone.KvBytes / 2, first.KvBytes, 16 * spec.BytesPerToken);
+        var second = KvCachePlan.Create((65 * GiB) - first.KvBytes, 80 * GiB, 0.9, config, spec, 512, 64, 16, 32768, share: 1.0);
+        Assert.Equal(first.KvBytes, second.KvBytes, 16 * spec.BytesPerToken);
+        Assert.Contains("50% of that for this model", first.ToString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void NoRoomLeftIsAClearError()
     {
         var config = ModelConfig.Load(Path.Combine(Fixtures.RepositoryRoot, "tools", "bench", "deepseek-r1-distill-qwen-7b.json"));
