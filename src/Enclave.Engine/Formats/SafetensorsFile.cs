@@ -13,8 +13,7 @@ namespace Enclave.Engine.Formats;
 public sealed unsafe class SafetensorsFile : IDisposable
 {
     private const long MaxHeaderBytes = 100L * 1024 * 1024;
-    private readonly MemoryMappedFile? map;
-    private readonly MemoryMappedViewAccessor? view;
+    private readonly MappedFile? file;
     private readonly byte* basePointer;
     private readonly Dictionary<string, CheckpointTensor> tensors = new(StringComparer.Ordinal);
     private bool disposed;
@@ -22,40 +21,9 @@ public sealed unsafe class SafetensorsFile : IDisposable
     public SafetensorsFile(string path)
     {
         Path = path;
-        FileInfo info;
-        try
-        {
-            info = new FileInfo(path);
-            if (!info.Exists)
-            {
-                throw new CheckpointFormatException($"{path}: file not found");
-            }
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new CheckpointFormatException($"{path}: cannot open ({e.Message})", e);
-        }
-
-        var length = info.Length;
-        if (length < 8)
-        {
-            throw new CheckpointFormatException($"{path}: truncated safetensors file ({length} bytes; the 8-byte header length is missing)");
-        }
-
-        try
-        {
-            map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
-            view = map.CreateViewAccessor(0, length, MemoryMappedFileAccess.Read);
-            byte* p = null;
-            view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
-            basePointer = p + view.PointerOffset;
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            Dispose();
-            throw new CheckpointFormatException($"{path}: cannot memory-map ({e.Message})", e);
-        }
-
+        file = MappedFile.Open(path, 8, "safetensors file; the 8-byte header length is missing");
+        basePointer = file.Pointer;
+        var length = file.Length;
         try
         {
             ParseHeader(length);
@@ -227,12 +195,6 @@ public sealed unsafe class SafetensorsFile : IDisposable
         }
 
         disposed = true;
-        if (view is not null && basePointer != null)
-        {
-            view.SafeMemoryMappedViewHandle.ReleasePointer();
-        }
-
-        view?.Dispose();
-        map?.Dispose();
+        file?.Dispose();
     }
 }

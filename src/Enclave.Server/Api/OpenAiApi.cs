@@ -43,43 +43,20 @@ public sealed partial class OpenAiApi(ModelCatalog catalog, ServerMetrics metric
 
     // ---------------------------------------------------------------- plumbing
 
-    private async Task Handle(HttpContext ctx, Func<HttpContext, Task> handler)
+    private Task Handle(HttpContext ctx, Func<HttpContext, Task> handler) =>
+        ApiHandler.RunAsync(ctx, handler, ToApiError, logger, "request", WriteErrorIntoStream, metrics.Rejected);
+
+    /// <summary>A stream already began: the error goes in the stream, as vLLM does.</summary>
+    private static async Task WriteErrorIntoStream(HttpContext ctx, ApiException error)
     {
         try
         {
-            await handler(ctx);
+            await WriteEvent(ctx, error.ToJson());
+            await ctx.Response.Body.WriteAsync(DoneEvent);
         }
-        catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested)
+        catch (Exception)
         {
-            RequestLog.For(ctx).Error = "client disconnected";
-        }
-        catch (Exception e)
-        {
-            var error = ToApiError(e);
-            if (error.Status >= 500 && error.Status != 503)
-            {
-                logger.LogError(e, "request failed");
-            }
-
-            RequestLog.For(ctx).Error = error.Message;
-            metrics.Rejected(error.Status);
-            if (ctx.Response.HasStarted)
-            {
-                // A stream already began: the error goes in the stream, as vLLM does.
-                try
-                {
-                    await WriteEvent(ctx, error.ToJson());
-                    await ctx.Response.Body.WriteAsync(DoneEvent);
-                }
-                catch (Exception)
-                {
-                    // the client is gone
-                }
-
-                return;
-            }
-
-            await WriteError(ctx, error);
+            // the client is gone
         }
     }
 

@@ -35,31 +35,8 @@ public sealed class KnowledgeApi(KnowledgeService service, ServerOptions options
         app.MapGet("/v1/kb/jobs/{id}", ctx => Handle(ctx, GetJob)).RequirePermission(Permissions.KbRead);
     }
 
-    private async Task Handle(HttpContext ctx, Func<HttpContext, Task> handler)
-    {
-        try
-        {
-            await handler(ctx);
-        }
-        catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested)
-        {
-            RequestLog.For(ctx).Error = "client disconnected";
-        }
-        catch (Exception e)
-        {
-            var error = ToApiError(e);
-            if (error.Status >= 500 && error.Status != 503)
-            {
-                logger.LogError(e, "knowledge request failed");
-            }
-
-            RequestLog.For(ctx).Error = error.Message;
-            if (!ctx.Response.HasStarted)
-            {
-                await OpenAiApi.WriteError(ctx, error);
-            }
-        }
-    }
+    private Task Handle(HttpContext ctx, Func<HttpContext, Task> handler) =>
+        ApiHandler.RunAsync(ctx, handler, ToApiError, logger, "knowledge request");
 
     public static ApiException ToApiError(Exception e) => e switch
     {

@@ -19,8 +19,7 @@ public sealed unsafe class GgufFile : IDisposable
     private const int MaxDims = 4;
     private const long MaxStringBytes = 1L << 30;
 
-    private readonly MemoryMappedFile? map;
-    private readonly MemoryMappedViewAccessor? view;
+    private readonly MappedFile file;
     private readonly byte* basePointer;
     private readonly long length;
     private readonly Dictionary<string, GgufMetadata> metadata = new(StringComparer.Ordinal);
@@ -33,39 +32,9 @@ public sealed unsafe class GgufFile : IDisposable
     private GgufFile(string path)
     {
         Path = path;
-        FileInfo info;
-        try
-        {
-            info = new FileInfo(path);
-            if (!info.Exists)
-            {
-                throw new CheckpointFormatException($"{path}: file not found");
-            }
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new CheckpointFormatException($"{path}: cannot open ({e.Message})", e);
-        }
-
-        length = info.Length;
-        if (length < 24)
-        {
-            throw new CheckpointFormatException($"{path}: truncated GGUF file ({length} bytes; the header alone needs 24)");
-        }
-
-        try
-        {
-            map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
-            view = map.CreateViewAccessor(0, length, MemoryMappedFileAccess.Read);
-            byte* p = null;
-            view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
-            basePointer = p + view.PointerOffset;
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            Dispose();
-            throw new CheckpointFormatException($"{path}: cannot memory-map ({e.Message})", e);
-        }
+        file = MappedFile.Open(path, 24, "GGUF file; the header alone needs 24 bytes");
+        basePointer = file.Pointer;
+        length = file.Length;
     }
 
     public string Path { get; }
@@ -466,12 +435,6 @@ public sealed unsafe class GgufFile : IDisposable
         }
 
         disposed = true;
-        if (view is not null && basePointer != null)
-        {
-            view.SafeMemoryMappedViewHandle.ReleasePointer();
-        }
-
-        view?.Dispose();
-        map?.Dispose();
+        file.Dispose();
     }
 }
