@@ -15,10 +15,20 @@ public sealed class DeepseekMoe : IFeedForward
     private readonly GatedMlp sharedExperts;
     private readonly MoeRouting routing;
 
+    // Per-step routing scratch, host-side, owned by this layer and used only by the engine loop thread.
+    private readonly int[] offsets;
+    private readonly int[] next;
+    private int[] expertIds = [];
+    private float[] weights = [];
+    private int[] rows = [];
+    private float[] rowWeights = [];
+
     public DeepseekMoe(WeightLoader loader, string prefix, DeepseekConfig ds, MoeRouting routing, bool hasCorrectionBias)
     {
         var hidden = loader.Config.HiddenSize;
         this.routing = routing;
+        offsets = new int[routing.Experts + 1];
+        next = new int[routing.Experts];
         gate = Linear.Load(loader, prefix + ".gate", hidden, ds.NRoutedExperts, false);
         correctionBias = hasCorrectionBias ? loader.LoadAsF32(prefix + ".gate.e_score_correction_bias", ds.NRoutedExperts) : null;
         experts = new GatedMlp[ds.NRoutedExperts];
@@ -37,12 +47,19 @@ public sealed class DeepseekMoe : IFeedForward
         var logits = scratch.Get("moe.router_logits", tokens, routing.Experts); // [T, experts]
         gate.Forward(backend, x, logits);
         var picks = tokens * routing.TopK;
-        var expertIds = new int[picks];
-        var weights = new float[picks];
+        if (expertIds.Length != picks)
+        {
+            // Sized to the pick count (the backends take whole arrays); a steady decode batch reuses them every step.
+            expertIds = new int[picks];
+            weights = new float[picks];
+            rows = new int[picks];
+            rowWeights = new float[picks];
+        }
+
         backend.MoeRoute(logits, correctionBias, routing, expertIds, weights);
 
         // Counting sort of the (token, expert) picks by expert: rows[i] is the token of the i-th pick in expert order.
-        var offsets = new int[routing.Experts + 1];
+        Array.Clear(offsets);
         foreach (var e in expertIds)
         {
             offsets[e + 1]++;
@@ -53,9 +70,7 @@ public sealed class DeepseekMoe : IFeedForward
             offsets[e + 1] += offsets[e];
         }
 
-        var rows = new int[picks];
-        var rowWeights = new float[picks];
-        var next = offsets[..^1];
+        Array.Copy(offsets, next, routing.Experts);
         for (var i = 0; i < picks; i++)
         {
             var slot = next[expertIds[i]]++;

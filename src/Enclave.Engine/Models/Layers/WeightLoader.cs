@@ -138,8 +138,14 @@ public sealed class WeightLoader(IWeightSource source, IBackend backend, ModelCo
             int outFeatures = expectedShape[0], inFeatures = expectedShape[1];
             if (q.Method == Formats.Quantization.QuantizationMethod.Fp8Block && source.Contains(prefix + ".weight_scale_inv"))
             {
-                LoadLinear(prefix, inFeatures, outFeatures, false).Quantized!.Dispose(); // validates dtypes and shapes
-                var fp8 = source.Get(name).Bytes;
+                var encoded = source.Get(name);
+                if (encoded.DType != DType.F8E4M3 || !encoded.Shape.SequenceEqual(expectedShape))
+                {
+                    throw new CheckpointFormatException(
+                        $"{encoded.File}: '{name}' is {encoded.DType}[{string.Join(", ", encoded.Shape)}]; quant_method fp8 needs F8_E4M3[{outFeatures}, {inFeatures}]");
+                }
+
+                var fp8 = encoded.Bytes;
                 var scales = ReadF32(prefix + ".weight_scale_inv", CeilDiv(outFeatures, q.BlockRows), CeilDiv(inFeatures, q.BlockColumns));
                 var scaleColumns = CeilDiv(inFeatures, q.BlockColumns);
                 var values = new float[outFeatures * inFeatures];
