@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Diagnostics;
+using Enclave.Engine.Backends;
 using Enclave.Engine.Backends.Cpu;
 using Enclave.Engine.Cuda;
 using Enclave.Engine.Formats;
@@ -24,7 +25,8 @@ internal static class BenchCommand
         var batch = new Option<int>("--batch") { Description = "Concurrent sequences", DefaultValueFactory = _ => 1 };
         var device = CommonOptions.Device();
         var threads = CommonOptions.Threads();
-        var command = new Command("bench", "Measure prefill and decode speed (see also: bench serve)") { model, dummy, promptLen, genLen, batch, device, threads };
+        var profile = new Option<bool>("--profile") { Description = "Time every operation and print where prefill and decode spend it (CPU: the operations' own time; CUDA: host enqueue time)" };
+        var command = new Command("bench", "Measure prefill and decode speed (see also: bench serve)") { model, dummy, promptLen, genLen, batch, device, threads, profile };
         foreach (var sub in subcommands)
         {
             command.Subcommands.Add(sub);
@@ -75,7 +77,9 @@ internal static class BenchCommand
             var modelConfig = gguf?.Config ?? ModelConfig.Load(directory);
             ModelRegistry.EnsureSupported(modelConfig);
 
-            using var backend = CommonOptions.CreateBackend(result.GetValue(device)!, result.GetValue(threads));
+            var deviceBackend = CommonOptions.CreateBackend(result.GetValue(device)!, result.GetValue(threads));
+            var profiler = result.GetValue(profile) ? new ProfilingBackend(deviceBackend) : null;
+            using var backend = (IBackend?)profiler ?? deviceBackend;
             using IWeightSource weights = gguf is not null ? gguf : config is not null ? DummyWeights.Create(modelConfig) : SafetensorsCheckpoint.Open(directory);
             using var causalLm = ModelRegistry.Create(modelConfig, weights, backend);
             // The KV cache the workload needs (every sequence at full length, whole blocks), not a GPU's worth of it.
@@ -91,14 +95,18 @@ internal static class BenchCommand
 
             // Warm up (JIT, page-in of mapped weights), then prefill alone: every sequence generates one token.
             await RunAsync(engine, [prompts[0][..Math.Min(p, 16)]], greedy with { MaxTokens = 2 }, cancellationToken);
+            profiler?.Reset();
             var prefill = Stopwatch.StartNew();
             await RunAsync(engine, prompts, greedy with { MaxTokens = 1 }, cancellationToken);
             prefill.Stop();
+            var prefillProfile = profiler?.Report($"prefill of {b * p} tokens");
+            profiler?.Reset();
 
             var decode = await RunAsync(engine, prompts, greedy with { MaxTokens = g }, cancellationToken);
+            var decodeProfile = profiler?.Report($"prefill of {b * p} tokens, then {g - 1} decode steps of batch {b}");
             var decodeTokens = (double)b * (g - 1);
             var decodeSeconds = decode.End - decode.AllFirstToken;
-            var bandwidth = lm.Model.Backend is CudaBackend gpu ? CudaTimer.CopyBandwidthGBps(gpu) : MemoryBandwidth.MeasureGBps();
+            var bandwidth = deviceBackend is CudaBackend gpu ? CudaTimer.CopyBandwidthGBps(gpu) : MemoryBandwidth.MeasureGBps();
             var weightBytes = lm.Model.WeightBytes;
             var rooflineTokensPerSecond = bandwidth * 1e9 / weightBytes;
             var decodeRate = decodeTokens / decodeSeconds;
@@ -116,6 +124,12 @@ internal static class BenchCommand
             var process = Process.GetCurrentProcess();
             Console.WriteLine($"memory       {process.PeakWorkingSet64 / 1048576.0:F0} MiB peak resident, {process.WorkingSet64 / 1048576.0:F0} MiB now" +
                 (gguf is not null ? $" (file {new FileInfo(directory).Length / 1048576.0:F0} MiB, kv cache {(long)lm.Model.KvCacheSpec.BytesPerToken * (p + g) * b / 1048576.0:F0} MiB)" : string.Empty));
+            if (profiler is not null)
+            {
+                Console.Write(prefillProfile);
+                Console.Write(decodeProfile);
+            }
+
             if (config is not null)
             {
                 Directory.Delete(directory, recursive: true);
