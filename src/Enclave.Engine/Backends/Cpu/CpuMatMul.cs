@@ -15,6 +15,7 @@ namespace Enclave.Engine.Backends.Cpu;
 /// </summary>
 internal static unsafe class CpuMatMul
 {
+
     private const int RowGroup = 4;
 
     // Aim for a weight tile of about this many bytes so it stays cache-resident across token blocks.
@@ -45,6 +46,9 @@ internal static unsafe class CpuMatMul
         // Quantized weights (QuantizedMatMul): when Quantized is set, W is the packed data and every tile is first
         // dequantized into the worker's fp32 scratch, so the fp32 kernel runs unchanged over it.
         public bool Quantized;
+
+        /// <summary>F16 weights with no infinity or NaN: read with the shorter conversion.</summary>
+        public bool FiniteHalves;
         public WeightEncoding Encoding;
         public float* Scales;
         public byte* Zeros;
@@ -128,12 +132,19 @@ internal static unsafe class CpuMatMul
                     WidenTile<TS, TV, Bf16Weights>(rowStart, rowEnd, _scratch[worker]);
                     Tile<TS, TV, F32Weights>((byte*)(_scratch[worker] - ((nint)rowStart * In)), rowStart, rowEnd);
                     break;
+                case DType.F16 when Tokens >= WidenTileFromTokens && FiniteHalves:
+                    WidenTile<TS, TV, FiniteF16Weights>(rowStart, rowEnd, _scratch[worker]);
+                    Tile<TS, TV, F32Weights>((byte*)(_scratch[worker] - ((nint)rowStart * In)), rowStart, rowEnd);
+                    break;
                 case DType.F16 when Tokens >= WidenTileFromTokens:
                     WidenTile<TS, TV, F16Weights>(rowStart, rowEnd, _scratch[worker]);
                     Tile<TS, TV, F32Weights>((byte*)(_scratch[worker] - ((nint)rowStart * In)), rowStart, rowEnd);
                     break;
                 case DType.BF16:
                     Tile<TS, TV, Bf16Weights>(W, rowStart, rowEnd);
+                    break;
+                case DType.F16 when FiniteHalves:
+                    Tile<TS, TV, FiniteF16Weights>(W, rowStart, rowEnd);
                     break;
                 case DType.F16:
                     Tile<TS, TV, F16Weights>(W, rowStart, rowEnd);
@@ -313,6 +324,7 @@ internal static unsafe class CpuMatMul
         }
 
         job.Quantized = false;
+        job.FiniteHalves = weight.DType == DType.F16 && weight.HalfValuesFinite;
         job.X = x.F32Pointer;
         job.W = weight.Pointer;
         job.Bias = bias == null ? null : bias.F32Pointer;
@@ -357,6 +369,7 @@ internal static unsafe class CpuMatMul
         job.EnsureScratch(pool.ThreadCount, (long)tileRows * inFeatures);
 
         job.Quantized = true;
+        job.FiniteHalves = false;
         job.Encoding = weight.Encoding;
         job.Scales = ((CpuTensor)weight.Scales).F32Pointer;
         job.Zeros = weight.Zeros is null ? null : ((CpuTensor)weight.Zeros).Pointer;
