@@ -156,6 +156,26 @@ internal static unsafe class CpuQuantMatMul
         private void RowKernel<TVnni>(byte* row, sbyte* qx, float* dx, short* sx, int tn, Span<float> results)
             where TVnni : struct, IFlag
         {
+            if (tn == TokenGroup)
+            {
+                // A full group of tokens: each weight block is unpacked once and dotted with all of them.
+                switch (WeightType)
+                {
+                    case DType.Q8_0:
+                        GroupQ8_0<TVnni>(row, In / 32, qx, dx, In, results);
+                        return;
+                    case DType.Q4_K:
+                        GroupQ45K<TVnni, False>(row, In / 256, qx, dx, sx, In, results);
+                        return;
+                    case DType.Q5_K:
+                        GroupQ45K<TVnni, True>(row, In / 256, qx, dx, sx, In, results);
+                        return;
+                    case DType.Q6_K:
+                        GroupQ6K<TVnni>(row, In / 256, qx, dx, sx, In, results);
+                        return;
+                }
+            }
+
             switch (WeightType)
             {
                 case DType.Q8_0:
@@ -559,6 +579,206 @@ internal static unsafe class CpuQuantMatMul
 
             results[k] = Sum(a0 + a1);
         }
+    }
+
+    /// <summary>Four tokens against one Q8_0 row: each block loaded, its sign split off and its scale read once.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void GroupQ8_0<TVnni>(byte* w, int blocks, sbyte* qx, float* dx, int n, Span<float> results)
+        where TVnni : struct, IFlag
+    {
+        var halves = CpuSimd.HalfTable;
+        var nb = n / 32;
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        for (var b = 0; b < blocks; b++)
+        {
+            var wb = w + (b * 34);
+            var wv = Vector256.Load((sbyte*)(wb + 2));
+            var aw = Avx2.Abs(wv);
+            var dw = Half(halves, wb);
+            var x = qx + (b * 32);
+            var d = dx + b;
+            a0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot<TVnni>(aw, Avx2.Sign(Vector256.Load(x), wv))), Vector256.Create(dw * d[0]), a0);
+            a1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot<TVnni>(aw, Avx2.Sign(Vector256.Load(x + n), wv))), Vector256.Create(dw * d[nb]), a1);
+            a2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot<TVnni>(aw, Avx2.Sign(Vector256.Load(x + (2 * n)), wv))), Vector256.Create(dw * d[2 * nb]), a2);
+            a3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot<TVnni>(aw, Avx2.Sign(Vector256.Load(x + (3 * n)), wv))), Vector256.Create(dw * d[3 * nb]), a3);
+        }
+
+        results[0] = Sum(a0);
+        results[1] = Sum(a1);
+        results[2] = Sum(a2);
+        results[3] = Sum(a3);
+    }
+
+    /// <summary>
+    /// Four tokens against one Q4_K/Q5_K row: per super-block the levels and the scales spread to int16 lanes are
+    /// unpacked once into sixteen registers, then dotted with every token.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void GroupQ45K<TVnni, TFiveBit>(byte* w, int superBlocks, sbyte* qx, float* dx, short* sx, int n, Span<float> results)
+        where TVnni : struct, IFlag
+        where TFiveBit : struct, IFlag
+    {
+        const uint Low6 = 0x3f3f3f3f, Low4 = 0x0f0f0f0f, Low2 = 0x03030303;
+        var halves = CpuSimd.HalfTable;
+        var blockBytes = TFiveBit.Value ? 176 : 144;
+        var perToken = n / 256;
+        var sums = n / 16;
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        Vector256<float> m0 = default, m1 = default, m2 = default, m3 = default;
+        for (var s = 0; s < superBlocks; s++)
+        {
+            var blk = w + (s * blockBytes);
+            uint u0 = *(uint*)(blk + 4), u1 = *(uint*)(blk + 8), u2 = *(uint*)(blk + 12);
+            var sc = Vector128.CreateScalar((u0 & Low6) | ((ulong)((u2 & Low4) | (((u0 >> 6) & Low2) << 4)) << 32)).AsByte();
+            var mn = Vector128.CreateScalar((u1 & Low6) | ((ulong)(((u2 >> 4) & Low4) | (((u1 >> 6) & Low2) << 4)) << 32)).AsByte();
+            var qs = TFiveBit.Value ? blk + 48 : blk + 16;
+            var qh = TFiveBit.Value ? Vector256.Load(blk + 16) : default;
+            var (l0, l1) = Levels45K<TFiveBit>(qs, qh, 0);
+            var (l2, l3) = Levels45K<TFiveBit>(qs + 32, qh, 2);
+            var (l4, l5) = Levels45K<TFiveBit>(qs + 64, qh, 4);
+            var (l6, l7) = Levels45K<TFiveBit>(qs + 96, qh, 6);
+            var s0 = Spread(sc, 0);
+            var s1 = Spread(sc, 1);
+            var s2 = Spread(sc, 2);
+            var s3 = Spread(sc, 3);
+            var s4 = Spread(sc, 4);
+            var s5 = Spread(sc, 5);
+            var s6 = Spread(sc, 6);
+            var s7 = Spread(sc, 7);
+            var minPairs = Avx2.ConvertToVector256Int16(Sse2.UnpackLow(mn, mn));
+            float d = Half(halves, blk), dmin = Half(halves, blk + 2);
+            var y = qx + (s * 256);
+            var ys = sx + (s * 16);
+            var dy = dx + s;
+
+            var sumi = TokenSum<TVnni>(y, l0, l1, l2, l3, l4, l5, l6, l7, s0, s1, s2, s3, s4, s5, s6, s7);
+            a0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Create(d * dy[0]), a0);
+            m0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(Vector256.Load(ys), minPairs)), Vector256.Create(dmin * dy[0]), m0);
+            sumi = TokenSum<TVnni>(y + n, l0, l1, l2, l3, l4, l5, l6, l7, s0, s1, s2, s3, s4, s5, s6, s7);
+            a1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Create(d * dy[perToken]), a1);
+            m1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(Vector256.Load(ys + sums), minPairs)), Vector256.Create(dmin * dy[perToken]), m1);
+            sumi = TokenSum<TVnni>(y + (2 * n), l0, l1, l2, l3, l4, l5, l6, l7, s0, s1, s2, s3, s4, s5, s6, s7);
+            a2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Create(d * dy[2 * perToken]), a2);
+            m2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(Vector256.Load(ys + (2 * sums)), minPairs)), Vector256.Create(dmin * dy[2 * perToken]), m2);
+            sumi = TokenSum<TVnni>(y + (3 * n), l0, l1, l2, l3, l4, l5, l6, l7, s0, s1, s2, s3, s4, s5, s6, s7);
+            a3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Create(d * dy[3 * perToken]), a3);
+            m3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(Vector256.Load(ys + (3 * sums)), minPairs)), Vector256.Create(dmin * dy[3 * perToken]), m3);
+        }
+
+        results[0] = Sum(a0 - m0);
+        results[1] = Sum(a1 - m1);
+        results[2] = Sum(a2 - m2);
+        results[3] = Sum(a3 - m3);
+    }
+
+    /// <summary>The 4-bit (or 5-bit) levels of 64 values of a Q4_K/Q5_K super-block: low nibbles, then high.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static (Vector256<byte> Low, Vector256<byte> High) Levels45K<TFiveBit>(byte* qs, Vector256<byte> qh, int bit)
+        where TFiveBit : struct, IFlag
+    {
+        var mask = Vector256.Create((byte)0x0F);
+        var qv = Vector256.Load(qs);
+        var lo = qv & mask;
+        var hi = Vector256.ShiftRightLogical(qv.AsUInt16(), 4).AsByte() & mask;
+        if (TFiveBit.Value)
+        {
+            var sixteen = Vector256.Create((byte)16);
+            var bitLo = Vector256.Create((byte)(1 << bit));
+            var bitHi = Vector256.Create((byte)(2 << bit));
+            lo |= Vector256.Equals(qh & bitLo, bitLo) & sixteen;
+            hi |= Vector256.Equals(qh & bitHi, bitHi) & sixteen;
+        }
+
+        return (lo, hi);
+    }
+
+    /// <summary>Scale byte j of eight spread over all sixteen int16 lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<short> Spread(Vector128<byte> scales, byte j) =>
+        Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scales, Vector128.Create(j)));
+
+    /// <summary>Σ over 256 values of level · activation · scale for one token (eight groups of 32).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> TokenSum<TVnni>(
+        sbyte* y,
+        Vector256<byte> l0, Vector256<byte> l1, Vector256<byte> l2, Vector256<byte> l3, Vector256<byte> l4, Vector256<byte> l5, Vector256<byte> l6, Vector256<byte> l7,
+        Vector256<short> s0, Vector256<short> s1, Vector256<short> s2, Vector256<short> s3, Vector256<short> s4, Vector256<short> s5, Vector256<short> s6, Vector256<short> s7)
+        where TVnni : struct, IFlag
+    {
+        var sumi = ScaledDot<TVnni>(Vector256<int>.Zero, l0, Vector256.Load(y), s0);
+        sumi = ScaledDot<TVnni>(sumi, l1, Vector256.Load(y + 32), s1);
+        sumi = ScaledDot<TVnni>(sumi, l2, Vector256.Load(y + 64), s2);
+        sumi = ScaledDot<TVnni>(sumi, l3, Vector256.Load(y + 96), s3);
+        sumi = ScaledDot<TVnni>(sumi, l4, Vector256.Load(y + 128), s4);
+        sumi = ScaledDot<TVnni>(sumi, l5, Vector256.Load(y + 160), s5);
+        sumi = ScaledDot<TVnni>(sumi, l6, Vector256.Load(y + 192), s6);
+        return ScaledDot<TVnni>(sumi, l7, Vector256.Load(y + 224), s7);
+    }
+
+    /// <summary>Four tokens against one Q6_K row: levels and scale pairs unpacked once per super-block, as GroupQ45K.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void GroupQ6K<TVnni>(byte* w, int superBlocks, sbyte* qx, float* dx, short* sx, int n, Span<float> results)
+        where TVnni : struct, IFlag
+    {
+        var halves = CpuSimd.HalfTable;
+        var perToken = n / 256;
+        var sums = n / 16;
+        var low = Vector256.Create((byte)0x0F);
+        var high = Vector256.Create((byte)0x30);
+        var pick = Vector128.Create(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1).AsSByte();
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        for (var s = 0; s < superBlocks; s++)
+        {
+            var blk = w + (s * 210);
+            var qlA = Vector256.Load(blk);
+            var qlB = Vector256.Load(blk + 32);
+            var qh = Vector256.Load(blk + 128);
+            var l0 = (qlA & low) | (Vector256.ShiftLeft(qh.AsUInt16(), 4).AsByte() & high);
+            var l1 = (qlB & low) | (Vector256.ShiftLeft(qh.AsUInt16(), 2).AsByte() & high);
+            var l2 = (Vector256.ShiftRightLogical(qlA.AsUInt16(), 4).AsByte() & low) | (qh & high);
+            var l3 = (Vector256.ShiftRightLogical(qlB.AsUInt16(), 4).AsByte() & low) | (Vector256.ShiftRightLogical(qh.AsUInt16(), 2).AsByte() & high);
+            qlA = Vector256.Load(blk + 64);
+            qlB = Vector256.Load(blk + 96);
+            qh = Vector256.Load(blk + 160);
+            var l4 = (qlA & low) | (Vector256.ShiftLeft(qh.AsUInt16(), 4).AsByte() & high);
+            var l5 = (qlB & low) | (Vector256.ShiftLeft(qh.AsUInt16(), 2).AsByte() & high);
+            var l6 = (Vector256.ShiftRightLogical(qlA.AsUInt16(), 4).AsByte() & low) | (qh & high);
+            var l7 = (Vector256.ShiftRightLogical(qlB.AsUInt16(), 4).AsByte() & low) | (Vector256.ShiftRightLogical(qh.AsUInt16(), 2).AsByte() & high);
+
+            var scaleBytes = Vector128.Load((sbyte*)(blk + 192));
+            var s0 = Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scaleBytes, pick));
+            var s1 = Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scaleBytes, pick + Vector128.Create((sbyte)2)));
+            var s2 = Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scaleBytes, pick + Vector128.Create((sbyte)4)));
+            var s3 = Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scaleBytes, pick + Vector128.Create((sbyte)6)));
+            var s4 = Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scaleBytes, pick + Vector128.Create((sbyte)8)));
+            var s5 = Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scaleBytes, pick + Vector128.Create((sbyte)10)));
+            var s6 = Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scaleBytes, pick + Vector128.Create((sbyte)12)));
+            var s7 = Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scaleBytes, pick + Vector128.Create((sbyte)14)));
+            var scales16 = Avx2.ConvertToVector256Int16(scaleBytes);
+            var d = Half(halves, blk + 208);
+            var y = qx + (s * 256);
+            var ys = sx + (s * 16);
+            var dy = dx + s;
+
+            // The levels' offset of 32 comes off through each token's sums of 16, as in RowQ6K.
+            var sumi = TokenSum<TVnni>(y, l0, l1, l2, l3, l4, l5, l6, l7, s0, s1, s2, s3, s4, s5, s6, s7)
+                - Vector256.ShiftLeft(Avx2.MultiplyAddAdjacent(Vector256.Load(ys), scales16), 5);
+            a0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Create(d * dy[0]), a0);
+            sumi = TokenSum<TVnni>(y + n, l0, l1, l2, l3, l4, l5, l6, l7, s0, s1, s2, s3, s4, s5, s6, s7)
+                - Vector256.ShiftLeft(Avx2.MultiplyAddAdjacent(Vector256.Load(ys + sums), scales16), 5);
+            a1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Create(d * dy[perToken]), a1);
+            sumi = TokenSum<TVnni>(y + (2 * n), l0, l1, l2, l3, l4, l5, l6, l7, s0, s1, s2, s3, s4, s5, s6, s7)
+                - Vector256.ShiftLeft(Avx2.MultiplyAddAdjacent(Vector256.Load(ys + (2 * sums)), scales16), 5);
+            a2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Create(d * dy[2 * perToken]), a2);
+            sumi = TokenSum<TVnni>(y + (3 * n), l0, l1, l2, l3, l4, l5, l6, l7, s0, s1, s2, s3, s4, s5, s6, s7)
+                - Vector256.ShiftLeft(Avx2.MultiplyAddAdjacent(Vector256.Load(ys + (3 * sums)), scales16), 5);
+            a3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Create(d * dy[3 * perToken]), a3);
+        }
+
+        results[0] = Sum(a0);
+        results[1] = Sum(a1);
+        results[2] = Sum(a2);
+        results[3] = Sum(a3);
     }
 
     /// <summary>The portable kernel: the same integer arithmetic one value at a time (activations as <see cref="ActivationBlock"/> says).</summary>
