@@ -8,7 +8,7 @@ namespace Enclave.Cli.Commands;
 
 /// <summary>
 /// <c>enclave quantize</c>: writes a GGUF file from a safetensors checkpoint (or from random weights of a config's
-/// shape, for benchmarks) in a float type, Q8_0/Q4_0, or one of llama.cpp's K-quant mixtures.
+/// shape, for benchmarks) in a float type, Q8_0/Q4_0/Q4_1/Q5_0/Q5_1, or one of llama.cpp's K-quant mixtures.
 /// </summary>
 internal static class QuantizeCommand
 {
@@ -18,7 +18,7 @@ internal static class QuantizeCommand
         var dummy = new Option<FileInfo?>("--dummy") { Description = "A config.json: write random weights of that shape instead" };
         var to = new Option<string>("--to") { Description = $"Target type: {string.Join("|", GgufExport.Targets.Keys)}", Required = true };
         var output = new Option<string>("--output", "-o") { Description = "The GGUF file to write", Required = true };
-        var command = new Command("quantize", "Write a GGUF file (F16, BF16, Q8_0, Q4_0, Q4_K_M, Q5_K_M, Q6_K) from a checkpoint") { model, dummy, to, output };
+        var command = new Command("quantize", "Write a GGUF file (F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K_M, Q5_K_M, Q6_K) from a checkpoint") { model, dummy, to, output };
         command.SetAction(result =>
         {
             var dir = result.GetValue(model);

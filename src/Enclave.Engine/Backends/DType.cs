@@ -21,6 +21,9 @@ public enum DType
     /// <summary>GGUF block-quantised types (ggml's layouts); sizes are per block, see RowBytes.</summary>
     Q8_0,
     Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
     Q4_K,
     Q5_K,
     Q6_K,
@@ -38,12 +41,12 @@ public static class DTypeExtensions
         _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "unknown dtype"),
     };
 
-    public static bool IsQuantized(this DType dtype) => dtype is DType.Q8_0 or DType.Q4_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K;
+    public static bool IsQuantized(this DType dtype) => dtype is DType.Q8_0 or DType.Q4_0 or DType.Q4_1 or DType.Q5_0 or DType.Q5_1 or DType.Q4_K or DType.Q5_K or DType.Q6_K;
 
     /// <summary>Values per block (1 for unquantised types).</summary>
     public static int BlockElements(this DType dtype) => dtype switch
     {
-        DType.Q8_0 or DType.Q4_0 => 32,
+        DType.Q8_0 or DType.Q4_0 or DType.Q4_1 or DType.Q5_0 or DType.Q5_1 => 32,
         DType.Q4_K or DType.Q5_K or DType.Q6_K => 256,
         _ => 1,
     };
@@ -53,6 +56,9 @@ public static class DTypeExtensions
     {
         DType.Q8_0 => 34,
         DType.Q4_0 => 18,
+        DType.Q4_1 => 20,
+        DType.Q5_0 => 22,
+        DType.Q5_1 => 24,
         DType.Q4_K => 144,
         DType.Q5_K => 176,
         DType.Q6_K => 210,

@@ -120,7 +120,7 @@ internal static class BackendOpCases
 
         // Block-quantised weights (CPU only): the reference dequantises them; the kernels quantise activations to
         // int8 per block of 32, which costs up to about 1% of the output scale, far below what a layout error costs.
-        foreach (var dtype in new[] { DType.Q8_0, DType.Q4_0, DType.Q4_K, DType.Q5_K, DType.Q6_K })
+        foreach (var dtype in new[] { DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q5_0, DType.Q5_1, DType.Q4_K, DType.Q5_K, DType.Q6_K })
         {
             var d = dtype.ToString().ToLowerInvariant();
             var block = dtype.BlockElements();

@@ -64,6 +64,114 @@ public sealed class GgufFormatTests : IDisposable
         }
     }
 
+    [Fact]
+    public void Q4_1_adds_the_block_minimum_to_unsigned_nibbles()
+    {
+        var block = new byte[20];
+        WriteHalf(block, 0, 0.5f);
+        WriteHalf(block, 2, -3f);
+        for (var j = 0; j < 16; j++)
+        {
+            block[4 + j] = (byte)(j | ((15 - j) << 4));
+        }
+
+        var y = Dequantize(DType.Q4_1, block);
+        for (var j = 0; j < 16; j++)
+        {
+            Assert.Equal((j * 0.5f) - 3f, y[j]);
+            Assert.Equal(((15 - j) * 0.5f) - 3f, y[j + 16]);
+        }
+    }
+
+    /// <summary>The level of value v (0..31) of a Q5_0/Q5_1 block as the format describes it: nibble v of qs (low nibbles first) plus 16 times bit v of the little-endian u32 qh.</summary>
+    private static int Q5Level(byte[] block, int qhOffset, int v)
+    {
+        var qs = block[qhOffset + 4 + (v % 16)];
+        var nibble = v < 16 ? qs & 0xF : qs >> 4;
+        var qh = BinaryPrimitives.ReadUInt32LittleEndian(block.AsSpan(qhOffset));
+        return nibble + (int)(16 * ((qh >> v) & 1));
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Q5_0_and_Q5_1_take_the_fifth_bit_of_value_j_from_bit_j_of_qh(bool hasMin)
+    {
+        var type = hasMin ? DType.Q5_1 : DType.Q5_0;
+        var block = new byte[type.BlockBytes()];
+        WriteHalf(block, 0, hasMin ? 0.25f : 2f);
+        if (hasMin)
+        {
+            WriteHalf(block, 2, 1.5f);
+        }
+
+        var qhOffset = hasMin ? 4 : 2;
+        BinaryPrimitives.WriteUInt32LittleEndian(block.AsSpan(qhOffset), 0xA5C30F96);
+        for (var i = 0; i < 16; i++)
+        {
+            block[qhOffset + 4 + i] = (byte)((i * 37) + 11);
+        }
+
+        var y = Dequantize(type, block);
+        for (var v = 0; v < 32; v++)
+        {
+            var level = Q5Level(block, qhOffset, v);
+            Assert.Equal(hasMin ? (level * 0.25f) + 1.5f : (level - 16) * 2f, y[v]);
+        }
+
+        // Value 1 (bit 1 of 0x96 set, low nibble of 11 + 37 = 48 is 0) and value 16 (bit 16, of 0xC3, set; high nibble of 11 is 0).
+        Assert.Equal(16, Q5Level(block, qhOffset, 1));
+        Assert.Equal(16, Q5Level(block, qhOffset, 16));
+        Assert.Equal(hasMin ? (16 * 0.25f) + 1.5f : 0f, y[16]);
+    }
+
+    [Fact]
+    public void Q4_1_and_Q5_1_quantisers_map_the_block_minimum_to_level_zero_and_the_maximum_to_the_top()
+    {
+        // Values -1.6 .. 1.5 in steps of 0.1: min -1.6 is the offset, (max - min) / 15 or / 31 the step.
+        var x = Enumerable.Range(0, 32).Select(i => (i - 16) * 0.1f).ToArray();
+        foreach (var (type, top) in new[] { (DType.Q4_1, 15), (DType.Q5_1, 31) })
+        {
+            var block = new byte[type.BlockBytes()];
+            GgmlQuants.Quantize(type, x, block);
+            Assert.Equal((float)(Half)((x[31] - x[0]) / top), (float)BinaryPrimitives.ReadHalfLittleEndian(block));
+            Assert.Equal((float)(Half)x[0], (float)BinaryPrimitives.ReadHalfLittleEndian(block.AsSpan(2)));
+            var y = Dequantize(type, block);
+            Assert.Equal((float)(Half)x[0], y[0]);
+            var d = (float)BinaryPrimitives.ReadHalfLittleEndian(block);
+            Assert.Equal((top * d) + (float)(Half)x[0], y[31]);
+            for (var i = 0; i < 32; i++)
+            {
+                Assert.True(Math.Abs(y[i] - x[i]) <= (0.5f * d) + 5e-3f, $"{type}: value {i} {y[i]} vs {x[i]}");
+            }
+        }
+    }
+
+    [Fact]
+    public void Q5_0_quantiser_maps_the_largest_magnitude_to_minus_sixteen_keeping_its_sign()
+    {
+        // The largest magnitude is -1.6, so d = -1.6 / -16 = 0.1 and the levels are x / 0.1 + 16.
+        var x = Enumerable.Range(0, 32).Select(i => (i - 16) * 0.1f).ToArray();
+        var block = new byte[22];
+        GgmlQuants.Quantize(DType.Q5_0, x, block);
+        Assert.Equal((float)(Half)(x[0] / -16f), (float)BinaryPrimitives.ReadHalfLittleEndian(block));
+        Assert.Equal(0, Q5Level(block, 2, 0));
+        Assert.Equal(16, Q5Level(block, 2, 16));
+        Assert.Equal(31, Q5Level(block, 2, 31));
+        for (var v = 0; v < 32; v++)
+        {
+            Assert.Equal(v, Q5Level(block, 2, v));
+        }
+
+        // Largest magnitude positive (3.2): d = -0.2, so 3.2 maps to level 0 and zero still to 16.
+        var flipped = x.Select(v => -v).ToArray();
+        flipped[5] = 3.2f;
+        GgmlQuants.Quantize(DType.Q5_0, flipped, block);
+        Assert.Equal((float)(Half)(3.2f / -16f), (float)BinaryPrimitives.ReadHalfLittleEndian(block));
+        Assert.Equal(0, Q5Level(block, 2, 5));
+        Assert.Equal(16, Q5Level(block, 2, 16));
+    }
+
     /// <summary>Packs eight 6-bit scales and mins the way the format describes: the first four in the low six bits of bytes 0-3 / 4-7, the last four split into low nibbles (bytes 8-11) and top two bits (bits 6-7 of bytes 0-7).</summary>
     private static byte[] PackK4Scales(int[] sc, int[] m)
     {
@@ -156,6 +264,9 @@ public sealed class GgufFormatTests : IDisposable
         // Root-mean-square error relative to the data's RMS for Gaussian values.
         { DType.Q8_0, 0.01 },
         { DType.Q4_0, 0.12 },
+        { DType.Q4_1, 0.1 },
+        { DType.Q5_0, 0.05 },
+        { DType.Q5_1, 0.05 },
         { DType.Q4_K, 0.1 },
         { DType.Q5_K, 0.05 },
         { DType.Q6_K, 0.025 },
@@ -299,9 +410,9 @@ public sealed class GgufFormatTests : IDisposable
         var text = System.Text.Encoding.ASCII.GetBytes("t");
         var infoStart = IndexOf(bytes, [1, 0, 0, 0, 0, 0, 0, 0, text[0], 2, 0, 0, 0]);
         Assert.True(infoStart > 0);
-        var q41 = (byte[])bytes.Clone();
-        q41[infoStart + 9 + 4 + 16] = 3;
-        Expect(q41, "Q4_1");
+        var q2k = (byte[])bytes.Clone();
+        q2k[infoStart + 9 + 4 + 16] = 10;
+        Expect(q2k, "Q2_K");
         Assert.Throws<CheckpointFormatException>(() => GgufFile.Open(Path.Combine(temp.Path, "missing.gguf")));
     }
 
@@ -321,7 +432,7 @@ public sealed class GgufFormatTests : IDisposable
     public static TheoryData<DType, int, int, int, int> KernelCases()
     {
         var data = new TheoryData<DType, int, int, int, int>();
-        foreach (var type in new[] { DType.Q8_0, DType.Q4_0, DType.Q4_K, DType.Q5_K, DType.Q6_K })
+        foreach (var type in new[] { DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q5_0, DType.Q5_1, DType.Q4_K, DType.Q5_K, DType.Q6_K })
         {
             foreach (var width in new[] { 512, 256, 128, 1 })
             {
@@ -389,6 +500,10 @@ public sealed class GgufFormatTests : IDisposable
     [Theory]
     [InlineData("qmatmul/q8_0/t9/96to45")]
     [InlineData("qmatmul/q4_0/t77/96to45")]
+    [InlineData("qmatmul/q4_1/t77/96to45")]
+    [InlineData("qmatmul/q5_0/t5/96to45")]
+    [InlineData("qmatmul/q5_1/t2/32to131+bias")]
+    [InlineData("qmatmul/q5_1/t1/288to7")]
     [InlineData("qmatmul/q4_k/t5/768to45")]
     [InlineData("qmatmul/q5_k/t2/256to131+bias")]
     [InlineData("qmatmul/q6_k/t1/2304to7")]

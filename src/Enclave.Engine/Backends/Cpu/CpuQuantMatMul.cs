@@ -6,13 +6,14 @@ using System.Runtime.Intrinsics.X86;
 namespace Enclave.Engine.Backends.Cpu;
 
 /// <summary>
-/// y[T, out] = x[T, in] · W[out, in]ᵀ (+ bias) with W in a ggml block format (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K), read
+/// y[T, out] = x[T, in] · W[out, in]ᵀ (+ bias) with W in a ggml block format (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K,
+/// Q5_K, Q6_K), read
 /// in place: weights are never expanded to floats. As llama.cpp does, x is first quantised once per call to int8 in
 /// blocks of 32 (one fp32 scale per block, plus the sum of each 16 values for the formats whose levels are offset),
 /// then every weight block is dotted with it in integers: unsigned weight levels times signed activations with
 /// AVX-VNNI's <c>vpdpbusd</c> where present, AVX2's <c>vpmaddubsw</c>/<c>vpmaddwd</c> otherwise, or a scalar loop.
 /// The integer dot of each 32 values is scaled in fp32 by the weight and activation scales, and the level offsets
-/// (Q4_0's 8, Q6_K's 32, the K-quant minimums) are subtracted through the activation block sums.
+/// (Q4_0's 8, Q5_0's 16, Q6_K's 32, the Q4_1/Q5_1 and K-quant minimums) are applied through the activation block sums.
 ///
 /// Output rows are cut into tiles spread over the worker pool. A tile's weight rows stay in L2 while the tokens
 /// stream past in groups of four: each weight block is unpacked once and dotted with all four tokens (prefill is
@@ -183,6 +184,15 @@ internal static unsafe class CpuQuantMatMul
                     break;
                 case DType.Q4_0:
                     RowQ4_0<TVnni>(row, In / 32, qx, dx, sx, In, tn, results);
+                    break;
+                case DType.Q4_1:
+                    RowQ4Q5<TVnni, False, True>(row, In / 32, qx, dx, sx, In, tn, results);
+                    break;
+                case DType.Q5_0:
+                    RowQ4Q5<TVnni, True, False>(row, In / 32, qx, dx, sx, In, tn, results);
+                    break;
+                case DType.Q5_1:
+                    RowQ4Q5<TVnni, True, True>(row, In / 32, qx, dx, sx, In, tn, results);
                     break;
                 case DType.Q4_K:
                     RowQ45K<TVnni, False>(row, In / 256, qx, dx, sx, In, tn, results);
@@ -470,6 +480,70 @@ internal static unsafe class CpuQuantMatMul
             }
 
             results[k] = Sum(a0 + a1) - offset;
+        }
+    }
+
+    /// <summary>
+    /// Q4_1, Q5_0 and Q5_1 (32-value blocks like Q4_0) against activations quantised per 32: the unsigned levels
+    /// (0..15, or 0..31 with the fifth bits of qh) dotted with the int8 activations; Q5_0's offset of 16 and the
+    /// Q4_1/Q5_1 minimum come in through the activations' sums of 16, as Q4_0's offset of 8 does.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void RowQ4Q5<TVnni, TFiveBit, TMin>(byte* w, int blocks, sbyte* qx, float* dx, short* sx, int n, int tn, Span<float> results)
+        where TVnni : struct, IFlag
+        where TFiveBit : struct, IFlag
+        where TMin : struct, IFlag
+    {
+        var halves = CpuSimd.HalfTable;
+        var nb = n / 32;
+        var mask = Vector128.Create((byte)0x0F);
+
+        // Q4_1: d, m, qs (20 bytes); Q5_0: d, qh, qs (22); Q5_1: d, m, qh, qs (24).
+        var qhOffset = TMin.Value ? 4 : 2;
+        var qsOffset = qhOffset + (TFiveBit.Value ? 4 : 0);
+        var blockBytes = qsOffset + 16;
+
+        // The fifth bit of value v is bit v of the u32 qh: byte v of the shuffle holds qh byte v / 8 (vpshufb picks
+        // within each 128-bit lane, and the broadcast puts all four bytes in both), the mask then bit v % 8.
+        var spread = Vector256.Create((byte)0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+        var bitMask = Vector256.Create(0x8040201008040201UL).AsByte();
+        var sixteen = Vector256.Create((byte)16);
+        for (var k = 0; k < tn; k++)
+        {
+            Vector256<float> a0 = default, a1 = default;
+
+            // Q5_0: Σ d·dx·16·sum, subtracted; Q4_1/Q5_1: Σ m·dx·sum, added.
+            var offset = 0f;
+            var xk = qx + ((long)k * n);
+            var dk = dx + ((long)k * nb);
+            var sk = sx + ((long)k * (n / 16));
+            for (var b = 0; b < blocks; b++)
+            {
+                var wb = w + (b * blockBytes);
+                var q = Vector128.Load(wb + qsOffset);
+                var levels = Vector256.Create(q & mask, Vector128.ShiftRightLogical(q.AsUInt16(), 4).AsByte() & mask);
+                if (TFiveBit.Value)
+                {
+                    var bits = Avx2.Shuffle(Vector256.Create(*(uint*)(wb + qhOffset)).AsByte(), spread) & bitMask;
+                    levels |= Vector256.Equals(bits, bitMask) & sixteen;
+                }
+
+                var scale = Half(halves, wb) * dk[b];
+                var product = Avx.ConvertToVector256Single(Dot<TVnni>(levels, Vector256.Load(xk + (b * 32))));
+                if ((b & 1) == 0)
+                {
+                    a0 = Fma.MultiplyAdd(product, Vector256.Create(scale), a0);
+                }
+                else
+                {
+                    a1 = Fma.MultiplyAdd(product, Vector256.Create(scale), a1);
+                }
+
+                var sum = sk[2 * b] + sk[(2 * b) + 1];
+                offset = TMin.Value ? offset + (Half(halves, wb + 2) * dk[b] * sum) : offset + (scale * 16 * sum);
+            }
+
+            results[k] = TMin.Value ? Sum(a0 + a1) + offset : Sum(a0 + a1) - offset;
         }
     }
 
@@ -818,6 +892,36 @@ internal static unsafe class CpuQuantMatMul
                 }
 
                 return result;
+            case DType.Q4_1:
+            case DType.Q5_0:
+            case DType.Q5_1:
+            {
+                var hasMin = type != DType.Q5_0;
+                var fiveBit = type != DType.Q4_1;
+                var qhOffset = hasMin ? 4 : 2;
+                var qsOffset = qhOffset + (fiveBit ? 4 : 0);
+                for (var b = 0; b < n / 32; b++)
+                {
+                    var wb = w + (b * (qsOffset + 16));
+                    var qh = fiveBit ? *(uint*)(wb + qhOffset) : 0u;
+                    var dot = 0;
+                    for (var i = 0; i < 16; i++)
+                    {
+                        var l0 = (wb[qsOffset + i] & 0xF) | (int)(((qh >> i) & 1) << 4);
+                        var l1 = (wb[qsOffset + i] >> 4) | (int)(((qh >> (i + 16)) & 1) << 4);
+                        dot += l0 * qx[(b * 32) + i];
+                        dot += l1 * qx[(b * 32) + 16 + i];
+                    }
+
+                    var sum = sx[2 * b] + sx[(2 * b) + 1];
+                    result += hasMin
+                        ? (Half(halves, wb) * dx[b] * dot) + (Half(halves, wb + 2) * dx[b] * sum)
+                        : Half(halves, wb) * dx[b] * (dot - (16 * sum));
+                }
+
+                return result;
+            }
+
             case DType.Q4_K:
             case DType.Q5_K:
             {

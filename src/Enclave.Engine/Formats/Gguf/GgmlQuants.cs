@@ -12,6 +12,10 @@ namespace Enclave.Engine.Formats.Gguf;
 /// Block layouts (little-endian, no padding):
 /// Q8_0 (32 values, 34 bytes): f16 d, i8 qs[32]; x = d * q.
 /// Q4_0 (32 values, 18 bytes): f16 d, u8 qs[16]; low nibbles are values 0..15, high nibbles 16..31; x = d * (q - 8).
+/// Q4_1 (32 values, 20 bytes): f16 d, f16 m, u8 qs[16] (nibbles as Q4_0); x = d * q + m.
+/// Q5_0 (32 values, 22 bytes): f16 d, u8 qh[4], u8 qs[16]; the fifth bit of value j (0..31) is bit j of the
+///   little-endian u32 qh, so value j &lt; 16 is low nibble j | bit j, value 16 + j high nibble j | bit 16 + j; x = d * (q - 16).
+/// Q5_1 (32 values, 24 bytes): f16 d, f16 m, u8 qh[4], u8 qs[16] (levels as Q5_0); x = d * q + m.
 /// Q4_K (256 values, 144 bytes): f16 d, f16 dmin, u8 scales[12] (eight 6-bit scale/min pairs), u8 qs[128];
 ///   sub-block j of 32 values: x = d * sc_j * q - dmin * m_j; each 64 values share 32 bytes (low nibbles first).
 /// Q5_K (256 values, 176 bytes): f16 d, f16 dmin, u8 scales[12], u8 qh[32] (fifth bits), u8 qs[128].
@@ -55,6 +59,15 @@ public static class GgmlQuants
                     break;
                 case DType.Q4_0:
                     DequantizeQ4_0(src, dst);
+                    break;
+                case DType.Q4_1:
+                    DequantizeQ4_1(src, dst);
+                    break;
+                case DType.Q5_0:
+                    DequantizeQ5(src, dst, hasMin: false);
+                    break;
+                case DType.Q5_1:
+                    DequantizeQ5(src, dst, hasMin: true);
                     break;
                 case DType.Q4_K:
                     DequantizeQ4K(src, dst);
@@ -117,6 +130,15 @@ public static class GgmlQuants
                     break;
                 case DType.Q4_0:
                     QuantizeQ4_0(src, dst);
+                    break;
+                case DType.Q4_1:
+                    QuantizeQ4_1(src, dst);
+                    break;
+                case DType.Q5_0:
+                    QuantizeQ5_0(src, dst);
+                    break;
+                case DType.Q5_1:
+                    QuantizeQ5_1(src, dst);
                     break;
                 case DType.Q4_K:
                     QuantizeQ4K(src, dst);
@@ -223,6 +245,145 @@ public static class GgmlQuants
             var xi1 = Math.Min(15, (int)(sbyte)(x1 + 8.5f));
             b[2 + j] = (byte)(xi0 | (xi1 << 4));
         }
+    }
+
+    // ---- Q4_1 ----
+
+    private static void DequantizeQ4_1(ReadOnlySpan<byte> b, Span<float> y)
+    {
+        var d = F16(b, 0);
+        var m = F16(b, 2);
+        for (var j = 0; j < QK / 2; j++)
+        {
+            var x0 = b[4 + j] & 0x0F;
+            var x1 = b[4 + j] >> 4;
+            y[j] = (x0 * d) + m;
+            y[j + (QK / 2)] = (x1 * d) + m;
+        }
+    }
+
+    /// <summary>The block's minimum and maximum: Q4_1 and Q5_1 map [min, max] linearly onto their levels.</summary>
+    private static (float Min, float Max) Range(ReadOnlySpan<float> x)
+    {
+        var min = float.MaxValue;
+        var max = -float.MaxValue;
+        for (var j = 0; j < QK; j++)
+        {
+            if (x[j] < min)
+            {
+                min = x[j];
+            }
+
+            if (x[j] > max)
+            {
+                max = x[j];
+            }
+        }
+
+        return (min, max);
+    }
+
+    private static void QuantizeQ4_1(ReadOnlySpan<float> x, Span<byte> b)
+    {
+        var (min, max) = Range(x);
+        var d = (max - min) / 15f;
+        var id = d != 0 ? 1f / d : 0f;
+        WriteF16(b, 0, d);
+        WriteF16(b, 2, min);
+        for (var j = 0; j < QK / 2; j++)
+        {
+            // Truncation after adding a half rounds the non-negative scaled values to nearest, as ggml does.
+            var x0 = (x[j] - min) * id;
+            var x1 = (x[(QK / 2) + j] - min) * id;
+            var xi0 = Math.Min(15, (int)(sbyte)(x0 + 0.5f));
+            var xi1 = Math.Min(15, (int)(sbyte)(x1 + 0.5f));
+            b[4 + j] = (byte)(xi0 | (xi1 << 4));
+        }
+    }
+
+    // ---- Q5_0 / Q5_1 ----
+
+    private static void DequantizeQ5(ReadOnlySpan<byte> b, Span<float> y, bool hasMin)
+    {
+        var d = F16(b, 0);
+        var m = hasMin ? F16(b, 2) : 0f;
+        var qh = BinaryPrimitives.ReadUInt32LittleEndian(b[(hasMin ? 4 : 2)..]);
+        var qs = b.Slice(hasMin ? 8 : 6, QK / 2);
+        var offset = hasMin ? 0 : 16;
+        for (var j = 0; j < QK / 2; j++)
+        {
+            var x0 = ((qs[j] & 0x0F) | (int)(((qh >> j) << 4) & 0x10)) - offset;
+            var x1 = ((qs[j] >> 4) | (int)((qh >> (j + 12)) & 0x10)) - offset;
+            if (hasMin)
+            {
+                y[j] = (x0 * d) + m;
+                y[j + (QK / 2)] = (x1 * d) + m;
+            }
+            else
+            {
+                y[j] = x0 * d;
+                y[j + (QK / 2)] = x1 * d;
+            }
+        }
+    }
+
+    /// <summary>Stores 32 five-bit levels: low four bits as Q4_0's nibbles, fifth bit of value j as bit j of qh.</summary>
+    private static void PackQ5(ReadOnlySpan<int> levels, Span<byte> qh, Span<byte> qs)
+    {
+        uint high = 0;
+        for (var j = 0; j < QK / 2; j++)
+        {
+            var l0 = levels[j];
+            var l1 = levels[(QK / 2) + j];
+            qs[j] = (byte)((l0 & 0x0F) | ((l1 & 0x0F) << 4));
+            high |= (uint)((l0 & 0x10) >> 4) << j;
+            high |= (uint)((l1 & 0x10) >> 4) << (j + (QK / 2));
+        }
+
+        BinaryPrimitives.WriteUInt32LittleEndian(qh, high);
+    }
+
+    private static void QuantizeQ5_0(ReadOnlySpan<float> x, Span<byte> b)
+    {
+        // As Q4_0: the value of largest magnitude, sign kept, maps to -16 so the full [-16, 15] range is used.
+        var amax = 0f;
+        var max = 0f;
+        for (var j = 0; j < QK; j++)
+        {
+            if (amax < MathF.Abs(x[j]))
+            {
+                amax = MathF.Abs(x[j]);
+                max = x[j];
+            }
+        }
+
+        var d = max / -16f;
+        var id = d != 0 ? 1f / d : 0f;
+        WriteF16(b, 0, d);
+        Span<int> levels = stackalloc int[QK];
+        for (var j = 0; j < QK; j++)
+        {
+            levels[j] = Math.Min(31, (int)(sbyte)((x[j] * id) + 16.5f));
+        }
+
+        PackQ5(levels, b.Slice(2, 4), b.Slice(6, QK / 2));
+    }
+
+    private static void QuantizeQ5_1(ReadOnlySpan<float> x, Span<byte> b)
+    {
+        var (min, max) = Range(x);
+        var d = (max - min) / 31f;
+        var id = d != 0 ? 1f / d : 0f;
+        WriteF16(b, 0, d);
+        WriteF16(b, 2, min);
+        Span<int> levels = stackalloc int[QK];
+        for (var j = 0; j < QK; j++)
+        {
+            // ggml leaves this unclamped: (max - min) / d rounds to at most 31.
+            levels[j] = (byte)(((x[j] - min) * id) + 0.5f);
+        }
+
+        PackQ5(levels, b.Slice(4, 4), b.Slice(8, QK / 2));
     }
 
     // ---- shared K-quant scale packing ----

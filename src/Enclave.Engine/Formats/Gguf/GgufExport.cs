@@ -20,6 +20,9 @@ public static class GgufExport
         ["bf16"] = (DType.BF16, 32),
         ["q8_0"] = (DType.Q8_0, 7),
         ["q4_0"] = (DType.Q4_0, 2),
+        ["q4_1"] = (DType.Q4_1, 3),
+        ["q5_0"] = (DType.Q5_0, 8),
+        ["q5_1"] = (DType.Q5_1, 9),
         ["q4_k_m"] = (DType.Q4_K, 15),
         ["q5_k_m"] = (DType.Q5_K, 17),
         ["q6_k"] = (DType.Q6_K, 18),
@@ -84,7 +87,8 @@ public static class GgufExport
     /// The type llama.cpp's quantiser gives a tensor for a target: 1-D tensors stay F32; for the K-quant mixtures
     /// the output matrix (or the embedding when tied) is Q6_K, and attn_v and ffn_down are Q6_K in the first and
     /// last eighth of the layers and every third layer between (use_more_bits). K types need rows of whole
-    /// 256-value blocks; other rows fall back to Q8_0 (llama.cpp uses Q5_0/Q5_1, which this engine does not read).
+    /// 256-value blocks; other rows (Qwen2-0.5B's 896) take llama.cpp's fallbacks, Q4_K to Q5_0, Q5_K to Q5_1 and
+    /// Q6_K to Q8_0, and rows that are not even whole 32-value blocks stay F16.
     /// </summary>
     public static DType TensorType(string target, string ggufName, int[] shape, int layers, bool hasOutput)
     {
@@ -111,7 +115,17 @@ public static class GgufExport
             type = UseMoreBits(layer, layers) ? DType.Q6_K : baseType;
         }
 
-        return shape[^1] % type.BlockElements() == 0 ? type : DType.Q8_0;
+        if (shape[^1] % type.BlockElements() != 0)
+        {
+            type = type switch
+            {
+                DType.Q4_K => DType.Q5_0,
+                DType.Q5_K => DType.Q5_1,
+                _ => DType.Q8_0,
+            };
+        }
+
+        return shape[^1] % type.BlockElements() == 0 ? type : DType.F16;
     }
 
     /// <summary>llama.cpp's use_more_bits: the first and last eighth of the layers, and every third one between.</summary>

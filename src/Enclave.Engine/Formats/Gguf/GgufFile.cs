@@ -227,7 +227,7 @@ public sealed unsafe class GgufFile : IDisposable
             if (!GgmlTypes.IsSupported(typeId))
             {
                 throw new CheckpointFormatException(
-                    $"{Path}: tensor '{name}' has ggml type {GgmlTypes.Name(typeId)}, which is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K)");
+                    $"{Path}: tensor '{name}' has ggml type {GgmlTypes.Name(typeId)}, which is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)");
             }
 
             var dtype = GgmlTypes.ToDType((GgmlType)typeId);
