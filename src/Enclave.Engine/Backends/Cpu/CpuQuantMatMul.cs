@@ -13,7 +13,8 @@ namespace Enclave.Engine.Backends.Cpu;
 /// then every weight block is dotted with it in integers: unsigned weight levels times signed activations with
 /// AVX-VNNI's <c>vpdpbusd</c> where present, AVX2's <c>vpmaddubsw</c>/<c>vpmaddwd</c> otherwise, or a scalar loop.
 /// The integer dot of each 32 values is scaled in fp32 by the weight and activation scales, and the level offsets
-/// (Q4_0's 8, Q5_0's 16, Q6_K's 32, the Q4_1/Q5_1 and K-quant minimums) are applied through the activation block sums.
+/// (Q4_0's 8, Q6_K's 32, the Q4_1/Q5_1 and K-quant minimums) are applied through the activation block sums;
+/// Q5_0's levels are made signed instead.
 ///
 /// Output rows are cut into tiles spread over the worker pool. A tile's weight rows stay in L2 while the tokens
 /// stream past in groups of four: each weight block is unpacked once and dotted with all four tokens (prefill is
@@ -164,6 +165,15 @@ internal static unsafe class CpuQuantMatMul
                 {
                     case DType.Q8_0:
                         GroupQ8_0<TVnni>(row, In / 32, qx, dx, In, results);
+                        return;
+                    case DType.Q4_1:
+                        GroupQ4Q5<TVnni, False, True>(row, In / 32, qx, dx, sx, In, results);
+                        return;
+                    case DType.Q5_0:
+                        GroupQ4Q5<TVnni, True, False>(row, In / 32, qx, dx, sx, In, results);
+                        return;
+                    case DType.Q5_1:
+                        GroupQ4Q5<TVnni, True, True>(row, In / 32, qx, dx, sx, In, results);
                         return;
                     case DType.Q4_K:
                         GroupQ45K<TVnni, False>(row, In / 256, qx, dx, sx, In, results);
@@ -484,9 +494,52 @@ internal static unsafe class CpuQuantMatMul
     }
 
     /// <summary>
-    /// Q4_1, Q5_0 and Q5_1 (32-value blocks like Q4_0) against activations quantised per 32: the unsigned levels
-    /// (0..15, or 0..31 with the fifth bits of qh) dotted with the int8 activations; Q5_0's offset of 16 and the
-    /// Q4_1/Q5_1 minimum come in through the activations' sums of 16, as Q4_0's offset of 8 does.
+    /// The 32 levels of a Q4_1/Q5_0/Q5_1 block in value order (low nibbles, then high): unsigned 0..15 or 0..31 for
+    /// Q4_1/Q5_1; for Q5_0 signed −16..15 (the offset of 16 taken off by setting the top four bits of the values whose
+    /// fifth bit is clear), so its products need no activation sums, as Q8_0's. The fifth bit of value v is bit v of
+    /// the u32 qh: byte v of the shuffle holds qh byte v / 8 (vpshufb picks within each 128-bit lane, and the
+    /// broadcast puts all four bytes in both), the mask then bit v % 8.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> Levels4Or5<TFiveBit, TMin>(byte* block)
+        where TFiveBit : struct, IFlag
+        where TMin : struct, IFlag
+    {
+        var qsOffset = (TMin.Value ? 4 : 2) + (TFiveBit.Value ? 4 : 0);
+        var mask = Vector128.Create((byte)0x0F);
+        var q = Vector128.Load(block + qsOffset);
+        var levels = Vector256.Create(q & mask, Vector128.ShiftRightLogical(q.AsUInt16(), 4).AsByte() & mask);
+        if (TFiveBit.Value)
+        {
+            var spread = Vector256.Create((byte)0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+            var bitMask = Vector256.Create(0x8040201008040201UL).AsByte();
+            var qh = Vector256.Create(*(uint*)(block + (TMin.Value ? 4 : 2))).AsByte();
+            var set = Vector256.Equals(Avx2.Shuffle(qh, spread) & bitMask, bitMask);
+            levels |= TMin.Value ? set & Vector256.Create((byte)0x10) : Vector256.AndNot(Vector256.Create((byte)0xF0), set);
+        }
+
+        return levels;
+    }
+
+    /// <summary>Σ over a block of level · activation: unsigned levels directly, Q5_0's signed ones through the sign trick of Q8_0.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Dot4Or5<TVnni, TMin>(Vector256<byte> levels, Vector256<sbyte> x)
+        where TVnni : struct, IFlag
+        where TMin : struct, IFlag
+    {
+        if (TMin.Value)
+        {
+            return Dot<TVnni>(levels, x);
+        }
+
+        var signed = levels.AsSByte();
+        return Dot<TVnni>(Avx2.Abs(signed), Avx2.Sign(x, signed));
+    }
+
+    /// <summary>
+    /// Q4_1, Q5_0 and Q5_1 (32-value blocks like Q4_0) against activations quantised per 32: the levels dotted with
+    /// the int8 activations in integers (see <see cref="Levels4Or5"/>), scaled per block in fp32; the Q4_1/Q5_1
+    /// minimum comes in through the activations' sums of 16, as Q4_0's offset of 8 does.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void RowQ4Q5<TVnni, TFiveBit, TMin>(byte* w, int blocks, sbyte* qx, float* dx, short* sx, int n, int tn, Span<float> results)
@@ -496,55 +549,86 @@ internal static unsafe class CpuQuantMatMul
     {
         var halves = CpuSimd.HalfTable;
         var nb = n / 32;
-        var mask = Vector128.Create((byte)0x0F);
 
         // Q4_1: d, m, qs (20 bytes); Q5_0: d, qh, qs (22); Q5_1: d, m, qh, qs (24).
-        var qhOffset = TMin.Value ? 4 : 2;
-        var qsOffset = qhOffset + (TFiveBit.Value ? 4 : 0);
-        var blockBytes = qsOffset + 16;
-
-        // The fifth bit of value v is bit v of the u32 qh: byte v of the shuffle holds qh byte v / 8 (vpshufb picks
-        // within each 128-bit lane, and the broadcast puts all four bytes in both), the mask then bit v % 8.
-        var spread = Vector256.Create((byte)0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-        var bitMask = Vector256.Create(0x8040201008040201UL).AsByte();
-        var sixteen = Vector256.Create((byte)16);
+        var blockBytes = (TMin.Value ? 4 : 2) + (TFiveBit.Value ? 4 : 0) + 16;
         for (var k = 0; k < tn; k++)
         {
+            // Two accumulators: one FMA chain would wait on its own latency every block.
             Vector256<float> a0 = default, a1 = default;
-
-            // Q5_0: Σ d·dx·16·sum, subtracted; Q4_1/Q5_1: Σ m·dx·sum, added.
-            var offset = 0f;
+            var minimums = 0f;
             var xk = qx + ((long)k * n);
             var dk = dx + ((long)k * nb);
             var sk = sx + ((long)k * (n / 16));
-            for (var b = 0; b < blocks; b++)
+            var b = 0;
+            for (; b + 1 < blocks; b += 2)
             {
                 var wb = w + (b * blockBytes);
-                var q = Vector128.Load(wb + qsOffset);
-                var levels = Vector256.Create(q & mask, Vector128.ShiftRightLogical(q.AsUInt16(), 4).AsByte() & mask);
-                if (TFiveBit.Value)
+                var p0 = Dot4Or5<TVnni, TMin>(Levels4Or5<TFiveBit, TMin>(wb), Vector256.Load(xk + (b * 32)));
+                var p1 = Dot4Or5<TVnni, TMin>(Levels4Or5<TFiveBit, TMin>(wb + blockBytes), Vector256.Load(xk + (b * 32) + 32));
+                a0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p0), Vector256.Create(Half(halves, wb) * dk[b]), a0);
+                a1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p1), Vector256.Create(Half(halves, wb + blockBytes) * dk[b + 1]), a1);
+                if (TMin.Value)
                 {
-                    var bits = Avx2.Shuffle(Vector256.Create(*(uint*)(wb + qhOffset)).AsByte(), spread) & bitMask;
-                    levels |= Vector256.Equals(bits, bitMask) & sixteen;
+                    minimums += (Half(halves, wb + 2) * dk[b] * (sk[2 * b] + sk[(2 * b) + 1]))
+                        + (Half(halves, wb + blockBytes + 2) * dk[b + 1] * (sk[(2 * b) + 2] + sk[(2 * b) + 3]));
                 }
-
-                var scale = Half(halves, wb) * dk[b];
-                var product = Avx.ConvertToVector256Single(Dot<TVnni>(levels, Vector256.Load(xk + (b * 32))));
-                if ((b & 1) == 0)
-                {
-                    a0 = Fma.MultiplyAdd(product, Vector256.Create(scale), a0);
-                }
-                else
-                {
-                    a1 = Fma.MultiplyAdd(product, Vector256.Create(scale), a1);
-                }
-
-                var sum = sk[2 * b] + sk[(2 * b) + 1];
-                offset = TMin.Value ? offset + (Half(halves, wb + 2) * dk[b] * sum) : offset + (scale * 16 * sum);
             }
 
-            results[k] = TMin.Value ? Sum(a0 + a1) + offset : Sum(a0 + a1) - offset;
+            if (b < blocks)
+            {
+                var wb = w + (b * blockBytes);
+                var p0 = Dot4Or5<TVnni, TMin>(Levels4Or5<TFiveBit, TMin>(wb), Vector256.Load(xk + (b * 32)));
+                a0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p0), Vector256.Create(Half(halves, wb) * dk[b]), a0);
+                if (TMin.Value)
+                {
+                    minimums += Half(halves, wb + 2) * dk[b] * (sk[2 * b] + sk[(2 * b) + 1]);
+                }
+            }
+
+            results[k] = Sum(a0 + a1) + minimums;
         }
+    }
+
+    /// <summary>Four tokens against one Q4_1/Q5_0/Q5_1 row: each block's levels unpacked and its scales read once.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void GroupQ4Q5<TVnni, TFiveBit, TMin>(byte* w, int blocks, sbyte* qx, float* dx, short* sx, int n, Span<float> results)
+        where TVnni : struct, IFlag
+        where TFiveBit : struct, IFlag
+        where TMin : struct, IFlag
+    {
+        var halves = CpuSimd.HalfTable;
+        var nb = n / 32;
+        var sums = n / 16;
+        var blockBytes = (TMin.Value ? 4 : 2) + (TFiveBit.Value ? 4 : 0) + 16;
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        float m0 = 0, m1 = 0, m2 = 0, m3 = 0;
+        for (var b = 0; b < blocks; b++)
+        {
+            var wb = w + (b * blockBytes);
+            var levels = Levels4Or5<TFiveBit, TMin>(wb);
+            var dw = Half(halves, wb);
+            var x = qx + (b * 32);
+            var d = dx + b;
+            a0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot4Or5<TVnni, TMin>(levels, Vector256.Load(x))), Vector256.Create(dw * d[0]), a0);
+            a1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot4Or5<TVnni, TMin>(levels, Vector256.Load(x + n))), Vector256.Create(dw * d[nb]), a1);
+            a2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot4Or5<TVnni, TMin>(levels, Vector256.Load(x + (2 * n)))), Vector256.Create(dw * d[2 * nb]), a2);
+            a3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot4Or5<TVnni, TMin>(levels, Vector256.Load(x + (3 * n)))), Vector256.Create(dw * d[3 * nb]), a3);
+            if (TMin.Value)
+            {
+                var m = Half(halves, wb + 2);
+                var s = sx + (2 * b);
+                m0 += m * d[0] * (s[0] + s[1]);
+                m1 += m * d[nb] * (s[sums] + s[sums + 1]);
+                m2 += m * d[2 * nb] * (s[2 * sums] + s[(2 * sums) + 1]);
+                m3 += m * d[3 * nb] * (s[3 * sums] + s[(3 * sums) + 1]);
+            }
+        }
+
+        results[0] = Sum(a0) + m0;
+        results[1] = Sum(a1) + m1;
+        results[2] = Sum(a2) + m2;
+        results[3] = Sum(a3) + m3;
     }
 
     /// <summary>
