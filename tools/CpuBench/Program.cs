@@ -42,6 +42,38 @@ if (args.Length > 1 && args[1] == "kernel")
     return;
 }
 
+if (args.Length > 1 && args[1] == "qkernel")
+{
+    // Block-quantised weights, cache-resident, best of many runs: the kernels' compute ceiling per format, which a
+    // loaded machine disturbs less than a model's tokens per second. Columns 896 are Qwen2-0.5B's rows.
+    foreach (var dtype in new[] { DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q5_0, DType.Q5_1, DType.Q4_K, DType.Q6_K })
+    {
+        foreach (var tokens in new[] { 1, 4, 64 })
+        {
+            const int Rows = 256;
+            var columns = dtype.BlockElements() == 256 ? 1024 : 896;
+            var blocks = new byte[dtype.StorageBytes((long)Rows * columns)];
+            Enclave.Engine.Formats.Gguf.GgmlQuants.Quantize(dtype, RandomFloats(Rows * columns), blocks);
+            using var w = backend.Allocate(dtype, Rows, columns);
+            backend.UploadBytes(blocks, w);
+            using var x = backend.Allocate(DType.F32, tokens, columns);
+            using var y = backend.Allocate(DType.F32, tokens, Rows);
+            backend.Upload(RandomFloats(tokens * columns), x);
+            var best = double.MaxValue;
+            for (var i = 0; i < 2000; i++)
+            {
+                var start = Stopwatch.GetTimestamp();
+                backend.MatMul(x, w, null, y);
+                best = Math.Min(best, Stopwatch.GetElapsedTime(start).TotalSeconds);
+            }
+
+            Console.WriteLine($"qkernel {dtype,-4} T={tokens,-3} {best * 1e6,8:F2} us {blocks.Length / best / 1e9,7:F1} GB/s {2.0 * tokens * Rows * columns / best / 1e9,7:F1} GFLOP/s");
+        }
+    }
+
+    return;
+}
+
 if (args.Length > 1 && args[1] == "pairs")
 {
     // On a machine shared with other work, contention swings both figures by several times. Here each GEMV is
