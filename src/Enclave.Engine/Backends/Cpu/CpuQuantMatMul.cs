@@ -7,8 +7,7 @@ namespace Enclave.Engine.Backends.Cpu;
 
 /// <summary>
 /// y[T, out] = x[T, in] · W[out, in]ᵀ (+ bias) with W in a ggml block format (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K,
-/// Q5_K, Q6_K), read
-/// in place: weights are never expanded to floats. As llama.cpp does, x is first quantised once per call to int8 in
+/// Q5_K, Q6_K), read in place: weights are never expanded to floats. As llama.cpp does, x is first quantised once per call to int8 in
 /// blocks of 32 (one fp32 scale per block, plus the sum of each 16 values for the formats whose levels are offset),
 /// then every weight block is dotted with it in integers: unsigned weight levels times signed activations with
 /// AVX-VNNI's <c>vpdpbusd</c> where present, AVX2's <c>vpmaddubsw</c>/<c>vpmaddwd</c> otherwise, or a scalar loop.

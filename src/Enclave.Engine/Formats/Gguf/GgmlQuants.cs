@@ -257,6 +257,8 @@ public static class GgmlQuants
         {
             var x0 = b[4 + j] & 0x0F;
             var x1 = b[4 + j] >> 4;
+
+            // A product then a sum, each rounded, as ggml's C does (the JIT does not fuse them into one FMA).
             y[j] = (x0 * d) + m;
             y[j + (QK / 2)] = (x1 * d) + m;
         }
