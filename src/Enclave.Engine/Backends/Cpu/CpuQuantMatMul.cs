@@ -62,6 +62,9 @@ internal static unsafe class CpuQuantMatMul
         public sbyte* Qx;
         public float* Dx;
         public short* Sx;
+
+        /// <summary>Per block of 32 activations, its scale times the sum of its quantised values (Q4_1/Q5_1 minimums).</summary>
+        public float* Bx;
         public byte* W;
         public float* Bias;
         public float* Y;
@@ -86,6 +89,7 @@ internal static unsafe class CpuQuantMatMul
             Qx = (sbyte*)NativeMemory.AlignedAlloc((nuint)values, 64);
             Dx = (float*)NativeMemory.AlignedAlloc((nuint)(values / 32 * sizeof(float)) + 64, 64);
             Sx = (short*)NativeMemory.AlignedAlloc((nuint)(values / 16 * sizeof(short)) + 64, 64);
+            Bx = (float*)NativeMemory.AlignedAlloc((nuint)(values / 32 * sizeof(float)) + 64, 64);
         }
 
         public void Dispose() => Free();
@@ -95,9 +99,11 @@ internal static unsafe class CpuQuantMatMul
             NativeMemory.AlignedFree(Qx);
             NativeMemory.AlignedFree(Dx);
             NativeMemory.AlignedFree(Sx);
+            NativeMemory.AlignedFree(Bx);
             Qx = null;
             Dx = null;
             Sx = null;
+            Bx = null;
             _capacity = 0;
         }
 
@@ -133,6 +139,7 @@ internal static unsafe class CpuQuantMatMul
             var qx = Qx + ((long)t0 * In);
             var dx = Dx + ((long)t0 * scalesPerToken);
             var sx = Sx + ((long)t0 * (In / 16));
+            var bx = Bx + ((long)t0 * (In / 32));
             if (Kernel == Kernel.Scalar)
             {
                 for (var k = 0; k < tn; k++)
@@ -145,16 +152,16 @@ internal static unsafe class CpuQuantMatMul
 
             if (Kernel == Kernel.AvxVnni)
             {
-                RowKernel<True>(row, qx, dx, sx, tn, results);
+                RowKernel<True>(row, qx, dx, sx, bx, tn, results);
             }
             else
             {
-                RowKernel<False>(row, qx, dx, sx, tn, results);
+                RowKernel<False>(row, qx, dx, sx, bx, tn, results);
             }
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private void RowKernel<TVnni>(byte* row, sbyte* qx, float* dx, short* sx, int tn, Span<float> results)
+        private void RowKernel<TVnni>(byte* row, sbyte* qx, float* dx, short* sx, float* bx, int tn, Span<float> results)
             where TVnni : struct, IFlag
         {
             if (tn == TokenGroup)
@@ -166,13 +173,13 @@ internal static unsafe class CpuQuantMatMul
                         GroupQ8_0<TVnni>(row, In / 32, qx, dx, In, results);
                         return;
                     case DType.Q4_1:
-                        GroupQ4Q5<TVnni, False, True>(row, In / 32, qx, dx, sx, In, results);
+                        GroupQ4Q5<TVnni, False, True>(row, In / 32, qx, dx, bx, In, results);
                         return;
                     case DType.Q5_0:
-                        GroupQ4Q5<TVnni, True, False>(row, In / 32, qx, dx, sx, In, results);
+                        GroupQ4Q5<TVnni, True, False>(row, In / 32, qx, dx, bx, In, results);
                         return;
                     case DType.Q5_1:
-                        GroupQ4Q5<TVnni, True, True>(row, In / 32, qx, dx, sx, In, results);
+                        GroupQ4Q5<TVnni, True, True>(row, In / 32, qx, dx, bx, In, results);
                         return;
                     case DType.Q4_K:
                         GroupQ45K<TVnni, False>(row, In / 256, qx, dx, sx, In, results);
@@ -195,13 +202,13 @@ internal static unsafe class CpuQuantMatMul
                     RowQ4_0<TVnni>(row, In / 32, qx, dx, sx, In, tn, results);
                     break;
                 case DType.Q4_1:
-                    RowQ4Q5<TVnni, False, True>(row, In / 32, qx, dx, sx, In, tn, results);
+                    RowQ4Q5<TVnni, False, True>(row, In / 32, qx, dx, bx, In, tn, results);
                     break;
                 case DType.Q5_0:
-                    RowQ4Q5<TVnni, True, False>(row, In / 32, qx, dx, sx, In, tn, results);
+                    RowQ4Q5<TVnni, True, False>(row, In / 32, qx, dx, bx, In, tn, results);
                     break;
                 case DType.Q5_1:
-                    RowQ4Q5<TVnni, True, True>(row, In / 32, qx, dx, sx, In, tn, results);
+                    RowQ4Q5<TVnni, True, True>(row, In / 32, qx, dx, bx, In, tn, results);
                     break;
                 case DType.Q4_K:
                     RowQ45K<TVnni, False>(row, In / 256, qx, dx, sx, In, tn, results);
@@ -255,6 +262,14 @@ internal static unsafe class CpuQuantMatMul
 
         job.Ensure((long)tokens * inFeatures);
         QuantizeActivations(x.F32Pointer, (long)tokens * inFeatures, ActivationBlock(weight.DType), job.Qx, job.Dx, job.Sx);
+        if (weight.DType is DType.Q4_1 or DType.Q5_1)
+        {
+            // Σ_b m_b · dx_b · (sum of block b) needs dx_b · sum once per activation block, not once per weight row.
+            for (long b = 0; b < (long)tokens * inFeatures / 32; b++)
+            {
+                job.Bx[b] = job.Dx[b] * (job.Sx[2 * b] + job.Sx[(2 * b) + 1]);
+            }
+        }
 
         var rowBytes = weight.DType.RowBytes(inFeatures);
         var tileRows = (int)Math.Clamp(TileBytes / rowBytes, 1, 256);
@@ -538,10 +553,10 @@ internal static unsafe class CpuQuantMatMul
     /// <summary>
     /// Q4_1, Q5_0 and Q5_1 (32-value blocks like Q4_0) against activations quantised per 32: the levels dotted with
     /// the int8 activations in integers (see <see cref="Levels4Or5"/>), scaled per block in fp32; the Q4_1/Q5_1
-    /// minimum comes in through the activations' sums of 16, as Q4_0's offset of 8 does.
+    /// minimum comes in through the activations' block sums (bx: scale times sum, as ggml's q8_1 carries).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void RowQ4Q5<TVnni, TFiveBit, TMin>(byte* w, int blocks, sbyte* qx, float* dx, short* sx, int n, int tn, Span<float> results)
+    private static void RowQ4Q5<TVnni, TFiveBit, TMin>(byte* w, int blocks, sbyte* qx, float* dx, float* bx, int n, int tn, Span<float> results)
         where TVnni : struct, IFlag
         where TFiveBit : struct, IFlag
         where TMin : struct, IFlag
@@ -558,7 +573,7 @@ internal static unsafe class CpuQuantMatMul
             var minimums = 0f;
             var xk = qx + ((long)k * n);
             var dk = dx + ((long)k * nb);
-            var sk = sx + ((long)k * (n / 16));
+            var bk = bx + ((long)k * nb);
             var b = 0;
             for (; b + 1 < blocks; b += 2)
             {
@@ -569,8 +584,7 @@ internal static unsafe class CpuQuantMatMul
                 a1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p1), Vector256.Create(Half(halves, wb + blockBytes) * dk[b + 1]), a1);
                 if (TMin.Value)
                 {
-                    minimums += (Half(halves, wb + 2) * dk[b] * (sk[2 * b] + sk[(2 * b) + 1]))
-                        + (Half(halves, wb + blockBytes + 2) * dk[b + 1] * (sk[(2 * b) + 2] + sk[(2 * b) + 3]));
+                    minimums += (Half(halves, wb + 2) * bk[b]) + (Half(halves, wb + blockBytes + 2) * bk[b + 1]);
                 }
             }
 
@@ -581,7 +595,7 @@ internal static unsafe class CpuQuantMatMul
                 a0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p0), Vector256.Create(Half(halves, wb) * dk[b]), a0);
                 if (TMin.Value)
                 {
-                    minimums += Half(halves, wb + 2) * dk[b] * (sk[2 * b] + sk[(2 * b) + 1]);
+                    minimums += Half(halves, wb + 2) * bk[b];
                 }
             }
 
@@ -591,14 +605,13 @@ internal static unsafe class CpuQuantMatMul
 
     /// <summary>Four tokens against one Q4_1/Q5_0/Q5_1 row: each block's levels unpacked and its scales read once.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void GroupQ4Q5<TVnni, TFiveBit, TMin>(byte* w, int blocks, sbyte* qx, float* dx, short* sx, int n, Span<float> results)
+    private static void GroupQ4Q5<TVnni, TFiveBit, TMin>(byte* w, int blocks, sbyte* qx, float* dx, float* bx, int n, Span<float> results)
         where TVnni : struct, IFlag
         where TFiveBit : struct, IFlag
         where TMin : struct, IFlag
     {
         var halves = CpuSimd.HalfTable;
         var nb = n / 32;
-        var sums = n / 16;
         var blockBytes = (TMin.Value ? 4 : 2) + (TFiveBit.Value ? 4 : 0) + 16;
         Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
         float m0 = 0, m1 = 0, m2 = 0, m3 = 0;
@@ -616,11 +629,11 @@ internal static unsafe class CpuQuantMatMul
             if (TMin.Value)
             {
                 var m = Half(halves, wb + 2);
-                var s = sx + (2 * b);
-                m0 += m * d[0] * (s[0] + s[1]);
-                m1 += m * d[nb] * (s[sums] + s[sums + 1]);
-                m2 += m * d[2 * nb] * (s[2 * sums] + s[(2 * sums) + 1]);
-                m3 += m * d[3 * nb] * (s[3 * sums] + s[(3 * sums) + 1]);
+                var s = bx + b;
+                m0 += m * s[0];
+                m1 += m * s[nb];
+                m2 += m * s[2 * nb];
+                m3 += m * s[3 * nb];
             }
         }
 
