@@ -24,7 +24,8 @@ internal static class BenchCommand
         var batch = new Option<int>("--batch") { Description = "Concurrent sequences", DefaultValueFactory = _ => 1 };
         var device = CommonOptions.Device();
         var threads = CommonOptions.Threads();
-        var command = new Command("bench", "Measure prefill and decode speed (see also: bench serve)") { model, dummy, promptLen, genLen, batch, device, threads };
+        var enforceEager = CommonOptions.EnforceEager();
+        var command = new Command("bench", "Measure prefill and decode speed (see also: bench serve)") { model, dummy, promptLen, genLen, batch, device, threads, enforceEager };
         foreach (var sub in subcommands)
         {
             command.Subcommands.Add(sub);
@@ -75,7 +76,7 @@ internal static class BenchCommand
             var modelConfig = gguf?.Config ?? ModelConfig.Load(directory);
             ModelRegistry.EnsureSupported(modelConfig);
 
-            using var backend = CommonOptions.CreateBackend(result.GetValue(device)!, result.GetValue(threads));
+            using var backend = CommonOptions.CreateBackend(result.GetValue(device)!, result.GetValue(threads), result.GetValue(enforceEager));
             using IWeightSource weights = gguf is not null ? gguf : config is not null ? DummyWeights.Create(modelConfig) : SafetensorsCheckpoint.Open(directory);
             using var causalLm = ModelRegistry.Create(modelConfig, weights, backend);
             // The KV cache the workload needs (every sequence at full length, whole blocks), not a GPU's worth of it.
@@ -104,7 +105,7 @@ internal static class BenchCommand
             var decodeRate = decodeTokens / decodeSeconds;
             var perSequence = decodeRate / b;
             Console.WriteLine($"model        {lm.Config.Architecture} ({(config is not null ? "dummy weights from " + config.Name : directory)})");
-            Console.WriteLine($"backend      {lm.Model.Backend.Name}");
+            Console.WriteLine($"backend      {lm.Model.Backend.Name}" + (lm.Model.Backend is CudaBackend ? $", decode graphs {(engine.DecodeGraphs ? "on" : "off")}" : string.Empty));
             Console.WriteLine($"shape        hidden {lm.Config.HiddenSize}, layers {lm.Config.NumHiddenLayers}, heads {lm.Config.NumAttentionHeads}/{lm.Config.NumKeyValueHeads} kv, vocab {vocab}");
             Console.WriteLine($"weights      {weightBytes / 1e9:F3} GB read per token; loaded in {load.Elapsed.TotalSeconds:F2} s");
             Console.WriteLine($"kv cache     {lm.Model.KvCacheSpec.BytesPerToken} bytes per token");

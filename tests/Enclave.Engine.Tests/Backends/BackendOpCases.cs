@@ -140,6 +140,8 @@ internal static class BackendOpCases
         cases["silu_mul/1001"] = (b => Elementwise(b, 1001, silu: true), 1e-6);
         cases["add/1001"] = (b => Elementwise(b, 1001, silu: false), 0);
         cases["gather_logit_rows/3of9x130"] = (b => Gather(b), 0);
+        cases["argmax/1x1000/tie"] = (b => Argmax(b, 1, 1000), 0);
+        cases["argmax/5x4099/ties-nan-inf-tail"] = (b => Argmax(b, 5, 4099), 0);
         cases["attention/gqa3/d40/bs4/mixed"] = (b => Attention(b, 6, 2, 40, 4, [(7, 7), (1, 13), (5, 20)]), 1e-5);
         cases["attention/mha/d128/bs16/decode"] = (b => Attention(b, 4, 4, 128, 16, [(1, 1), (1, 37), (1, 100)]), 1e-5);
         cases["attention/gqa7/d64/bs5/long-prefill"] = (b => Attention(b, 7, 1, 64, 5, [(61, 61), (2, 70)]), 1e-5);
@@ -416,6 +418,37 @@ internal static class BackendOpCases
         b.PrepareStep(batch);
         b.GatherLogitRows(x, batch, output);
         return [Read(b, output)];
+    }
+
+    /// <summary>
+    /// Greedy ids of rows built to catch every rule: a tie (lowest index wins), NaN that must never win (one at index
+    /// 0), a row of only -inf and NaN (0, as the host sampler returns), +inf twice, and the maximum in the last column
+    /// (vocab sizes are no multiple of a block or vector). The ids are poisoned first.
+    /// </summary>
+    private static float[][] Argmax(IBackend b, int rows, int vocab)
+    {
+        var random = new Random((rows * 7) + vocab);
+        var values = Values(random, rows * vocab, 4f);
+        var row = (int r) => values.AsSpan(r * vocab, vocab);
+        row(0)[vocab - 1] = 9f;
+        row(0)[vocab - 2] = 9f;
+        if (rows > 1)
+        {
+            row(1)[0] = float.NaN;
+            row(1)[vocab / 3] = float.NaN;
+            row(1)[vocab / 2] = 7f;
+            row(1)[vocab - 5] = 7f;
+            row(2).Fill(float.NegativeInfinity);
+            row(2)[1] = float.NaN;
+            row(3)[500] = float.PositiveInfinity;
+            row(3)[900] = float.PositiveInfinity;
+            row(4)[vocab - 1] = 11f;
+        }
+
+        using var logits = F32(b, values, rows, vocab);
+        var ids = Enumerable.Repeat(int.MinValue, rows).ToArray();
+        b.Argmax(logits, ids);
+        return [ids.Select(i => (float)i).ToArray()];
     }
 
     /// <summary>
