@@ -140,6 +140,12 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
     /// </summary>
     internal bool RecordDecodeGraphs { get; set; } = true;
 
+    /// <summary>
+    /// When set, every eager kernel launch is timed alone between two events (waiting for each one) and added here under
+    /// its name and grid: where a step's device time goes. Slows everything down; for measurements only.
+    /// </summary>
+    internal Dictionary<string, (int Count, double Milliseconds)>? KernelTimes { get; set; }
+
     public void EnableDecodeGraphs(DecodeGraphLimits limits)
     {
         ArgumentNullException.ThrowIfNull(limits);
@@ -949,7 +955,33 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
             }
         }
 
-        _ctx.Launch(function, kernel, gridX, gridY, block, args, gridZ: gridZ);
+        if (KernelTimes is null)
+        {
+            _ctx.Launch(function, kernel, gridX, gridY, block, args, gridZ: gridZ);
+            return;
+        }
+
+        var driver = _ctx.Driver;
+        nint start, stop;
+        driver.Check(driver.EventCreate(&start, 0), "cuEventCreate");
+        driver.Check(driver.EventCreate(&stop, 0), "cuEventCreate");
+        try
+        {
+            driver.Check(driver.EventRecord(start, _ctx.Stream), "cuEventRecord");
+            _ctx.Launch(function, kernel, gridX, gridY, block, args, gridZ: gridZ);
+            driver.Check(driver.EventRecord(stop, _ctx.Stream), "cuEventRecord");
+            driver.Check(driver.EventSynchronize(stop), "cuEventSynchronize");
+            float ms;
+            driver.Check(driver.EventElapsedTime(&ms, start, stop), "cuEventElapsedTime");
+            var key = $"{kernel} grid {gridX}x{gridY}x{gridZ}";
+            var (count, total) = KernelTimes.GetValueOrDefault(key);
+            KernelTimes[key] = (count + 1, total + ms);
+        }
+        finally
+        {
+            driver.EventDestroy(start);
+            driver.EventDestroy(stop);
+        }
     }
 
     private uint GridFor(long n) => (uint)Math.Max(1, Math.Min((n + 255) / 256, _ctx.MultiprocessorCount * 16L));

@@ -512,6 +512,20 @@ internal static class Program
             var computed = tokens.Count;
             var deviceMs = CudaTimer.TimeMilliseconds(cuda, () => model.Forward(SingleSequence(tokens, computed - 1, pool, table), cache, logits));
             Console.WriteLine($"device step  {deviceMs:F2} ms between events around one eager decode forward ({100 * (model.WeightBytes / bandwidth / 1e6) / deviceMs:F1}% of roofline)");
+
+            // Where the device time of one decode step goes: each kernel timed alone (the stream waits after each).
+            tokens.Add(1);
+            cuda.KernelTimes = [];
+            model.Forward(SingleSequence(tokens, computed, pool, table), cache, logits);
+            cuda.Download(logits, host);
+            var times = cuda.KernelTimes;
+            cuda.KernelTimes = null;
+            var sum = times.Values.Sum(v => v.Milliseconds);
+            Console.WriteLine($"kernels      {times.Values.Sum(v => v.Count)} launches in one decode step, {sum:F2} ms if run back to back; by kernel and grid:");
+            foreach (var (key, (count, ms)) in times.OrderByDescending(e => e.Value.Milliseconds).Take(16))
+            {
+                Console.WriteLine($"  {key,-44} {count,4} x {1000 * ms / count,8:F1} us = {ms:F3} ms ({100 * ms / sum:F1}%)");
+            }
         }
 
         // One decode-shaped product alone: the GEMV against cuBLAS on the same weights.
