@@ -955,7 +955,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
             }
         }
 
-        if (KernelTimes is null)
+        if (KernelTimes is null || _mode == StepMode.Capture)
         {
             _ctx.Launch(function, kernel, gridX, gridY, block, args, gridZ: gridZ);
             return;
