@@ -79,6 +79,9 @@ paged_attention(const float* __restrict__ q, const float* __restrict__ key_cache
             float dot = 0.f;
             if (vec4)
             {
+                // Unrolled so that several 16-byte loads of the row are in flight at once: one lane walks a whole
+                // row, and a load-then-add chain one float4 at a time left each lane waiting on memory latency.
+#pragma unroll 8
                 for (int d = 0; d < head_dim; d += 4)
                 {
                     const float4 k4 = *reinterpret_cast<const float4*>(kr + d);
@@ -99,6 +102,7 @@ paged_attention(const float* __restrict__ q, const float* __restrict__ key_cache
 #pragma unroll
         for (int j = 0; j < ATTN_PER_LANE; j++) acc[j] *= correction;
         const int n = min(32, end - tile);
+#pragma unroll 4
         for (int i = 0; i < n; i++)
         {
             const float w = __shfl_sync(0xffffffffu, e, i);
