@@ -48,6 +48,10 @@ run)
         echo "== enclave bench --device cuda"
         "$work/app/enclave" bench --dummy "$dir/bench/deepseek-r1-distill-qwen-7b.json" --device cuda --prompt-len 128 --gen-len 32 || echo "enclave bench exit code $?"
         "$work/app/enclave" bench --dummy "$dir/bench/qwen2-0.5b.json" --device auto --prompt-len 128 --gen-len 32 || echo "enclave bench exit code $?"
+        echo "== decode graphs (the default) against --enforce-eager, 1.5B"
+        for eager in "" --enforce-eager; do
+            "$work/app/enclave" bench --dummy "$dir/bench/deepseek-r1-distill-qwen-1.5b.json" --device cuda --prompt-len 128 --gen-len 64 $eager || echo "enclave bench exit code $?"
+        done
         echo "== DeepSeek (MLA + MoE) on CUDA"
         "$work/app/enclave" bench --dummy "$dir/bench/deepseek-v2-lite-4layers.json" --device cuda --prompt-len 128 --gen-len 32 || echo "enclave bench exit code $?"
     } 2>&1 | tee "$logs/gpucheck.log"
