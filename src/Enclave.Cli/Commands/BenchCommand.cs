@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Diagnostics;
+using Enclave.Engine.Backends;
 using Enclave.Engine.Backends.Cpu;
 using Enclave.Engine.Cuda;
 using Enclave.Engine.Formats;
@@ -25,7 +26,8 @@ internal static class BenchCommand
         var device = CommonOptions.Device();
         var threads = CommonOptions.Threads();
         var enforceEager = CommonOptions.EnforceEager();
-        var command = new Command("bench", "Measure prefill and decode speed (see also: bench serve)") { model, dummy, promptLen, genLen, batch, device, threads, enforceEager };
+        var profile = new Option<bool>("--profile") { Description = "Time every operation and print where prefill and decode spend it (CPU: the operations' own time; CUDA: host enqueue time)" };
+        var command = new Command("bench", "Measure prefill and decode speed (see also: bench serve)") { model, dummy, promptLen, genLen, batch, device, threads, enforceEager, profile };
         foreach (var sub in subcommands)
         {
             command.Subcommands.Add(sub);
@@ -76,7 +78,9 @@ internal static class BenchCommand
             var modelConfig = gguf?.Config ?? ModelConfig.Load(directory);
             ModelRegistry.EnsureSupported(modelConfig);
 
-            using var backend = CommonOptions.CreateBackend(result.GetValue(device)!, result.GetValue(threads), result.GetValue(enforceEager));
+            var deviceBackend = CommonOptions.CreateBackend(result.GetValue(device)!, result.GetValue(threads), result.GetValue(enforceEager));
+            var profiler = result.GetValue(profile) ? new ProfilingBackend(deviceBackend) : null;
+            using var backend = (IBackend?)profiler ?? deviceBackend;
             using IWeightSource weights = gguf is not null ? gguf : config is not null ? DummyWeights.Create(modelConfig) : SafetensorsCheckpoint.Open(directory);
             using var causalLm = ModelRegistry.Create(modelConfig, weights, backend);
             // The KV cache the workload needs (every sequence at full length, whole blocks), not a GPU's worth of it.
@@ -92,20 +96,24 @@ internal static class BenchCommand
 
             // Warm up (JIT, page-in of mapped weights), then prefill alone: every sequence generates one token.
             await RunAsync(engine, [prompts[0][..Math.Min(p, 16)]], greedy with { MaxTokens = 2 }, cancellationToken);
+            profiler?.Reset();
             var prefill = Stopwatch.StartNew();
             await RunAsync(engine, prompts, greedy with { MaxTokens = 1 }, cancellationToken);
             prefill.Stop();
+            var prefillProfile = profiler?.Report($"prefill of {b * p} tokens");
+            profiler?.Reset();
 
             var decode = await RunAsync(engine, prompts, greedy with { MaxTokens = g }, cancellationToken);
+            var decodeProfile = profiler?.Report($"prefill of {b * p} tokens, then {g - 1} decode steps of batch {b}");
             var decodeTokens = (double)b * (g - 1);
             var decodeSeconds = decode.End - decode.AllFirstToken;
-            var bandwidth = lm.Model.Backend is CudaBackend gpu ? CudaTimer.CopyBandwidthGBps(gpu) : MemoryBandwidth.MeasureGBps();
+            var bandwidth = deviceBackend is CudaBackend gpu ? CudaTimer.CopyBandwidthGBps(gpu) : MemoryBandwidth.MeasureGBps();
             var weightBytes = lm.Model.WeightBytes;
             var rooflineTokensPerSecond = bandwidth * 1e9 / weightBytes;
             var decodeRate = decodeTokens / decodeSeconds;
             var perSequence = decodeRate / b;
             Console.WriteLine($"model        {lm.Config.Architecture} ({(config is not null ? "dummy weights from " + config.Name : directory)})");
-            Console.WriteLine($"backend      {lm.Model.Backend.Name}" + (lm.Model.Backend is CudaBackend ? $", decode graphs {(engine.DecodeGraphs ? "on" : "off")}" : string.Empty));
+            Console.WriteLine($"backend      {lm.Model.Backend.Name}" + (deviceBackend is CudaBackend ? $", decode graphs {(engine.DecodeGraphs ? "on" : "off")}" : string.Empty));
             Console.WriteLine($"shape        hidden {lm.Config.HiddenSize}, layers {lm.Config.NumHiddenLayers}, heads {lm.Config.NumAttentionHeads}/{lm.Config.NumKeyValueHeads} kv, vocab {vocab}");
             Console.WriteLine($"weights      {weightBytes / 1e9:F3} GB read per token; loaded in {load.Elapsed.TotalSeconds:F2} s");
             Console.WriteLine($"kv cache     {lm.Model.KvCacheSpec.BytesPerToken} bytes per token");
@@ -117,6 +125,12 @@ internal static class BenchCommand
             var process = Process.GetCurrentProcess();
             Console.WriteLine($"memory       {process.PeakWorkingSet64 / 1048576.0:F0} MiB peak resident, {process.WorkingSet64 / 1048576.0:F0} MiB now" +
                 (gguf is not null ? $" (file {new FileInfo(directory).Length / 1048576.0:F0} MiB, kv cache {(long)lm.Model.KvCacheSpec.BytesPerToken * (p + g) * b / 1048576.0:F0} MiB)" : string.Empty));
+            if (profiler is not null)
+            {
+                Console.Write(prefillProfile);
+                Console.Write(decodeProfile);
+            }
+
             if (config is not null)
             {
                 Directory.Delete(directory, recursive: true);

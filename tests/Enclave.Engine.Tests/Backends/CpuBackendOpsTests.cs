@@ -82,6 +82,11 @@ public sealed class CpuBackendOpsTests
         // Tiny F16 weights are mostly subnormal halves, which take the conversion's slow branch.
         ops["MatMul F16 subnormal weights T=5 in=77 out=9"] = b => MatMul(b, DType.F16, 5, 77, 9, false, 1e-4f);
         ops["Embedding F16 every bit pattern"] = b => EveryBitPattern(b, DType.F16);
+
+        // Weights without infinities or NaN take the shorter conversion; a weight holding either must not.
+        ops["MatMul F16 every finite bit pattern T=256"] = b => EveryFiniteHalfThroughMatMul(b, 256);
+        ops["MatMul F16 every finite bit pattern T=3"] = b => EveryFiniteHalfThroughMatMul(b, 3);
+        ops["MatMul F16 weights with infinity and NaN"] = NonFiniteHalfWeights;
         ops["Embedding BF16 every bit pattern"] = b => EveryBitPattern(b, DType.BF16);
 
         foreach (var count in new[] { 1, 37 * 77, 40_003 })
@@ -219,6 +224,57 @@ public sealed class CpuBackendOpsTests
                 }
             }
         }
+    }
+
+    /// <summary>
+    /// All finite halves as weights [256, 256] (infinities and NaN zeroed) times one-hot activations, so each output
+    /// is one weight widened: it must equal .NET's conversion exactly, in the decode and the widening prefill path.
+    /// </summary>
+    private static void EveryFiniteHalfThroughMatMul(CpuBackend backend, int tokens)
+    {
+        var patterns = Enumerable.Range(0, 65536).Select(i => (ushort)((i & 0x7C00) == 0x7C00 ? 0 : i)).ToArray();
+        var columns = Enumerable.Range(0, tokens).Select(t => tokens == 256 ? t : (t * 127) % 256).ToArray();
+        var x = new float[tokens * 256];
+        for (var t = 0; t < tokens; t++)
+        {
+            x[(t * 256) + columns[t]] = 1f;
+        }
+
+        using var xt = F32(backend, x, tokens, 256);
+        using var wt = Raw(backend, DType.F16, MemoryMarshal.AsBytes(patterns.AsSpan()).ToArray(), 256, 256);
+        using var yt = Poisoned(backend, tokens, 256);
+        backend.MatMul(xt, wt, null, yt);
+        var actual = Download(backend, yt);
+        for (var t = 0; t < tokens; t++)
+        {
+            for (var r = 0; r < 256; r++)
+            {
+                var bits = patterns[(r * 256) + columns[t]];
+                var expected = (float)BitConverter.UInt16BitsToHalf(bits);
+                Assert.True(expected == actual[(t * 256) + r], $"F16 0x{bits:X4} through MatMul gave {actual[(t * 256) + r]:R}, expected {expected:R}");
+            }
+        }
+    }
+
+    private static void NonFiniteHalfWeights(CpuBackend backend)
+    {
+        // Rows: +inf, -inf, NaN and 1.0 in column 3; the activations pick column 3.
+        ushort[] halves = [.. Enumerable.Repeat((ushort)0, 4 * 8)];
+        halves[3] = 0x7C00;
+        halves[8 + 3] = 0xFC00;
+        halves[16 + 3] = 0x7E00;
+        halves[24 + 3] = 0x3C00;
+        var x = new float[8];
+        x[3] = 2f;
+        using var xt = F32(backend, x, 1, 8);
+        using var wt = Raw(backend, DType.F16, MemoryMarshal.AsBytes(halves.AsSpan()).ToArray(), 4, 8);
+        using var yt = Poisoned(backend, 1, 4);
+        backend.MatMul(xt, wt, null, yt);
+        var y = Download(backend, yt);
+        Assert.Equal(float.PositiveInfinity, y[0]);
+        Assert.Equal(float.NegativeInfinity, y[1]);
+        Assert.True(float.IsNaN(y[2]), $"NaN weight gave {y[2]}");
+        Assert.Equal(2f, y[3]);
     }
 
     private static void SiluMul(CpuBackend backend, int count)

@@ -76,6 +76,7 @@ public sealed class CpuBackend : IBackend
         }
 
         source.CopyTo(tensor.Bytes);
+        tensor.ContentsChanged();
     }
 
     public void Upload(ReadOnlySpan<float> source, DeviceTensor destination)

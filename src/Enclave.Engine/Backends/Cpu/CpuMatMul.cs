@@ -15,7 +15,11 @@ namespace Enclave.Engine.Backends.Cpu;
 /// </summary>
 internal static unsafe class CpuMatMul
 {
+
     private const int RowGroup = 4;
+
+    // Rows longer than this (in elements) are read in pairs by single-token products, see RowPair.
+    private const int LongRow = 4096;
 
     // Aim for a weight tile of about this many bytes so it stays cache-resident across token blocks.
     private const int TileBytes = 128 * 1024;
@@ -45,6 +49,9 @@ internal static unsafe class CpuMatMul
         // Quantized weights (QuantizedMatMul): when Quantized is set, W is the packed data and every tile is first
         // dequantized into the worker's fp32 scratch, so the fp32 kernel runs unchanged over it.
         public bool Quantized;
+
+        /// <summary>F16 weights with no infinity or NaN: read with the shorter conversion.</summary>
+        public bool FiniteHalves;
         public WeightEncoding Encoding;
         public float* Scales;
         public byte* Zeros;
@@ -128,12 +135,19 @@ internal static unsafe class CpuMatMul
                     WidenTile<TS, TV, Bf16Weights>(rowStart, rowEnd, _scratch[worker]);
                     Tile<TS, TV, F32Weights>((byte*)(_scratch[worker] - ((nint)rowStart * In)), rowStart, rowEnd);
                     break;
+                case DType.F16 when Tokens >= WidenTileFromTokens && FiniteHalves:
+                    WidenTile<TS, TV, FiniteF16Weights>(rowStart, rowEnd, _scratch[worker]);
+                    Tile<TS, TV, F32Weights>((byte*)(_scratch[worker] - ((nint)rowStart * In)), rowStart, rowEnd);
+                    break;
                 case DType.F16 when Tokens >= WidenTileFromTokens:
                     WidenTile<TS, TV, F16Weights>(rowStart, rowEnd, _scratch[worker]);
                     Tile<TS, TV, F32Weights>((byte*)(_scratch[worker] - ((nint)rowStart * In)), rowStart, rowEnd);
                     break;
                 case DType.BF16:
                     Tile<TS, TV, Bf16Weights>(W, rowStart, rowEnd);
+                    break;
+                case DType.F16 when FiniteHalves:
+                    Tile<TS, TV, FiniteF16Weights>(W, rowStart, rowEnd);
                     break;
                 case DType.F16:
                     Tile<TS, TV, F16Weights>(W, rowStart, rowEnd);
@@ -220,6 +234,25 @@ internal static unsafe class CpuMatMul
             where TW : IWeightFormat
         {
             var rowBytes = (nint)In * TW.DType.SizeInBytes();
+            if (Tokens == 1)
+            {
+                var r = rowStart;
+                if (In > LongRow)
+                {
+                    for (; r + 2 <= rowEnd; r += 2)
+                    {
+                        RowPair<TS, TV, TW>(X, In, w + (r * rowBytes), rowBytes, Bias, r, Y);
+                    }
+                }
+
+                for (; r < rowEnd; r++)
+                {
+                    SingleRow<TS, TV, TW>(X, In, w + (r * rowBytes), Bias, r, Y);
+                }
+
+                return;
+            }
+
             var t = 0;
             if (TokenGroup == 4)
             {
@@ -313,6 +346,7 @@ internal static unsafe class CpuMatMul
         }
 
         job.Quantized = false;
+        job.FiniteHalves = weight.DType == DType.F16 && weight.HalfValuesFinite;
         job.X = x.F32Pointer;
         job.W = weight.Pointer;
         job.Bias = bias == null ? null : bias.F32Pointer;
@@ -357,6 +391,7 @@ internal static unsafe class CpuMatMul
         job.EnsureScratch(pool.ThreadCount, (long)tileRows * inFeatures);
 
         job.Quantized = true;
+        job.FiniteHalves = false;
         job.Encoding = weight.Encoding;
         job.Scales = ((CpuTensor)weight.Scales).F32Pointer;
         job.Zeros = weight.Zeros is null ? null : ((CpuTensor)weight.Zeros).Pointer;
@@ -471,6 +506,90 @@ internal static unsafe class CpuMatMul
 
     /// <summary>Adds the scalar tail [k, n), the bias, and stores the valid rows of one token.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    /// <summary>
+    /// y[row] = x · w[row] (+ bias) for one token: a row at a time with four accumulators, so each thread reads one
+    /// sequential stream (the hardware prefetcher keeps up with that; four interleaved rows it did not, and decode
+    /// reads every weight from DRAM once per token).
+    /// </summary>
+    private static void SingleRow<TS, TV, TW>(float* x, int n, byte* w, float* bias, int row, float* y)
+        where TS : ISimd<TV>
+        where TV : struct
+        where TW : IWeightFormat
+    {
+        TV a0 = TS.Zero, a1 = TS.Zero, a2 = TS.Zero, a3 = TS.Zero;
+        var k = 0;
+        for (; k <= n - (4 * TS.Count); k += 4 * TS.Count)
+        {
+            a0 = TS.MultiplyAdd(TS.Load(x + k), TW.Load<TS, TV>(w, k), a0);
+            a1 = TS.MultiplyAdd(TS.Load(x + k + TS.Count), TW.Load<TS, TV>(w, k + TS.Count), a1);
+            a2 = TS.MultiplyAdd(TS.Load(x + k + (2 * TS.Count)), TW.Load<TS, TV>(w, k + (2 * TS.Count)), a2);
+            a3 = TS.MultiplyAdd(TS.Load(x + k + (3 * TS.Count)), TW.Load<TS, TV>(w, k + (3 * TS.Count)), a3);
+        }
+
+        for (; k <= n - TS.Count; k += TS.Count)
+        {
+            a0 = TS.MultiplyAdd(TS.Load(x + k), TW.Load<TS, TV>(w, k), a0);
+        }
+
+        var sum = TS.Sum(TS.Add(TS.Add(a0, a1), TS.Add(a2, a3)));
+        for (; k < n; k++)
+        {
+            sum = MathF.FusedMultiplyAdd(x[k], TW.Load<SimdScalar, float>(w, k), sum);
+        }
+
+        y[row] = bias == null ? sum : sum + bias[row];
+    }
+
+    /// <summary>
+    /// Two rows of one token at once: for rows so long that the fp32 activations no longer stay in L1 beside the
+    /// streaming weights, each activation load then serves two rows.
+    /// </summary>
+    private static void RowPair<TS, TV, TW>(float* x, int n, byte* w, nint rowBytes, float* bias, int row, float* y)
+        where TS : ISimd<TV>
+        where TV : struct
+        where TW : IWeightFormat
+    {
+        var w1 = w + rowBytes;
+        TV a0 = TS.Zero, a1 = TS.Zero, b0 = TS.Zero, b1 = TS.Zero;
+        var k = 0;
+        for (; k <= n - (2 * TS.Count); k += 2 * TS.Count)
+        {
+            if (System.Runtime.Intrinsics.X86.Sse.IsSupported)
+            {
+                // Non-temporal prefetch a few KiB ahead: the weights are used once, and kept out of the way of
+                // the activations (a long fp32 row does not otherwise stay in L1 beside them). Measured to help
+                // long rows only; short rows are left to the hardware prefetcher.
+                var ahead = (k * TW.DType.SizeInBytes()) + 4096;
+                System.Runtime.Intrinsics.X86.Sse.PrefetchNonTemporal(w + ahead);
+                System.Runtime.Intrinsics.X86.Sse.PrefetchNonTemporal(w1 + ahead);
+            }
+
+            var x0 = TS.Load(x + k);
+            var x1 = TS.Load(x + k + TS.Count);
+            a0 = TS.MultiplyAdd(x0, TW.Load<TS, TV>(w, k), a0);
+            b0 = TS.MultiplyAdd(x0, TW.Load<TS, TV>(w1, k), b0);
+            a1 = TS.MultiplyAdd(x1, TW.Load<TS, TV>(w, k + TS.Count), a1);
+            b1 = TS.MultiplyAdd(x1, TW.Load<TS, TV>(w1, k + TS.Count), b1);
+        }
+
+        for (; k <= n - TS.Count; k += TS.Count)
+        {
+            var x0 = TS.Load(x + k);
+            a0 = TS.MultiplyAdd(x0, TW.Load<TS, TV>(w, k), a0);
+            b0 = TS.MultiplyAdd(x0, TW.Load<TS, TV>(w1, k), b0);
+        }
+
+        float s0 = TS.Sum(TS.Add(a0, a1)), s1 = TS.Sum(TS.Add(b0, b1));
+        for (; k < n; k++)
+        {
+            s0 = MathF.FusedMultiplyAdd(x[k], TW.Load<SimdScalar, float>(w, k), s0);
+            s1 = MathF.FusedMultiplyAdd(x[k], TW.Load<SimdScalar, float>(w1, k), s1);
+        }
+
+        y[row] = bias == null ? s0 : s0 + bias[row];
+        y[row + 1] = bias == null ? s1 : s1 + bias[row + 1];
+    }
+
     private static void Finish<TW>(float* x, int n, int k, byte* w0, byte* w1, byte* w2, byte* w3, float s0, float s1, float s2, float s3, int row, int rowEnd, float* bias, float* y)
         where TW : IWeightFormat
     {

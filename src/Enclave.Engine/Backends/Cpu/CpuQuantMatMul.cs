@@ -23,6 +23,22 @@ internal static unsafe class CpuQuantMatMul
     private const int TokenGroup = 4;
     private const int TileBytes = 96 * 1024;
 
+    /// <summary>A compile-time switch: the JIT specialises a kernel per struct argument and folds the branches away.</summary>
+    internal interface IFlag
+    {
+        static abstract bool Value { get; }
+    }
+
+    internal readonly struct True : IFlag
+    {
+        public static bool Value => true;
+    }
+
+    internal readonly struct False : IFlag
+    {
+        public static bool Value => false;
+    }
+
     /// <summary>The integer dot-product instructions a kernel uses.</summary>
     public enum Kernel
     {
@@ -112,40 +128,79 @@ internal static unsafe class CpuQuantMatMul
         private void Row(byte* row, int t0, int tn, Span<float> results)
         {
             var blocks = In / 32;
+            var scalesPerToken = In / ActivationBlock(WeightType);
             var qx = Qx + ((long)t0 * In);
-            var dx = Dx + ((long)t0 * blocks);
+            var dx = Dx + ((long)t0 * scalesPerToken);
             var sx = Sx + ((long)t0 * (In / 16));
             if (Kernel == Kernel.Scalar)
             {
                 for (var k = 0; k < tn; k++)
                 {
-                    results[k] = ScalarRow(WeightType, row, In, qx + ((long)k * In), dx + ((long)k * blocks), sx + ((long)k * (In / 16)));
+                    results[k] = ScalarRow(WeightType, row, In, qx + ((long)k * In), dx + ((long)k * scalesPerToken), sx + ((long)k * (In / 16)));
                 }
 
                 return;
             }
 
-            var vnni = Kernel == Kernel.AvxVnni;
+            if (Kernel == Kernel.AvxVnni)
+            {
+                RowKernel<True>(row, qx, dx, sx, tn, results);
+            }
+            else
+            {
+                RowKernel<False>(row, qx, dx, sx, tn, results);
+            }
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private void RowKernel<TVnni>(byte* row, sbyte* qx, float* dx, short* sx, int tn, Span<float> results)
+            where TVnni : struct, IFlag
+        {
+            if (tn == TokenGroup)
+            {
+                // A full group of tokens: each weight block is unpacked once and dotted with all of them.
+                switch (WeightType)
+                {
+                    case DType.Q8_0:
+                        GroupQ8_0<TVnni>(row, In / 32, qx, dx, In, results);
+                        return;
+                    case DType.Q4_K:
+                        GroupQ45K<TVnni, False>(row, In / 256, qx, dx, sx, In, results);
+                        return;
+                    case DType.Q5_K:
+                        GroupQ45K<TVnni, True>(row, In / 256, qx, dx, sx, In, results);
+                        return;
+                    case DType.Q6_K:
+                        GroupQ6K<TVnni>(row, In / 256, qx, dx, sx, In, results);
+                        return;
+                }
+            }
+
             switch (WeightType)
             {
                 case DType.Q8_0:
-                    RowQ8_0(row, blocks, qx, dx, In, tn, vnni, results);
+                    RowQ8_0<TVnni>(row, In / 32, qx, dx, In, tn, results);
                     break;
                 case DType.Q4_0:
-                    RowQ4_0(row, blocks, qx, dx, sx, In, tn, vnni, results);
+                    RowQ4_0<TVnni>(row, In / 32, qx, dx, sx, In, tn, results);
                     break;
                 case DType.Q4_K:
+                    RowQ45K<TVnni, False>(row, In / 256, qx, dx, sx, In, tn, results);
+                    break;
                 case DType.Q5_K:
-                    RowQ45K(row, In / 256, qx, dx, sx, In, tn, vnni, WeightType == DType.Q5_K, results);
+                    RowQ45K<TVnni, True>(row, In / 256, qx, dx, sx, In, tn, results);
                     break;
                 case DType.Q6_K:
-                    RowQ6K(row, In / 256, qx, dx, sx, In, tn, vnni, results);
+                    RowQ6K<TVnni>(row, In / 256, qx, dx, sx, In, tn, results);
                     break;
                 default:
                     throw new InvalidOperationException($"{WeightType} is not a block type");
             }
         }
     }
+
+    /// <summary>Values per activation scale for a weight type: 256 for the K-quants (one per super-block), else 32.</summary>
+    internal static int ActivationBlock(DType weightType) => weightType is DType.Q4_K or DType.Q5_K or DType.Q6_K ? 256 : 32;
 
     public static void Run(CpuWorkerPool pool, Job job, int width, CpuTensor x, CpuTensor weight, CpuTensor? bias, CpuTensor output)
     {
@@ -180,7 +235,7 @@ internal static unsafe class CpuQuantMatMul
         }
 
         job.Ensure((long)tokens * inFeatures);
-        QuantizeActivations(x.F32Pointer, (long)tokens * inFeatures, job.Qx, job.Dx, job.Sx);
+        QuantizeActivations(x.F32Pointer, (long)tokens * inFeatures, ActivationBlock(weight.DType), job.Qx, job.Dx, job.Sx);
 
         var rowBytes = weight.DType.RowBytes(inFeatures);
         var tileRows = (int)Math.Clamp(TileBytes / rowBytes, 1, 256);
@@ -200,62 +255,76 @@ internal static unsafe class CpuQuantMatMul
     }
 
     /// <summary>
-    /// Symmetric int8 quantisation of x in blocks of 32: d = max|x| / 127, q = round(x / d) in [-127, 127] (never -128,
-    /// so sign tricks stay exact), plus the sum of every 16 quantised values.
+    /// Symmetric int8 quantisation of x in blocks of <paramref name="block"/> values (32 for Q8_0/Q4_0 weights, whose
+    /// scales change every 32 values; 256 for the K-quants, whose integer products are then summed over a whole
+    /// super-block before the one conversion to fp32): d = max|x| / 127, q = round-half-even(x / d) in [-127, 127]
+    /// (never -128, so sign tricks stay exact), plus the sum of every 16 quantised values.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void QuantizeActivations(float* x, long count, sbyte* qx, float* dx, short* sx)
+    internal static void QuantizeActivations(float* x, long count, int block, sbyte* qx, float* dx, short* sx)
     {
-        for (long b = 0; b < count / 32; b++)
+        for (long b = 0; b < count / block; b++)
         {
-            var xb = x + (b * 32);
-            var amax = 0f;
-            if (Vector256.IsHardwareAccelerated)
+            var xb = x + (b * block);
+            var q = qx + (b * block);
+            var sums = sx + (b * block / 16);
+            if (Vector256.IsHardwareAccelerated && Avx2.IsSupported)
             {
-                var m = Vector256.Max(Vector256.Abs(Vector256.Load(xb)), Vector256.Abs(Vector256.Load(xb + 8)));
-                m = Vector256.Max(m, Vector256.Max(Vector256.Abs(Vector256.Load(xb + 16)), Vector256.Abs(Vector256.Load(xb + 24))));
-                for (var i = 0; i < 8; i++)
+                var m = Vector256<float>.Zero;
+                for (var i = 0; i < block; i += 8)
                 {
-                    amax = MathF.Max(amax, m.GetElement(i));
+                    m = Vector256.Max(m, Vector256.Abs(Vector256.Load(xb + i)));
+                }
+
+                var amax = Vector128.Max(m.GetLower(), m.GetUpper());
+                amax = Vector128.Max(amax, Vector128.Shuffle(amax, Vector128.Create(2, 3, 0, 1)));
+                amax = Vector128.Max(amax, Vector128.Shuffle(amax, Vector128.Create(1, 0, 3, 2)));
+                var d = amax.ToScalar() / 127f;
+                dx[b] = d;
+                var id = Vector256.Create(d != 0 ? 1f / d : 0f);
+                for (var i = 0; i < block; i += 16)
+                {
+                    // cvtps2dq rounds half to even, as MathF.Round does.
+                    var lo = Avx.ConvertToVector256Int32(Vector256.Load(xb + i) * id);
+                    var hi = Avx.ConvertToVector256Int32(Vector256.Load(xb + i + 8) * id);
+                    var narrowed = Vector256.Narrow(lo, hi);
+                    Vector128.Narrow(narrowed.GetLower(), narrowed.GetUpper()).Store(q + i);
+                    sums[i / 16] = (short)Vector256.Sum(lo + hi);
                 }
             }
             else
             {
-                for (var i = 0; i < 32; i++)
+                var amax = 0f;
+                for (var i = 0; i < block; i++)
                 {
                     amax = MathF.Max(amax, MathF.Abs(xb[i]));
                 }
-            }
 
-            var d = amax / 127f;
-            var id = d != 0 ? 1f / d : 0f;
-            dx[b] = d;
-            var q = qx + (b * 32);
-            int s0 = 0, s1 = 0;
-            for (var i = 0; i < 16; i++)
-            {
-                var v = (int)MathF.Round(xb[i] * id);
-                q[i] = (sbyte)v;
-                s0 += v;
-            }
+                var d = amax / 127f;
+                var id = d != 0 ? 1f / d : 0f;
+                dx[b] = d;
+                for (var i = 0; i < block; i += 16)
+                {
+                    var sum = 0;
+                    for (var j = i; j < i + 16; j++)
+                    {
+                        var v = (int)MathF.Round(xb[j] * id);
+                        q[j] = (sbyte)v;
+                        sum += v;
+                    }
 
-            for (var i = 16; i < 32; i++)
-            {
-                var v = (int)MathF.Round(xb[i] * id);
-                q[i] = (sbyte)v;
-                s1 += v;
+                    sums[i / 16] = (short)sum;
+                }
             }
-
-            sx[2 * b] = (short)s0;
-            sx[(2 * b) + 1] = (short)s1;
         }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Dot(Vector256<byte> unsignedLevels, Vector256<sbyte> x, bool vnni)
+    private static Vector256<int> Dot<TVnni>(Vector256<byte> unsignedLevels, Vector256<sbyte> x)
+        where TVnni : struct, IFlag
     {
         // Lane i of the result holds the sum over values 4i..4i+3, for both instruction sequences.
-        if (vnni)
+        if (TVnni.Value)
         {
             return AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, unsignedLevels, x);
         }
@@ -263,267 +332,459 @@ internal static unsafe class CpuQuantMatMul
         return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(unsignedLevels, x), Vector256.Create((short)1));
     }
 
+    /// <summary>
+    /// sum + Σ levels·x·scale in integers: pairs of u8·s8 products to int16 (at most 63·127·2, no saturation), then
+    /// times the int16 scales and pairs summed to int32 (<c>vpdpwssd</c> on AVX-VNNI).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> ScaledDot<TVnni>(Vector256<int> sum, Vector256<byte> unsignedLevels, Vector256<sbyte> x, Vector256<short> scales)
+        where TVnni : struct, IFlag
+    {
+        var pairs = Avx2.MultiplyAddAdjacent(unsignedLevels, x);
+        return TVnni.Value ? AvxVnni.MultiplyWideningAndAdd(sum, pairs, scales) : sum + Avx2.MultiplyAddAdjacent(pairs, scales);
+    }
+
     private static float Sum(Vector256<float> v) => Vector256.Sum(v);
 
-    private static float Half(byte* p) => (float)Unsafe.ReadUnaligned<Half>(p);
+    /// <summary>
+    /// 64 values of a Q4_K/Q5_K super-block: 32 bytes of 4-bit levels (low nibbles: values 0-31 with scale
+    /// <paramref name="pickLo"/>, high nibbles: values 32-63 with <paramref name="pickHi"/>), for Q5_K plus the fifth
+    /// bits <paramref name="bit"/> and bit+1 of qh.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Q45KPair<TVnni, TFiveBit>(Vector256<int> sumi, byte* qs, sbyte* y, Vector128<byte> scales, Vector128<byte> pickLo, Vector128<byte> pickHi, Vector256<byte> qh, int bit)
+        where TVnni : struct, IFlag
+        where TFiveBit : struct, IFlag
+    {
+        var mask = Vector256.Create((byte)0x0F);
+        var qv = Vector256.Load(qs);
+        var lo = qv & mask;
+        var hi = Vector256.ShiftRightLogical(qv.AsUInt16(), 4).AsByte() & mask;
+        if (TFiveBit.Value)
+        {
+            var sixteen = Vector256.Create((byte)16);
+            var bitLo = Vector256.Create((byte)(1 << bit));
+            var bitHi = Vector256.Create((byte)(2 << bit));
+            lo |= Vector256.Equals(qh & bitLo, bitLo) & sixteen;
+            hi |= Vector256.Equals(qh & bitHi, bitHi) & sixteen;
+        }
+
+        sumi = ScaledDot<TVnni>(sumi, lo, Vector256.Load(y), Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scales, pickLo)));
+        return ScaledDot<TVnni>(sumi, hi, Vector256.Load(y + 32), Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scales, pickHi)));
+    }
+
+    /// <summary>
+    /// One half (128 values) of a Q6_K super-block: ql [64 bytes] holds the low four bits, qh [32 bytes] the top two; each 32 levels are dotted with their activations and their two per-16 scales (int16 lanes 0-7 of a
+    /// product come from values 0-15, lanes 8-15 from values 16-31), picked out of the 16 scale bytes by a shuffle.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Q6KHalf<TVnni>(Vector256<int> sumi, byte* ql, byte* qhBytes, sbyte* y, Vector128<sbyte> scales, Vector128<sbyte> pickA, Vector128<sbyte> pickB, Vector128<sbyte> pickC, Vector128<sbyte> pickD)
+        where TVnni : struct, IFlag
+    {
+        var low = Vector256.Create((byte)0x0F);
+        var high = Vector256.Create((byte)0x30);
+        var qlA = Vector256.Load(ql);
+        var qlB = Vector256.Load(ql + 32);
+        var qh = Vector256.Load(qhBytes);
+        var l0 = (qlA & low) | (Vector256.ShiftLeft(qh.AsUInt16(), 4).AsByte() & high);
+        var l1 = (qlB & low) | (Vector256.ShiftLeft(qh.AsUInt16(), 2).AsByte() & high);
+        var l2 = (Vector256.ShiftRightLogical(qlA.AsUInt16(), 4).AsByte() & low) | (qh & high);
+        var l3 = (Vector256.ShiftRightLogical(qlB.AsUInt16(), 4).AsByte() & low) | (Vector256.ShiftRightLogical(qh.AsUInt16(), 2).AsByte() & high);
+        sumi = ScaledDot<TVnni>(sumi, l0, Vector256.Load(y), Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scales, pickA)));
+        sumi = ScaledDot<TVnni>(sumi, l1, Vector256.Load(y + 32), Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scales, pickB)));
+        sumi = ScaledDot<TVnni>(sumi, l2, Vector256.Load(y + 64), Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scales, pickC)));
+        return ScaledDot<TVnni>(sumi, l3, Vector256.Load(y + 96), Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scales, pickD)));
+    }
+
+    /// <summary>The half at p, through the conversion table (passed in so loops hold it in a register).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Half(float* table, byte* p) => table[*(ushort*)p];
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void RowQ8_0(byte* w, int blocks, sbyte* qx, float* dx, int n, int tn, bool vnni, Span<float> results)
+    private static void RowQ8_0<TVnni>(byte* w, int blocks, sbyte* qx, float* dx, int n, int tn, Span<float> results)
+        where TVnni : struct, IFlag
     {
-        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        var halves = CpuSimd.HalfTable;
         var nb = n / 32;
+        for (var k = 0; k < tn; k++)
+        {
+            // Two accumulators: one FMA chain would wait on its own latency every block.
+            Vector256<float> a0 = default, a1 = default;
+            var xk = qx + ((long)k * n);
+            var dk = dx + ((long)k * nb);
+            var b = 0;
+            for (; b + 1 < blocks; b += 2)
+            {
+                var wb = w + (b * 34);
+                var w0 = Vector256.Load((sbyte*)(wb + 2));
+                var w1 = Vector256.Load((sbyte*)(wb + 36));
+                var p0 = Dot<TVnni>(Avx2.Abs(w0), Avx2.Sign(Vector256.Load(xk + (b * 32)), w0));
+                var p1 = Dot<TVnni>(Avx2.Abs(w1), Avx2.Sign(Vector256.Load(xk + (b * 32) + 32), w1));
+                a0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p0), Vector256.Create(Half(halves, wb) * dk[b]), a0);
+                a1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p1), Vector256.Create(Half(halves, wb + 34) * dk[b + 1]), a1);
+            }
+
+            if (b < blocks)
+            {
+                var wb = w + (b * 34);
+                var w0 = Vector256.Load((sbyte*)(wb + 2));
+                var p0 = Dot<TVnni>(Avx2.Abs(w0), Avx2.Sign(Vector256.Load(xk + (b * 32)), w0));
+                a0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p0), Vector256.Create(Half(halves, wb) * dk[b]), a0);
+            }
+
+            results[k] = Sum(a0 + a1);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void RowQ4_0<TVnni>(byte* w, int blocks, sbyte* qx, float* dx, short* sx, int n, int tn, Span<float> results)
+        where TVnni : struct, IFlag
+    {
+        var halves = CpuSimd.HalfTable;
+        var nb = n / 32;
+        var mask = Vector128.Create((byte)0x0F);
+        for (var k = 0; k < tn; k++)
+        {
+            Vector256<float> a0 = default, a1 = default;
+            var offset = 0f;
+            var xk = qx + ((long)k * n);
+            var dk = dx + ((long)k * nb);
+            var sk = sx + ((long)k * (n / 16));
+            for (var b = 0; b < blocks; b++)
+            {
+                var wb = w + (b * 18);
+                var q = Vector128.Load(wb + 2);
+                var levels = Vector256.Create(q & mask, Vector128.ShiftRightLogical(q.AsUInt16(), 4).AsByte() & mask);
+                var scale = Half(halves, wb) * dk[b];
+                var product = Avx.ConvertToVector256Single(Dot<TVnni>(levels, Vector256.Load(xk + (b * 32))));
+                if ((b & 1) == 0)
+                {
+                    a0 = Fma.MultiplyAdd(product, Vector256.Create(scale), a0);
+                }
+                else
+                {
+                    a1 = Fma.MultiplyAdd(product, Vector256.Create(scale), a1);
+                }
+
+                offset += scale * 8 * (sk[2 * b] + sk[(2 * b) + 1]);
+            }
+
+            results[k] = Sum(a0 + a1) - offset;
+        }
+    }
+
+    /// <summary>
+    /// Q4_K / Q5_K against activations quantised per 256 (one scale per super-block): the eight 6-bit scales multiply
+    /// the integer products in int16, so each super-block is one int32 vector converted to fp32 once; the 6-bit
+    /// minimums come off through the activations' sums of 16.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void RowQ45K<TVnni, TFiveBit>(byte* w, int superBlocks, sbyte* qx, float* dx, short* sx, int n, int tn, Span<float> results)
+        where TVnni : struct, IFlag
+        where TFiveBit : struct, IFlag
+    {
+        var halves = CpuSimd.HalfTable;
+        var fiveBit = TFiveBit.Value;
+        const uint Low6 = 0x3f3f3f3f, Low4 = 0x0f0f0f0f, Low2 = 0x03030303;
+        // Byte shuffles that spread scale j over all sixteen lanes.
+        Vector128<byte> pick0 = Vector128.Create((byte)0), pick1 = Vector128.Create((byte)1), pick2 = Vector128.Create((byte)2), pick3 = Vector128.Create((byte)3);
+        Vector128<byte> pick4 = Vector128.Create((byte)4), pick5 = Vector128.Create((byte)5), pick6 = Vector128.Create((byte)6), pick7 = Vector128.Create((byte)7);
+        var blockBytes = fiveBit ? 176 : 144;
+        var perToken = n / 256;
+        for (var k = 0; k < tn; k++)
+        {
+            // a0: the scaled products; a1: the minimums' share, subtracted at the end.
+            Vector256<float> a0 = default, a1 = default;
+            var xk = qx + ((long)k * n);
+            var dk = dx + ((long)k * perToken);
+            var sk = sx + ((long)k * (n / 16));
+            for (var s = 0; s < superBlocks; s++)
+            {
+                var blk = w + (s * blockBytes);
+
+                // The twelve bytes of 6-bit scales and minimums, unpacked four at a time (ggml's get_scale_min_k4):
+                // scales 0-3 and minimums 0-3 are the low six bits of bytes 0-3 and 4-7; scales and minimums 4-7
+                // take their low four bits from bytes 8-11 and their top two from the spare bits of bytes 0-7.
+                uint u0 = *(uint*)(blk + 4), u1 = *(uint*)(blk + 8), u2 = *(uint*)(blk + 12);
+                var sc = (u0 & Low6) | ((ulong)((u2 & Low4) | (((u0 >> 6) & Low2) << 4)) << 32);
+                var mn = (u1 & Low6) | ((ulong)(((u2 >> 4) & Low4) | (((u1 >> 6) & Low2) << 4)) << 32);
+                var scaleBytes = Vector128.CreateScalar(sc).AsByte();
+
+                var qs = fiveBit ? blk + 48 : blk + 16;
+                var qh = fiveBit ? Vector256.Load(blk + 16) : default;
+                var y = xk + (s * 256);
+                var sumi = Vector256<int>.Zero;
+                sumi = Q45KPair<TVnni, TFiveBit>(sumi, qs, y, scaleBytes, pick0, pick1, qh, 0);
+                sumi = Q45KPair<TVnni, TFiveBit>(sumi, qs + 32, y + 64, scaleBytes, pick2, pick3, qh, 2);
+                sumi = Q45KPair<TVnni, TFiveBit>(sumi, qs + 64, y + 128, scaleBytes, pick4, pick5, qh, 4);
+                sumi = Q45KPair<TVnni, TFiveBit>(sumi, qs + 96, y + 192, scaleBytes, pick6, pick7, qh, 6);
+
+                // Σ_j min_j · (sum of the activations of block j), lane j holding block j: the minimums doubled
+                // (one per sum of 16) and multiplied pairwise with the 16 sums.
+                var minBytes = Vector128.CreateScalar(mn).AsByte();
+                var minPairs = Avx2.ConvertToVector256Int16(Sse2.UnpackLow(minBytes, minBytes));
+                var minDot = Avx2.MultiplyAddAdjacent(Vector256.Load(sk + (s * 16)), minPairs);
+
+                var dy = dk[s];
+                a0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Create(Half(halves, blk) * dy), a0);
+                a1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(minDot), Vector256.Create(Half(halves, blk + 2) * dy), a1);
+            }
+
+            results[k] = Sum(a0 - a1);
+        }
+    }
+
+    /// <summary>
+    /// Q6_K against activations quantised per 256: six-bit levels (0..63) times int8 activations in pairs, then the
+    /// signed per-16 scales in int16, one conversion to fp32 per super-block; the levels' offset of 32 comes off
+    /// through the activations' sums of 16.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void RowQ6K<TVnni>(byte* w, int superBlocks, sbyte* qx, float* dx, short* sx, int n, int tn, Span<float> results)
+        where TVnni : struct, IFlag
+    {
+        var halves = CpuSimd.HalfTable;
+        // Byte shuffles that spread scales (2g, 2g+1) of each half super-block over the two 8-lane halves.
+        var pick0 = Vector128.Create(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1).AsSByte();
+        Vector128<sbyte> pick1 = pick0 + Vector128.Create((sbyte)2), pick2 = pick0 + Vector128.Create((sbyte)4), pick3 = pick0 + Vector128.Create((sbyte)6);
+        Vector128<sbyte> pick4 = pick0 + Vector128.Create((sbyte)8), pick5 = pick0 + Vector128.Create((sbyte)10), pick6 = pick0 + Vector128.Create((sbyte)12), pick7 = pick0 + Vector128.Create((sbyte)14);
+        var perToken = n / 256;
+        for (var k = 0; k < tn; k++)
+        {
+            Vector256<float> a0 = default, a1 = default;
+            var xk = qx + ((long)k * n);
+            var dk = dx + ((long)k * perToken);
+            var sk = sx + ((long)k * (n / 16));
+            for (var s = 0; s < superBlocks; s++)
+            {
+                var blk = w + (s * 210);
+                var scaleBytes = Vector128.Load((sbyte*)(blk + 192));
+                var y = xk + (s * 256);
+
+                // The levels' offset of 32, folded into the integer sum: Σ_j scale_j · 32 · (sum of activations j).
+                var sumi = -Vector256.ShiftLeft(Avx2.MultiplyAddAdjacent(Vector256.Load(sk + (s * 16)), Avx2.ConvertToVector256Int16(scaleBytes)), 5);
+                sumi = Q6KHalf<TVnni>(sumi, blk, blk + 128, y, scaleBytes, pick0, pick1, pick2, pick3);
+                sumi = Q6KHalf<TVnni>(sumi, blk + 64, blk + 160, y + 128, scaleBytes, pick4, pick5, pick6, pick7);
+
+                var ddy = Vector256.Create(Half(halves, blk + 208) * dk[s]);
+                if ((s & 1) == 0)
+                {
+                    a0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), ddy, a0);
+                }
+                else
+                {
+                    a1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), ddy, a1);
+                }
+            }
+
+            results[k] = Sum(a0 + a1);
+        }
+    }
+
+    /// <summary>Four tokens against one Q8_0 row: each block loaded, its sign split off and its scale read once.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void GroupQ8_0<TVnni>(byte* w, int blocks, sbyte* qx, float* dx, int n, Span<float> results)
+        where TVnni : struct, IFlag
+    {
+        var halves = CpuSimd.HalfTable;
+        var nb = n / 32;
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
         for (var b = 0; b < blocks; b++)
         {
             var wb = w + (b * 34);
-            var dw = Half(wb);
             var wv = Vector256.Load((sbyte*)(wb + 2));
             var aw = Avx2.Abs(wv);
-            var xo = b * 32;
-            a0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot(aw, Avx2.Sign(Vector256.Load(qx + xo), wv), vnni)), Vector256.Create(dw * dx[b]), a0);
-            if (tn > 1)
-            {
-                a1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot(aw, Avx2.Sign(Vector256.Load(qx + n + xo), wv), vnni)), Vector256.Create(dw * dx[nb + b]), a1);
-            }
-
-            if (tn > 2)
-            {
-                a2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot(aw, Avx2.Sign(Vector256.Load(qx + (2 * n) + xo), wv), vnni)), Vector256.Create(dw * dx[(2 * nb) + b]), a2);
-            }
-
-            if (tn > 3)
-            {
-                a3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot(aw, Avx2.Sign(Vector256.Load(qx + (3 * n) + xo), wv), vnni)), Vector256.Create(dw * dx[(3 * nb) + b]), a3);
-            }
+            var dw = Half(halves, wb);
+            var x = qx + (b * 32);
+            var d = dx + b;
+            a0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot<TVnni>(aw, Avx2.Sign(Vector256.Load(x), wv))), Vector256.Create(dw * d[0]), a0);
+            a1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot<TVnni>(aw, Avx2.Sign(Vector256.Load(x + n), wv))), Vector256.Create(dw * d[nb]), a1);
+            a2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot<TVnni>(aw, Avx2.Sign(Vector256.Load(x + (2 * n)), wv))), Vector256.Create(dw * d[2 * nb]), a2);
+            a3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot<TVnni>(aw, Avx2.Sign(Vector256.Load(x + (3 * n)), wv))), Vector256.Create(dw * d[3 * nb]), a3);
         }
 
         results[0] = Sum(a0);
-        if (tn > 1)
-        {
-            results[1] = Sum(a1);
-        }
-
-        if (tn > 2)
-        {
-            results[2] = Sum(a2);
-        }
-
-        if (tn > 3)
-        {
-            results[3] = Sum(a3);
-        }
+        results[1] = Sum(a1);
+        results[2] = Sum(a2);
+        results[3] = Sum(a3);
     }
 
+    /// <summary>
+    /// Four tokens against one Q4_K/Q5_K row: per super-block the levels and the scales spread to int16 lanes are
+    /// unpacked once into sixteen registers, then dotted with every token.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void RowQ4_0(byte* w, int blocks, sbyte* qx, float* dx, short* sx, int n, int tn, bool vnni, Span<float> results)
+    private static void GroupQ45K<TVnni, TFiveBit>(byte* w, int superBlocks, sbyte* qx, float* dx, short* sx, int n, Span<float> results)
+        where TVnni : struct, IFlag
+        where TFiveBit : struct, IFlag
     {
-        Span<Vector256<float>> acc = stackalloc Vector256<float>[TokenGroup];
-        Span<float> offset = stackalloc float[TokenGroup];
-        acc.Clear();
-        offset.Clear();
-        var nb = n / 32;
-        var mask = Vector128.Create((byte)0x0F);
-        for (var b = 0; b < blocks; b++)
-        {
-            var wb = w + (b * 18);
-            var d = Half(wb);
-            var q = Vector128.Load(wb + 2);
-            var levels = Vector256.Create(q & mask, Vector128.ShiftRightLogical(q.AsUInt16(), 4).AsByte() & mask);
-            for (var k = 0; k < tn; k++)
-            {
-                var scale = d * dx[(k * nb) + b];
-                acc[k] = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot(levels, Vector256.Load(qx + ((long)k * n) + (b * 32)), vnni)), Vector256.Create(scale), acc[k]);
-                var s = sx + ((long)k * (n / 16)) + (2 * b);
-                offset[k] += scale * 8 * (s[0] + s[1]);
-            }
-        }
-
-        for (var k = 0; k < tn; k++)
-        {
-            results[k] = Sum(acc[k]) - offset[k];
-        }
-    }
-
-    /// <summary>acc + dot(lo, x[0..32])·s0 + dot(hi, x[32..64])·s1, for one token (inlined so accumulators stay in registers).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> Pair(Vector256<float> acc, Vector256<byte> lo, Vector256<byte> hi, sbyte* x, float s0, float s1, bool vnni)
-    {
-        acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot(lo, Vector256.Load(x), vnni)), Vector256.Create(s0), acc);
-        return Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot(hi, Vector256.Load(x + 32), vnni)), Vector256.Create(s1), acc);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void RowQ45K(byte* w, int superBlocks, sbyte* qx, float* dx, short* sx, int n, int tn, bool vnni, bool fiveBit, Span<float> results)
-    {
+        const uint Low6 = 0x3f3f3f3f, Low4 = 0x0f0f0f0f, Low2 = 0x03030303;
+        var halves = CpuSimd.HalfTable;
+        var blockBytes = TFiveBit.Value ? 176 : 144;
+        var perToken = n / 256;
+        var sums = n / 16;
         Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
-        float o0 = 0, o1 = 0, o2 = 0, o3 = 0;
-        var nb = n / 32;
-        var ns = n / 16;
-        var mask = Vector256.Create((byte)0x0F);
-        var sixteen = Vector256.Create((byte)16);
-        var blockBytes = fiveBit ? 176 : 144;
-        Span<float> scales = stackalloc float[8];
-        Span<float> mins = stackalloc float[8];
+        Vector256<float> m0 = default, m1 = default, m2 = default, m3 = default;
         for (var s = 0; s < superBlocks; s++)
         {
             var blk = w + (s * blockBytes);
-            var d = Half(blk);
-            var dmin = Half(blk + 2);
-            var packed = new ReadOnlySpan<byte>(blk + 4, 12);
-            for (var j = 0; j < 8; j++)
-            {
-                var (scale, min) = Formats.Gguf.GgmlQuants.ScaleMinK4(j, packed);
-                scales[j] = d * scale;
-                mins[j] = dmin * min;
-            }
+            uint u0 = *(uint*)(blk + 4), u1 = *(uint*)(blk + 8), u2 = *(uint*)(blk + 12);
+            var sc = Vector128.CreateScalar((u0 & Low6) | ((ulong)((u2 & Low4) | (((u0 >> 6) & Low2) << 4)) << 32)).AsByte();
+            var mn = Vector128.CreateScalar((u1 & Low6) | ((ulong)(((u2 >> 4) & Low4) | (((u1 >> 6) & Low2) << 4)) << 32)).AsByte();
+            var qs = TFiveBit.Value ? blk + 48 : blk + 16;
+            var qh = TFiveBit.Value ? Vector256.Load(blk + 16) : default;
+            var (l0, l1) = Levels45K<TFiveBit>(qs, qh, 0);
+            var (l2, l3) = Levels45K<TFiveBit>(qs + 32, qh, 2);
+            var (l4, l5) = Levels45K<TFiveBit>(qs + 64, qh, 4);
+            var (l6, l7) = Levels45K<TFiveBit>(qs + 96, qh, 6);
+            var s0 = Spread(sc, 0);
+            var s1 = Spread(sc, 1);
+            var s2 = Spread(sc, 2);
+            var s3 = Spread(sc, 3);
+            var s4 = Spread(sc, 4);
+            var s5 = Spread(sc, 5);
+            var s6 = Spread(sc, 6);
+            var s7 = Spread(sc, 7);
+            var minPairs = Avx2.ConvertToVector256Int16(Sse2.UnpackLow(mn, mn));
+            float d = Half(halves, blk), dmin = Half(halves, blk + 2);
+            var y = qx + (s * 256);
+            var ys = sx + (s * 16);
+            var dy = dx + s;
 
-            var qs = fiveBit ? blk + 48 : blk + 16;
-            var qh = fiveBit ? Vector256.Load(blk + 16) : default;
-            for (var p = 0; p < 4; p++)
-            {
-                var qv = Vector256.Load(qs + (32 * p));
-                var lo = qv & mask;
-                var hi = Vector256.ShiftRightLogical(qv.AsUInt16(), 4).AsByte() & mask;
-                if (fiveBit)
-                {
-                    var bitLo = Vector256.Create((byte)(1 << (2 * p)));
-                    var bitHi = Vector256.Create((byte)(1 << ((2 * p) + 1)));
-                    lo |= Vector256.Equals(qh & bitLo, bitLo) & sixteen;
-                    hi |= Vector256.Equals(qh & bitHi, bitHi) & sixteen;
-                }
-
-                var bi = (s * 8) + (2 * p);
-                float sc0 = scales[2 * p], sc1 = scales[(2 * p) + 1], m0 = mins[2 * p], m1 = mins[(2 * p) + 1];
-                var xo = (long)bi * 32;
-
-                // Token k: weights by its block scales; the minimums come off through its block sums.
-                a0 = Pair(a0, lo, hi, qx + xo, sc0 * dx[bi], sc1 * dx[bi + 1], vnni);
-                o0 += (m0 * dx[bi] * (sx[2 * bi] + sx[(2 * bi) + 1])) + (m1 * dx[bi + 1] * (sx[(2 * bi) + 2] + sx[(2 * bi) + 3]));
-                if (tn > 1)
-                {
-                    var dk = dx + nb;
-                    var sk = sx + ns;
-                    a1 = Pair(a1, lo, hi, qx + n + xo, sc0 * dk[bi], sc1 * dk[bi + 1], vnni);
-                    o1 += (m0 * dk[bi] * (sk[2 * bi] + sk[(2 * bi) + 1])) + (m1 * dk[bi + 1] * (sk[(2 * bi) + 2] + sk[(2 * bi) + 3]));
-                }
-
-                if (tn > 2)
-                {
-                    var dk = dx + (2 * nb);
-                    var sk = sx + (2 * ns);
-                    a2 = Pair(a2, lo, hi, qx + (2 * n) + xo, sc0 * dk[bi], sc1 * dk[bi + 1], vnni);
-                    o2 += (m0 * dk[bi] * (sk[2 * bi] + sk[(2 * bi) + 1])) + (m1 * dk[bi + 1] * (sk[(2 * bi) + 2] + sk[(2 * bi) + 3]));
-                }
-
-                if (tn > 3)
-                {
-                    var dk = dx + (3 * nb);
-                    var sk = sx + (3 * ns);
-                    a3 = Pair(a3, lo, hi, qx + (3 * n) + xo, sc0 * dk[bi], sc1 * dk[bi + 1], vnni);
-                    o3 += (m0 * dk[bi] * (sk[2 * bi] + sk[(2 * bi) + 1])) + (m1 * dk[bi + 1] * (sk[(2 * bi) + 2] + sk[(2 * bi) + 3]));
-                }
-            }
+            var sumi = TokenSum<TVnni>(y, l0, l1, l2, l3, l4, l5, l6, l7, s0, s1, s2, s3, s4, s5, s6, s7);
+            a0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Create(d * dy[0]), a0);
+            m0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(Vector256.Load(ys), minPairs)), Vector256.Create(dmin * dy[0]), m0);
+            sumi = TokenSum<TVnni>(y + n, l0, l1, l2, l3, l4, l5, l6, l7, s0, s1, s2, s3, s4, s5, s6, s7);
+            a1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Create(d * dy[perToken]), a1);
+            m1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(Vector256.Load(ys + sums), minPairs)), Vector256.Create(dmin * dy[perToken]), m1);
+            sumi = TokenSum<TVnni>(y + (2 * n), l0, l1, l2, l3, l4, l5, l6, l7, s0, s1, s2, s3, s4, s5, s6, s7);
+            a2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Create(d * dy[2 * perToken]), a2);
+            m2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(Vector256.Load(ys + (2 * sums)), minPairs)), Vector256.Create(dmin * dy[2 * perToken]), m2);
+            sumi = TokenSum<TVnni>(y + (3 * n), l0, l1, l2, l3, l4, l5, l6, l7, s0, s1, s2, s3, s4, s5, s6, s7);
+            a3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Create(d * dy[3 * perToken]), a3);
+            m3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(Vector256.Load(ys + (3 * sums)), minPairs)), Vector256.Create(dmin * dy[3 * perToken]), m3);
         }
 
-        results[0] = Sum(a0) - o0;
-        if (tn > 1)
-        {
-            results[1] = Sum(a1) - o1;
-        }
-
-        if (tn > 2)
-        {
-            results[2] = Sum(a2) - o2;
-        }
-
-        if (tn > 3)
-        {
-            results[3] = Sum(a3) - o3;
-        }
+        results[0] = Sum(a0 - m0);
+        results[1] = Sum(a1 - m1);
+        results[2] = Sum(a2 - m2);
+        results[3] = Sum(a3 - m3);
     }
 
-    /// <summary>acc + dot(levels, x[0..32]) scaled per 16 values, for one token of a Q6_K group.</summary>
+    /// <summary>The 4-bit (or 5-bit) levels of 64 values of a Q4_K/Q5_K super-block: low nibbles, then high.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> Sixteens(Vector256<float> acc, Vector256<byte> levels, sbyte* x, float ddx, float scA, float scB, bool vnni) =>
-        Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot(levels, Vector256.Load(x), vnni)), Vector256.Create(Vector128.Create(ddx * scA), Vector128.Create(ddx * scB)), acc);
-
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void RowQ6K(byte* w, int superBlocks, sbyte* qx, float* dx, short* sx, int n, int tn, bool vnni, Span<float> results)
+    private static (Vector256<byte> Low, Vector256<byte> High) Levels45K<TFiveBit>(byte* qs, Vector256<byte> qh, int bit)
+        where TFiveBit : struct, IFlag
     {
-        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
-        float o0 = 0, o1 = 0, o2 = 0, o3 = 0;
-        var nb = n / 32;
-        var ns = n / 16;
+        var mask = Vector256.Create((byte)0x0F);
+        var qv = Vector256.Load(qs);
+        var lo = qv & mask;
+        var hi = Vector256.ShiftRightLogical(qv.AsUInt16(), 4).AsByte() & mask;
+        if (TFiveBit.Value)
+        {
+            var sixteen = Vector256.Create((byte)16);
+            var bitLo = Vector256.Create((byte)(1 << bit));
+            var bitHi = Vector256.Create((byte)(2 << bit));
+            lo |= Vector256.Equals(qh & bitLo, bitLo) & sixteen;
+            hi |= Vector256.Equals(qh & bitHi, bitHi) & sixteen;
+        }
+
+        return (lo, hi);
+    }
+
+    /// <summary>Scale byte j of eight spread over all sixteen int16 lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<short> Spread(Vector128<byte> scales, byte j) =>
+        Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scales, Vector128.Create(j)));
+
+    /// <summary>Σ over 256 values of level · activation · scale for one token (eight groups of 32).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> TokenSum<TVnni>(
+        sbyte* y,
+        Vector256<byte> l0, Vector256<byte> l1, Vector256<byte> l2, Vector256<byte> l3, Vector256<byte> l4, Vector256<byte> l5, Vector256<byte> l6, Vector256<byte> l7,
+        Vector256<short> s0, Vector256<short> s1, Vector256<short> s2, Vector256<short> s3, Vector256<short> s4, Vector256<short> s5, Vector256<short> s6, Vector256<short> s7)
+        where TVnni : struct, IFlag
+    {
+        var sumi = ScaledDot<TVnni>(Vector256<int>.Zero, l0, Vector256.Load(y), s0);
+        sumi = ScaledDot<TVnni>(sumi, l1, Vector256.Load(y + 32), s1);
+        sumi = ScaledDot<TVnni>(sumi, l2, Vector256.Load(y + 64), s2);
+        sumi = ScaledDot<TVnni>(sumi, l3, Vector256.Load(y + 96), s3);
+        sumi = ScaledDot<TVnni>(sumi, l4, Vector256.Load(y + 128), s4);
+        sumi = ScaledDot<TVnni>(sumi, l5, Vector256.Load(y + 160), s5);
+        sumi = ScaledDot<TVnni>(sumi, l6, Vector256.Load(y + 192), s6);
+        return ScaledDot<TVnni>(sumi, l7, Vector256.Load(y + 224), s7);
+    }
+
+    /// <summary>Four tokens against one Q6_K row: levels and scale pairs unpacked once per super-block, as GroupQ45K.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void GroupQ6K<TVnni>(byte* w, int superBlocks, sbyte* qx, float* dx, short* sx, int n, Span<float> results)
+        where TVnni : struct, IFlag
+    {
+        var halves = CpuSimd.HalfTable;
+        var perToken = n / 256;
+        var sums = n / 16;
         var low = Vector256.Create((byte)0x0F);
         var high = Vector256.Create((byte)0x30);
+        var pick = Vector128.Create(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1).AsSByte();
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
         for (var s = 0; s < superBlocks; s++)
         {
             var blk = w + (s * 210);
-            var d = Half(blk + 208);
-            for (var h = 0; h < 2; h++)
-            {
-                var qlA = Vector256.Load(blk + (64 * h));
-                var qlB = Vector256.Load(blk + (64 * h) + 32);
-                var qh = Vector256.Load(blk + 128 + (32 * h));
-                var sc = (sbyte*)(blk + 192 + (8 * h));
-                for (var g = 0; g < 4; g++)
-                {
-                    var levels = g switch
-                    {
-                        0 => (qlA & low) | (Vector256.ShiftLeft(qh.AsUInt16(), 4).AsByte() & high),
-                        1 => (qlB & low) | (Vector256.ShiftLeft(qh.AsUInt16(), 2).AsByte() & high),
-                        2 => (Vector256.ShiftRightLogical(qlA.AsUInt16(), 4).AsByte() & low) | (qh & high),
-                        _ => (Vector256.ShiftRightLogical(qlB.AsUInt16(), 4).AsByte() & low) | (Vector256.ShiftRightLogical(qh.AsUInt16(), 2).AsByte() & high),
-                    };
-                    var bi = (s * 8) + (h * 4) + g;
-                    float scA = sc[2 * g], scB = sc[(2 * g) + 1];
-                    var xo = (long)bi * 32;
-                    var ddx = d * dx[bi];
-                    a0 = Sixteens(a0, levels, qx + xo, ddx, scA, scB, vnni);
-                    o0 += 32 * ddx * ((scA * sx[2 * bi]) + (scB * sx[(2 * bi) + 1]));
-                    if (tn > 1)
-                    {
-                        ddx = d * dx[nb + bi];
-                        a1 = Sixteens(a1, levels, qx + n + xo, ddx, scA, scB, vnni);
-                        o1 += 32 * ddx * ((scA * sx[ns + (2 * bi)]) + (scB * sx[ns + (2 * bi) + 1]));
-                    }
+            var qlA = Vector256.Load(blk);
+            var qlB = Vector256.Load(blk + 32);
+            var qh = Vector256.Load(blk + 128);
+            var l0 = (qlA & low) | (Vector256.ShiftLeft(qh.AsUInt16(), 4).AsByte() & high);
+            var l1 = (qlB & low) | (Vector256.ShiftLeft(qh.AsUInt16(), 2).AsByte() & high);
+            var l2 = (Vector256.ShiftRightLogical(qlA.AsUInt16(), 4).AsByte() & low) | (qh & high);
+            var l3 = (Vector256.ShiftRightLogical(qlB.AsUInt16(), 4).AsByte() & low) | (Vector256.ShiftRightLogical(qh.AsUInt16(), 2).AsByte() & high);
+            qlA = Vector256.Load(blk + 64);
+            qlB = Vector256.Load(blk + 96);
+            qh = Vector256.Load(blk + 160);
+            var l4 = (qlA & low) | (Vector256.ShiftLeft(qh.AsUInt16(), 4).AsByte() & high);
+            var l5 = (qlB & low) | (Vector256.ShiftLeft(qh.AsUInt16(), 2).AsByte() & high);
+            var l6 = (Vector256.ShiftRightLogical(qlA.AsUInt16(), 4).AsByte() & low) | (qh & high);
+            var l7 = (Vector256.ShiftRightLogical(qlB.AsUInt16(), 4).AsByte() & low) | (Vector256.ShiftRightLogical(qh.AsUInt16(), 2).AsByte() & high);
 
-                    if (tn > 2)
-                    {
-                        ddx = d * dx[(2 * nb) + bi];
-                        a2 = Sixteens(a2, levels, qx + (2 * n) + xo, ddx, scA, scB, vnni);
-                        o2 += 32 * ddx * ((scA * sx[(2 * ns) + (2 * bi)]) + (scB * sx[(2 * ns) + (2 * bi) + 1]));
-                    }
+            var scaleBytes = Vector128.Load((sbyte*)(blk + 192));
+            var s0 = Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scaleBytes, pick));
+            var s1 = Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scaleBytes, pick + Vector128.Create((sbyte)2)));
+            var s2 = Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scaleBytes, pick + Vector128.Create((sbyte)4)));
+            var s3 = Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scaleBytes, pick + Vector128.Create((sbyte)6)));
+            var s4 = Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scaleBytes, pick + Vector128.Create((sbyte)8)));
+            var s5 = Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scaleBytes, pick + Vector128.Create((sbyte)10)));
+            var s6 = Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scaleBytes, pick + Vector128.Create((sbyte)12)));
+            var s7 = Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scaleBytes, pick + Vector128.Create((sbyte)14)));
+            var scales16 = Avx2.ConvertToVector256Int16(scaleBytes);
+            var d = Half(halves, blk + 208);
+            var y = qx + (s * 256);
+            var ys = sx + (s * 16);
+            var dy = dx + s;
 
-                    if (tn > 3)
-                    {
-                        ddx = d * dx[(3 * nb) + bi];
-                        a3 = Sixteens(a3, levels, qx + (3 * n) + xo, ddx, scA, scB, vnni);
-                        o3 += 32 * ddx * ((scA * sx[(3 * ns) + (2 * bi)]) + (scB * sx[(3 * ns) + (2 * bi) + 1]));
-                    }
-                }
-            }
+            // The levels' offset of 32 comes off through each token's sums of 16, as in RowQ6K.
+            var sumi = TokenSum<TVnni>(y, l0, l1, l2, l3, l4, l5, l6, l7, s0, s1, s2, s3, s4, s5, s6, s7)
+                - Vector256.ShiftLeft(Avx2.MultiplyAddAdjacent(Vector256.Load(ys), scales16), 5);
+            a0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Create(d * dy[0]), a0);
+            sumi = TokenSum<TVnni>(y + n, l0, l1, l2, l3, l4, l5, l6, l7, s0, s1, s2, s3, s4, s5, s6, s7)
+                - Vector256.ShiftLeft(Avx2.MultiplyAddAdjacent(Vector256.Load(ys + sums), scales16), 5);
+            a1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Create(d * dy[perToken]), a1);
+            sumi = TokenSum<TVnni>(y + (2 * n), l0, l1, l2, l3, l4, l5, l6, l7, s0, s1, s2, s3, s4, s5, s6, s7)
+                - Vector256.ShiftLeft(Avx2.MultiplyAddAdjacent(Vector256.Load(ys + (2 * sums)), scales16), 5);
+            a2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Create(d * dy[2 * perToken]), a2);
+            sumi = TokenSum<TVnni>(y + (3 * n), l0, l1, l2, l3, l4, l5, l6, l7, s0, s1, s2, s3, s4, s5, s6, s7)
+                - Vector256.ShiftLeft(Avx2.MultiplyAddAdjacent(Vector256.Load(ys + (3 * sums)), scales16), 5);
+            a3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Create(d * dy[3 * perToken]), a3);
         }
 
-        results[0] = Sum(a0) - o0;
-        if (tn > 1)
-        {
-            results[1] = Sum(a1) - o1;
-        }
-
-        if (tn > 2)
-        {
-            results[2] = Sum(a2) - o2;
-        }
-
-        if (tn > 3)
-        {
-            results[3] = Sum(a3) - o3;
-        }
+        results[0] = Sum(a0);
+        results[1] = Sum(a1);
+        results[2] = Sum(a2);
+        results[3] = Sum(a3);
     }
 
-    /// <summary>The portable kernel: the same integer arithmetic one value at a time.</summary>
+    /// <summary>The portable kernel: the same integer arithmetic one value at a time (activations as <see cref="ActivationBlock"/> says).</summary>
     internal static float ScalarRow(DType type, byte* w, int n, sbyte* qx, float* dx, short* sx)
     {
+        var halves = CpuSimd.HalfTable;
         var result = 0f;
         Span<byte> levels = stackalloc byte[256];
         switch (type)
@@ -538,7 +799,7 @@ internal static unsafe class CpuQuantMatMul
                         dot += ((sbyte*)(wb + 2))[i] * qx[(b * 32) + i];
                     }
 
-                    result += Half(wb) * dx[b] * dot;
+                    result += Half(halves, wb) * dx[b] * dot;
                 }
 
                 return result;
@@ -553,7 +814,7 @@ internal static unsafe class CpuQuantMatMul
                         dot += (wb[2 + i] >> 4) * qx[(b * 32) + 16 + i];
                     }
 
-                    result += Half(wb) * dx[b] * (dot - (8 * (sx[2 * b] + sx[(2 * b) + 1])));
+                    result += Half(halves, wb) * dx[b] * (dot - (8 * (sx[2 * b] + sx[(2 * b) + 1])));
                 }
 
                 return result;
@@ -565,8 +826,8 @@ internal static unsafe class CpuQuantMatMul
                 for (var s = 0; s < n / 256; s++)
                 {
                     var blk = w + (s * bytes);
-                    var d = Half(blk);
-                    var dmin = Half(blk + 2);
+                    var d = Half(halves, blk);
+                    var dmin = Half(halves, blk + 2);
                     var packed = new ReadOnlySpan<byte>(blk + 4, 12);
                     var qs = five ? blk + 48 : blk + 16;
                     for (var p = 0; p < 4; p++)
@@ -589,7 +850,8 @@ internal static unsafe class CpuQuantMatMul
                             dot += levels[(32 * j) + i] * qx[(bi * 32) + i];
                         }
 
-                        result += (d * sc * dx[bi] * dot) - (dmin * m * dx[bi] * (sx[2 * bi] + sx[(2 * bi) + 1]));
+                        // One activation scale per super-block (dx[s]), sums per 16 values.
+                        result += (d * sc * dx[s] * dot) - (dmin * m * dx[s] * (sx[2 * bi] + sx[(2 * bi) + 1]));
                     }
                 }
 
@@ -600,7 +862,7 @@ internal static unsafe class CpuQuantMatMul
                 for (var s = 0; s < n / 256; s++)
                 {
                     var blk = w + (s * 210);
-                    var d = Half(blk + 208);
+                    var d = Half(halves, blk + 208);
                     for (var h = 0; h < 2; h++)
                     {
                         var ql = blk + (64 * h);
@@ -617,14 +879,13 @@ internal static unsafe class CpuQuantMatMul
                     var scales = (sbyte*)(blk + 192);
                     for (var j = 0; j < 16; j++)
                     {
-                        var bi = (s * 8) + (j / 2);
                         var dot = 0;
                         for (var i = 0; i < 16; i++)
                         {
                             dot += levels[(16 * j) + i] * qx[(s * 256) + (16 * j) + i];
                         }
 
-                        result += d * scales[j] * dx[bi] * (dot - (32 * sx[(s * 16) + j]));
+                        result += d * scales[j] * dx[s] * (dot - (32 * sx[(s * 16) + j]));
                     }
                 }
 

@@ -33,6 +33,28 @@ public sealed unsafe class CpuTensor : DeviceTensor
         GC.SuppressFinalize(this);
     }
 
+    private int _halfFinite;
+
+    /// <summary>
+    /// For F16 tensors: whether no element is an infinity or NaN, found by one scan on first use and remembered
+    /// (weights are immutable), so matrix products can use the shorter half-to-float conversion.
+    /// </summary>
+    internal bool HalfValuesFinite
+    {
+        get
+        {
+            if (_halfFinite == 0)
+            {
+                _halfFinite = DType == DType.F16 && !HalfBits.AnyNonFinite((ushort*)Pointer, ElementCount) ? 1 : 2;
+            }
+
+            return _halfFinite == 1;
+        }
+    }
+
+    /// <summary>Forgets the result of the finiteness scan: the contents were overwritten.</summary>
+    internal void ContentsChanged() => _halfFinite = 0;
+
     /// <summary>Whether this tensor frees its memory on dispose (false for views and mapped weights).</summary>
     public bool OwnsData => _ownsData;
 
