@@ -49,14 +49,16 @@ public sealed class CudaGraphTests
         using var cuda = new CudaBackend(new CudaBackendOptions { CudaGraphs = graphs });
         using var weights = SafetensorsCheckpoint.Open(dir);
         using var model = ModelRegistry.Create(ModelConfig.Load(dir), weights, cuda);
-        var options = new EngineOptions { MaxNumSeqs = 8, MaxNumBatchedTokens = 64, BlockSize = 4, KvCacheBytes = model.KvCacheSpec.BytesPerToken * 4 * 256 };
+        var options = new EngineOptions { MaxNumSeqs = 16, MaxNumBatchedTokens = 64, BlockSize = 4, KvCacheBytes = model.KvCacheSpec.BytesPerToken * 4 * 512 };
         using var engine = new InferenceEngine(model, options, []);
         Assert.Equal(graphs, engine.DecodeGraphs);
-        // Different lengths, so the decode batch shrinks one sequence at a time and each size is recorded and replayed.
-        var runs = reference.Cases.Select(async (c, i) =>
+        // Each prompt twice (the copy one token shorter), at different lengths: the decode batch shrinks from 10 to 1,
+        // past the 8-token GEMV limit into the tiled kernel and cuBLAS (F32 weights), and each size is recorded and replayed.
+        var prompts = reference.Cases.Select(c => c.PromptIds).Concat(reference.Cases.Select(c => c.PromptIds.Length > 1 ? c.PromptIds[1..] : c.PromptIds)).ToArray();
+        var runs = prompts.Select(async (prompt, i) =>
         {
             var ids = new List<int>();
-            await foreach (var e in engine.GenerateTokensAsync(c.PromptIds, new SamplingParams { Temperature = 0, MaxTokens = 32 - (4 * i), IgnoreEos = true }))
+            await foreach (var e in engine.GenerateTokensAsync(prompt, new SamplingParams { Temperature = 0, MaxTokens = 32 - (2 * i), IgnoreEos = true }))
             {
                 ids.Add(e.TokenId);
             }
