@@ -15,6 +15,7 @@ namespace Enclave.Tools.GpuCheck;
 /// Runs on a GPU host without the .NET SDK (published self-contained): the op table against the float64 reference,
 /// fixture parity against transformers, and a BF16 decode/prefill benchmark with dummy weights at real shapes.
 /// Usage: GpuCheck [--fixtures DIR] [--bench CONFIG.json]... [--decode-steps N] [--prompt-len N]
+///        GpuCheck --gemm-peak   (cuBLAS BF16 GEMM throughput only: the peak that prefill is measured against)
 /// Exit code 1 when any check fails.
 /// </summary>
 internal static class Program
@@ -26,6 +27,7 @@ internal static class Program
         string? fixtures = null;
         var benches = new List<string>();
         int steps = 64, promptLength = 512;
+        var gemmPeak = false;
         for (var i = 0; i < args.Length; i++)
         {
             switch (args[i])
@@ -34,6 +36,7 @@ internal static class Program
                 case "--bench": benches.Add(args[++i]); break;
                 case "--decode-steps": steps = int.Parse(args[++i]); break;
                 case "--prompt-len": promptLength = int.Parse(args[++i]); break;
+                case "--gemm-peak": gemmPeak = true; break;
                 default: Console.Error.WriteLine($"unknown argument {args[i]}"); return 2;
             }
         }
@@ -43,6 +46,14 @@ internal static class Program
         if (!probe.Usable)
         {
             return 3;
+        }
+
+        if (gemmPeak)
+        {
+            using var backend = new CudaBackend();
+            Console.WriteLine($"backend      {backend.Name}");
+            GemmPeak.Run(backend);
+            return 0;
         }
 
         var clock = Stopwatch.StartNew();
