@@ -56,8 +56,9 @@ serve_bench() {
     "$enclave" serve --model "$model_dir" --dummy-weights --device cuda --host 127.0.0.1 --port $port --no-auth \
         --max-num-seqs 256 --max-num-batched-tokens 2048 --max-model-len 1024 --plain-logs >"$logs/serve-server.log" 2>&1 &
     pid=$!
-    for _ in $(seq 1 120); do
-        if python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/v1/models', timeout=2)" 2>/dev/null; then
+    # /ready answers 200 once the model has loaded (the API answers 503 "still loading" before that).
+    for _ in $(seq 1 150); do
+        if python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/ready', timeout=2)" 2>/dev/null; then
             ready=1
             break
         fi
@@ -148,34 +149,43 @@ print(f"{'serve output tok/s at concurrency 256 (7B)':<58} " + (f"{s['out_tok_s'
 PY
 }
 
+# ENCLAVE_BENCH_STEPS picks steps (default all, in this order): gemm decode7b prefill7b hf7b serve small hfcompiled hf15
+steps=" ${ENCLAVE_BENCH_STEPS:-gemm decode7b prefill7b hf7b serve small hfcompiled hf15} "
+want() { [[ "$steps" == *" $1 "* ]]; }
+
 {
     date -u
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
-    echo "budget $budget s; ENCLAVE_CUDA_GEMM=$ENCLAVE_CUDA_GEMM; unpacked in $((SECONDS - t0)) s"
+    echo "budget $budget s; steps${steps% }; ENCLAVE_CUDA_GEMM=$ENCLAVE_CUDA_GEMM; unpacked in $((SECONDS - t0)) s"
 
-    echo "== cuBLAS BF16 GEMM peak"
-    out=$(run_for 20 60 "$work/app/GpuCheck" --gemm-peak 2>&1)
-    echo "$out"
-    echo "$out" | awk '/^gemm-peak +best/ { print "ROW engine=cublas kind=gemm-peak tflops=" $3 }'
-
+    if want gemm; then
+        echo "== cuBLAS BF16 GEMM peak"
+        out=$(run_for 20 60 "$work/app/GpuCheck" --gemm-peak 2>&1)
+        echo "$out"
+        echo "$out" | awk '/^gemm-peak +best/ { print "ROW engine=cublas kind=gemm-peak tflops=" $3 }'
+    fi
     # 7B: decode over 1k-token contexts at growing batch, then prefill at batch 1.
-    for bg in 1:64 8:64 32:48 64:32; do
-        enclave_bench 7b "$q7" "${bg%%:*}" 1024 "${bg##*:}" 30 100
-    done
-    enclave_bench 7b "$q7" 1 2048 2 25 60
-    hf_bench 7b "$q7" eager 60 150 --batch 1 64 --prompt-len 1024 --gen-len 64 --prefill 512 2048 8192
-    enclave_bench 7b "$q7" 128 1024 32 60 120
-    enclave_bench 7b "$q7" 256 1024 24 80 150
-    enclave_bench 7b "$q7" 1 512 2 25 60
-    enclave_bench 7b "$q7" 1 8192 2 30 90
-    serve_bench
+    if want decode7b; then
+        for bg in 1:64 8:64 32:48 64:32 128:32 256:24; do
+            enclave_bench 7b "$q7" "${bg%%:*}" 1024 "${bg##*:}" 30 100
+        done
+    fi
+    if want prefill7b; then
+        for p in 512 2048 8192; do
+            enclave_bench 7b "$q7" 1 "$p" 2 25 60
+        done
+    fi
+    want hf7b && hf_bench 7b "$q7" eager 60 150 --batch 1 64 --prompt-len 1024 --gen-len 64 --prefill 512 2048 8192
+    want serve && serve_bench
     # 1.5B at batch 1.
-    enclave_bench 1.5b "$q15" 1 1024 64 25 60
-    for p in 512 2048 8192; do
-        enclave_bench 1.5b "$q15" 1 "$p" 2 20 60
-    done
-    hf_bench 7b "$q7" compiled 100 300 --batch 1 64 --prompt-len 1024 --gen-len 64 --prefill 2048
-    hf_bench 1.5b "$q15" eager 40 90 --batch 1 --prompt-len 1024 --gen-len 64 --prefill 512 2048 8192
+    if want small; then
+        enclave_bench 1.5b "$q15" 1 1024 64 25 60
+        for p in 512 2048 8192; do
+            enclave_bench 1.5b "$q15" 1 "$p" 2 20 60
+        done
+    fi
+    want hfcompiled && hf_bench 7b "$q7" compiled 100 220 --batch 1 64 --prompt-len 1024 --gen-len 64 --prefill
+    want hf15 && hf_bench 1.5b "$q15" eager 40 90 --batch 1 --prompt-len 1024 --gen-len 64 --prefill 512 2048 8192
     echo "== done in $((SECONDS - t0)) s"
 } 2>&1 | tee "$logs/bench.log"
 summary 2>&1 | tee -a "$logs/bench.log"

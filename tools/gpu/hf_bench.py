@@ -7,8 +7,8 @@ downloaded), then measures
            at each --batch with --prompt-len token prompts;
   prefill  tok/s of one forward pass over --prefill lengths at batch 1 (the last position's logits only, as
            generate's own prefill does).
---mode eager runs the model as built (attn_implementation="sdpa"); --mode compiled uses a static KV cache and
-torch.compile(mode="reduce-overhead") on the forward. Every measurement prints one line
+--mode eager runs the model as built (attn_implementation="sdpa"); --mode compiled uses a static KV cache, with
+which generate() compiles the decoding forward itself (torch.compile, CUDA graphs). Every measurement prints one line
 
   ROW engine=hf-eager model=7b kind=decode batch=64 prompt=1024 tok_s=1234.5
 
@@ -70,8 +70,11 @@ def main():
     model.generation_config.pad_token_id = config.eos_token_id if isinstance(config.eos_token_id, int) else 0
 
     if args.mode == "compiled":
+        # A static cache makes generate() compile the decoding forward itself (its compile_config: fullgraph,
+        # mode "reduce-overhead", i.e. CUDA graphs). Wrapping model.forward in torch.compile by hand as well trips
+        # over CUDA-graph outputs overwritten between steps, so generate's own compilation is the one measured.
         model.generation_config.cache_implementation = "static"
-        model.forward = torch.compile(model.forward, mode="reduce-overhead", fullgraph=True)
+        log(f"hf_bench: compile config {getattr(model.generation_config, 'compile_config', None)}")
 
     class StepClock(BaseStreamer):
         """Timestamps each generated step (generate calls put() with the prompt first, then once per new token)."""
@@ -116,8 +119,15 @@ def main():
                 raise RuntimeError(f"generated {produced} tokens ({len(steps.times)} timed steps), wanted {args.gen_len}")
             seconds = steps.times[-1] - steps.times[0]
             rate = batch * (len(steps.times) - 1) / seconds
+            compiled = ""
+            if args.mode == "compiled":
+                from torch._dynamo.utils import counters
+                graphs = counters["stats"].get("unique_graphs", 0)
+                compiled = f" compiled_graphs={graphs}"
+                if graphs == 0:
+                    raise RuntimeError("generate() compiled nothing: the figure would be an eager static-cache one")
             log(f"ROW engine={engine} model={args.label} kind=decode batch={batch} prompt={args.prompt_len} tok_s={rate:.2f} "
-                f"step_ms={1000 * seconds / (len(steps.times) - 1):.2f} warmup_s={warm:.1f}")
+                f"step_ms={1000 * seconds / (len(steps.times) - 1):.2f} warmup_s={warm:.1f}{compiled}")
             del out, ids
         except Exception as e:  # noqa: BLE001 - report and go on with the next measurement
             log(f"SKIP engine={engine} model={args.label} kind=decode batch={batch}: {type(e).__name__}: {e}")
@@ -133,7 +143,7 @@ def main():
             ids = prompt(1, length)
             with torch.inference_mode():
                 if args.mode == "compiled":
-                    # Static cache + compiled forward as generate runs them: one new token, so the time is the prefill.
+                    # generate() with one new token over the static cache: the time is its prefill.
                     run = lambda: generate(ids, 1)  # noqa: E731
                 else:
                     run = lambda: model(input_ids=ids, use_cache=False, logits_to_keep=1)  # noqa: E731
