@@ -70,6 +70,8 @@ serve_bench() {
         tail -20 "$logs/serve-server.log"
     else
         echo "server ready after $((SECONDS - t0)) s of the budget"
+        # Warm-up, not reported: the first requests load the kernels and JIT-compile the request path.
+        run_for 20 60 "$enclave" bench serve --url "http://127.0.0.1:$port" --concurrency 4 --requests 8 --input-len 64 --output-len 16 >/dev/null 2>&1
         for cn in 16:32 64:128 256:256; do
             c=${cn%%:*}
             n=${cn##*:}

@@ -73,6 +73,9 @@ __device__ __forceinline__ void flash_prefill(
 
     // This lane's rows: their positions (-1 for rows past the sequence: every key masked, never written).
     const int lane_row0 = warp * WR + rg * RM;
+    // A warp whose rows all lie past the sequence (a decode token's few rows, a sequence's last tile) only helps load
+    // the tiles. The condition is the same for the whole warp, so its shuffles stay converged.
+    const bool warp_active = row0 + warp * WR < rows;
     int position[RM];
 #pragma unroll
     for (int r = 0; r < RM; r++)
@@ -143,58 +146,61 @@ __device__ __forceinline__ void flash_prefill(
         for (int r = 0; r < RM; r++)
 #pragma unroll
             for (int c = 0; c < CN; c++) score[r][c] = 0.f;
-        const float* qrow = s_q + lane_row0 * D;
-        const float* krow = s_kv + cg * CN * D;
-        const int qrot = 8 * rg, krot = 4 * cg;
-#pragma unroll 4
-        for (int d = 0; d < head_dim; d++)
+        if (warp_active)
         {
-            float qv[RM], kv[CN];
-            const int qd = (d + qrot) & (D - 1), kd = (d + krot) & (D - 1);
+            const float* qrow = s_q + lane_row0 * D;
+            const float* krow = s_kv + cg * CN * D;
+            const int qrot = 8 * rg, krot = 4 * cg;
+#pragma unroll 4
+            for (int d = 0; d < head_dim; d++)
+            {
+                float qv[RM], kv[CN];
+                const int qd = (d + qrot) & (D - 1), kd = (d + krot) & (D - 1);
 #pragma unroll
-            for (int r = 0; r < RM; r++) qv[r] = qrow[r * D + qd];
+                for (int r = 0; r < RM; r++) qv[r] = qrow[r * D + qd];
 #pragma unroll
-            for (int c = 0; c < CN; c++) kv[c] = krow[c * D + kd];
+                for (int c = 0; c < CN; c++) kv[c] = krow[c * D + kd];
+#pragma unroll
+                for (int r = 0; r < RM; r++)
+#pragma unroll
+                    for (int c = 0; c < CN; c++) score[r][c] += qv[r] * kv[c];
+            }
+
+            // Online softmax per row, the row's 8 column-group lanes reducing together.
 #pragma unroll
             for (int r = 0; r < RM; r++)
-#pragma unroll
-                for (int c = 0; c < CN; c++) score[r][c] += qv[r] * kv[c];
-        }
-
-        // Online softmax per row, the row's 8 column-group lanes reducing together.
-#pragma unroll
-        for (int r = 0; r < RM; r++)
-        {
-            float tile_max = NEG_INF;
-#pragma unroll
-            for (int c = 0; c < CN; c++)
             {
-                const int p = key0 + cg * CN + c;
-                score[r][c] = p <= position[r] ? score[r][c] * scale2 : NEG_INF;
-                tile_max = fmaxf(tile_max, score[r][c]);
-            }
-            tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-            tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
-            tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 4));
-            const float m_new = fmaxf(m[r], tile_max);
-            // A row with no visible key yet (or a row past the sequence) keeps m = -inf: use 0 as the reference so
-            // that exp2(-inf - ref) is 0 rather than NaN.
-            const float reference = m_new == NEG_INF ? 0.f : m_new;
-            const float correction = exp2f(m[r] - reference);
-            float sum = 0.f;
+                float tile_max = NEG_INF;
 #pragma unroll
-            for (int c = 0; c < CN; c++)
-            {
-                score[r][c] = exp2f(score[r][c] - reference);
-                sum += score[r][c];
-            }
-            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-            sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-            sum += __shfl_xor_sync(0xffffffffu, sum, 4);
-            l[r] = l[r] * correction + sum;
-            m[r] = m_new;
+                for (int c = 0; c < CN; c++)
+                {
+                    const int p = key0 + cg * CN + c;
+                    score[r][c] = p <= position[r] ? score[r][c] * scale2 : NEG_INF;
+                    tile_max = fmaxf(tile_max, score[r][c]);
+                }
+                tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+                tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+                tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 4));
+                const float m_new = fmaxf(m[r], tile_max);
+                // A row with no visible key yet (or a row past the sequence) keeps m = -inf: use 0 as the reference so
+                // that exp2(-inf - ref) is 0 rather than NaN.
+                const float reference = m_new == NEG_INF ? 0.f : m_new;
+                const float correction = exp2f(m[r] - reference);
+                float sum = 0.f;
 #pragma unroll
-            for (int j = 0; j < DL; j++) acc[r][j] *= correction;
+                for (int c = 0; c < CN; c++)
+                {
+                    score[r][c] = exp2f(score[r][c] - reference);
+                    sum += score[r][c];
+                }
+                sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+                sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+                sum += __shfl_xor_sync(0xffffffffu, sum, 4);
+                l[r] = l[r] * correction + sum;
+                m[r] = m_new;
+#pragma unroll
+                for (int j = 0; j < DL; j++) acc[r][j] *= correction;
+            }
         }
 
         __syncthreads(); // every warp is done with the K tile
@@ -210,19 +216,22 @@ __device__ __forceinline__ void flash_prefill(
         // acc[r][dims cg + 8j] += p[r][key] * V[key][dim] over the tile's keys; p of key k is held by lane
         // (rg, k / CN) as its element k % CN.
         const int source_base = lane & ~7;
-#pragma unroll
-        for (int k = 0; k < BN; k++)
+        if (warp_active)
         {
-            float p[RM];
 #pragma unroll
-            for (int r = 0; r < RM; r++) p[r] = __shfl_sync(0xffffffffu, score[r][k % CN], source_base + k / CN);
-            const float* vrow = s_kv + k * D + cg;
-#pragma unroll
-            for (int j = 0; j < DL; j++)
+            for (int k = 0; k < BN; k++)
             {
-                const float v = vrow[8 * j]; // dims past head_dim hold stale values, never written out
+                float p[RM];
 #pragma unroll
-                for (int r = 0; r < RM; r++) acc[r][j] += p[r] * v;
+                for (int r = 0; r < RM; r++) p[r] = __shfl_sync(0xffffffffu, score[r][k % CN], source_base + k / CN);
+                const float* vrow = s_kv + k * D + cg;
+#pragma unroll
+                for (int j = 0; j < DL; j++)
+                {
+                    const float v = vrow[8 * j]; // dims past head_dim hold stale values, never written out
+#pragma unroll
+                    for (int r = 0; r < RM; r++) acc[r][j] += p[r] * v;
+                }
             }
         }
         __syncthreads(); // every warp is done with the V tile before the next K tile overwrites it
