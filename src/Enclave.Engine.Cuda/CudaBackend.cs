@@ -524,14 +524,18 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory
     /// Prefill attention (flash_prefill.cu): one block per (tile of query rows, sequence, kv head), a query row being a
     /// (token, head) pair of the kv head's group, so each K/V tile read from the paged cache serves the whole group and
     /// no [query × context] score matrix is stored. Handles every sequence of the step, decode tokens included.
+    /// Exact fp32 by default; with <see cref="TensorCoreGemm"/> the products run on TF32 tensor cores.
     /// </summary>
     private void FlashPrefill(CudaTensor qt, CudaTensor kc, CudaTensor vc, CudaTensor o, int heads, int kvHeads, int headDim, int blockSize, float scale, int maxQueryLength)
     {
-        // Per head-dim bound: (kernel, query rows per block), as instantiated in flash_prefill.cu.
-        var (kernel, rowsPerBlock) = headDim switch
+        // Per head-dim bound: (kernel, query rows per block), as instantiated in flash_prefill.cu. In tensor-core mode
+        // (prefill products already round activations to bf16) q·k and p·v run on TF32 MMA where the head dim allows.
+        var (kernel, rowsPerBlock) = (TensorCoreGemm && headDim % 8 == 0 && headDim <= 128, headDim) switch
         {
-            <= 64 => ("flash_prefill_d64", 64),
-            <= 128 => ("flash_prefill_d128", 64),
+            (true, <= 64) => ("flash_prefill_tc_d64", 64),
+            (true, _) => ("flash_prefill_tc_d128", 64),
+            (false, <= 64) => ("flash_prefill_d64", 64),
+            (false, <= 128) => ("flash_prefill_d128", 64),
             _ => ("flash_prefill_d256", 32),
         };
         var group = heads / kvHeads;

@@ -31,6 +31,13 @@ internal static class BackendOpCases
     /// <summary>The cases the CUDA backend has kernels for: neither quantized weights nor encoder ops yet.</summary>
     public static IReadOnlyCollection<string> CudaNames => [.. Table.Keys.Where(n => !IsEncoderOp(n) && !n.StartsWith("quantized_", StringComparison.Ordinal) && !n.StartsWith("qmatmul/", StringComparison.Ordinal))];
 
+    /// <summary>
+    /// Attention cases whose step has a query longer than 16 tokens and a head dim that is a multiple of 8 up to 128:
+    /// in tensor-core mode the CUDA backend runs them on its TF32 prefill kernel.
+    /// </summary>
+    public static IReadOnlyCollection<string> TensorCoreAttentionNames =>
+        [.. Table.Keys.Where(n => n is "attention/gqa7/d64/bs5/long-prefill" or "attention/mha/d96/bs7/prefill-chunk" || n.EndsWith("/prefill-1-77-300", StringComparison.Ordinal))];
+
     /// <summary>Runs one case on <paramref name="candidate"/> and on <paramref name="reference"/> and compares every output.</summary>
     public static Result Run(string name, IBackend candidate, IBackend reference, double? tolerance = null)
     {
