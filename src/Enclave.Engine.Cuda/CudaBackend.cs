@@ -810,6 +810,12 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         void** writeArgs = stackalloc void*[] { &pk, &pv, &pkc, &pvc, &slots, &tokens, &rowWidth };
         Launch("attention.cu", "kv_write", (uint)(((long)tokens * rowWidth + 255) / 256), 1, 256, writeArgs);
 
+        if (headDim % 4 == 0 && MaxQueryLength(batch) > FlashMinQueryLength)
+        {
+            FlashPrefill(qt, kc, vc, o, heads, kvHeads, headDim, blockSize, scale, MaxQueryLength(batch));
+            return;
+        }
+
         // Split long contexts so that at least two blocks per multiprocessor have work (decode has few (token, head) pairs).
         var pairs = heads * tokens;
         var wanted = Math.Max(1, ((2 * _ctx.MultiprocessorCount) + pairs - 1) / pairs);
@@ -849,6 +855,53 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
             void** combineArgs = stackalloc void*[] { &partialOut, &partialStats, &po, &heads, &headDim, &splits };
             Launch("attention.cu", "attention_combine", (uint)heads, (uint)tokens, 128, combineArgs);
         }
+    }
+
+    /// <summary>Steps whose longest query is longer than this run attention on the tiled prefill kernel.</summary>
+    internal const int FlashMinQueryLength = 16;
+
+    private static int MaxQueryLength(ForwardBatch batch)
+    {
+        var longest = 0;
+        foreach (var seq in batch.Sequences)
+        {
+            longest = Math.Max(longest, seq.QueryLength);
+        }
+
+        return longest;
+    }
+
+    /// <summary>
+    /// Prefill attention (flash_prefill.cu): one block per (tile of query rows, sequence, kv head), a query row being a
+    /// (token, head) pair of the kv head's group, so each K/V tile read from the paged cache serves the whole group and
+    /// no [query × context] score matrix is stored. Handles every sequence of the step, decode tokens included.
+    /// Exact fp32 by default; with <see cref="TensorCoreGemm"/> the products run on TF32 tensor cores.
+    /// </summary>
+    private void FlashPrefill(CudaTensor qt, CudaTensor kc, CudaTensor vc, CudaTensor o, int heads, int kvHeads, int headDim, int blockSize, float scale, int maxQueryLength)
+    {
+        // Per head-dim bound: (kernel, query rows per block), as instantiated in flash_prefill.cu. In tensor-core mode
+        // (prefill products already round activations to bf16) q·k and p·v run on TF32 MMA where the head dim allows.
+        var (kernel, rowsPerBlock) = (TensorCoreGemm && headDim % 8 == 0 && headDim <= 128, headDim) switch
+        {
+            (true, <= 64) => ("flash_prefill_tc_d64", 64),
+            (true, _) => ("flash_prefill_tc_d128", 64),
+            (false, <= 64) => ("flash_prefill_d64", 64),
+            (false, <= 128) => ("flash_prefill_d128", 64),
+            _ => ("flash_prefill_d256", 32),
+        };
+        var group = heads / kvHeads;
+        var rowTiles = (uint)((((long)maxQueryLength * group) + rowsPerBlock - 1) / rowsPerBlock);
+        int tokens = _tokens, s = _sequences, seqBase = (4 * tokens) + _logitRows;
+        ulong pq = qt.Pointer, pkc = kc.Pointer, pvc = vc.Pointer, po = o.Pointer, qStart = Meta(seqBase), qLen = Meta(seqBase + s),
+            context = Meta(seqBase + (2 * s)), tableOffset = Meta(seqBase + (3 * s)), tables = Meta(seqBase + (4 * s));
+        void** args = stackalloc void*[]
+        {
+            &pq, &pkc, &pvc, &po, &qStart, &qLen, &context, &tableOffset, &tables, &heads, &kvHeads, &headDim, &blockSize, &scale,
+        };
+        var function = _ctx.Function("flash_prefill.cu", kernel);
+        _ctx.Driver.Check(
+            _ctx.Driver.LaunchKernel(function, rowTiles, (uint)s, (uint)kvHeads, 128, 1, 1, 0, _ctx.Stream, args, null),
+            "cuLaunchKernel(" + kernel + ")");
     }
 
     private ulong AttentionScratch(long bytes)

@@ -18,6 +18,7 @@ namespace Enclave.Tools.GpuCheck;
 /// fixture parity against transformers, decode-graph parity (recorded and replayed steps against eager ones), and a
 /// BF16 decode/prefill benchmark with dummy weights at real shapes, decode graphs on and off.
 /// Usage: GpuCheck [--fixtures DIR] [--bench CONFIG.json]... [--decode-steps N] [--prompt-len N]
+///        GpuCheck --gemm-peak   (cuBLAS BF16 GEMM throughput only: the peak that prefill is measured against)
 /// Exit code 1 when any check fails.
 /// </summary>
 internal static class Program
@@ -29,6 +30,7 @@ internal static class Program
         string? fixtures = null;
         var benches = new List<string>();
         int steps = 64, promptLength = 512;
+        var gemmPeak = false;
         for (var i = 0; i < args.Length; i++)
         {
             switch (args[i])
@@ -37,6 +39,7 @@ internal static class Program
                 case "--bench": benches.Add(args[++i]); break;
                 case "--decode-steps": steps = int.Parse(args[++i]); break;
                 case "--prompt-len": promptLength = int.Parse(args[++i]); break;
+                case "--gemm-peak": gemmPeak = true; break;
                 default: Console.Error.WriteLine($"unknown argument {args[i]}"); return 2;
             }
         }
@@ -46,6 +49,14 @@ internal static class Program
         if (!probe.Usable)
         {
             return 3;
+        }
+
+        if (gemmPeak)
+        {
+            using var backend = new CudaBackend();
+            Console.WriteLine($"backend      {backend.Name}");
+            GemmPeak.Run(backend);
+            return 0;
         }
 
         var clock = Stopwatch.StartNew();
@@ -94,6 +105,13 @@ internal static class Program
         cuda.TensorCoreGemm = true;
         Console.WriteLine("== matmul through cuBLAS tensor cores (activations rounded to the weight type; tolerance 2e-2)");
         foreach (var name in BackendOpCases.Names.Where(n => n.StartsWith("matmul/", StringComparison.Ordinal) && !n.Contains("/t1/", StringComparison.Ordinal)))
+        {
+            Report(BackendOpCases.Run(name, cuda, reference, 2e-2));
+        }
+
+        // Prefill attention in the same mode runs q·k and p·v on TF32 tensor cores (10-bit mantissa).
+        Console.WriteLine("== prefill attention on TF32 tensor cores (tolerance 2e-2)");
+        foreach (var name in BackendOpCases.TensorCoreAttentionNames)
         {
             Report(BackendOpCases.Run(name, cuda, reference, 2e-2));
         }
