@@ -19,6 +19,12 @@ public sealed record CudaBackendOptions
 
     /// <summary>Where compiled kernels are kept; null for $ENCLAVE_HOME/cuda-cache or the temp folder.</summary>
     public string? KernelCacheDirectory { get; init; }
+
+    /// <summary>
+    /// Record pure decode steps as CUDA graphs and replay them (on by default; only models that allow it use them, see
+    /// <see cref="IDecodeGraphs"/>). False is vLLM's --enforce-eager: every op is launched from the host every step.
+    /// </summary>
+    public bool CudaGraphs { get; init; } = true;
 }
 
 /// <summary>
@@ -26,11 +32,27 @@ public sealed record CudaBackendOptions
 /// in device memory, activations are F32, kernels are compiled from the embedded CUDA C sources with NVRTC for the
 /// device's architecture. All work is queued on one stream; only <see cref="Download"/> waits for it.
 /// Not thread-safe: one caller drives a backend.
+/// <para>
+/// Decode graphs (<see cref="IDecodeGraphs"/>): a pure decode step of B sequences runs eagerly the first time B is
+/// seen (which sizes every scratch buffer and loads every kernel), is recorded into a CUDA graph the second time, and
+/// is replayed from then on: <see cref="PrepareStep"/> uploads the step metadata to the same device addresses as
+/// always, every op then only checks its shapes and adds its launch to a signature, and the step's
+/// <see cref="Download"/> or <see cref="Argmax"/> launches the graph before copying the result back. A recording is
+/// dropped when any device buffer is freed (it may have used it) and when the signature of a replayed step differs.
+/// </para>
 /// </summary>
-public sealed unsafe class CudaBackend : IBackend, IDeviceMemory
+public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
 {
     /// <summary>Up to this many tokens a matrix product is a GEMV that reads each weight once for all tokens.</summary>
     public const int GemvMaxTokens = 8;
+
+    /// <summary>Recorded decode steps kept at most (one per batch size; the least recently replayed goes first).</summary>
+    public const int MaxDecodeGraphs = 64;
+
+    /// <summary>cuBLAS's workspace, given once so that it never allocates while a step is being recorded (32 MiB as advised for Hopper).</summary>
+    private const long CublasWorkspaceBytes = 32L << 20;
+
+    private const ulong SignatureSeed = 14695981039346656037UL;
 
     private readonly CudaContext _ctx;
     private readonly CudaBackendOptions _options;
@@ -51,7 +73,26 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory
     private long _indicesBytes;
     private float[] _routerHost = [];
     private float[] _biasHost = [];
+    private ulong _argmaxIds;
+    private long _argmaxIdsBytes;
+    private ulong _cublasWorkspace;
     private bool _disposed;
+
+    // Decode graphs: the limits they were enabled with (null: off), the recordings by batch size, the sizes already run
+    // eagerly once (their buffers are sized), the sizes whose recording failed, and the state of the current step.
+    private DecodeGraphLimits? _graphLimits;
+    private int _graphMaxBatch;
+    private readonly Dictionary<int, StepGraph> _graphs = [];
+    private readonly HashSet<int> _eagerDecodeSizes = [];
+    private readonly HashSet<int> _uncapturable = [];
+    private StepMode _mode;
+    private int _stepBatch;
+    private StepGraph? _replaying;
+    private ulong _signature;
+    private long _stepFrees;
+    private long _stepAllocs;
+    private long _graphFrees;
+    private long _graphClock;
 
     public CudaBackend(CudaBackendOptions? options = null)
     {
@@ -80,6 +121,72 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory
 
     public string KernelCacheDirectory => _ctx.Kernels.Directory;
 
+    public bool DecodeGraphsAllowed => _options.CudaGraphs && _ctx.Driver.HasGraphs;
+
+    public bool DecodeGraphsEnabled => _graphLimits is not null;
+
+    /// <summary>Decode steps recorded so far (a batch size recorded again after its graph was dropped counts again).</summary>
+    public long GraphCaptures { get; private set; }
+
+    /// <summary>Decode steps replayed from a recording so far.</summary>
+    public long GraphReplays { get; private set; }
+
+    /// <summary>Recordings held now.</summary>
+    public int DecodeGraphCount => _graphs.Count;
+
+    /// <summary>
+    /// When false, decode steps still run with the graph launch configuration (fixed attention splits) but are never
+    /// recorded: the eager twin a replayed step must equal bit for bit.
+    /// </summary>
+    internal bool RecordDecodeGraphs { get; set; } = true;
+
+    /// <summary>
+    /// When set, every eager kernel launch is timed alone between two events (waiting for each one) and added here under
+    /// its name and grid: where a step's device time goes. Slows everything down; for measurements only.
+    /// </summary>
+    internal Dictionary<string, (int Count, double Milliseconds)>? KernelTimes { get; set; }
+
+    public void EnableDecodeGraphs(DecodeGraphLimits limits)
+    {
+        ArgumentNullException.ThrowIfNull(limits);
+        Live();
+        DisableDecodeGraphs();
+        if (!DecodeGraphsAllowed)
+        {
+            return;
+        }
+
+        if (_cublasWorkspace == 0 && _ctx.Cublas.SetWorkspace != null)
+        {
+            _cublasWorkspace = _ctx.Alloc(CublasWorkspaceBytes);
+            _ctx.Cublas.Check(_ctx.Cublas.SetWorkspace(_ctx.CublasHandle, _cublasWorkspace, (nuint)CublasWorkspaceBytes), "cublasSetWorkspace");
+        }
+
+        // Without a workspace of its own cuBLAS would allocate while recording: keep to the sizes the GEMV kernels serve.
+        _graphMaxBatch = _cublasWorkspace != 0 ? limits.MaxSequences : Math.Min(limits.MaxSequences, GemvMaxTokens);
+
+        // The step metadata at its largest once, so that no step moves it under a recording.
+        long tokens = Math.Max(limits.MaxBatchedTokens, limits.MaxSequences);
+        var ints = (5 * tokens) + (4L * limits.MaxSequences) + ((long)limits.MaxSequences * limits.MaxBlocksPerSequence);
+        EnsureMetaCapacity(ints * 4);
+        _graphLimits = limits;
+        _graphFrees = _ctx.FreeCount;
+    }
+
+    public void DisableDecodeGraphs()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        AbandonGraphStep();
+        DropGraphs();
+        _graphLimits = null;
+        _eagerDecodeSizes.Clear();
+        _uncapturable.Clear();
+    }
+
     public DeviceTensor Allocate(DType dtype, params int[] shape)
     {
         var probe = new Probe(dtype, shape);
@@ -88,6 +195,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory
 
     public DeviceTensor LoadWeight(CheckpointTensor source)
     {
+        RequireEager("LoadWeight");
         if (source.DType.IsQuantized())
         {
             throw new NotSupportedException($"{source.File}: tensor '{source.Name}' is {source.DType}; the CUDA backend has no kernels for ggml block types yet, use --device cpu");
@@ -107,6 +215,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory
     public void UploadBytes(ReadOnlySpan<byte> source, DeviceTensor destination)
     {
         var t = Cuda(destination);
+        RequireEager("UploadBytes");
         if (source.Length != t.ByteCount)
         {
             throw new ArgumentException($"{source.Length} bytes for {t} of {t.ByteCount} bytes");
@@ -121,6 +230,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory
     public void Upload(ReadOnlySpan<float> source, DeviceTensor destination)
     {
         var t = Cuda(destination);
+        RequireEager("Upload");
         Require(t, DType.F32);
         if (source.Length != t.ElementCount)
         {
@@ -142,6 +252,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory
             throw new ArgumentException($"{destination.Length} values for {t}");
         }
 
+        EndGraphStep();
         fixed (float* p = destination)
         {
             _ctx.Driver.Check(_ctx.Driver.MemcpyDtoHAsync(p, t.Pointer, (nuint)(destination.Length * 4), _ctx.Stream), "cuMemcpyDtoHAsync");
@@ -159,7 +270,51 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory
     }
 
     /// <summary>Waits for all queued work (for timing; <see cref="Download"/> does this itself).</summary>
-    public void Synchronize() => Live().Synchronize();
+    public void Synchronize()
+    {
+        Live();
+        RequireEager("Synchronize");
+        _ctx.Synchronize();
+    }
+
+    public void Argmax(DeviceTensor logits, Span<int> tokenIds)
+    {
+        var t = Cuda(logits);
+        Require(t, DType.F32);
+        int vocab = t.Columns, rows = tokenIds.Length;
+        if (rows != t.Rows || vocab == 0)
+        {
+            throw new ArgumentException($"Argmax: {rows} ids for logits {t}");
+        }
+
+        EndGraphStep();
+        if (rows == 0)
+        {
+            return;
+        }
+
+        if (_argmaxIdsBytes < rows * 4L)
+        {
+            if (_argmaxIds != 0)
+            {
+                _ctx.Synchronize();
+                _ctx.Free(_argmaxIds);
+            }
+
+            _argmaxIdsBytes = Math.Max(rows * 4L, 1024);
+            _argmaxIds = _ctx.Alloc(_argmaxIdsBytes);
+        }
+
+        ulong pl = t.Pointer, ids = _argmaxIds;
+        void** args = stackalloc void*[] { &pl, &ids, &vocab };
+        Launch("argmax.cu", "argmax_rows", (uint)rows, 1, 1024, args);
+        fixed (int* p = tokenIds)
+        {
+            _ctx.Driver.Check(_ctx.Driver.MemcpyDtoHAsync(p, _argmaxIds, (nuint)(rows * 4), _ctx.Stream), "cuMemcpyDtoHAsync(argmax)");
+        }
+
+        _ctx.Synchronize();
+    }
 
     /// <summary>
     /// Packs the batch into one int array and copies it to the device in one transfer:
@@ -169,6 +324,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory
     public void PrepareStep(ForwardBatch batch)
     {
         Live();
+        AbandonGraphStep();
         int t = batch.TokenCount, s = batch.Sequences.Length, l = batch.LogitRows.Length;
         var tableInts = 0;
         foreach (var seq in batch.Sequences)
@@ -209,18 +365,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory
             offset += seq.BlockTable.Length;
         }
 
-        if (_metaCapacity < total * 4L)
-        {
-            if (_metaDevice != 0)
-            {
-                _ctx.Synchronize();
-                _ctx.Free(_metaDevice);
-            }
-
-            _metaCapacity = Math.Max(total * 4L * 2, 4096);
-            _metaDevice = _ctx.Alloc(_metaCapacity);
-        }
-
+        EnsureMetaCapacity(total * 4L);
         fixed (int* p = _meta)
         {
             _ctx.Driver.Check(_ctx.Driver.MemcpyHtoDAsync(_metaDevice, p, (nuint)(total * 4), _ctx.Stream), "cuMemcpyHtoDAsync(step metadata)");
@@ -231,7 +376,190 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory
         _sequences = s;
         _logitRows = l;
         _prepared = batch;
+        var graphBatch = DecodeGraphBatch(batch);
+        if (graphBatch > 0)
+        {
+            BeginGraphStep(graphBatch); // after the metadata copy: a recording reads the metadata, it does not contain it
+        }
     }
+
+    /// <summary>Grows the step-metadata buffer (dropping every recording, which reads it at its old address).</summary>
+    private void EnsureMetaCapacity(long bytes)
+    {
+        if (_metaCapacity >= bytes)
+        {
+            return;
+        }
+
+        DropGraphs();
+        if (_metaDevice != 0)
+        {
+            _ctx.Synchronize();
+            _ctx.Free(_metaDevice);
+        }
+
+        _metaCapacity = Math.Max(bytes * 2, 4096);
+        _metaDevice = _ctx.Alloc(_metaCapacity);
+    }
+
+    /// <summary>B when the step is a pure decode of B sequences that may be recorded (tokens = sequences = logit rows = B), else 0.</summary>
+    private int DecodeGraphBatch(ForwardBatch batch)
+    {
+        var b = batch.Sequences.Length;
+        if (_graphLimits is null || b == 0 || b > _graphMaxBatch || batch.TokenCount != b || batch.LogitRows.Length != b)
+        {
+            return 0;
+        }
+
+        foreach (var seq in batch.Sequences)
+        {
+            if (seq.QueryLength != 1)
+            {
+                return 0;
+            }
+        }
+
+        return b;
+    }
+
+    private void BeginGraphStep(int batch)
+    {
+        if (_ctx.FreeCount != _graphFrees)
+        {
+            DropGraphs(); // some buffer was freed since the recordings were made: any of them may point at it
+            _graphFrees = _ctx.FreeCount;
+        }
+
+        _stepBatch = batch;
+        _signature = SignatureSeed;
+        if (RecordDecodeGraphs && _graphs.TryGetValue(batch, out var graph))
+        {
+            graph.LastUsed = ++_graphClock;
+            _replaying = graph;
+            _mode = StepMode.Replay;
+        }
+        else if (RecordDecodeGraphs && _eagerDecodeSizes.Contains(batch) && !_uncapturable.Contains(batch))
+        {
+            if (_graphs.Count >= MaxDecodeGraphs)
+            {
+                EvictLeastRecentlyUsed();
+            }
+
+            _ctx.Driver.Check(_ctx.Driver.StreamBeginCapture(_ctx.Stream, CudaDriver.CaptureModeThreadLocal), "cuStreamBeginCapture");
+            _ctx.CapturingFor = $"the decode step of batch size {batch}";
+            _mode = StepMode.Capture;
+        }
+        else
+        {
+            _eagerDecodeSizes.Add(batch);
+            _mode = StepMode.Shaped;
+        }
+
+        _stepFrees = _ctx.FreeCount;
+        _stepAllocs = _ctx.AllocCount;
+    }
+
+    /// <summary>
+    /// Ends the current decode step at its Download or Argmax: a recording is finished, instantiated and launched; a
+    /// replay is checked against its recording and launched. Eager steps have nothing to do.
+    /// </summary>
+    private void EndGraphStep()
+    {
+        var mode = _mode;
+        _mode = StepMode.Eager;
+        if (mode == StepMode.Capture)
+        {
+            _ctx.CapturingFor = null;
+            nint graph = 0;
+            var status = _ctx.Driver.StreamEndCapture(_ctx.Stream, &graph);
+            if (status != 0 || graph == 0)
+            {
+                if (graph != 0)
+                {
+                    _ctx.Driver.GraphDestroy(graph);
+                }
+
+                _uncapturable.Add(_stepBatch);
+                _ctx.Driver.Check(status == 0 ? 999 : status, "cuStreamEndCapture");
+            }
+
+            nint exec;
+            status = _ctx.Driver.GraphInstantiateWithFlags(&exec, graph, 0);
+            if (status != 0)
+            {
+                _ctx.Driver.GraphDestroy(graph);
+                _uncapturable.Add(_stepBatch);
+                _ctx.Driver.Check(status, "cuGraphInstantiateWithFlags");
+            }
+
+            _graphs[_stepBatch] = new StepGraph(graph, exec, _signature) { LastUsed = ++_graphClock };
+            GraphCaptures++;
+            _ctx.Driver.Check(_ctx.Driver.GraphLaunch(exec, _ctx.Stream), "cuGraphLaunch");
+        }
+        else if (mode == StepMode.Replay)
+        {
+            var graph = _replaying!;
+            _replaying = null;
+            if (graph.Signature != _signature || _ctx.FreeCount != _stepFrees || _ctx.AllocCount != _stepAllocs)
+            {
+                DropGraphs();
+                throw new InvalidOperationException(
+                    $"the decode step of batch size {_stepBatch} made other backend calls (or allocations) than the step recorded for it, so the recording cannot stand in for it and the step was not run; the recordings were dropped and will be made again");
+            }
+
+            _ctx.Driver.Check(_ctx.Driver.GraphLaunch(graph.Exec, _ctx.Stream), "cuGraphLaunch");
+            GraphReplays++;
+        }
+    }
+
+    /// <summary>Forgets a decode step that never reached its Download: an open recording is ended and thrown away.</summary>
+    private void AbandonGraphStep()
+    {
+        if (_mode == StepMode.Capture)
+        {
+            _ctx.CapturingFor = null;
+            nint graph = 0;
+            _ = _ctx.Driver.StreamEndCapture(_ctx.Stream, &graph); // invalidated or not, the recording is discarded
+            if (graph != 0)
+            {
+                _ctx.Driver.GraphDestroy(graph);
+            }
+
+            _uncapturable.Add(_stepBatch); // recording failed once for this size: run it eagerly from now on
+        }
+
+        _mode = StepMode.Eager;
+        _replaying = null;
+    }
+
+    private void DropGraphs()
+    {
+        foreach (var graph in _graphs.Values)
+        {
+            graph.Destroy(_ctx.Driver);
+        }
+
+        _graphs.Clear();
+    }
+
+    private void EvictLeastRecentlyUsed()
+    {
+        var oldest = _graphs.MinBy(g => g.Value.LastUsed);
+        oldest.Value.Destroy(_ctx.Driver);
+        _graphs.Remove(oldest.Key);
+    }
+
+    /// <summary>Throws when an op that needs the host runs inside a recorded or replayed decode step.</summary>
+    private void RequireEager(string op)
+    {
+        if (_mode is StepMode.Capture or StepMode.Replay)
+        {
+            throw new InvalidOperationException(
+                $"{op} needs the host in the middle of a decode step recorded as a CUDA graph; a model that does this must not enable decode graphs (or run with --enforce-eager)");
+        }
+    }
+
+    private void Fold(ulong value) => _signature = (_signature ^ value) * 1099511628211UL;
 
     private ulong Meta(int intOffset) => _metaDevice + ((ulong)intOffset * 4);
 
@@ -355,9 +683,22 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory
 
         float alpha = 1, beta = 0;
         var cublas = _ctx.Cublas;
-        cublas.Check(
-            cublas.GemmEx(_ctx.CublasHandle, Cublas.OpT, Cublas.OpN, outDim, tokens, inDim, &alpha, w.Pointer, type, inDim, b, type, inDim, &beta, o.Pointer, Cublas.DataF32, outDim, Cublas.Compute32F, Cublas.GemmDefault),
-            "cublasGemmEx");
+        if (_mode is StepMode.Capture or StepMode.Replay)
+        {
+            Fold(w.Pointer);
+            Fold(b);
+            Fold(o.Pointer);
+            Fold(((ulong)(uint)tokens << 32) | (uint)inDim);
+            Fold((ulong)(uint)outDim);
+        }
+
+        if (_mode != StepMode.Replay)
+        {
+            cublas.Check(
+                cublas.GemmEx(_ctx.CublasHandle, Cublas.OpT, Cublas.OpN, outDim, tokens, inDim, &alpha, w.Pointer, type, inDim, b, type, inDim, &beta, o.Pointer, Cublas.DataF32, outDim, Cublas.Compute32F, Cublas.GemmDefault),
+                "cublasGemmEx");
+        }
+
         if (bias != 0)
         {
             ulong po = o.Pointer;
@@ -396,6 +737,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory
 
         if (!_ropeFrequencies.TryGetValue(rope, out var frequencies))
         {
+            RequireEager("uploading rotary frequencies");
             frequencies = _ctx.Alloc(rope.InverseFrequencies.Length * 4L);
             fixed (float* p = rope.InverseFrequencies)
             {
@@ -468,11 +810,29 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory
         void** writeArgs = stackalloc void*[] { &pk, &pv, &pkc, &pvc, &slots, &tokens, &rowWidth };
         Launch("attention.cu", "kv_write", (uint)(((long)tokens * rowWidth + 255) / 256), 1, 256, writeArgs);
 
+        if (headDim % 4 == 0 && MaxQueryLength(batch) > FlashMinQueryLength)
+        {
+            FlashPrefill(qt, kc, vc, o, heads, kvHeads, headDim, blockSize, scale, MaxQueryLength(batch));
+            return;
+        }
+
         // Split long contexts so that at least two blocks per multiprocessor have work (decode has few (token, head) pairs).
         var pairs = heads * tokens;
         var wanted = Math.Max(1, ((2 * _ctx.MultiprocessorCount) + pairs - 1) / pairs);
-        var chunk = Math.Max(128, (((_maxContext + wanted - 1) / wanted) + 127) / 128 * 128);
-        var splits = Math.Max(1, (_maxContext + chunk - 1) / chunk);
+        int chunk, splits;
+        if (_mode != StepMode.Eager)
+        {
+            // A graph decode step must not depend on this step's context lengths: the split count comes from the
+            // longest context allowed, and chunk 0 lets each block size its chunk from its sequence's context.
+            chunk = 0;
+            splits = Math.Max(1, Math.Min(wanted, (_graphLimits!.MaxModelLength + 127) / 128));
+        }
+        else
+        {
+            chunk = Math.Max(128, (((_maxContext + wanted - 1) / wanted) + 127) / 128 * 128);
+            splits = Math.Max(1, (_maxContext + chunk - 1) / chunk);
+        }
+
         ulong partialOut = 0, partialStats = 0;
         if (splits > 1)
         {
@@ -489,15 +849,59 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory
             &pq, &pkc, &pvc, &po, &partialOut, &partialStats, &tokenSeq, &qStart, &qLen, &context, &tableOffset, &tables,
             &heads, &kvHeads, &headDim, &blockSize, &scale, &chunk, &splits,
         };
-        var function = _ctx.Function("attention.cu", "paged_attention");
-        _ctx.Driver.Check(
-            _ctx.Driver.LaunchKernel(function, (uint)heads, (uint)tokens, (uint)splits, 128, 1, 1, 0, _ctx.Stream, args, null),
-            "cuLaunchKernel(paged_attention)");
+        Launch("attention.cu", "paged_attention", (uint)heads, (uint)tokens, (uint)splits, 128, args);
         if (splits > 1)
         {
             void** combineArgs = stackalloc void*[] { &partialOut, &partialStats, &po, &heads, &headDim, &splits };
             Launch("attention.cu", "attention_combine", (uint)heads, (uint)tokens, 128, combineArgs);
         }
+    }
+
+    /// <summary>Steps whose longest query is longer than this run attention on the tiled prefill kernel.</summary>
+    internal const int FlashMinQueryLength = 16;
+
+    private static int MaxQueryLength(ForwardBatch batch)
+    {
+        var longest = 0;
+        foreach (var seq in batch.Sequences)
+        {
+            longest = Math.Max(longest, seq.QueryLength);
+        }
+
+        return longest;
+    }
+
+    /// <summary>
+    /// Prefill attention (flash_prefill.cu): one block per (tile of query rows, sequence, kv head), a query row being a
+    /// (token, head) pair of the kv head's group, so each K/V tile read from the paged cache serves the whole group and
+    /// no [query × context] score matrix is stored. Handles every sequence of the step, decode tokens included.
+    /// Exact fp32 by default; with <see cref="TensorCoreGemm"/> the products run on TF32 tensor cores.
+    /// </summary>
+    private void FlashPrefill(CudaTensor qt, CudaTensor kc, CudaTensor vc, CudaTensor o, int heads, int kvHeads, int headDim, int blockSize, float scale, int maxQueryLength)
+    {
+        // Per head-dim bound: (kernel, query rows per block), as instantiated in flash_prefill.cu. In tensor-core mode
+        // (prefill products already round activations to bf16) q·k and p·v run on TF32 MMA where the head dim allows.
+        var (kernel, rowsPerBlock) = (TensorCoreGemm && headDim % 8 == 0 && headDim <= 128, headDim) switch
+        {
+            (true, <= 64) => ("flash_prefill_tc_d64", 64),
+            (true, _) => ("flash_prefill_tc_d128", 64),
+            (false, <= 64) => ("flash_prefill_d64", 64),
+            (false, <= 128) => ("flash_prefill_d128", 64),
+            _ => ("flash_prefill_d256", 32),
+        };
+        var group = heads / kvHeads;
+        var rowTiles = (uint)((((long)maxQueryLength * group) + rowsPerBlock - 1) / rowsPerBlock);
+        int tokens = _tokens, s = _sequences, seqBase = (4 * tokens) + _logitRows;
+        ulong pq = qt.Pointer, pkc = kc.Pointer, pvc = vc.Pointer, po = o.Pointer, qStart = Meta(seqBase), qLen = Meta(seqBase + s),
+            context = Meta(seqBase + (2 * s)), tableOffset = Meta(seqBase + (3 * s)), tables = Meta(seqBase + (4 * s));
+        void** args = stackalloc void*[]
+        {
+            &pq, &pkc, &pvc, &po, &qStart, &qLen, &context, &tableOffset, &tables, &heads, &kvHeads, &headDim, &blockSize, &scale,
+        };
+        var function = _ctx.Function("flash_prefill.cu", kernel);
+        _ctx.Driver.Check(
+            _ctx.Driver.LaunchKernel(function, rowTiles, (uint)s, (uint)kvHeads, 128, 1, 1, 0, _ctx.Stream, args, null),
+            "cuLaunchKernel(" + kernel + ")");
     }
 
     private ulong AttentionScratch(long bytes)
@@ -542,6 +946,8 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory
             return;
         }
 
+        AbandonGraphStep();
+        DropGraphs();
         _disposed = true;
         foreach (var p in _ropeFrequencies.Values)
         {
@@ -568,11 +974,68 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory
             _ctx.Free(_indices);
         }
 
+        if (_argmaxIds != 0)
+        {
+            _ctx.Free(_argmaxIds);
+        }
+
+        if (_cublasWorkspace != 0)
+        {
+            _ctx.Free(_cublasWorkspace);
+        }
+
         _ctx.Dispose();
     }
 
     private void Launch(string source, string kernel, uint gridX, uint gridY, uint block, void** args) =>
-        _ctx.Launch(_ctx.Function(source, kernel), kernel, gridX, gridY, block, args);
+        Launch(source, kernel, gridX, gridY, 1, block, args);
+
+    /// <summary>
+    /// Queues a kernel, or during a replayed decode step only adds it to the step's signature (the recording runs it).
+    /// Recording and replay fold the same values, so a replay whose calls differ from its recording is caught.
+    /// </summary>
+    private void Launch(string source, string kernel, uint gridX, uint gridY, uint gridZ, uint block, void** args)
+    {
+        var function = _ctx.Function(source, kernel);
+        if (_mode is StepMode.Capture or StepMode.Replay)
+        {
+            Fold((ulong)function);
+            Fold(((ulong)gridX << 32) | gridY);
+            Fold(((ulong)gridZ << 32) | block);
+            if (_mode == StepMode.Replay)
+            {
+                return;
+            }
+        }
+
+        if (KernelTimes is null || _mode == StepMode.Capture)
+        {
+            _ctx.Launch(function, kernel, gridX, gridY, block, args, gridZ: gridZ);
+            return;
+        }
+
+        var driver = _ctx.Driver;
+        nint start, stop;
+        driver.Check(driver.EventCreate(&start, 0), "cuEventCreate");
+        driver.Check(driver.EventCreate(&stop, 0), "cuEventCreate");
+        try
+        {
+            driver.Check(driver.EventRecord(start, _ctx.Stream), "cuEventRecord");
+            _ctx.Launch(function, kernel, gridX, gridY, block, args, gridZ: gridZ);
+            driver.Check(driver.EventRecord(stop, _ctx.Stream), "cuEventRecord");
+            driver.Check(driver.EventSynchronize(stop), "cuEventSynchronize");
+            float ms;
+            driver.Check(driver.EventElapsedTime(&ms, start, stop), "cuEventElapsedTime");
+            var key = $"{kernel} grid {gridX}x{gridY}x{gridZ}";
+            var (count, total) = KernelTimes.GetValueOrDefault(key);
+            KernelTimes[key] = (count + 1, total + ms);
+        }
+        finally
+        {
+            driver.EventDestroy(start);
+            driver.EventDestroy(stop);
+        }
+    }
 
     private uint GridFor(long n) => (uint)Math.Max(1, Math.Min((n + 255) / 256, _ctx.MultiprocessorCount * 16L));
 
@@ -718,6 +1181,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory
     public void MoeRoute(DeviceTensor routerLogits, DeviceTensor? correctionBias, MoeRouting routing, Span<int> expertIds, Span<float> weights)
     {
         var lt = Cuda(routerLogits);
+        RequireEager("MoeRoute (router logits downloaded for the host router)");
         if (_routerHost.Length < lt.ElementCount)
         {
             _routerHost = new float[lt.ElementCount];
@@ -806,6 +1270,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory
     /// </summary>
     private ulong UploadIndices(int[] rows, float[]? weights)
     {
+        RequireEager("uploading row indices (GatherRows/ScatterAddRows)");
         var bytes = rows.Length * 4L * (weights is null ? 1 : 2);
         if (_indicesBytes < bytes)
         {
@@ -848,4 +1313,35 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory
     public void Tanh(DeviceTensor x, DeviceTensor output) => throw NoEncoderKernels(nameof(Tanh));
 
     public void BidirectionalAttention(DeviceTensor q, DeviceTensor k, DeviceTensor v, int[] sequenceStarts, float scale, DeviceTensor output) => throw NoEncoderKernels(nameof(BidirectionalAttention));
+
+    private enum StepMode
+    {
+        /// <summary>Not a graph decode step: ops launch as they come.</summary>
+        Eager,
+
+        /// <summary>A graph decode step seen for the first time: launched eagerly with the graph's launch configuration.</summary>
+        Shaped,
+
+        /// <summary>Ops are recorded into a graph on the capturing stream.</summary>
+        Capture,
+
+        /// <summary>Ops only check shapes and extend the signature; the recording runs at the step's end.</summary>
+        Replay,
+    }
+
+    /// <summary>One recorded decode step: the graph, its executable instance and the signature of the calls it holds.</summary>
+    private sealed class StepGraph(nint graph, nint exec, ulong signature)
+    {
+        public nint Exec => exec;
+
+        public ulong Signature => signature;
+
+        public long LastUsed { get; set; }
+
+        public void Destroy(CudaDriver driver)
+        {
+            driver.GraphExecDestroy(exec);
+            driver.GraphDestroy(graph);
+        }
+    }
 }

@@ -66,6 +66,27 @@ internal sealed unsafe class CudaContext : IDisposable
 
     public nint CublasHandle => _cublasHandle;
 
+    /// <summary>Device frees so far: a recorded graph is only valid while no buffer it reads or writes was freed.</summary>
+    public long FreeCount { get; private set; }
+
+    /// <summary>Device allocations so far.</summary>
+    public long AllocCount { get; private set; }
+
+    /// <summary>
+    /// Set while the stream is being recorded into a graph: allocating, freeing or waiting for the stream then would
+    /// invalidate the recording (or record a dangling address), so those calls throw instead.
+    /// </summary>
+    public string? CapturingFor { get; set; }
+
+    private void RequireNotCapturing(string call)
+    {
+        if (CapturingFor is not null)
+        {
+            throw new InvalidOperationException(
+                $"{call} while {CapturingFor} is being recorded as a CUDA graph: a recorded step must not allocate, free or wait for the device (run with --enforce-eager, and report the model)");
+        }
+    }
+
     public void Bind()
     {
         ObjectDisposedException.ThrowIf(_context == 0, this);
@@ -79,6 +100,8 @@ internal sealed unsafe class CudaContext : IDisposable
     public ulong Alloc(long bytes)
     {
         Bind();
+        RequireNotCapturing("cuMemAlloc");
+        AllocCount++;
         ulong pointer;
         var status = Driver.MemAlloc(&pointer, (nuint)Math.Max(bytes, 16));
         if (status != 0)
@@ -99,12 +122,15 @@ internal sealed unsafe class CudaContext : IDisposable
         }
 
         Bind();
+        RequireNotCapturing("cuMemFree");
+        FreeCount++;
         Driver.Check(Driver.MemFree(pointer), "cuMemFree");
     }
 
     public void Synchronize()
     {
         Bind();
+        RequireNotCapturing("cuStreamSynchronize");
         Driver.Check(Driver.StreamSynchronize(_stream), "cuStreamSynchronize");
     }
 
@@ -139,14 +165,14 @@ internal sealed unsafe class CudaContext : IDisposable
         return function;
     }
 
-    public void Launch(nint function, string name, uint gridX, uint gridY, uint blockX, void** args, uint sharedBytes = 0)
+    public void Launch(nint function, string name, uint gridX, uint gridY, uint blockX, void** args, uint sharedBytes = 0, uint gridZ = 1)
     {
-        if (gridX == 0 || gridY == 0)
+        if (gridX == 0 || gridY == 0 || gridZ == 0)
         {
             return;
         }
 
-        Driver.Check(Driver.LaunchKernel(function, gridX, gridY, 1, blockX, 1, 1, sharedBytes, _stream, args, null), "cuLaunchKernel(" + name + ")");
+        Driver.Check(Driver.LaunchKernel(function, gridX, gridY, gridZ, blockX, 1, 1, sharedBytes, _stream, args, null), "cuLaunchKernel(" + name + ")");
     }
 
     public void Dispose()

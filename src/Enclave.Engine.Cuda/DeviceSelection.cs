@@ -16,7 +16,8 @@ public static class DeviceSelection
     /// <param name="device">auto picks CUDA when a usable GPU is found, else the CPU.</param>
     /// <param name="threads">CPU worker threads (0 = all cores).</param>
     /// <param name="report">Receives one line saying which device was chosen and why (for auto).</param>
-    public static IBackend Create(string device, int threads, Action<string>? report = null)
+    /// <param name="enforceEager">No CUDA graphs: every decode step launches its ops from the host (--enforce-eager).</param>
+    public static IBackend Create(string device, int threads, Action<string>? report = null, bool enforceEager = false)
     {
         switch (device.Trim().ToLowerInvariant())
         {
@@ -24,7 +25,7 @@ public static class DeviceSelection
                 var probe = CudaDevice.Probe(0);
                 if (probe.Usable)
                 {
-                    var gpu = CreateCuda(0);
+                    var gpu = CreateCuda(0, enforceEager);
                     report?.Invoke($"device: {gpu.Name} (--device auto found a usable GPU)");
                     return gpu;
                 }
@@ -45,7 +46,7 @@ public static class DeviceSelection
                         throw new DeviceSelectionException($"--device {device} is not usable: {found.Reason}");
                     }
 
-                    return CreateCuda(ordinal);
+                    return CreateCuda(ordinal, enforceEager);
                 }
 
                 throw new DeviceSelectionException($"--device {device}: unknown device (expected auto, cpu, cuda, cuda:N, reference)");
@@ -56,12 +57,12 @@ public static class DeviceSelection
     /// The CUDA backend on device N. ENCLAVE_CUDA_GEMM=tensor-core sends prefill-sized products with F16/BF16 weights
     /// through cuBLAS tensor cores (activations rounded to the weight type) instead of the exact fp32 kernel.
     /// </summary>
-    private static CudaBackend CreateCuda(int ordinal)
+    private static CudaBackend CreateCuda(int ordinal, bool enforceEager)
     {
         var tensorCores = string.Equals(Environment.GetEnvironmentVariable("ENCLAVE_CUDA_GEMM"), "tensor-core", StringComparison.OrdinalIgnoreCase);
         try
         {
-            return new CudaBackend(new CudaBackendOptions { Device = ordinal, TensorCoreGemm = tensorCores });
+            return new CudaBackend(new CudaBackendOptions { Device = ordinal, TensorCoreGemm = tensorCores, CudaGraphs = !enforceEager });
         }
         catch (Exception e) when (e is CudaUnavailableException or CudaException)
         {

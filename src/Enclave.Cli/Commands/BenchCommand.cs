@@ -25,8 +25,9 @@ internal static class BenchCommand
         var batch = new Option<int>("--batch") { Description = "Concurrent sequences", DefaultValueFactory = _ => 1 };
         var device = CommonOptions.Device();
         var threads = CommonOptions.Threads();
+        var enforceEager = CommonOptions.EnforceEager();
         var profile = new Option<bool>("--profile") { Description = "Time every operation and print where prefill and decode spend it (CPU: the operations' own time; CUDA: host enqueue time)" };
-        var command = new Command("bench", "Measure prefill and decode speed (see also: bench serve)") { model, dummy, promptLen, genLen, batch, device, threads, profile };
+        var command = new Command("bench", "Measure prefill and decode speed (see also: bench serve)") { model, dummy, promptLen, genLen, batch, device, threads, enforceEager, profile };
         foreach (var sub in subcommands)
         {
             command.Subcommands.Add(sub);
@@ -77,7 +78,7 @@ internal static class BenchCommand
             var modelConfig = gguf?.Config ?? ModelConfig.Load(directory);
             ModelRegistry.EnsureSupported(modelConfig);
 
-            var deviceBackend = CommonOptions.CreateBackend(result.GetValue(device)!, result.GetValue(threads));
+            var deviceBackend = CommonOptions.CreateBackend(result.GetValue(device)!, result.GetValue(threads), result.GetValue(enforceEager));
             var profiler = result.GetValue(profile) ? new ProfilingBackend(deviceBackend) : null;
             using var backend = (IBackend?)profiler ?? deviceBackend;
             using IWeightSource weights = gguf is not null ? gguf : config is not null ? DummyWeights.Create(modelConfig) : SafetensorsCheckpoint.Open(directory);
@@ -93,8 +94,11 @@ internal static class BenchCommand
             int[][] prompts = [.. Enumerable.Range(0, b).Select(_ => Enumerable.Range(0, p).Select(_ => random.Next(vocab)).ToArray())];
             var greedy = new SamplingParams { Temperature = 0, IgnoreEos = true };
 
-            // Warm up (JIT, page-in of mapped weights), then prefill alone: every sequence generates one token.
-            await RunAsync(engine, [prompts[0][..Math.Min(p, 16)]], greedy with { MaxTokens = 2 }, cancellationToken);
+            // Warm up (JIT, page-in of mapped weights, kernels of both the prefill and the decode path), then prefill
+            // alone: every sequence generates one token. A prompt of its own, so that no timed prompt finds its start
+            // in the prefix cache.
+            int[] warmUp = [.. Enumerable.Range(0, Math.Min(p, 64)).Select(_ => random.Next(vocab))];
+            await RunAsync(engine, [warmUp], greedy with { MaxTokens = 2 }, cancellationToken);
             profiler?.Reset();
             var prefill = Stopwatch.StartNew();
             await RunAsync(engine, prompts, greedy with { MaxTokens = 1 }, cancellationToken);
@@ -112,12 +116,17 @@ internal static class BenchCommand
             var decodeRate = decodeTokens / decodeSeconds;
             var perSequence = decodeRate / b;
             Console.WriteLine($"model        {lm.Config.Architecture} ({(config is not null ? "dummy weights from " + config.Name : directory)})");
-            Console.WriteLine($"backend      {lm.Model.Backend.Name}");
+            Console.WriteLine($"backend      {lm.Model.Backend.Name}" + (deviceBackend is CudaBackend ? $", decode graphs {(engine.DecodeGraphs ? "on" : "off")}" : string.Empty));
             Console.WriteLine($"shape        hidden {lm.Config.HiddenSize}, layers {lm.Config.NumHiddenLayers}, heads {lm.Config.NumAttentionHeads}/{lm.Config.NumKeyValueHeads} kv, vocab {vocab}");
             Console.WriteLine($"weights      {weightBytes / 1e9:F3} GB read per token; loaded in {load.Elapsed.TotalSeconds:F2} s");
             Console.WriteLine($"kv cache     {lm.Model.KvCacheSpec.BytesPerToken} bytes per token");
             Console.WriteLine($"workload     batch {b}, prompt {p}, generate {g}");
             Console.WriteLine($"prefill      {b * p / prefill.Elapsed.TotalSeconds:F1} tokens/s ({prefill.Elapsed.TotalMilliseconds:F0} ms for {b * p} tokens)");
+            if (PrefillFlops(lm.Config, b, p) is { } flops)
+            {
+                Console.WriteLine($"prefill work {flops.Linear / 1e12:F2} TFLOP in products + {flops.Attention / 1e12:F2} TFLOP in attention; achieved {(flops.Linear + flops.Attention) / prefill.Elapsed.TotalSeconds / 1e12:F1} TFLOP/s");
+            }
+
             Console.WriteLine($"decode       {decodeRate:F2} tokens/s total, {perSequence:F2} tokens/s per sequence, {1000 / perSequence:F1} ms per step");
             Console.WriteLine($"bandwidth    {bandwidth:F1} GB/s measured; roofline {rooflineTokensPerSecond:F2} tokens/s at batch 1");
             Console.WriteLine($"efficiency   {100 * perSequence / rooflineTokensPerSecond:F1}% of the roofline per sequence" + (b > 1 ? $" ({100 * decodeRate / rooflineTokensPerSecond:F1}% aggregate)" : string.Empty));
@@ -138,6 +147,28 @@ internal static class BenchCommand
             return 0;
         });
         return command;
+    }
+
+    /// <summary>
+    /// Floating-point work of prefilling <paramref name="batch"/> fresh prompts of <paramref name="promptLength"/> tokens
+    /// on a dense decoder: 2 × (projection and MLP parameters) per token, plus causal attention, 4 × heads × head_dim per
+    /// (query, visible key) pair (q·k and p·v). The embedding lookup and the one logit row per sequence are left out.
+    /// Null for mixture-of-experts and latent-attention models, whose work per token this formula does not describe.
+    /// </summary>
+    internal static (double Linear, double Attention)? PrefillFlops(ModelConfig config, int batch, int promptLength)
+    {
+        if (config.Raw.ContainsKey("kv_lora_rank") || config.Raw.ContainsKey("n_routed_experts") || config.Raw.ContainsKey("num_experts") || config.Raw.ContainsKey("num_local_experts"))
+        {
+            return null;
+        }
+
+        double hidden = config.HiddenSize, queryWidth = (double)config.NumAttentionHeads * config.HeadDim, kvWidth = (double)config.NumKeyValueHeads * config.HeadDim;
+        var perLayer = (hidden * queryWidth) + (2 * hidden * kvWidth) + (queryWidth * hidden) + (3 * hidden * config.IntermediateSize);
+        double tokens = (double)batch * promptLength, layers = config.NumHiddenLayers;
+        var linear = 2 * perLayer * layers * tokens;
+        var pairs = (double)batch * promptLength * (promptLength + 1) / 2;
+        var attention = 4 * queryWidth * pairs * layers;
+        return (linear, attention);
     }
 
     private static async Task<(double AllFirstToken, double End)> RunAsync(InferenceEngine engine, int[][] prompts, SamplingParams parameters, CancellationToken cancellationToken)

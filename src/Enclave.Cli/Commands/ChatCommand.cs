@@ -16,11 +16,12 @@ internal static class ChatCommand
         var temperature = new Option<double?>("--temperature") { Description = "Sampling temperature (default from generation_config.json)" };
         var device = CommonOptions.Device();
         var threads = CommonOptions.Threads();
-        var command = new Command("chat", "Chat with a model in the terminal") { model, system, maxTokens, temperature, device, threads };
+        var enforceEager = CommonOptions.EnforceEager();
+        var command = new Command("chat", "Chat with a model in the terminal") { model, system, maxTokens, temperature, device, threads, enforceEager };
         command.SetAction(async (result, cancellationToken) =>
         {
             CommonOptions.DataDirectory();
-            using var lm = ModelLoader.Load(result.GetRequiredValue(model), result.GetValue(device)!, result.GetValue(threads), new EngineOptions());
+            using var lm = ModelLoader.Load(result.GetRequiredValue(model), result.GetValue(device)!, result.GetValue(threads), new EngineOptions(), enforceEager: result.GetValue(enforceEager));
             var messages = new JsonArray();
             if (result.GetValue(system) is { } s)
             {

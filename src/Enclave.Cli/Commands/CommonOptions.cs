@@ -19,6 +19,12 @@ internal static class CommonOptions
         DefaultValueFactory = _ => "auto",
     };
 
+    /// <summary>vLLM's flag: no CUDA graphs, every decode step launches its kernels one by one from the host.</summary>
+    public static Option<bool> EnforceEager() => new("--enforce-eager")
+    {
+        Description = "On CUDA, launch every decode step op by op instead of replaying it as a recorded CUDA graph (slower; for debugging)",
+    };
+
     public static Option<int> Threads() => new("--threads")
     {
         Description = "CPU worker threads (0 = all cores)",
@@ -33,11 +39,11 @@ internal static class CommonOptions
         return home;
     }
 
-    public static IBackend CreateBackend(string device, int threads)
+    public static IBackend CreateBackend(string device, int threads, bool enforceEager = false)
     {
         try
         {
-            return DeviceSelection.Create(device, threads, Console.Error.WriteLine);
+            return DeviceSelection.Create(device, threads, Console.Error.WriteLine, enforceEager);
         }
         catch (DeviceSelectionException e)
         {

@@ -8,7 +8,7 @@ namespace Enclave.Cli.Commands;
 /// <summary>Loads a model directory for the CLI commands, turning load errors into one clear line.</summary>
 internal static class ModelLoader
 {
-    public static LanguageModel Load(string directory, string device, int threads, EngineOptions options, bool dummyWeights = false)
+    public static LanguageModel Load(string directory, string device, int threads, EngineOptions options, bool dummyWeights = false, bool enforceEager = false)
     {
         directory = StoreModels.Resolve(directory) ?? directory;
         if (!Directory.Exists(directory) && !Enclave.Engine.Formats.Gguf.GgufModel.IsGgufPath(directory))
@@ -16,7 +16,7 @@ internal static class ModelLoader
             throw new CliException($"--model {directory}: no such directory or .gguf file, nor an installed model of that name");
         }
 
-        var backend = CommonOptions.CreateBackend(device, threads);
+        var backend = CommonOptions.CreateBackend(device, threads, enforceEager);
         try
         {
             return LanguageModel.Load(directory, backend, options, NullLogger.Instance, ownsBackend: true, dummyWeights: dummyWeights, openWeights: d => StoreModels.OpenEncrypted(d) ?? SafetensorsCheckpoint.Open(d));

@@ -25,9 +25,10 @@ internal static class RunCommand
         var json = new Option<bool>("--json") { Description = "Print one JSON object {prompt_ids, completion_ids, text, finish_reason} instead of streaming" };
         var device = CommonOptions.Device();
         var threads = CommonOptions.Threads();
+        var enforceEager = CommonOptions.EnforceEager();
         var command = new Command("run", "Generate a completion for one prompt")
         {
-            model, prompt, promptFile, raw, maxTokens, temperature, topP, topK, seed, json, device, threads,
+            model, prompt, promptFile, raw, maxTokens, temperature, topP, topK, seed, json, device, threads, enforceEager,
         };
         command.SetAction(async (result, cancellationToken) =>
         {
@@ -40,7 +41,7 @@ internal static class RunCommand
 
             text ??= await File.ReadAllTextAsync(file!.FullName, Encoding.UTF8, cancellationToken);
             CommonOptions.DataDirectory();
-            using var lm = ModelLoader.Load(result.GetRequiredValue(model), result.GetValue(device)!, result.GetValue(threads), new EngineOptions());
+            using var lm = ModelLoader.Load(result.GetRequiredValue(model), result.GetValue(device)!, result.GetValue(threads), new EngineOptions(), enforceEager: result.GetValue(enforceEager));
             int[] promptIds;
             if (result.GetValue(raw))
             {

@@ -10,6 +10,11 @@
 // its running max, sum and unnormalised output, and attention_combine merges the splits.
 // Grouped-query: head h reads kv head h / (heads / kv_heads). head_dim is at most 256.
 //
+// chunk 0 (recorded decode steps, whose launch cannot depend on this step's context lengths): the grid has a fixed
+// number of splits and each block derives its sequence's chunk from the context length in the step metadata, in
+// multiples of 128 positions. Splits that start past the context write an empty partial (max -inf, sum 0, output 0),
+// which attention_combine skips.
+//
 // Step metadata (uploaded once per step): token_seq[t] = sequence of token t; per sequence its query start, query
 // length, context length and the offset of its block table in `tables`.
 #include "common.cuh"
@@ -47,8 +52,9 @@ paged_attention(const float* __restrict__ q, const float* __restrict__ key_cache
     const int* table = tables + seq_table_offset[s];
     const long row_width = (long)kv_heads * head_dim;
     const long head_offset = (long)kvh * head_dim;
-    const int begin = split * chunk;
-    const int end = min(position + 1, begin + chunk);
+    const int span = chunk > 0 ? chunk : max(128, ((seq_context[s] + splits - 1) / splits + 127) / 128 * 128);
+    const int begin = split * span;
+    const int end = min(position + 1, begin + span);
     const bool vec4 = (head_dim & 3) == 0;
 
     const float* qh = q + ((long)t * heads + h) * head_dim;
@@ -73,6 +79,9 @@ paged_attention(const float* __restrict__ q, const float* __restrict__ key_cache
             float dot = 0.f;
             if (vec4)
             {
+                // Unrolled so that several 16-byte loads of the row are in flight at once: one lane walks a whole
+                // row, and a load-then-add chain one float4 at a time left each lane waiting on memory latency.
+#pragma unroll 8
                 for (int d = 0; d < head_dim; d += 4)
                 {
                     const float4 k4 = *reinterpret_cast<const float4*>(kr + d);
@@ -93,6 +102,7 @@ paged_attention(const float* __restrict__ q, const float* __restrict__ key_cache
 #pragma unroll
         for (int j = 0; j < ATTN_PER_LANE; j++) acc[j] *= correction;
         const int n = min(32, end - tile);
+#pragma unroll 4
         for (int i = 0; i < n; i++)
         {
             const float w = __shfl_sync(0xffffffffu, e, i);
@@ -156,7 +166,8 @@ paged_attention(const float* __restrict__ q, const float* __restrict__ key_cache
     }
 }
 
-// Merges the context splits of paged_attention: rescales each split's sum and output to the common max.
+// Merges the context splits of paged_attention: rescales each split's sum and output to the common max. Empty splits
+// (sum 0, max -inf: they started past the context) add nothing; every row has at least one non-empty split.
 extern "C" __global__ void attention_combine(const float* __restrict__ partial_out, const float* __restrict__ partial_stats,
                                              float* __restrict__ out, int heads, int head_dim, int splits)
 {

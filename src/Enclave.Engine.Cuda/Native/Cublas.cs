@@ -24,6 +24,7 @@ internal sealed unsafe class Cublas
         Create = (delegate* unmanaged<nint*, int>)NativeLibraries.Export(lib, name, "cublasCreate_v2");
         Destroy = (delegate* unmanaged<nint, int>)NativeLibraries.Export(lib, name, "cublasDestroy_v2");
         SetStream = (delegate* unmanaged<nint, nint, int>)NativeLibraries.Export(lib, name, "cublasSetStream_v2");
+        SetWorkspace = (delegate* unmanaged<nint, ulong, nuint, int>)NativeLibraries.TryExport(lib, "cublasSetWorkspace_v2");
         GemmEx = (delegate* unmanaged<nint, int, int, int, int, int, void*, ulong, int, int, ulong, int, int, void*, ulong, int, int, int, int, int>)
             NativeLibraries.Export(lib, name, "cublasGemmEx");
     }
@@ -35,6 +36,12 @@ internal sealed unsafe class Cublas
     public delegate* unmanaged<nint, int> Destroy { get; }
 
     public delegate* unmanaged<nint, nint, int> SetStream { get; }
+
+    /// <summary>
+    /// cublasSetWorkspace_v2(handle, workspace, bytes): cuBLAS then allocates nothing itself (needed while capturing a
+    /// graph); null in a cuBLAS too old to have it.
+    /// </summary>
+    public delegate* unmanaged<nint, ulong, nuint, int> SetWorkspace { get; }
 
     /// <summary>cublasGemmEx(handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C, Ctype, ldc, computeType, algo).</summary>
     public delegate* unmanaged<nint, int, int, int, int, int, void*, ulong, int, int, ulong, int, int, void*, ulong, int, int, int, int, int> GemmEx { get; }

@@ -13,6 +13,9 @@ internal sealed unsafe class CudaDriver
     public const int AttributeComputeCapabilityMinor = 76;
     public const int AttributeMultiprocessorCount = 16;
 
+    /// <summary>CU_STREAM_CAPTURE_MODE_THREAD_LOCAL: only this thread is barred from unsafe calls while it captures.</summary>
+    public const int CaptureModeThreadLocal = 1;
+
     private static readonly Lazy<(CudaDriver? Driver, string Error)> Shared = new(Open);
 
     private readonly delegate* unmanaged<int, byte**, int> _getErrorName;
@@ -51,6 +54,12 @@ internal sealed unsafe class CudaDriver
         EventRecord = (delegate* unmanaged<nint, nint, int>)NativeLibraries.Export(lib, L, "cuEventRecord");
         EventSynchronize = (delegate* unmanaged<nint, int>)NativeLibraries.Export(lib, L, "cuEventSynchronize");
         EventElapsedTime = (delegate* unmanaged<float*, nint, nint, int>)NativeLibraries.Export(lib, L, "cuEventElapsedTime");
+        StreamBeginCapture = (delegate* unmanaged<nint, int, int>)NativeLibraries.TryExport(lib, "cuStreamBeginCapture_v2");
+        StreamEndCapture = (delegate* unmanaged<nint, nint*, int>)NativeLibraries.TryExport(lib, "cuStreamEndCapture");
+        GraphInstantiateWithFlags = (delegate* unmanaged<nint*, nint, ulong, int>)NativeLibraries.TryExport(lib, "cuGraphInstantiateWithFlags");
+        GraphLaunch = (delegate* unmanaged<nint, nint, int>)NativeLibraries.TryExport(lib, "cuGraphLaunch");
+        GraphExecDestroy = (delegate* unmanaged<nint, int>)NativeLibraries.TryExport(lib, "cuGraphExecDestroy");
+        GraphDestroy = (delegate* unmanaged<nint, int>)NativeLibraries.TryExport(lib, "cuGraphDestroy");
     }
 
     public delegate* unmanaged<uint, int> Init { get; }
@@ -112,6 +121,26 @@ internal sealed unsafe class CudaDriver
     public delegate* unmanaged<nint, int> EventSynchronize { get; }
 
     public delegate* unmanaged<float*, nint, nint, int> EventElapsedTime { get; }
+
+    /// <summary>Whether the driver has the graph entry points (they are optional: without them every step runs eagerly).</summary>
+    public bool HasGraphs => StreamBeginCapture != null && StreamEndCapture != null && GraphInstantiateWithFlags != null
+                             && GraphLaunch != null && GraphExecDestroy != null && GraphDestroy != null;
+
+    /// <summary>cuStreamBeginCapture_v2(stream, mode): later work on the stream is recorded into a graph, not run.</summary>
+    public delegate* unmanaged<nint, int, int> StreamBeginCapture { get; }
+
+    /// <summary>cuStreamEndCapture(stream, &amp;graph): ends the recording and returns it (null when it was invalidated).</summary>
+    public delegate* unmanaged<nint, nint*, int> StreamEndCapture { get; }
+
+    /// <summary>cuGraphInstantiateWithFlags(&amp;exec, graph, flags).</summary>
+    public delegate* unmanaged<nint*, nint, ulong, int> GraphInstantiateWithFlags { get; }
+
+    /// <summary>cuGraphLaunch(exec, stream).</summary>
+    public delegate* unmanaged<nint, nint, int> GraphLaunch { get; }
+
+    public delegate* unmanaged<nint, int> GraphExecDestroy { get; }
+
+    public delegate* unmanaged<nint, int> GraphDestroy { get; }
 
     /// <summary>The process-wide driver binding, or null with the reason when libcuda.so.1 cannot be loaded or initialised.</summary>
     public static CudaDriver? TryGet(out string error)

@@ -70,4 +70,8 @@ internal static class NativeLibraries
 
         return address;
     }
+
+    /// <summary>The symbol's address, or 0 when this library version lacks it (for optional features).</summary>
+    public static nint TryExport(nint library, string symbol) =>
+        NativeLibrary.TryGetExport(library, symbol, out var address) ? address : 0;
 }

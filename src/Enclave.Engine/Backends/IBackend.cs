@@ -31,6 +31,14 @@ public interface IBackend : IDisposable
     /// <summary>Waits for queued work and copies an F32 tensor to the host.</summary>
     void Download(DeviceTensor source, Span<float> destination);
 
+    /// <summary>
+    /// Greedy token choice on the backend: tokenIds[r] = the index of the largest value of logits row r, the lowest
+    /// index on ties, NaN never chosen, and 0 when no value exceeds negative infinity — exactly what
+    /// <see cref="Sampling.Sampler.ArgMax"/> returns on the downloaded row. Waits for queued work like
+    /// <see cref="Download"/>, but only the ids cross to the host. logits: [rows, vocab] F32; tokenIds: [rows].
+    /// </summary>
+    void Argmax(DeviceTensor logits, Span<int> tokenIds);
+
     /// <summary>Called once at the start of each step: copies the batch's ids, positions, slots and block tables to wherever the kernels read them.</summary>
     void PrepareStep(ForwardBatch batch);
 

@@ -9,7 +9,8 @@ namespace Enclave.Engine.Backends;
 /// Wraps a backend and times every operation, grouped by operation and weight shape, to say where a step's time
 /// goes (<c>enclave bench --profile</c>). The CPU backend runs each operation before returning, so the times are the
 /// operations' own; on an asynchronous backend (CUDA) they are the host's enqueue times, and the wait for the device
-/// shows up in <see cref="Download"/>.
+/// shows up in <see cref="Download"/> (or <see cref="Argmax"/> for greedy steps). The wrapper does not offer
+/// <see cref="IDecodeGraphs"/>, so a profiled CUDA run launches every op eagerly and each one is timed.
 /// </summary>
 public sealed class ProfilingBackend : IBackend
 {
@@ -78,6 +79,13 @@ public sealed class ProfilingBackend : IBackend
         var t = Start();
         Inner.Download(source, destination);
         Stop(t, "download");
+    }
+
+    public void Argmax(DeviceTensor logits, Span<int> tokenIds)
+    {
+        var t = Start();
+        Inner.Argmax(logits, tokenIds);
+        Stop(t, "argmax");
     }
 
     public void PrepareStep(ForwardBatch batch)

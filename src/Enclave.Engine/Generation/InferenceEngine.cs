@@ -28,6 +28,7 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
     private readonly Sampler sampler = new();
     private readonly DeviceTensor logits;
     private readonly float[] hostLogits;
+    private readonly int[] greedyIds;
     private readonly int[] eosTokenIds;
     private volatile bool stopping;
     private long nextId;
@@ -35,6 +36,7 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
     private long promptTokensTotal;
     private long generationTokensTotal;
     private long steps;
+    private long argmaxSteps;
 
     public InferenceEngine(CausalLM model, EngineOptions options, IReadOnlyCollection<int> eosTokenIds, ILogger? logger = null)
     {
@@ -68,6 +70,8 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
         scheduler = new Scheduler(new SchedulerOptions(options.MaxNumSeqs, options.MaxNumBatchedTokens, options.MaxWaiting), new BlockPool(blocks, options.BlockSize, options.EnablePrefixCaching));
         logits = model.Backend.Allocate(DType.F32, options.MaxNumSeqs, model.Config.VocabSize);
         hostLogits = new float[options.MaxNumSeqs * model.Config.VocabSize];
+        greedyIds = new int[options.MaxNumSeqs];
+        DecodeGraphs = ConfigureDecodeGraphs(model, options, MaxModelLen, this.logger);
         this.logger.LogInformation(
             "KV cache: {Blocks} blocks of {BlockSize} tokens ({Tokens} tokens, {MiB:F1} MiB, {BytesPerToken} bytes per token)",
             blocks, options.BlockSize, (long)blocks * options.BlockSize, cache.Bytes / 1048576.0, spec.BytesPerToken);
@@ -76,6 +80,18 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
     }
 
     public EngineOptions Options { get; }
+
+    /// <summary>Whether the backend records pure decode steps as graphs and replays them (CUDA graphs; see <see cref="IDecodeGraphs"/>).</summary>
+    public bool DecodeGraphs { get; }
+
+    /// <summary>
+    /// Samples every row on the host from downloaded logits even when all of a step's rows are plain greedy, so tests
+    /// can hold the device argmax path to the host sampler's tokens.
+    /// </summary>
+    internal bool ForceHostSampling { get; set; }
+
+    /// <summary>Steps whose tokens were chosen by <see cref="IBackend.Argmax"/> without downloading logits.</summary>
+    internal long ArgmaxSteps => Interlocked.Read(ref argmaxSteps);
 
     public CausalLM Model => model;
 
@@ -236,7 +252,14 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
         }
 
         model.Forward(batch, cache, logitView);
-        if (rows > 0)
+        // When every row is plain greedy only the chosen ids cross to the host, not [rows, vocab] logits.
+        var onDevice = rows > 0 && !ForceHostSampling && AllPlainGreedy(step);
+        if (onDevice)
+        {
+            model.Backend.Argmax(logitView, greedyIds.AsSpan(0, rows));
+            Interlocked.Increment(ref argmaxSteps);
+        }
+        else if (rows > 0)
         {
             model.Backend.Download(logitView, hostLogits.AsSpan(0, rows * vocab));
         }
@@ -256,14 +279,25 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
                 continue;
             }
 
-            var rowLogits = hostLogits.AsSpan(row++ * vocab, vocab);
+            var index = row++;
             if (s.IsAborted)
             {
                 continue;
             }
 
-            var suppress = s.OutputLength < s.Parameters.MinTokens ? s.StopTokenIds : [];
-            var sampled = sampler.Sample(rowLogits, s.Parameters, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(s.Tokens), s.PromptLength, s.Random, suppress);
+            SampledToken sampled;
+            if (onDevice)
+            {
+                // What the sampler returns for a greedy row without log-probabilities: the argmax, log-probability 0.
+                sampled = new SampledToken(greedyIds[index], 0f, null);
+            }
+            else
+            {
+                var rowLogits = hostLogits.AsSpan(index * vocab, vocab);
+                var suppress = s.OutputLength < s.Parameters.MinTokens ? s.StopTokenIds : [];
+                sampled = sampler.Sample(rowLogits, s.Parameters, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(s.Tokens), s.PromptLength, s.Random, suppress);
+            }
+
             s.Tokens.Add(sampled.TokenId);
             EngineTelemetry.Sampled(s);
             Interlocked.Increment(ref generationTokensTotal);
@@ -282,6 +316,60 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
         }
     }
 
+    /// <summary>
+    /// Whether the sampler would reduce to a bare argmax for every row that samples in this step: temperature 0, no
+    /// log-probabilities, no repetition/frequency/presence penalty and no stop tokens suppressed for min_tokens.
+    /// </summary>
+    private static bool AllPlainGreedy(ScheduledStep step)
+    {
+        foreach (var (s, _, samples) in step.Entries)
+        {
+            if (!samples)
+            {
+                continue;
+            }
+
+            var p = s.Parameters;
+            if (!p.IsGreedy || p.Logprobs is not null || p.RepetitionPenalty != 1.0 || p.FrequencyPenalty != 0 || p.PresencePenalty != 0
+                || (s.OutputLength < p.MinTokens && s.StopTokenIds.Length > 0))
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>
+    /// Turns decode graphs on where the backend offers them and the model's forward pass never needs the host mid-step,
+    /// and says once which it is.
+    /// </summary>
+    private static bool ConfigureDecodeGraphs(CausalLM model, EngineOptions options, int maxModelLen, ILogger logger)
+    {
+        if (model.Backend is not IDecodeGraphs graphs)
+        {
+            return false;
+        }
+
+        if (!graphs.DecodeGraphsAllowed)
+        {
+            logger.LogInformation("Decode graphs: off (--enforce-eager); every step is launched op by op");
+            return false;
+        }
+
+        if (!model.SupportsDecodeGraphs)
+        {
+            graphs.DisableDecodeGraphs();
+            logger.LogInformation("Decode graphs: off for {Architecture}, whose steps need the host mid-forward (expert routing)", model.Config.Architecture);
+            return false;
+        }
+
+        var blocksPerSequence = (maxModelLen + options.BlockSize - 1) / options.BlockSize;
+        graphs.EnableDecodeGraphs(new DecodeGraphLimits(maxModelLen, options.MaxNumSeqs, options.MaxNumBatchedTokens, blocksPerSequence));
+        logger.LogInformation("Decode graphs: on, one per decode batch size (up to {MaxSeqs} sequences), recorded the second time a size is seen", options.MaxNumSeqs);
+        return true;
+    }
+
     public void Dispose()
     {
         if (stopping)
@@ -295,6 +383,11 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
         foreach (var s in incoming)
         {
             s.Output.Writer.TryComplete();
+        }
+
+        if (DecodeGraphs && model.Backend is IDecodeGraphs graphs)
+        {
+            graphs.DisableDecodeGraphs(); // the recorded steps point at this engine's cache and logits
         }
 
         logits.Dispose();

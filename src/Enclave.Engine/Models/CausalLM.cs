@@ -25,6 +25,13 @@ public abstract class CausalLM : IDisposable
     /// Runs the batch through the model, extending the cache, and writes logits for batch.LogitRows.
     /// logits: [batch.LogitRows.Length, vocab] F32 on the backend; untouched when no row needs logits.
     /// </summary>
+    /// <summary>
+    /// Whether a decode step's forward pass runs entirely on the backend, with no host decision or upload between the
+    /// step's <see cref="IBackend.PrepareStep"/> and its logits, so a backend may record it once and replay it
+    /// (<see cref="IDecodeGraphs"/>). False unless an architecture says so.
+    /// </summary>
+    public virtual bool SupportsDecodeGraphs => false;
+
     public abstract void Forward(ForwardBatch batch, PagedKvCache cache, DeviceTensor logits);
 
     public void Dispose()

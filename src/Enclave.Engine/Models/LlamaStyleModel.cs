@@ -56,6 +56,9 @@ public class LlamaStyleModel : CausalLM
 
     public override long WeightBytes { get; }
 
+    /// <summary>Dense Llama/Qwen layers: every op of a step is queued on the backend, none waits for the host.</summary>
+    public override bool SupportsDecodeGraphs => true;
+
     public override void Forward(ForwardBatch batch, PagedKvCache cache, DeviceTensor logits) =>
         DecoderStack.Forward(Backend, scratch, Config.HiddenSize, eps, embedTokens, layers, finalNorm, lmHead, batch, cache, logits);
 

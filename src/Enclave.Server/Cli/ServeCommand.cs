@@ -34,6 +34,7 @@ public static class ServeCommand
         var database = new Option<string?>("--database") { Description = "Gateway store: PostgreSQL (Host=... or postgres://) or SQLite connection string (default: SQLite under ENCLAVE_HOME)" };
         var device = new Option<string>("--device") { Description = "auto (CUDA when a usable GPU is found, else CPU), cpu, cuda[:N], or reference (slow scalar yardstick)", DefaultValueFactory = _ => "auto" };
         var threads = new Option<int>("--threads") { Description = "CPU worker threads (0 = all cores)", DefaultValueFactory = _ => 0 };
+        var enforceEager = new Option<bool>("--enforce-eager") { Description = "On CUDA, launch every decode step op by op instead of replaying it as a recorded CUDA graph (slower; for debugging)" };
         var maxNumSeqs = new Option<int>("--max-num-seqs") { Description = "Most sequences in one engine step", DefaultValueFactory = _ => 64 };
         var maxBatched = new Option<int>("--max-num-batched-tokens") { Description = "Token budget of one step (long prompts are prefilled in chunks)", DefaultValueFactory = _ => 512 };
         var kvMemory = new Option<long>("--kv-cache-memory") { Description = "Bytes for the paged KV cache (0 sizes it from the context length)", DefaultValueFactory = _ => 0 };
@@ -53,7 +54,7 @@ public static class ServeCommand
         var otlpProtocol = new Option<string>("--otlp-protocol") { Description = "grpc (port 4317) or http/protobuf (port 4318)", DefaultValueFactory = _ => "grpc" };
         var command = new Command("serve", "Serve models over an OpenAI-compatible HTTP API")
         {
-            model, embeddingModel, rerankModel, maxBatchTokens, host, port, apiKey, noAuth, redis, database, device, threads, maxNumSeqs, maxBatched, kvMemory, gpuMemory, maxWaiting, maxModelLen, noPrefixCaching, plainLogs, dummy, otlpEndpoint, otlpProtocol, upstream, upstreamKey,
+            model, embeddingModel, rerankModel, maxBatchTokens, host, port, apiKey, noAuth, redis, database, device, threads, enforceEager, maxNumSeqs, maxBatched, kvMemory, gpuMemory, maxWaiting, maxModelLen, noPrefixCaching, plainLogs, dummy, otlpEndpoint, otlpProtocol, upstream, upstreamKey,
         };
         command.SetAction(async (result, cancellationToken) =>
         {
@@ -67,6 +68,7 @@ public static class ServeCommand
                 Database = result.GetValue(database),
                 Device = result.GetValue(device)!,
                 Threads = result.GetValue(threads),
+                EnforceEager = result.GetValue(enforceEager),
                 JsonLogs = !result.GetValue(plainLogs),
                 DummyWeights = result.GetValue(dummy),
                 OtlpProtocol = result.GetValue(otlpProtocol)!,

@@ -229,7 +229,7 @@ public sealed class ModelCatalog : IAsyncDisposable
             throw new DirectoryNotFoundException($"--model {spec.Directory}: no such directory or .gguf file");
         }
 
-        var backend = options.BackendFactory?.Invoke(spec) ?? CreateBackend(options.Device, options.Threads);
+        var backend = options.BackendFactory?.Invoke(spec) ?? CreateBackend(options.Device, options.Threads, options.EnforceEager);
         try
         {
             var open = options.WeightSourceFactory;
@@ -244,11 +244,11 @@ public sealed class ModelCatalog : IAsyncDisposable
         }
     }
 
-    public static IBackend CreateBackend(string device, int threads)
+    public static IBackend CreateBackend(string device, int threads, bool enforceEager = false)
     {
         try
         {
-            return Enclave.Engine.Cuda.DeviceSelection.Create(device, threads, Console.Error.WriteLine);
+            return Enclave.Engine.Cuda.DeviceSelection.Create(device, threads, Console.Error.WriteLine, enforceEager);
         }
         catch (Enclave.Engine.Cuda.DeviceSelectionException e)
         {

@@ -121,6 +121,9 @@ public sealed class ServerOptions
 
     public int Threads { get; set; }
 
+    /// <summary>No CUDA graphs for decode steps (--enforce-eager): every op is launched from the host every step.</summary>
+    public bool EnforceEager { get; set; }
+
     public EngineOptions Engine { get; set; } = new();
 
     /// <summary>Largest accepted request body; larger ones get 413.</summary>

@@ -31,6 +31,13 @@ internal static class BackendOpCases
     /// <summary>The cases the CUDA backend has kernels for: neither quantized weights nor encoder ops yet.</summary>
     public static IReadOnlyCollection<string> CudaNames => [.. Table.Keys.Where(n => !IsEncoderOp(n) && !n.StartsWith("quantized_", StringComparison.Ordinal) && !n.StartsWith("qmatmul/", StringComparison.Ordinal))];
 
+    /// <summary>
+    /// Attention cases whose step has a query longer than 16 tokens and a head dim that is a multiple of 8 up to 128:
+    /// in tensor-core mode the CUDA backend runs them on its TF32 prefill kernel.
+    /// </summary>
+    public static IReadOnlyCollection<string> TensorCoreAttentionNames =>
+        [.. Table.Keys.Where(n => n is "attention/gqa7/d64/bs5/long-prefill" or "attention/mha/d96/bs7/prefill-chunk" || n.EndsWith("/prefill-1-77-300", StringComparison.Ordinal))];
+
     /// <summary>Runs one case on <paramref name="candidate"/> and on <paramref name="reference"/> and compares every output.</summary>
     public static Result Run(string name, IBackend candidate, IBackend reference, double? tolerance = null)
     {
@@ -140,11 +147,22 @@ internal static class BackendOpCases
         cases["silu_mul/1001"] = (b => Elementwise(b, 1001, silu: true), 1e-6);
         cases["add/1001"] = (b => Elementwise(b, 1001, silu: false), 0);
         cases["gather_logit_rows/3of9x130"] = (b => Gather(b), 0);
+        cases["argmax/1x1000/tie"] = (b => Argmax(b, 1, 1000), 0);
+        cases["argmax/5x4099/ties-nan-inf-tail"] = (b => Argmax(b, 5, 4099), 0);
         cases["attention/gqa3/d40/bs4/mixed"] = (b => Attention(b, 6, 2, 40, 4, [(7, 7), (1, 13), (5, 20)]), 1e-5);
         cases["attention/mha/d128/bs16/decode"] = (b => Attention(b, 4, 4, 128, 16, [(1, 1), (1, 37), (1, 100)]), 1e-5);
         cases["attention/gqa7/d64/bs5/long-prefill"] = (b => Attention(b, 7, 1, 64, 5, [(61, 61), (2, 70)]), 1e-5);
         cases["attention/gqa4/d128/bs16/split-decode"] = (b => Attention(b, 8, 2, 128, 16, [(1, 700), (1, 129), (2, 300)]), 1e-5);
         cases["attention/gqa2/d30/bs3/odd-dim"] = (b => Attention(b, 4, 2, 30, 3, [(4, 4), (1, 9), (3, 40)]), 1e-5);
+        // Prefill steps (a query longer than CudaBackend.FlashMinQueryLength) take the tiled kernel on CUDA: one decode
+        // token, a fresh 77-token prompt and a 300-token prompt behind a 45-token cached prefix in one batch.
+        foreach (var headDim in new[] { 64, 128 })
+        {
+            cases[$"attention/gqa3/d{headDim}/bs16/prefill-1-77-300"] = (b => Attention(b, 6, 2, headDim, 16, [(1, 50), (77, 77), (300, 345)]), 1e-5);
+        }
+
+        cases["attention/gqa4/d256/bs16/prefill-prefix"] = (b => Attention(b, 8, 2, 256, 16, [(130, 200), (2, 2)]), 1e-5);
+        cases["attention/mha/d96/bs7/prefill-chunk"] = (b => Attention(b, 3, 3, 96, 7, [(40, 95), (17, 17)]), 1e-5);
         cases["layernorm/3x1000"] = (b => LayerNorm(b, 3, 1000, inPlace: false), 1e-5);
         cases["layernorm/in-place/7x333"] = (b => LayerNorm(b, 7, 333, inPlace: true), 1e-5);
         cases["gelu/1001"] = (b => Activation(b, 1001, gelu: true), 1e-6);
@@ -416,6 +434,37 @@ internal static class BackendOpCases
         b.PrepareStep(batch);
         b.GatherLogitRows(x, batch, output);
         return [Read(b, output)];
+    }
+
+    /// <summary>
+    /// Greedy ids of rows built to catch every rule: a tie (lowest index wins), NaN that must never win (one at index
+    /// 0), a row of only -inf and NaN (0, as the host sampler returns), +inf twice, and the maximum in the last column
+    /// (vocab sizes are no multiple of a block or vector). The ids are poisoned first.
+    /// </summary>
+    private static float[][] Argmax(IBackend b, int rows, int vocab)
+    {
+        var random = new Random((rows * 7) + vocab);
+        var values = Values(random, rows * vocab, 4f);
+        var row = (int r) => values.AsSpan(r * vocab, vocab);
+        row(0)[vocab - 1] = 9f;
+        row(0)[vocab - 2] = 9f;
+        if (rows > 1)
+        {
+            row(1)[0] = float.NaN;
+            row(1)[vocab / 3] = float.NaN;
+            row(1)[vocab / 2] = 7f;
+            row(1)[vocab - 5] = 7f;
+            row(2).Fill(float.NegativeInfinity);
+            row(2)[1] = float.NaN;
+            row(3)[500] = float.PositiveInfinity;
+            row(3)[900] = float.PositiveInfinity;
+            row(4)[vocab - 1] = 11f;
+        }
+
+        using var logits = F32(b, values, rows, vocab);
+        var ids = Enumerable.Repeat(int.MinValue, rows).ToArray();
+        b.Argmax(logits, ids);
+        return [ids.Select(i => (float)i).ToArray()];
     }
 
     /// <summary>

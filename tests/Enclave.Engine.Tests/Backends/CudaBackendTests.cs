@@ -40,6 +40,27 @@ public sealed class CudaBackendTests
     }
 
     [CudaFact]
+    public void Tensor_core_prefill_attention_stays_within_tf32_rounding()
+    {
+        using var cuda = new CudaBackend(new CudaBackendOptions { TensorCoreGemm = true });
+        using var reference = new ReferenceBackend();
+        foreach (var name in BackendOpCases.TensorCoreAttentionNames)
+        {
+            var result = BackendOpCases.Run(name, cuda, reference, tolerance: 2e-2);
+            Assert.True(result.Passed, result.ToString());
+        }
+    }
+
+    [Fact]
+    public void The_tensor_core_attention_cases_cover_both_head_dim_bounds_and_a_cached_prefix()
+    {
+        // d64 and d128 (the two TF32 kernels), d96 (a head dim below its bound), and the mixed batch with a prefix.
+        Assert.Equal(
+            ["attention/gqa3/d128/bs16/prefill-1-77-300", "attention/gqa3/d64/bs16/prefill-1-77-300", "attention/gqa7/d64/bs5/long-prefill", "attention/mha/d96/bs7/prefill-chunk"],
+            BackendOpCases.TensorCoreAttentionNames.Order(StringComparer.Ordinal));
+    }
+
+    [CudaFact]
     public void A_second_backend_loads_every_kernel_from_the_disk_cache()
     {
         var directory = Path.Combine(Path.GetTempPath(), "enclave-cuda-cache-test-" + Environment.ProcessId);

@@ -186,4 +186,20 @@ public sealed class CliTests
         Assert.Matches(@"efficiency\s+[\d.]+% of the roofline", stdout);
         Assert.Contains("kv cache     512 bytes per token", stdout); // 2 layers × (k, v) × 2 kv heads × head dim 16 × 4 bytes
     }
+
+    [Fact]
+    public void EnforceEagerIsAcceptedAndChangesNothingOnTheCpu()
+    {
+        string[] run = ["run", "--model", Fixtures.Model("tiny-qwen2-r1"), "--prompt", "Hello", "--max-tokens", "6", "--temperature", "0", "--json", "--device", "cpu"];
+        var (code, stdout, stderr) = Enclave(null, run);
+        var (eagerCode, eagerStdout, eagerStderr) = Enclave(null, [.. run, "--enforce-eager"]);
+        Assert.True(code == 0, stderr);
+        Assert.True(eagerCode == 0, eagerStderr);
+        Assert.Contains("completion_ids", stdout);
+        Assert.Equal(stdout, eagerStdout);
+
+        var (benchCode, benchStdout, benchStderr) = Enclave(null, "bench", "--dummy", Path.Combine(Fixtures.Model("tiny-llama3"), "config.json"), "--prompt-len", "8", "--gen-len", "4", "--device", "cpu", "--enforce-eager");
+        Assert.True(benchCode == 0, benchStderr);
+        Assert.Matches(@"decode\s+[\d.]+ tokens/s total", benchStdout);
+    }
 }

@@ -40,6 +40,8 @@ public sealed class GatedBackend : IBackend
 
     public void Download(DeviceTensor source, Span<float> destination) => inner.Download(source, destination);
 
+    public void Argmax(DeviceTensor logits, Span<int> tokenIds) => inner.Argmax(logits, tokenIds);
+
     public void Embedding(DeviceTensor table, ForwardBatch batch, DeviceTensor output) => inner.Embedding(table, batch, output);
 
     public void RmsNorm(DeviceTensor x, DeviceTensor weight, float eps, DeviceTensor output) => inner.RmsNorm(x, weight, eps, output);

@@ -5,16 +5,20 @@ using Enclave.Engine.Backends.Cpu;
 using Enclave.Engine.Backends.Reference;
 using Enclave.Engine.Cuda;
 using Enclave.Engine.Formats;
+using Enclave.Engine.Generation;
 using Enclave.Engine.KvCache;
 using Enclave.Engine.Models;
+using Enclave.Engine.Sampling;
 using Enclave.Engine.Tests.Backends;
 
 namespace Enclave.Tools.GpuCheck;
 
 /// <summary>
 /// Runs on a GPU host without the .NET SDK (published self-contained): the op table against the float64 reference,
-/// fixture parity against transformers, and a BF16 decode/prefill benchmark with dummy weights at real shapes.
+/// fixture parity against transformers, decode-graph parity (recorded and replayed steps against eager ones), and a
+/// BF16 decode/prefill benchmark with dummy weights at real shapes, decode graphs on and off.
 /// Usage: GpuCheck [--fixtures DIR] [--bench CONFIG.json]... [--decode-steps N] [--prompt-len N]
+///        GpuCheck --gemm-peak   (cuBLAS BF16 GEMM throughput only: the peak that prefill is measured against)
 /// Exit code 1 when any check fails.
 /// </summary>
 internal static class Program
@@ -26,6 +30,7 @@ internal static class Program
         string? fixtures = null;
         var benches = new List<string>();
         int steps = 64, promptLength = 512;
+        var gemmPeak = false;
         for (var i = 0; i < args.Length; i++)
         {
             switch (args[i])
@@ -34,6 +39,7 @@ internal static class Program
                 case "--bench": benches.Add(args[++i]); break;
                 case "--decode-steps": steps = int.Parse(args[++i]); break;
                 case "--prompt-len": promptLength = int.Parse(args[++i]); break;
+                case "--gemm-peak": gemmPeak = true; break;
                 default: Console.Error.WriteLine($"unknown argument {args[i]}"); return 2;
             }
         }
@@ -43,6 +49,14 @@ internal static class Program
         if (!probe.Usable)
         {
             return 3;
+        }
+
+        if (gemmPeak)
+        {
+            using var backend = new CudaBackend();
+            Console.WriteLine($"backend      {backend.Name}");
+            GemmPeak.Run(backend);
+            return 0;
         }
 
         var clock = Stopwatch.StartNew();
@@ -60,6 +74,12 @@ internal static class Program
             {
                 Parity(dir, tensorCores: false);
                 Parity(dir, tensorCores: true);
+            }
+
+            foreach (var dir in Directory.GetDirectories(fixtures).Order(StringComparer.Ordinal))
+            {
+                GraphParity(dir, wide: false);
+                GraphParity(dir, wide: true);
             }
         }
 
@@ -85,6 +105,13 @@ internal static class Program
         cuda.TensorCoreGemm = true;
         Console.WriteLine("== matmul through cuBLAS tensor cores (activations rounded to the weight type; tolerance 2e-2)");
         foreach (var name in BackendOpCases.Names.Where(n => n.StartsWith("matmul/", StringComparison.Ordinal) && !n.Contains("/t1/", StringComparison.Ordinal)))
+        {
+            Report(BackendOpCases.Run(name, cuda, reference, 2e-2));
+        }
+
+        // Prefill attention in the same mode runs q·k and p·v on TF32 tensor cores (10-bit mantissa).
+        Console.WriteLine("== prefill attention on TF32 tensor cores (tolerance 2e-2)");
+        foreach (var name in BackendOpCases.TensorCoreAttentionNames)
         {
             Report(BackendOpCases.Run(name, cuda, reference, 2e-2));
         }
@@ -184,6 +211,192 @@ internal static class Program
         }
     }
 
+    /// <summary>
+    /// Decode graphs on a dense fixture: (1) the engine's greedy tokens with graphs on equal those with graphs off, for
+    /// five concurrent requests of different lengths (decode batches of 5 down to 1, each recorded and then replayed;
+    /// wide: ten, past the GEMV limit of 8);
+    /// (2) stepping the model directly, every recorded or replayed step's logits equal bit for bit those of the same
+    /// step run eagerly with the graph launch configuration, and stay within 1e-6 (of the logit scale) of plain eager.
+    /// </summary>
+    private static void GraphParity(string dir, bool wide)
+    {
+        var name = Path.GetFileName(dir);
+        var config = ModelConfig.Load(dir);
+        if (config.Quantization is not null)
+        {
+            return;
+        }
+
+        using var weights = SafetensorsCheckpoint.Open(dir);
+        using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "reference.json")));
+        var cases = doc.RootElement.GetProperty("cases").EnumerateArray()
+            .Select(c => c.GetProperty("prompt_ids").EnumerateArray().Select(e => e.GetInt32()).ToArray()).ToArray();
+        // Wide: each prompt twice (the copy one token shorter), so that decode batches reach 10, past the GEMV limit of 8,
+        // where products go through the tiled kernel or cuBLAS (F32 weights), both of which must record and replay too.
+        var prompts = wide ? cases.Concat(cases.Select(p => p.Length > 1 ? p[1..] : p)).ToArray() : cases;
+        name += wide ? $" (decode batches up to {prompts.Length})" : string.Empty;
+        try
+        {
+            var (graphTokens, graphBackend) = GenerateGreedy(config, weights, prompts, graphs: true);
+            if (graphTokens is null)
+            {
+                if (wide)
+                {
+                    return;
+                }
+
+                Console.WriteLine($"graph parity {name}: skipped, {config.Architecture} does not allow decode graphs (its steps need the host)");
+                return;
+            }
+
+            var (eagerTokens, _) = GenerateGreedy(config, weights, prompts, graphs: false);
+            var mismatch = Enumerable.Range(0, prompts.Length).FirstOrDefault(i => !graphTokens[i].SequenceEqual(eagerTokens![i]), -1);
+            var (bitExact, worstVsEager, recorded, replayed) = StepLogits(config, weights, prompts);
+            var ok = mismatch < 0 && graphBackend.Replays > 0 && bitExact && worstVsEager <= 1e-6 && replayed > 0;
+            Console.WriteLine($"{(ok ? "PASS" : "FAIL")} graph parity {name}: engine greedy {graphTokens.Sum(t => t.Length)} tokens over {prompts.Length} requests "
+                + (mismatch < 0 ? "equal with graphs on and off" : $"differ in request {mismatch}: [{string.Join(",", graphTokens[mismatch])}] vs [{string.Join(",", eagerTokens![mismatch])}]")
+                + $" ({graphBackend.Captures} recorded, {graphBackend.Replays} replayed); stepped logits {(bitExact ? "bit-identical" : "NOT bit-identical")} to the eager twin over {recorded} recorded and {replayed} replayed steps, max {worstVsEager:E2} of scale from plain eager");
+            if (!ok)
+            {
+                failures++;
+            }
+        }
+        catch (Exception e)
+        {
+            Console.WriteLine($"FAIL graph parity {name}: {e.GetType().Name}: {e.Message}");
+            failures++;
+        }
+    }
+
+    private static (int[][]? Tokens, (long Captures, long Replays) Counts) GenerateGreedy(ModelConfig config, IWeightSource weights, int[][] prompts, bool graphs)
+    {
+        using var cuda = new CudaBackend(new CudaBackendOptions { CudaGraphs = graphs });
+        using var model = ModelRegistry.Create(config, weights, cuda);
+        if (!model.SupportsDecodeGraphs)
+        {
+            return (null, default);
+        }
+
+        var options = new EngineOptions { MaxNumSeqs = 16, MaxNumBatchedTokens = 64, BlockSize = 4, KvCacheBytes = model.KvCacheSpec.BytesPerToken * 4 * 512 };
+        int[][] outputs;
+        using (var engine = new InferenceEngine(model, options, []))
+        {
+            if (engine.DecodeGraphs != graphs)
+            {
+                throw new InvalidOperationException($"the engine reports decode graphs {(engine.DecodeGraphs ? "on" : "off")} for a backend with CudaGraphs = {graphs}");
+            }
+
+            // Different lengths, so that the decode batch shrinks from 10 to 1 and every size is recorded and replayed.
+            var runs = prompts.Select(async (prompt, i) =>
+            {
+                var ids = new List<int>();
+                await foreach (var e in engine.GenerateTokensAsync(prompt, new SamplingParams { Temperature = 0, MaxTokens = 40 - (3 * i), IgnoreEos = true }))
+                {
+                    ids.Add(e.TokenId);
+                }
+
+                return ids.ToArray();
+            }).ToArray();
+            outputs = Task.WhenAll(runs).GetAwaiter().GetResult();
+        }
+
+        return (outputs, (cuda.GraphCaptures, cuda.GraphReplays));
+    }
+
+    /// <summary>
+    /// Three backends step the same sequences (all prompts prefilled in one step, then decode steps of every prompt):
+    /// decode graphs recorded and replayed, the same launch configuration never recorded (must be bit-identical),
+    /// and plain eager launches (other attention splits, so rounding may differ slightly).
+    /// </summary>
+    private static (bool BitExact, double WorstVsEager, long Recorded, long Replayed) StepLogits(ModelConfig config, IWeightSource weights, int[][] prompts)
+    {
+        const int blockSize = 4, steps = 12;
+        var maxLen = prompts.Max(p => p.Length) + steps + 1;
+        var limits = new DecodeGraphLimits(maxLen, prompts.Length, 512, (maxLen / blockSize) + 1);
+        using var graphed = new CudaBackend();
+        using var twin = new CudaBackend();
+        using var eager = new CudaBackend(new CudaBackendOptions { CudaGraphs = false });
+        graphed.EnableDecodeGraphs(limits);
+        twin.EnableDecodeGraphs(limits);
+        twin.RecordDecodeGraphs = false;
+        var backends = new[] { graphed, twin, eager };
+        var models = backends.Select(b => ModelRegistry.Create(config, weights, b)).ToArray();
+        var caches = models.Select(m => new PagedKvCache(m.Backend, m.KvCacheSpec, 512, blockSize)).ToArray();
+        var logits = backends.Select(b => b.Allocate(DType.F32, prompts.Length, config.VocabSize)).ToArray();
+        var host = backends.Select(_ => new float[prompts.Length * config.VocabSize]).ToArray();
+        try
+        {
+            var pool = new BlockPool(512, blockSize);
+            var tables = prompts.Select(_ => new List<int>()).ToArray();
+            var tokens = prompts.Select(p => p.ToList()).ToArray();
+            var computed = new int[prompts.Length];
+            bool bitExact = true;
+            double worst = 0;
+            for (var step = 0; step <= steps; step++)
+            {
+                var batch = MultiSequence(tokens, computed, pool, tables);
+                for (var b = 0; b < backends.Length; b++)
+                {
+                    models[b].Forward(batch, caches[b], logits[b]);
+                    backends[b].Download(logits[b], host[b]);
+                }
+
+                for (var i = 0; i < prompts.Length; i++)
+                {
+                    computed[i] = tokens[i].Count;
+                    var row = host[0].AsSpan(i * config.VocabSize, config.VocabSize);
+                    tokens[i].Add(Sampler.ArgMax(row));
+                }
+
+                if (step > 0)
+                {
+                    var scale = Math.Max(1, host[2].Max(Math.Abs));
+                    bitExact &= host[0].AsSpan().SequenceEqual(host[1]);
+                    worst = Math.Max(worst, host[0].Select((v, i) => Math.Abs(v - host[2][i])).Max() / scale);
+                }
+            }
+
+            return (bitExact, worst, graphed.GraphCaptures, graphed.GraphReplays);
+        }
+        finally
+        {
+            foreach (var d in logits.Concat<IDisposable>(caches).Concat(models))
+            {
+                d.Dispose();
+            }
+        }
+    }
+
+    /// <summary>One step over several sequences: each computes its not-yet-computed tokens, one logit row each.</summary>
+    private static ForwardBatch MultiSequence(List<int>[] tokens, int[] computed, BlockPool pool, List<int>[] tables)
+    {
+        var ids = new List<int>();
+        var positions = new List<int>();
+        var slots = new List<int>();
+        var slices = new SequenceSlice[tokens.Length];
+        var rows = new int[tokens.Length];
+        for (var s = 0; s < tokens.Length; s++)
+        {
+            if (!pool.TryEnsureCapacity(tables[s], tokens[s].Count))
+            {
+                throw new InvalidOperationException("the graph parity cache is too small");
+            }
+
+            var start = ids.Count;
+            for (var p = computed[s]; p < tokens[s].Count; p++)
+            {
+                ids.Add(tokens[s][p]);
+                positions.Add(p);
+                slots.Add((tables[s][p / pool.BlockSize] * pool.BlockSize) + (p % pool.BlockSize));
+            }
+
+            slices[s] = new SequenceSlice(start, ids.Count - start, tokens[s].Count, [.. tables[s]]);
+            rows[s] = ids.Count - 1;
+        }
+
+        return new ForwardBatch { TokenIds = [.. ids], Positions = [.. positions], SlotMapping = [.. slots], Sequences = slices, LogitRows = rows };
+    }
+
     private static ForwardBatch SingleSequence(List<int> tokens, int computed, BlockPool pool, List<int> table)
     {
         if (!pool.TryEnsureCapacity(table, tokens.Count))
@@ -261,25 +474,47 @@ internal static class Program
         }
 
         cuda.TensorCoreGemm = false;
+        // Decode at batch 1 three ways: eager launches with the logits downloaded and the argmax taken on the host (as
+        // before device argmax), eager with the device argmax, and replayed decode graphs with the device argmax.
+        var limits = new DecodeGraphLimits(promptLength + steps + 8, 1, promptLength, ((promptLength + steps + 8) / blockSize) + 1);
+        var rates = new List<string>();
+        foreach (var (label, graphs, deviceArgmax) in new[] { ("eager, host argmax", false, false), ("eager, device argmax", false, true), ("graphs, device argmax", true, true) })
         {
+            if (graphs)
+            {
+                cuda.EnableDecodeGraphs(limits);
+            }
+
             var pool = new BlockPool(cache.BlockCount, blockSize);
             var table = new List<int>();
             var tokens = Enumerable.Range(0, promptLength).Select(_ => random.Next(config.VocabSize)).ToList();
             model.Forward(SingleSequence(tokens, 0, pool, table), cache, logits);
             cuda.Download(logits, host);
+            var next = ArgMax(host);
             var computed = tokens.Count;
             var stepTimes = new List<double>();
             var enqueueTimes = new List<double>();
+            var id = new int[1];
             var wall = Stopwatch.StartNew();
             for (var s = 0; s < steps; s++)
             {
-                tokens.Add(ArgMax(host));
+                tokens.Add(next);
                 var batch = SingleSequence(tokens, computed, pool, table);
                 computed = tokens.Count;
                 var step = Stopwatch.StartNew();
                 model.Forward(batch, cache, logits);
                 enqueueTimes.Add(step.Elapsed.TotalMilliseconds);
-                cuda.Download(logits, host);
+                if (deviceArgmax)
+                {
+                    cuda.Argmax(logits, id);
+                    next = id[0];
+                }
+                else
+                {
+                    cuda.Download(logits, host);
+                    next = ArgMax(host);
+                }
+
                 stepTimes.Add(step.Elapsed.TotalMilliseconds);
             }
 
@@ -287,10 +522,39 @@ internal static class Program
             stepTimes.Sort();
             enqueueTimes.Sort();
             var rate = steps / wall.Elapsed.TotalSeconds;
-            Console.WriteLine($"decode       {rate:F1} tokens/s at batch 1 (median step {stepTimes[steps / 2]:F2} ms, of which {enqueueTimes[steps / 2]:F2} ms enqueueing on the host)");
-            Console.WriteLine($"efficiency   {100 * rate / roofline:F1}% of the {roofline:F1} tokens/s roofline");
+            rates.Add($"{label} {rate:F1}");
+            Console.WriteLine($"decode       {label,-22} {rate,7:F1} tokens/s at batch 1 (median step {stepTimes[steps / 2]:F2} ms, of which {enqueueTimes[steps / 2]:F3} ms on the host before the result is awaited; {100 * rate / roofline:F1}% of the {roofline:F1} tokens/s roofline)"
+                + (graphs ? $"; {cuda.GraphCaptures} recorded, {cuda.GraphReplays} replayed" : string.Empty));
+            if (graphs)
+            {
+                cuda.DisableDecodeGraphs();
+            }
+        }
+
+        Console.WriteLine($"decode graphs side by side (tokens/s at batch 1): {string.Join(" | ", rates)}");
+        {
+            var pool = new BlockPool(cache.BlockCount, blockSize);
+            var table = new List<int>();
+            var tokens = Enumerable.Range(0, promptLength + 1).Select(_ => random.Next(config.VocabSize)).ToList();
+            model.Forward(SingleSequence(tokens, 0, pool, table), cache, logits);
+            cuda.Download(logits, host);
+            var computed = tokens.Count;
             var deviceMs = CudaTimer.TimeMilliseconds(cuda, () => model.Forward(SingleSequence(tokens, computed - 1, pool, table), cache, logits));
-            Console.WriteLine($"device step  {deviceMs:F2} ms between events around one decode forward ({100 * (model.WeightBytes / bandwidth / 1e6) / deviceMs:F1}% of roofline)");
+            Console.WriteLine($"device step  {deviceMs:F2} ms between events around one eager decode forward ({100 * (model.WeightBytes / bandwidth / 1e6) / deviceMs:F1}% of roofline)");
+
+            // Where the device time of one decode step goes: each kernel timed alone (the stream waits after each).
+            tokens.Add(1);
+            cuda.KernelTimes = [];
+            model.Forward(SingleSequence(tokens, computed, pool, table), cache, logits);
+            cuda.Download(logits, host);
+            var times = cuda.KernelTimes;
+            cuda.KernelTimes = null;
+            var sum = times.Values.Sum(v => v.Milliseconds);
+            Console.WriteLine($"kernels      {times.Values.Sum(v => v.Count)} launches in one decode step, {sum:F2} ms if run back to back; by kernel and grid:");
+            foreach (var (key, (count, ms)) in times.OrderByDescending(e => e.Value.Milliseconds).Take(16))
+            {
+                Console.WriteLine($"  {key,-44} {count,4} x {1000 * ms / count,8:F1} us = {ms:F3} ms ({100 * ms / sum:F1}%)");
+            }
         }
 
         // One decode-shaped product alone: the GEMV against cuBLAS on the same weights.

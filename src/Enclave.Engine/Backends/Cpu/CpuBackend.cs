@@ -101,6 +101,8 @@ public sealed class CpuBackend : IBackend
         tensor.F32Span.CopyTo(destination);
     }
 
+    public void Argmax(DeviceTensor logits, Span<int> tokenIds) => CpuArgmax.Run(_width, Cpu(logits), tokenIds);
+
     /// <summary>The kernels read the batch's host arrays directly, so there is nothing to stage.</summary>
     public void PrepareStep(ForwardBatch batch) => ArgumentNullException.ThrowIfNull(batch);
 

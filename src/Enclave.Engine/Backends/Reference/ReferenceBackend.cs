@@ -44,6 +44,34 @@ public sealed class ReferenceBackend : IBackend
 
     public void Download(DeviceTensor source, Span<float> destination) => ((HostTensor)source).Span.CopyTo(destination);
 
+    /// <summary>The definition, row by row: the first strictly larger value wins, so ties keep the lowest index and NaN never wins.</summary>
+    public void Argmax(DeviceTensor logits, Span<int> tokenIds)
+    {
+        var values = ((HostTensor)logits).Span;
+        var vocab = logits.Columns;
+        if (tokenIds.Length != logits.Rows)
+        {
+            throw new ArgumentException($"Argmax: {tokenIds.Length} ids for logits {logits}");
+        }
+
+        for (var r = 0; r < tokenIds.Length; r++)
+        {
+            var row = values.Slice(r * vocab, vocab);
+            var best = 0;
+            var bestValue = double.NegativeInfinity;
+            for (var i = 0; i < row.Length; i++)
+            {
+                if (row[i] > bestValue)
+                {
+                    bestValue = row[i];
+                    best = i;
+                }
+            }
+
+            tokenIds[r] = best;
+        }
+    }
+
     public void PrepareStep(ForwardBatch batch)
     {
     }
