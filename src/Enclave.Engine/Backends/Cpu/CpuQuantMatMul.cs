@@ -390,19 +390,7 @@ internal static unsafe class CpuQuantMatMul
         where TVnni : struct, IFlag
         where TFiveBit : struct, IFlag
     {
-        var mask = Vector256.Create((byte)0x0F);
-        var qv = Vector256.Load(qs);
-        var lo = qv & mask;
-        var hi = Vector256.ShiftRightLogical(qv.AsUInt16(), 4).AsByte() & mask;
-        if (TFiveBit.Value)
-        {
-            var sixteen = Vector256.Create((byte)16);
-            var bitLo = Vector256.Create((byte)(1 << bit));
-            var bitHi = Vector256.Create((byte)(2 << bit));
-            lo |= Vector256.Equals(qh & bitLo, bitLo) & sixteen;
-            hi |= Vector256.Equals(qh & bitHi, bitHi) & sixteen;
-        }
-
+        var (lo, hi) = Levels45K<TFiveBit>(qs, qh, bit);
         sumi = ScaledDot<TVnni>(sumi, lo, Vector256.Load(y), Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scales, pickLo)));
         return ScaledDot<TVnni>(sumi, hi, Vector256.Load(y + 32), Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scales, pickHi)));
     }

@@ -220,20 +220,27 @@ public static class GgmlQuants
         }
     }
 
-    private static void QuantizeQ4_0(ReadOnlySpan<float> x, Span<byte> b)
+    /// <summary>The value of largest magnitude, sign kept (the first of equals, as ggml's loop finds it).</summary>
+    private static float LargestMagnitude(ReadOnlySpan<float> x)
     {
-        // The value of largest magnitude, sign kept, maps to -8 so the full [-8, 7] range is used.
         var amax = 0f;
         var max = 0f;
-        for (var j = 0; j < QK; j++)
+        foreach (var v in x)
         {
-            if (amax < MathF.Abs(x[j]))
+            if (amax < MathF.Abs(v))
             {
-                amax = MathF.Abs(x[j]);
-                max = x[j];
+                amax = MathF.Abs(v);
+                max = v;
             }
         }
 
+        return max;
+    }
+
+    private static void QuantizeQ4_0(ReadOnlySpan<float> x, Span<byte> b)
+    {
+        // The value of largest magnitude, sign kept, maps to -8 so the full [-8, 7] range is used.
+        var max = LargestMagnitude(x[..QK]);
         var d = max / -8f;
         var id = d != 0 ? 1f / d : 0f;
         WriteF16(b, 0, d);
@@ -348,17 +355,7 @@ public static class GgmlQuants
     private static void QuantizeQ5_0(ReadOnlySpan<float> x, Span<byte> b)
     {
         // As Q4_0: the value of largest magnitude, sign kept, maps to -16 so the full [-16, 15] range is used.
-        var amax = 0f;
-        var max = 0f;
-        for (var j = 0; j < QK; j++)
-        {
-            if (amax < MathF.Abs(x[j]))
-            {
-                amax = MathF.Abs(x[j]);
-                max = x[j];
-            }
-        }
-
+        var max = LargestMagnitude(x[..QK]);
         var d = max / -16f;
         var id = d != 0 ? 1f / d : 0f;
         WriteF16(b, 0, d);
