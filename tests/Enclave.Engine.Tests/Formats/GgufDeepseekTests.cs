@@ -424,6 +424,46 @@ public sealed class GgufDeepseekTests : IDisposable
         Assert.True(host.Max() > host.Min());
     }
 
+    [Fact]
+    public void K_quant_mixtures_give_routed_and_shared_ffn_down_more_bits_in_the_same_layers_as_llama_cpp()
+    {
+        // 256-wide rows, so the matrices are whole K-quant blocks; 8 layers: use_more_bits picks layers 0, 3, 6 and 7.
+        var config = ModelConfig.Parse(JsonNode.Parse("""
+            {"architectures": ["DeepseekV3ForCausalLM"], "hidden_size": 256, "intermediate_size": 256, "num_hidden_layers": 8,
+             "num_attention_heads": 2, "num_key_value_heads": 2, "vocab_size": 64, "rms_norm_eps": 1e-6, "max_position_embeddings": 64,
+             "q_lora_rank": 256, "kv_lora_rank": 256, "qk_nope_head_dim": 32, "qk_rope_head_dim": 32, "v_head_dim": 32,
+             "n_routed_experts": 4, "num_experts_per_tok": 2, "n_shared_experts": 1, "moe_intermediate_size": 256,
+             "first_k_dense_replace": 1, "n_group": 1, "topk_group": 1, "tie_word_embeddings": false, "rope_theta": 10000.0}
+            """)!.AsObject(), "test-config.json");
+        using var dummy = DummyWeights.Create(config);
+        var path = Path.Combine(temp.Path, "k.gguf");
+        GgufExport.Write(config, dummy, null, "q4_k_m", path, "k");
+        using var file = GgufFile.Open(path);
+        Assert.Equal(DType.Q6_K, file.GetTensor("blk.0.ffn_down.weight").DType);
+        foreach (var layer in new[] { 3, 6, 7 })
+        {
+            Assert.Equal(DType.Q6_K, file.GetTensor($"blk.{layer}.ffn_down_exps.weight").DType);
+            Assert.Equal(DType.Q6_K, file.GetTensor($"blk.{layer}.ffn_down_shexp.weight").DType);
+        }
+
+        Assert.Equal(DType.Q4_K, file.GetTensor("blk.4.ffn_down_exps.weight").DType);
+        Assert.Equal(DType.Q4_K, file.GetTensor("blk.4.ffn_up_exps.weight").DType);
+        Assert.Equal(DType.Q4_K, file.GetTensor("blk.4.attn_q_b.weight").DType);
+        Assert.Equal(DType.F32, file.GetTensor("blk.4.ffn_gate_inp.weight").DType);
+        Assert.Equal(DType.Q8_0, file.GetTensor("blk.4.attn_k_b.weight").DType); // 32-wide rows: Q8_0, not K blocks
+        using var gguf = GgufModel.Open(path);
+        Assert.Equal(DType.Q6_K, gguf.Get("model.layers.3.mlp.experts.2.down_proj.weight").DType);
+        Assert.Equal([256, 256], gguf.Get("model.layers.3.mlp.experts.2.down_proj.weight").Shape);
+    }
+
+    [Fact]
+    public void A_quantised_checkpoint_is_refused_with_a_clear_message()
+    {
+        var dir = Fixtures.Model("tiny-deepseek-v3-fp8");
+        var e = Assert.Throws<NotSupportedException>(() => Write(dir, "q8_0", "fp8.gguf"));
+        Assert.Contains("Fp8Block checkpoint cannot be written to GGUF", e.Message);
+    }
+
     private static float[] Rows(CheckpointTensor t)
     {
         var columns = t.Shape[^1];

@@ -149,6 +149,12 @@ public static class GgufExport
             throw new NotSupportedException($"{config.Path}: {config.Architecture} cannot be written to GGUF (supported: {string.Join(", ", ArchitectureNames.Keys)})");
         }
 
+        if (config.Quantization is { } quantization && weights is not DummyWeights)
+        {
+            // The exporter reads float weights; FP8/AWQ/GPTQ tensors would need their own dequantisation first.
+            throw new NotSupportedException($"{config.Path}: a {quantization.Method} checkpoint cannot be written to GGUF; convert its unquantised (BF16/F16/F32) checkpoint");
+        }
+
         var writer = new GgufWriter();
         writer.AddString("general.architecture", arch);
         writer.AddString("general.name", name);
@@ -339,7 +345,10 @@ public static class GgufExport
                 return DType.F32; // llama.cpp's converter always keeps the router in F32
             }
 
-            var type = TensorType(target, ggufName, shape, c.NumHiddenLayers, hasOutput);
+            // llama.cpp's K-quant mixtures give every ffn_down tensor (routed and shared experts too) more bits in
+            // the same layers as a dense ffn_down.
+            var ruleName = ggufName.Replace(".ffn_down_exps.", ".ffn_down.", StringComparison.Ordinal).Replace(".ffn_down_shexp.", ".ffn_down.", StringComparison.Ordinal);
+            var type = TensorType(target, ruleName, shape, c.NumHiddenLayers, hasOutput);
             // Rows that are not whole blocks (attn_k_b's nope-wide rows in small models) fall back to F16, as in llama.cpp's converter.
             return type.IsQuantized() && shape[^1] % type.BlockElements() != 0 ? DType.F16 : type;
         }
