@@ -233,6 +233,62 @@ public sealed class GgufDeepseekTests : IDisposable
     }
 
     [Fact]
+    public void A_deepseek_v3_pre_tokenizer_is_written_as_llama_cpps_deepseek_v3_and_read_back_the_same()
+    {
+        // DeepSeek-V3/R1's tokenizer.json splits three times in sequence (digits in threes, CJK and kana runs, words and
+        // punctuation) before the byte-level step; llama.cpp calls that pre-tokenizer "deepseek-v3".
+        var source = Fixtures.Model("tiny-deepseek-v3");
+        var dir = Path.Combine(temp.Path, "tiny-deepseek-v3-tokenizer");
+        Directory.CreateDirectory(dir);
+        foreach (var f in Directory.GetFiles(source))
+        {
+            File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
+        }
+
+        var tokenizerPath = Path.Combine(dir, "tokenizer.json");
+        var tokenizer = JsonNode.Parse(File.ReadAllText(tokenizerPath))!.AsObject();
+        JsonObject Split(string regex) => new()
+        {
+            ["type"] = "Split",
+            ["pattern"] = new JsonObject { ["Regex"] = regex },
+            ["behavior"] = "Isolated",
+            ["invert"] = false,
+        };
+        tokenizer["normalizer"] = null;
+        tokenizer["pre_tokenizer"] = new JsonObject
+        {
+            ["type"] = "Sequence",
+            ["pretokenizers"] = new JsonArray(
+                Split(@"\p{N}{1,3}"),
+                Split("[一-龥぀-ゟ゠-ヿ]+"),
+                Split(@"[!""#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"),
+                new JsonObject { ["type"] = "ByteLevel", ["add_prefix_space"] = false, ["trim_offsets"] = true, ["use_regex"] = false }),
+        };
+        File.WriteAllText(tokenizerPath, tokenizer.ToJsonString());
+
+        var path = Write(dir, "q8_0", "tokenizer-v3.gguf");
+        using (var file = GgufFile.Open(path))
+        {
+            Assert.Equal("deepseek-v3", file.GetString("tokenizer.ggml.pre"));
+        }
+
+        using var gguf = GgufModel.Open(path);
+        var expected = Enclave.Engine.Tokenization.HfTokenizer.FromDirectory(dir);
+        foreach (var text in new[] { "Numbers 1234567 and 3.14159!", "日本語のテキスト、カタカナ", "!Hello,world\r\n\n  x", "naïve café -- e.g. 'quoted' «aaaa»" })
+        {
+            var ids = expected.Encode(text);
+            Assert.Equal(ids, gguf.Tokenizer.Encode(text));
+            Assert.Equal(text, gguf.Tokenizer.Decode(ids));
+        }
+
+        // Only the whole sequence has a llama.cpp name: without the digit split it is refused, not guessed.
+        tokenizer["pre_tokenizer"]!["pretokenizers"]!.AsArray().RemoveAt(0);
+        File.WriteAllText(tokenizerPath, tokenizer.ToJsonString());
+        var e = Assert.Throws<NotSupportedException>(() => Write(dir, "q8_0", "tokenizer-partial.gguf"));
+        Assert.Contains("no llama.cpp pre-tokenizer name", e.Message);
+    }
+
+    [Fact]
     public void Each_routed_expert_is_a_view_into_its_stacked_tensor()
     {
         var dir = Fixtures.Model("tiny-deepseek-v3");
