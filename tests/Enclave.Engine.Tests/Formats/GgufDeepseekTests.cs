@@ -506,7 +506,7 @@ public sealed class GgufDeepseekTests : IDisposable
         Assert.Equal(DType.Q4_K, file.GetTensor("blk.4.ffn_up_exps.weight").DType);
         Assert.Equal(DType.Q4_K, file.GetTensor("blk.4.attn_q_b.weight").DType);
         Assert.Equal(DType.F32, file.GetTensor("blk.4.ffn_gate_inp.weight").DType);
-        Assert.Equal(DType.Q8_0, file.GetTensor("blk.4.attn_k_b.weight").DType); // 32-wide rows: Q8_0, not K blocks
+        Assert.Equal(DType.Q5_0, file.GetTensor("blk.4.attn_k_b.weight").DType); // 32-wide rows: llama.cpp's Q5_0 fallback for Q4_K
         using var gguf = GgufModel.Open(path);
         Assert.Equal(DType.Q6_K, gguf.Get("model.layers.3.mlp.experts.2.down_proj.weight").DType);
         Assert.Equal([256, 256], gguf.Get("model.layers.3.mlp.experts.2.down_proj.weight").Shape);

@@ -348,9 +348,8 @@ public static class GgufExport
             // llama.cpp's K-quant mixtures give every ffn_down tensor (routed and shared experts too) more bits in
             // the same layers as a dense ffn_down.
             var ruleName = ggufName.Replace(".ffn_down_exps.", ".ffn_down.", StringComparison.Ordinal).Replace(".ffn_down_shexp.", ".ffn_down.", StringComparison.Ordinal);
-            var type = TensorType(target, ruleName, shape, c.NumHiddenLayers, hasOutput);
-            // Rows that are not whole blocks (attn_k_b's nope-wide rows in small models) fall back to F16, as in llama.cpp's converter.
-            return type.IsQuantized() && shape[^1] % type.BlockElements() != 0 ? DType.F16 : type;
+            // Rows that are not whole blocks (attn_k_b's nope-wide rows in small models) take TensorType's fallbacks.
+            return TensorType(target, ruleName, shape, c.NumHiddenLayers, hasOutput);
         }
 
         // HF row of GGUF row r when the rows from ropeStart on (within each block of blockRows) are rope rows to interleave.
