@@ -25,17 +25,27 @@ public static class GgufTokenizer
     private const string Llama3Regex = @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
     private const string Qwen2Regex = @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
-    /// <summary>llama.cpp's pre-tokenizer names and the split regex each stands for (and whether HF normalises NFC first).</summary>
-    private static readonly Dictionary<string, (string Regex, bool Nfc, bool IgnoreMerges)> PreTypes = new(StringComparer.Ordinal)
+    // DeepSeek-V3/R1 (llama.cpp's "deepseek-v3"): three splits in sequence, digits in threes, CJK and kana runs,
+    // then words and punctuation.
+    private static readonly string[] DeepseekV3Regexes =
+    [
+        @"\p{N}{1,3}",
+        "[\u4E00-\u9FA5\u3040-\u309F\u30A0-\u30FF]+",
+        @"[!""#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+    ];
+
+    /// <summary>llama.cpp's pre-tokenizer names and the split regexes each stands for, applied in order (and whether HF normalises NFC first).</summary>
+    private static readonly Dictionary<string, (string[] Regexes, bool Nfc, bool IgnoreMerges)> PreTypes = new(StringComparer.Ordinal)
     {
-        ["default"] = (Gpt2Regex, false, false),
-        ["gpt-2"] = (Gpt2Regex, false, false),
-        ["gpt2"] = (Gpt2Regex, false, false),
-        ["llama-bpe"] = (Llama3Regex, false, true),
-        ["llama3"] = (Llama3Regex, false, true),
-        ["smaug-bpe"] = (Llama3Regex, false, false),
-        ["qwen2"] = (Qwen2Regex, true, false),
-        ["deepseek-r1-qwen"] = (Qwen2Regex, true, false),
+        ["default"] = ([Gpt2Regex], false, false),
+        ["gpt-2"] = ([Gpt2Regex], false, false),
+        ["gpt2"] = ([Gpt2Regex], false, false),
+        ["llama-bpe"] = ([Llama3Regex], false, true),
+        ["llama3"] = ([Llama3Regex], false, true),
+        ["smaug-bpe"] = ([Llama3Regex], false, false),
+        ["qwen2"] = ([Qwen2Regex], true, false),
+        ["deepseek-r1-qwen"] = ([Qwen2Regex], true, false),
+        ["deepseek-v3"] = (DeepseekV3Regexes, false, false),
     };
 
     public static HfTokenizer Build(GgufFile file)
@@ -131,14 +141,16 @@ public static class GgufTokenizer
                     {
                         ["type"] = "Sequence",
                         ["pretokenizers"] = new JsonArray(
-                            new JsonObject
+                        [
+                            .. preType.Regexes.Select(regex => (JsonNode)new JsonObject
                             {
                                 ["type"] = "Split",
-                                ["pattern"] = new JsonObject { ["Regex"] = preType.Regex },
+                                ["pattern"] = new JsonObject { ["Regex"] = regex },
                                 ["behavior"] = "Isolated",
                                 ["invert"] = false,
-                            },
-                            new JsonObject { ["type"] = "ByteLevel", ["add_prefix_space"] = false, ["trim_offsets"] = true, ["use_regex"] = false }),
+                            }),
+                            new JsonObject { ["type"] = "ByteLevel", ["add_prefix_space"] = false, ["trim_offsets"] = true, ["use_regex"] = false },
+                        ]),
                     },
                     ["decoder"] = new JsonObject { ["type"] = "ByteLevel", ["add_prefix_space"] = true, ["trim_offsets"] = true, ["use_regex"] = true },
                     ["post_processor"] = null,
@@ -241,14 +253,10 @@ public static class GgufTokenizer
             throw new NotSupportedException($"{path}: only byte-level BPE tokenizers can be written to GGUF");
         }
 
-        var regex = SplitRegex(root) ?? Gpt2Regex;
-        var pre = regex switch
-        {
-            Llama3Regex => "llama-bpe",
-            Qwen2Regex => "qwen2",
-            Gpt2Regex => "gpt-2",
-            _ => throw new NotSupportedException($"{path}: the pre-tokenizer regex has no llama.cpp pre-tokenizer name; cannot write it to GGUF"),
-        };
+        var regexes = SplitRegexes(root);
+        string[] names = ["llama-bpe", "qwen2", "gpt-2", "deepseek-v3"];
+        var pre = names.FirstOrDefault(n => PreTypes[n].Regexes.Select(NormaliseRegex).SequenceEqual(regexes.Select(NormaliseRegex)))
+            ?? throw new NotSupportedException($"{path}: the pre-tokenizer regexes have no llama.cpp pre-tokenizer name; cannot write them to GGUF");
 
         var size = Math.Max(vocabSize, tokenizer.VocabSize);
         var tokens = new string[size];
@@ -336,11 +344,13 @@ public static class GgufTokenizer
     private static bool IsByteLevel(JsonElement root) =>
         root.TryGetProperty("decoder", out var d) && d.ValueKind == JsonValueKind.Object && d.TryGetProperty("type", out var t) && t.GetString() == "ByteLevel";
 
-    private static string? SplitRegex(JsonElement root)
+    /// <summary>The regexes of the Split steps of tokenizer.json's pre-tokenizer, in order (GPT-2's for a ByteLevel step that splits itself).</summary>
+    private static List<string> SplitRegexes(JsonElement root)
     {
+        var result = new List<string>();
         if (!root.TryGetProperty("pre_tokenizer", out var pre) || pre.ValueKind != JsonValueKind.Object)
         {
-            return null;
+            return [Gpt2Regex];
         }
 
         var steps = pre.TryGetProperty("pretokenizers", out var list) ? list.EnumerateArray().ToArray() : [pre];
@@ -349,15 +359,40 @@ public static class GgufTokenizer
             if (step.TryGetProperty("type", out var type) && type.GetString() == "Split"
                 && step.TryGetProperty("pattern", out var pattern) && pattern.TryGetProperty("Regex", out var regex))
             {
-                return regex.GetString();
+                result.Add(regex.GetString()!);
             }
-
-            if (type.GetString() == "ByteLevel" && step.TryGetProperty("use_regex", out var useRegex) && useRegex.GetBoolean())
+            else if (type.GetString() == "ByteLevel" && step.TryGetProperty("use_regex", out var useRegex) && useRegex.GetBoolean())
             {
-                return Gpt2Regex;
+                result.Add(Gpt2Regex);
             }
         }
 
-        return null;
+        return result.Count == 0 ? [Gpt2Regex] : result;
+    }
+
+    /// <summary>One spelling for regexes that differ only in writing CR, LF or CJK characters literally or as escapes.</summary>
+    private static string NormaliseRegex(string regex)
+    {
+        var text = new System.Text.StringBuilder(regex.Length);
+        foreach (var c in regex)
+        {
+            var spelled = c switch
+            {
+                '\r' => @"\r",
+                '\n' => @"\n",
+                > '\u007F' => "\\u" + ((int)c).ToString("X4", System.Globalization.CultureInfo.InvariantCulture),
+                _ => null,
+            };
+            if (spelled is null)
+            {
+                text.Append(c);
+            }
+            else
+            {
+                text.Append(spelled);
+            }
+        }
+
+        return text.ToString();
     }
 }
