@@ -15,7 +15,6 @@ namespace Enclave.Engine.Backends.Cpu;
 /// </summary>
 internal static unsafe class CpuMatMul
 {
-
     private const int RowGroup = 4;
 
     // Rows longer than this (in elements) are read in pairs by single-token products, see RowPair.
@@ -504,13 +503,12 @@ internal static unsafe class CpuMatMul
         }
     }
 
-    /// <summary>Adds the scalar tail [k, n), the bias, and stores the valid rows of one token.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     /// <summary>
     /// y[row] = x · w[row] (+ bias) for one token: a row at a time with four accumulators, so each thread reads one
     /// sequential stream (the hardware prefetcher keeps up with that; four interleaved rows it did not, and decode
     /// reads every weight from DRAM once per token).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void SingleRow<TS, TV, TW>(float* x, int n, byte* w, float* bias, int row, float* y)
         where TS : ISimd<TV>
         where TV : struct
@@ -544,6 +542,7 @@ internal static unsafe class CpuMatMul
     /// Two rows of one token at once: for rows so long that the fp32 activations no longer stay in L1 beside the
     /// streaming weights, each activation load then serves two rows.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void RowPair<TS, TV, TW>(float* x, int n, byte* w, nint rowBytes, float* bias, int row, float* y)
         where TS : ISimd<TV>
         where TV : struct
@@ -590,6 +589,8 @@ internal static unsafe class CpuMatMul
         y[row + 1] = bias == null ? s1 : s1 + bias[row + 1];
     }
 
+    /// <summary>Adds the scalar tail [k, n), the bias, and stores the valid rows of one token.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Finish<TW>(float* x, int n, int k, byte* w0, byte* w1, byte* w2, byte* w3, float s0, float s1, float s2, float s3, int row, int rowEnd, float* bias, float* y)
         where TW : IWeightFormat
     {
