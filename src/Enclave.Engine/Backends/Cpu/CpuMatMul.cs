@@ -508,7 +508,7 @@ internal static unsafe class CpuMatMul
     /// sequential stream (the hardware prefetcher keeps up with that; four interleaved rows it did not, and decode
     /// reads every weight from DRAM once per token).
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void SingleRow<TS, TV, TW>(float* x, int n, byte* w, float* bias, int row, float* y)
         where TS : ISimd<TV>
         where TV : struct
@@ -542,7 +542,7 @@ internal static unsafe class CpuMatMul
     /// Two rows of one token at once: for rows so long that the fp32 activations no longer stay in L1 beside the
     /// streaming weights, each activation load then serves two rows.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void RowPair<TS, TV, TW>(float* x, int n, byte* w, nint rowBytes, float* bias, int row, float* y)
         where TS : ISimd<TV>
         where TV : struct
