@@ -65,6 +65,12 @@ internal static unsafe class CpuQuantMatMul
 
         /// <summary>Per block of 32 activations, its scale times the sum of its quantised values (Q4_1/Q5_1 minimums).</summary>
         public float* Bx;
+
+        /// <summary>
+        /// Q8_0 products of four or more tokens: the per-32 activation scales regrouped [token group][block][4 tokens],
+        /// so a prefill kernel multiplies a block's four token scales by the weight scale in one vector operation.
+        /// </summary>
+        public float* GroupScales;
         public byte* W;
         public float* Bias;
         public float* Y;
@@ -90,6 +96,7 @@ internal static unsafe class CpuQuantMatMul
             Dx = (float*)NativeMemory.AlignedAlloc((nuint)(values / 32 * sizeof(float)) + 64, 64);
             Sx = (short*)NativeMemory.AlignedAlloc((nuint)(values / 16 * sizeof(short)) + 64, 64);
             Bx = (float*)NativeMemory.AlignedAlloc((nuint)(values / 32 * sizeof(float)) + 64, 64);
+            GroupScales = (float*)NativeMemory.AlignedAlloc((nuint)(values / 32 * sizeof(float)) + 64, 64);
         }
 
         public void Dispose() => Free();
@@ -100,10 +107,12 @@ internal static unsafe class CpuQuantMatMul
             NativeMemory.AlignedFree(Dx);
             NativeMemory.AlignedFree(Sx);
             NativeMemory.AlignedFree(Bx);
+            NativeMemory.AlignedFree(GroupScales);
             Qx = null;
             Dx = null;
             Sx = null;
             Bx = null;
+            GroupScales = null;
             _capacity = 0;
         }
 
@@ -134,12 +143,14 @@ internal static unsafe class CpuQuantMatMul
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void Row(byte* row, int t0, int tn, Span<float> results)
         {
-            var blocks = In / 32;
             var scalesPerToken = In / ActivationBlock(WeightType);
             var qx = Qx + ((long)t0 * In);
             var dx = Dx + ((long)t0 * scalesPerToken);
             var sx = Sx + ((long)t0 * (In / 16));
             var bx = Bx + ((long)t0 * (In / 32));
+
+            // Full groups start at multiples of the group size (Execute steps t0 by TokenGroup).
+            var groupScales = GroupScales + ((long)t0 * (In / 32));
             if (Kernel == Kernel.Scalar)
             {
                 for (var k = 0; k < tn; k++)
@@ -152,16 +163,16 @@ internal static unsafe class CpuQuantMatMul
 
             if (Kernel == Kernel.AvxVnni)
             {
-                RowKernel<True>(row, qx, dx, sx, bx, tn, results);
+                RowKernel<True>(row, qx, dx, sx, bx, groupScales, tn, results);
             }
             else
             {
-                RowKernel<False>(row, qx, dx, sx, bx, tn, results);
+                RowKernel<False>(row, qx, dx, sx, bx, groupScales, tn, results);
             }
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private void RowKernel<TVnni>(byte* row, sbyte* qx, float* dx, short* sx, float* bx, int tn, Span<float> results)
+        private void RowKernel<TVnni>(byte* row, sbyte* qx, float* dx, short* sx, float* bx, float* groupScales, int tn, Span<float> results)
             where TVnni : struct, IFlag
         {
             if (tn == TokenGroup)
@@ -170,7 +181,7 @@ internal static unsafe class CpuQuantMatMul
                 switch (WeightType)
                 {
                     case DType.Q8_0:
-                        GroupQ8_0<TVnni>(row, In / 32, qx, dx, In, results);
+                        GroupQ8_0<TVnni>(row, In / 32, qx, groupScales, In, results);
                         return;
                     case DType.Q4_1:
                         GroupQ4Q5<TVnni, False, True>(row, In / 32, qx, dx, bx, In, results);
@@ -268,6 +279,23 @@ internal static unsafe class CpuQuantMatMul
             for (long b = 0; b < (long)tokens * inFeatures / 32; b++)
             {
                 job.Bx[b] = job.Dx[b] * (job.Sx[2 * b] + job.Sx[(2 * b) + 1]);
+            }
+        }
+
+        if (weight.DType == DType.Q8_0 && tokens >= TokenGroup)
+        {
+            var blocks = inFeatures / 32;
+            for (var g = 0; g < tokens / TokenGroup; g++)
+            {
+                var groupScales = job.GroupScales + ((long)g * blocks * TokenGroup);
+                for (var k = 0; k < TokenGroup; k++)
+                {
+                    var tokenScales = job.Dx + ((long)((g * TokenGroup) + k) * blocks);
+                    for (var b = 0; b < blocks; b++)
+                    {
+                        groupScales[(b * TokenGroup) + k] = tokenScales[b];
+                    }
+                }
             }
         }
 
@@ -739,26 +767,29 @@ internal static unsafe class CpuQuantMatMul
         }
     }
 
-    /// <summary>Four tokens against one Q8_0 row: each block loaded, its sign split off and its scale read once.</summary>
+    /// <summary>
+    /// Four tokens against one Q8_0 row: each block loaded, its sign split off and its scale read once; the four
+    /// token scales of the block come as one vector (<see cref="Job.GroupScales"/>), multiplied by the weight scale
+    /// together and spread to each token's lanes by one permute.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void GroupQ8_0<TVnni>(byte* w, int blocks, sbyte* qx, float* dx, int n, Span<float> results)
+    private static void GroupQ8_0<TVnni>(byte* w, int blocks, sbyte* qx, float* groupScales, int n, Span<float> results)
         where TVnni : struct, IFlag
     {
         var halves = CpuSimd.HalfTable;
-        var nb = n / 32;
+        Vector256<int> lane0 = Vector256.Create(0), lane1 = Vector256.Create(1), lane2 = Vector256.Create(2), lane3 = Vector256.Create(3);
         Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
         for (var b = 0; b < blocks; b++)
         {
             var wb = w + (b * 34);
             var wv = Vector256.Load((sbyte*)(wb + 2));
             var aw = Avx2.Abs(wv);
-            var dw = Half(halves, wb);
+            var scales = (Vector128.Load(groupScales + (b * TokenGroup)) * Vector128.Create(Half(halves, wb))).ToVector256Unsafe();
             var x = qx + (b * 32);
-            var d = dx + b;
-            a0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot<TVnni>(aw, Avx2.Sign(Vector256.Load(x), wv))), Vector256.Create(dw * d[0]), a0);
-            a1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot<TVnni>(aw, Avx2.Sign(Vector256.Load(x + n), wv))), Vector256.Create(dw * d[nb]), a1);
-            a2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot<TVnni>(aw, Avx2.Sign(Vector256.Load(x + (2 * n)), wv))), Vector256.Create(dw * d[2 * nb]), a2);
-            a3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot<TVnni>(aw, Avx2.Sign(Vector256.Load(x + (3 * n)), wv))), Vector256.Create(dw * d[3 * nb]), a3);
+            a0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot<TVnni>(aw, Avx2.Sign(Vector256.Load(x), wv))), Avx2.PermuteVar8x32(scales, lane0), a0);
+            a1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot<TVnni>(aw, Avx2.Sign(Vector256.Load(x + n), wv))), Avx2.PermuteVar8x32(scales, lane1), a1);
+            a2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot<TVnni>(aw, Avx2.Sign(Vector256.Load(x + (2 * n)), wv))), Avx2.PermuteVar8x32(scales, lane2), a2);
+            a3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot<TVnni>(aw, Avx2.Sign(Vector256.Load(x + (3 * n)), wv))), Avx2.PermuteVar8x32(scales, lane3), a3);
         }
 
         results[0] = Sum(a0);
