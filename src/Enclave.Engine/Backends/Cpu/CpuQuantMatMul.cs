@@ -67,7 +67,7 @@ internal static unsafe class CpuQuantMatMul
         public float* Bx;
 
         /// <summary>
-        /// Q8_0 products of four or more tokens: the per-32 activation scales regrouped [token group][block][4 tokens],
+        /// Products of four or more tokens with per-32 activation scales: those scales regrouped [token group][block][4 tokens],
         /// so a prefill kernel multiplies a block's four token scales by the weight scale in one vector operation.
         /// </summary>
         public float* GroupScales;
@@ -184,13 +184,13 @@ internal static unsafe class CpuQuantMatMul
                         GroupQ8_0<TVnni>(row, In / 32, qx, groupScales, In, results);
                         return;
                     case DType.Q4_1:
-                        GroupQ4Q5<TVnni, False, True>(row, In / 32, qx, dx, bx, In, results);
+                        GroupQ4Q5<TVnni, False, True>(row, In / 32, qx, groupScales, bx, In, results);
                         return;
                     case DType.Q5_0:
-                        GroupQ4Q5<TVnni, True, False>(row, In / 32, qx, dx, bx, In, results);
+                        GroupQ4Q5<TVnni, True, False>(row, In / 32, qx, groupScales, bx, In, results);
                         return;
                     case DType.Q5_1:
-                        GroupQ4Q5<TVnni, True, True>(row, In / 32, qx, dx, bx, In, results);
+                        GroupQ4Q5<TVnni, True, True>(row, In / 32, qx, groupScales, bx, In, results);
                         return;
                     case DType.Q4_K:
                         GroupQ45K<TVnni, False>(row, In / 256, qx, dx, sx, In, results);
@@ -282,7 +282,7 @@ internal static unsafe class CpuQuantMatMul
             }
         }
 
-        if (weight.DType == DType.Q8_0 && tokens >= TokenGroup)
+        if (ActivationBlock(weight.DType) == 32 && tokens >= TokenGroup)
         {
             var blocks = inFeatures / 32;
             for (var g = 0; g < tokens / TokenGroup; g++)
@@ -621,7 +621,7 @@ internal static unsafe class CpuQuantMatMul
 
     /// <summary>Four tokens against one Q4_1/Q5_0/Q5_1 row: each block's levels unpacked and its scales read once.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void GroupQ4Q5<TVnni, TFiveBit, TMin>(byte* w, int blocks, sbyte* qx, float* dx, float* bx, int n, Span<float> results)
+    private static void GroupQ4Q5<TVnni, TFiveBit, TMin>(byte* w, int blocks, sbyte* qx, float* groupScales, float* bx, int n, Span<float> results)
         where TVnni : struct, IFlag
         where TFiveBit : struct, IFlag
         where TMin : struct, IFlag
@@ -629,19 +629,21 @@ internal static unsafe class CpuQuantMatMul
         var halves = CpuSimd.HalfTable;
         var nb = n / 32;
         var blockBytes = (TMin.Value ? 4 : 2) + (TFiveBit.Value ? 4 : 0) + 16;
+        Vector256<int> lane0 = Vector256.Create(0), lane1 = Vector256.Create(1), lane2 = Vector256.Create(2), lane3 = Vector256.Create(3);
         Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
         float m0 = 0, m1 = 0, m2 = 0, m3 = 0;
         for (var b = 0; b < blocks; b++)
         {
             var wb = w + (b * blockBytes);
             var levels = Levels4Or5<TFiveBit, TMin>(wb);
-            var dw = Half(halves, wb);
+
+            // The block's four token scales times the weight scale at once (see GroupQ8_0).
+            var scales = (Vector128.Load(groupScales + (b * TokenGroup)) * Vector128.Create(Half(halves, wb))).ToVector256Unsafe();
             var x = qx + (b * 32);
-            var d = dx + b;
-            a0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot4Or5<TVnni, TMin>(levels, Vector256.Load(x))), Vector256.Create(dw * d[0]), a0);
-            a1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot4Or5<TVnni, TMin>(levels, Vector256.Load(x + n))), Vector256.Create(dw * d[nb]), a1);
-            a2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot4Or5<TVnni, TMin>(levels, Vector256.Load(x + (2 * n)))), Vector256.Create(dw * d[2 * nb]), a2);
-            a3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot4Or5<TVnni, TMin>(levels, Vector256.Load(x + (3 * n)))), Vector256.Create(dw * d[3 * nb]), a3);
+            a0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot4Or5<TVnni, TMin>(levels, Vector256.Load(x))), Avx2.PermuteVar8x32(scales, lane0), a0);
+            a1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot4Or5<TVnni, TMin>(levels, Vector256.Load(x + n))), Avx2.PermuteVar8x32(scales, lane1), a1);
+            a2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot4Or5<TVnni, TMin>(levels, Vector256.Load(x + (2 * n)))), Avx2.PermuteVar8x32(scales, lane2), a2);
+            a3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot4Or5<TVnni, TMin>(levels, Vector256.Load(x + (3 * n)))), Avx2.PermuteVar8x32(scales, lane3), a3);
             if (TMin.Value)
             {
                 var m = Half(halves, wb + 2);
