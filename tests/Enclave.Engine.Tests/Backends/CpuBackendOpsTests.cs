@@ -86,6 +86,7 @@ public sealed class CpuBackendOpsTests
         // Weights without infinities or NaN take the shorter conversion; a weight holding either must not.
         ops["MatMul F16 every finite bit pattern T=256"] = b => EveryFiniteHalfThroughMatMul(b, 256);
         ops["MatMul F16 every finite bit pattern T=3"] = b => EveryFiniteHalfThroughMatMul(b, 3);
+        ops["MatMul F16 every finite bit pattern T=1, column by column"] = EveryFiniteHalfOneTokenAtATime;
         ops["MatMul F16 weights with infinity and NaN"] = NonFiniteHalfWeights;
         ops["Embedding BF16 every bit pattern"] = b => EveryBitPattern(b, DType.BF16);
 
@@ -252,6 +253,30 @@ public sealed class CpuBackendOpsTests
                 var bits = patterns[(r * 256) + columns[t]];
                 var expected = (float)BitConverter.UInt16BitsToHalf(bits);
                 Assert.True(expected == actual[(t * 256) + r], $"F16 0x{bits:X4} through MatMul gave {actual[(t * 256) + r]:R}, expected {expected:R}");
+            }
+        }
+    }
+
+    /// <summary>The single-token kernels (which read halves in even/odd pairs on 512-bit vectors): each column picked in turn.</summary>
+    private static void EveryFiniteHalfOneTokenAtATime(CpuBackend backend)
+    {
+        var patterns = Enumerable.Range(0, 65536).Select(i => (ushort)((i & 0x7C00) == 0x7C00 ? 0 : i)).ToArray();
+        using var wt = Raw(backend, DType.F16, MemoryMarshal.AsBytes(patterns.AsSpan()).ToArray(), 256, 256);
+        using var xt = backend.Allocate(DType.F32, 1, 256);
+        using var yt = Poisoned(backend, 1, 256);
+        var x = new float[256];
+        for (var column = 0; column < 256; column++)
+        {
+            Array.Clear(x);
+            x[column] = 1f;
+            backend.Upload(x, xt);
+            backend.MatMul(xt, wt, null, yt);
+            var actual = Download(backend, yt);
+            for (var r = 0; r < 256; r++)
+            {
+                var bits = patterns[(r * 256) + column];
+                var expected = (float)BitConverter.UInt16BitsToHalf(bits);
+                Assert.True(expected == actual[r], $"F16 0x{bits:X4} through a one-token MatMul gave {actual[r]:R}, expected {expected:R}");
             }
         }
     }
