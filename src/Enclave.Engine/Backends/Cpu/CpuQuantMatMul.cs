@@ -414,13 +414,13 @@ internal static unsafe class CpuQuantMatMul
     /// bits <paramref name="bit"/> and bit+1 of qh.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Q45KPair<TVnni, TFiveBit>(Vector256<int> sumi, byte* qs, sbyte* y, Vector128<byte> scales, Vector128<byte> pickLo, Vector128<byte> pickHi, Vector256<byte> qh, int bit)
+    private static Vector256<int> Q45KPair<TVnni, TFiveBit>(Vector256<int> sumi, byte* qs, sbyte* y, Vector256<byte> scales, Vector256<byte> pickLo, Vector256<byte> pickHi, Vector256<byte> qh, int bit)
         where TVnni : struct, IFlag
         where TFiveBit : struct, IFlag
     {
         var (lo, hi) = Levels45K<TFiveBit>(qs, qh, bit);
-        sumi = ScaledDot<TVnni>(sumi, lo, Vector256.Load(y), Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scales, pickLo)));
-        return ScaledDot<TVnni>(sumi, hi, Vector256.Load(y + 32), Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scales, pickHi)));
+        sumi = ScaledDot<TVnni>(sumi, lo, Vector256.Load(y), Avx2.Shuffle(scales, pickLo).AsInt16());
+        return ScaledDot<TVnni>(sumi, hi, Vector256.Load(y + 32), Avx2.Shuffle(scales, pickHi).AsInt16());
     }
 
     /// <summary>
@@ -674,9 +674,9 @@ internal static unsafe class CpuQuantMatMul
         var halves = CpuSimd.HalfTable;
         var fiveBit = TFiveBit.Value;
         const uint Low6 = 0x3f3f3f3f, Low4 = 0x0f0f0f0f, Low2 = 0x03030303;
-        // Byte shuffles that spread scale j over all sixteen lanes.
-        Vector128<byte> pick0 = Vector128.Create((byte)0), pick1 = Vector128.Create((byte)1), pick2 = Vector128.Create((byte)2), pick3 = Vector128.Create((byte)3);
-        Vector128<byte> pick4 = Vector128.Create((byte)4), pick5 = Vector128.Create((byte)5), pick6 = Vector128.Create((byte)6), pick7 = Vector128.Create((byte)7);
+        // Byte shuffles that spread 16-bit scale j over all sixteen lanes (see WideScales).
+        Vector256<byte> pick0 = ScalePick(0), pick1 = ScalePick(1), pick2 = ScalePick(2), pick3 = ScalePick(3);
+        Vector256<byte> pick4 = ScalePick(4), pick5 = ScalePick(5), pick6 = ScalePick(6), pick7 = ScalePick(7);
         var blockBytes = fiveBit ? 176 : 144;
         var perToken = n / 256;
         for (var k = 0; k < tn; k++)
@@ -696,7 +696,7 @@ internal static unsafe class CpuQuantMatMul
                 uint u0 = *(uint*)(blk + 4), u1 = *(uint*)(blk + 8), u2 = *(uint*)(blk + 12);
                 var sc = (u0 & Low6) | ((ulong)((u2 & Low4) | (((u0 >> 6) & Low2) << 4)) << 32);
                 var mn = (u1 & Low6) | ((ulong)(((u2 >> 4) & Low4) | (((u1 >> 6) & Low2) << 4)) << 32);
-                var scaleBytes = Vector128.CreateScalar(sc).AsByte();
+                var scaleBytes = WideScales(sc);
 
                 var qs = fiveBit ? blk + 48 : blk + 16;
                 var qh = fiveBit ? Vector256.Load(blk + 16) : default;
@@ -820,7 +820,7 @@ internal static unsafe class CpuQuantMatMul
         {
             var blk = w + (s * blockBytes);
             uint u0 = *(uint*)(blk + 4), u1 = *(uint*)(blk + 8), u2 = *(uint*)(blk + 12);
-            var sc = Vector128.CreateScalar((u0 & Low6) | ((ulong)((u2 & Low4) | (((u0 >> 6) & Low2) << 4)) << 32)).AsByte();
+            var sc = WideScales((u0 & Low6) | ((ulong)((u2 & Low4) | (((u0 >> 6) & Low2) << 4)) << 32));
             var mn = Vector128.CreateScalar((u1 & Low6) | ((ulong)(((u2 >> 4) & Low4) | (((u1 >> 6) & Low2) << 4)) << 32)).AsByte();
             var qs = TFiveBit.Value ? blk + 48 : blk + 16;
             var qh = TFiveBit.Value ? Vector256.Load(blk + 16) : default;
@@ -828,14 +828,14 @@ internal static unsafe class CpuQuantMatMul
             var (l2, l3) = Levels45K<TFiveBit>(qs + 32, qh, 2);
             var (l4, l5) = Levels45K<TFiveBit>(qs + 64, qh, 4);
             var (l6, l7) = Levels45K<TFiveBit>(qs + 96, qh, 6);
-            var s0 = Spread(sc, 0);
-            var s1 = Spread(sc, 1);
-            var s2 = Spread(sc, 2);
-            var s3 = Spread(sc, 3);
-            var s4 = Spread(sc, 4);
-            var s5 = Spread(sc, 5);
-            var s6 = Spread(sc, 6);
-            var s7 = Spread(sc, 7);
+            var s0 = Avx2.Shuffle(sc, ScalePick(0)).AsInt16();
+            var s1 = Avx2.Shuffle(sc, ScalePick(1)).AsInt16();
+            var s2 = Avx2.Shuffle(sc, ScalePick(2)).AsInt16();
+            var s3 = Avx2.Shuffle(sc, ScalePick(3)).AsInt16();
+            var s4 = Avx2.Shuffle(sc, ScalePick(4)).AsInt16();
+            var s5 = Avx2.Shuffle(sc, ScalePick(5)).AsInt16();
+            var s6 = Avx2.Shuffle(sc, ScalePick(6)).AsInt16();
+            var s7 = Avx2.Shuffle(sc, ScalePick(7)).AsInt16();
             var minPairs = Avx2.ConvertToVector256Int16(Sse2.UnpackLow(mn, mn));
             float d = Half(halves, blk), dmin = Half(halves, blk + 2);
             var y = qx + (s * 256);
@@ -883,10 +883,21 @@ internal static unsafe class CpuQuantMatMul
         return (lo, hi);
     }
 
-    /// <summary>Scale byte j of eight spread over all sixteen int16 lanes.</summary>
+    /// <summary>
+    /// Eight 6-bit scales (one per byte of <paramref name="packed"/>) widened to int16 and repeated in both 128-bit
+    /// halves, so <see cref="ScalePick"/>'s in-lane byte shuffle can spread any one of them over a whole vector.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<short> Spread(Vector128<byte> scales, byte j) =>
-        Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scales, Vector128.Create(j)));
+    private static Vector256<byte> WideScales(ulong packed)
+    {
+        var wide = Sse41.ConvertToVector128Int16(Vector128.CreateScalar(packed).AsByte()).AsByte();
+        return Vector256.Create(wide, wide);
+    }
+
+    /// <summary>The byte shuffle that copies int16 scale j of <see cref="WideScales"/> into all sixteen lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> ScalePick(int j) =>
+        Vector256.Create((ushort)((((2 * j) + 1) << 8) | (2 * j))).AsByte();
 
     /// <summary>Σ over 256 values of level · activation · scale for one token (eight groups of 32).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
