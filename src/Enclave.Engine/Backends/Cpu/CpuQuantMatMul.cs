@@ -181,7 +181,10 @@ internal static unsafe class CpuQuantMatMul
                 switch (WeightType)
                 {
                     case DType.Q8_0:
-                        GroupQ8_0<TVnni>(row, In / 32, qx, groupScales, In, results);
+                        GroupSigned<TVnni, False>(row, In / 32, qx, groupScales, In, results);
+                        return;
+                    case DType.Q4_0:
+                        GroupSigned<TVnni, True>(row, In / 32, qx, groupScales, In, results);
                         return;
                     case DType.Q4_1:
                         GroupQ4Q5<TVnni, False, True>(row, In / 32, qx, groupScales, bx, In, results);
@@ -637,7 +640,7 @@ internal static unsafe class CpuQuantMatMul
             var wb = w + (b * blockBytes);
             var levels = Levels4Or5<TFiveBit, TMin>(wb);
 
-            // The block's four token scales times the weight scale at once (see GroupQ8_0).
+            // The block's four token scales times the weight scale at once (see GroupSigned).
             var scales = (Vector128.Load(groupScales + (b * TokenGroup)) * Vector128.Create(Half(halves, wb))).ToVector256Unsafe();
             var x = qx + (b * 32);
             a0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Dot4Or5<TVnni, TMin>(levels, Vector256.Load(x))), Avx2.PermuteVar8x32(scales, lane0), a0);
@@ -770,21 +773,35 @@ internal static unsafe class CpuQuantMatMul
     }
 
     /// <summary>
-    /// Four tokens against one Q8_0 row: each block loaded, its sign split off and its scale read once; the four
-    /// token scales of the block come as one vector (<see cref="Job.GroupScales"/>), multiplied by the weight scale
-    /// together and spread to each token's lanes by one permute.
+    /// Four tokens against one Q8_0 row (or Q4_0, whose nibbles less 8 are its signed levels): each block loaded, its
+    /// sign split off and its scale read once; the four token scales of the block come as one vector
+    /// (<see cref="Job.GroupScales"/>), multiplied by the weight scale together and spread to each token's lanes by
+    /// one permute.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void GroupQ8_0<TVnni>(byte* w, int blocks, sbyte* qx, float* groupScales, int n, Span<float> results)
+    private static void GroupSigned<TVnni, TFromNibbles>(byte* w, int blocks, sbyte* qx, float* groupScales, int n, Span<float> results)
         where TVnni : struct, IFlag
+        where TFromNibbles : struct, IFlag
     {
+        var blockBytes = TFromNibbles.Value ? 18 : 34;
+        var nibble = Vector128.Create((byte)0x0F);
         var halves = CpuSimd.HalfTable;
         Vector256<int> lane0 = Vector256.Create(0), lane1 = Vector256.Create(1), lane2 = Vector256.Create(2), lane3 = Vector256.Create(3);
         Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
         for (var b = 0; b < blocks; b++)
         {
-            var wb = w + (b * 34);
-            var wv = Vector256.Load((sbyte*)(wb + 2));
+            var wb = w + (b * blockBytes);
+            Vector256<sbyte> wv;
+            if (TFromNibbles.Value)
+            {
+                var q = Vector128.Load(wb + 2);
+                wv = Vector256.Create(q & nibble, Vector128.ShiftRightLogical(q.AsUInt16(), 4).AsByte() & nibble).AsSByte() - Vector256.Create((sbyte)8);
+            }
+            else
+            {
+                wv = Vector256.Load((sbyte*)(wb + 2));
+            }
+
             var aw = Avx2.Abs(wv);
             var scales = (Vector128.Load(groupScales + (b * TokenGroup)) * Vector128.Create(Half(halves, wb))).ToVector256Unsafe();
             var x = qx + (b * 32);
