@@ -585,7 +585,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
 
         ulong pw = w.Pointer, ids = Meta(0), po = o.Pointer;
         void** args = stackalloc void*[] { &pw, &ids, &po, &n };
-        Launch("embedding.cu", "embedding_" + Suffix(w.DType), (uint)Math.Min((n + 255) / 256, 64), (uint)tokens, 256, args);
+        Launch("embedding.cu", EmbeddingKernels[TypeIndex(w.DType)], (uint)Math.Min((n + 255) / 256, 64), (uint)tokens, 256, args);
     }
 
     public void RmsNorm(DeviceTensor x, DeviceTensor weight, float eps, DeviceTensor output) => Norm(null, x, weight, eps, output);
@@ -611,7 +611,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         if (residual is null)
         {
             void** args = stackalloc void*[] { &px, &pw, &po, &n, &eps };
-            Launch("rmsnorm.cu", "rmsnorm_" + Suffix(w.DType), rows, 1, threads, args);
+            Launch("rmsnorm.cu", RmsNormKernels[TypeIndex(w.DType)], rows, 1, threads, args);
         }
         else
         {
@@ -619,7 +619,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
             Require(r, DType.F32);
             var pr = r.Pointer;
             void** args = stackalloc void*[] { &pr, &px, &pw, &po, &n, &eps };
-            Launch("rmsnorm.cu", "add_rmsnorm_" + Suffix(w.DType), rows, 1, threads, args);
+            Launch("rmsnorm.cu", AddRmsNormKernels[TypeIndex(w.DType)], rows, 1, threads, args);
         }
     }
 
@@ -647,7 +647,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         {
             var vec = inDim % 8 == 0 && px % 16 == 0 && pw % 16 == 0 ? 1 : 0;
             void** args = stackalloc void*[] { &px, &pw, &pb, &po, &inDim, &outDim, &vec };
-            Launch("matmul.cu", $"gemv_{Suffix(w.DType)}_{tokens}", (uint)((outDim + 7) / 8), 1, 256, args);
+            Launch("matmul.cu", GemvKernels[tokens][TypeIndex(w.DType)], (uint)((outDim + 7) / 8), 1, 256, args);
             return;
         }
 
@@ -658,7 +658,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         }
 
         void** gemmArgs = stackalloc void*[] { &px, &pw, &pb, &po, &tokens, &inDim, &outDim };
-        Launch("matmul.cu", "gemm_" + Suffix(w.DType), (uint)((outDim + 63) / 64), (uint)((tokens + 63) / 64), 256, gemmArgs);
+        Launch("matmul.cu", GemmKernels[TypeIndex(w.DType)], (uint)((outDim + 63) / 64), (uint)((tokens + 63) / 64), 256, gemmArgs);
     }
 
     /// <summary>
@@ -1039,11 +1039,21 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
 
     private uint GridFor(long n) => (uint)Math.Max(1, Math.Min((n + 255) / 256, _ctx.MultiprocessorCount * 16L));
 
-    private static string Suffix(DType dtype) => dtype switch
+    // Kernel names per weight type (f32, f16, bf16), built once: a decode step launches hundreds of kernels and a
+    // launch must not allocate a name.
+    private static readonly string[] EmbeddingKernels = PerWeightType("embedding_");
+    private static readonly string[] RmsNormKernels = PerWeightType("rmsnorm_");
+    private static readonly string[] AddRmsNormKernels = PerWeightType("add_rmsnorm_");
+    private static readonly string[] GemmKernels = PerWeightType("gemm_");
+    private static readonly string[][] GemvKernels = [.. Enumerable.Range(0, GemvMaxTokens + 1).Select(tokens => PerWeightType("gemv_", "_" + tokens))];
+
+    private static string[] PerWeightType(string prefix, string suffix = "") => [prefix + "f32" + suffix, prefix + "f16" + suffix, prefix + "bf16" + suffix];
+
+    private static int TypeIndex(DType dtype) => dtype switch
     {
-        DType.F32 => "f32",
-        DType.F16 => "f16",
-        DType.BF16 => "bf16",
+        DType.F32 => 0,
+        DType.F16 => 1,
+        DType.BF16 => 2,
         _ => throw new NotSupportedException($"no CUDA kernel for {dtype} weights"),
     };
 

@@ -13,7 +13,8 @@ internal sealed unsafe class CudaContext : IDisposable
     private static nint t_current;
 
     private readonly Dictionary<string, nint> _modules = new(StringComparer.Ordinal);
-    private readonly Dictionary<string, nint> _functions = new(StringComparer.Ordinal);
+    // Keyed by (source, kernel name) without joining them: every kernel launch looks its function up here.
+    private readonly Dictionary<(string Source, string Name), nint> _functions = [];
     private readonly int _device;
     private nint _context;
     private nint _stream;
@@ -137,7 +138,7 @@ internal sealed unsafe class CudaContext : IDisposable
     /// <summary>The kernel <paramref name="name"/> from source file <paramref name="source"/>, compiled and loaded on first use.</summary>
     public nint Function(string source, string name)
     {
-        var key = source + ":" + name;
+        var key = (source, name);
         if (_functions.TryGetValue(key, out var function))
         {
             return function;

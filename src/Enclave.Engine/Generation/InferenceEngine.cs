@@ -317,8 +317,8 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
     }
 
     /// <summary>
-    /// Whether the sampler would reduce to a bare argmax for every row that samples in this step: temperature 0, no
-    /// log-probabilities, no repetition/frequency/presence penalty and no stop tokens suppressed for min_tokens.
+    /// Whether the sampler would reduce to a bare argmax for every row that samples in this step
+    /// (<see cref="Sampler.ReducesToArgMax"/>, with the stop tokens suppressed before min_tokens counting as suppression).
     /// </summary>
     private static bool AllPlainGreedy(ScheduledStep step)
     {
@@ -329,9 +329,7 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
                 continue;
             }
 
-            var p = s.Parameters;
-            if (!p.IsGreedy || p.Logprobs is not null || p.RepetitionPenalty != 1.0 || p.FrequencyPenalty != 0 || p.PresencePenalty != 0
-                || (s.OutputLength < p.MinTokens && s.StopTokenIds.Length > 0))
+            if (!Sampler.ReducesToArgMax(s.Parameters, s.OutputLength < s.Parameters.MinTokens && s.StopTokenIds.Length > 0))
             {
                 return false;
             }

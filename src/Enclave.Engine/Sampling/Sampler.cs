@@ -65,6 +65,14 @@ public sealed class Sampler
         return new SampledToken(token, logprob, top);
     }
 
+    /// <summary>
+    /// Whether <see cref="Sample"/> reduces to a bare argmax of the raw logits for these parameters: greedy, no
+    /// log-probabilities, no penalty that <see cref="ApplyPenalties"/> would apply, and nothing to suppress. Callers
+    /// that can take the argmax elsewhere (on the device) ask here, so the two stay in step.
+    /// </summary>
+    public static bool ReducesToArgMax(SamplingParams p, bool suppressesTokens) =>
+        p.IsGreedy && p.Logprobs is null && p.RepetitionPenalty == 1.0 && p.FrequencyPenalty == 0 && p.PresencePenalty == 0 && !suppressesTokens;
+
     public static int ArgMax(ReadOnlySpan<float> values)
     {
         var best = 0;

@@ -434,19 +434,30 @@ internal static unsafe class CpuQuantMatMul
     private static Vector256<int> Q6KHalf<TVnni>(Vector256<int> sumi, byte* ql, byte* qhBytes, sbyte* y, Vector128<sbyte> scales, Vector128<sbyte> pickA, Vector128<sbyte> pickB, Vector128<sbyte> pickC, Vector128<sbyte> pickD)
         where TVnni : struct, IFlag
     {
+        var (l0, l1, l2, l3) = Levels6K(ql, qhBytes);
+        sumi = ScaledDot<TVnni>(sumi, l0, Vector256.Load(y), Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scales, pickA)));
+        sumi = ScaledDot<TVnni>(sumi, l1, Vector256.Load(y + 32), Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scales, pickB)));
+        sumi = ScaledDot<TVnni>(sumi, l2, Vector256.Load(y + 64), Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scales, pickC)));
+        return ScaledDot<TVnni>(sumi, l3, Vector256.Load(y + 96), Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scales, pickD)));
+    }
+
+    /// <summary>
+    /// The 6-bit levels (0..63) of one half (128 values) of a Q6_K super-block, in four groups of 32: low four bits
+    /// from ql [64 bytes], top two from qh [32 bytes].
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static (Vector256<byte> L0, Vector256<byte> L1, Vector256<byte> L2, Vector256<byte> L3) Levels6K(byte* ql, byte* qhBytes)
+    {
         var low = Vector256.Create((byte)0x0F);
         var high = Vector256.Create((byte)0x30);
         var qlA = Vector256.Load(ql);
         var qlB = Vector256.Load(ql + 32);
         var qh = Vector256.Load(qhBytes);
-        var l0 = (qlA & low) | (Vector256.ShiftLeft(qh.AsUInt16(), 4).AsByte() & high);
-        var l1 = (qlB & low) | (Vector256.ShiftLeft(qh.AsUInt16(), 2).AsByte() & high);
-        var l2 = (Vector256.ShiftRightLogical(qlA.AsUInt16(), 4).AsByte() & low) | (qh & high);
-        var l3 = (Vector256.ShiftRightLogical(qlB.AsUInt16(), 4).AsByte() & low) | (Vector256.ShiftRightLogical(qh.AsUInt16(), 2).AsByte() & high);
-        sumi = ScaledDot<TVnni>(sumi, l0, Vector256.Load(y), Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scales, pickA)));
-        sumi = ScaledDot<TVnni>(sumi, l1, Vector256.Load(y + 32), Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scales, pickB)));
-        sumi = ScaledDot<TVnni>(sumi, l2, Vector256.Load(y + 64), Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scales, pickC)));
-        return ScaledDot<TVnni>(sumi, l3, Vector256.Load(y + 96), Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scales, pickD)));
+        return (
+            (qlA & low) | (Vector256.ShiftLeft(qh.AsUInt16(), 4).AsByte() & high),
+            (qlB & low) | (Vector256.ShiftLeft(qh.AsUInt16(), 2).AsByte() & high),
+            (Vector256.ShiftRightLogical(qlA.AsUInt16(), 4).AsByte() & low) | (qh & high),
+            (Vector256.ShiftRightLogical(qlB.AsUInt16(), 4).AsByte() & low) | (Vector256.ShiftRightLogical(qh.AsUInt16(), 2).AsByte() & high));
     }
 
     /// <summary>The half at p, through the conversion table (passed in so loops hold it in a register).</summary>
@@ -676,7 +687,6 @@ internal static unsafe class CpuQuantMatMul
     {
         var halves = CpuSimd.HalfTable;
         var fiveBit = TFiveBit.Value;
-        const uint Low6 = 0x3f3f3f3f, Low4 = 0x0f0f0f0f, Low2 = 0x03030303;
         // Byte shuffles that spread 16-bit scale j over all sixteen lanes (see WideScales).
         Vector256<byte> pick0 = ScalePick(0), pick1 = ScalePick(1), pick2 = ScalePick(2), pick3 = ScalePick(3);
         Vector256<byte> pick4 = ScalePick(4), pick5 = ScalePick(5), pick6 = ScalePick(6), pick7 = ScalePick(7);
@@ -692,13 +702,7 @@ internal static unsafe class CpuQuantMatMul
             for (var s = 0; s < superBlocks; s++)
             {
                 var blk = w + (s * blockBytes);
-
-                // The twelve bytes of 6-bit scales and minimums, unpacked four at a time (ggml's get_scale_min_k4):
-                // scales 0-3 and minimums 0-3 are the low six bits of bytes 0-3 and 4-7; scales and minimums 4-7
-                // take their low four bits from bytes 8-11 and their top two from the spare bits of bytes 0-7.
-                uint u0 = *(uint*)(blk + 4), u1 = *(uint*)(blk + 8), u2 = *(uint*)(blk + 12);
-                var sc = (u0 & Low6) | ((ulong)((u2 & Low4) | (((u0 >> 6) & Low2) << 4)) << 32);
-                var mn = (u1 & Low6) | ((ulong)(((u2 >> 4) & Low4) | (((u1 >> 6) & Low2) << 4)) << 32);
+                var (sc, mn) = ScalesAndMinimums(blk);
                 var scaleBytes = WideScales(sc);
 
                 var qs = fiveBit ? blk + 48 : blk + 16;
@@ -826,7 +830,6 @@ internal static unsafe class CpuQuantMatMul
         where TVnni : struct, IFlag
         where TFiveBit : struct, IFlag
     {
-        const uint Low6 = 0x3f3f3f3f, Low4 = 0x0f0f0f0f, Low2 = 0x03030303;
         var halves = CpuSimd.HalfTable;
         var blockBytes = TFiveBit.Value ? 176 : 144;
         var perToken = n / 256;
@@ -836,9 +839,9 @@ internal static unsafe class CpuQuantMatMul
         for (var s = 0; s < superBlocks; s++)
         {
             var blk = w + (s * blockBytes);
-            uint u0 = *(uint*)(blk + 4), u1 = *(uint*)(blk + 8), u2 = *(uint*)(blk + 12);
-            var sc = WideScales((u0 & Low6) | ((ulong)((u2 & Low4) | (((u0 >> 6) & Low2) << 4)) << 32));
-            var mn = Vector128.CreateScalar((u1 & Low6) | ((ulong)(((u2 >> 4) & Low4) | (((u1 >> 6) & Low2) << 4)) << 32)).AsByte();
+            var (packedScales, packedMinimums) = ScalesAndMinimums(blk);
+            var sc = WideScales(packedScales);
+            var mn = Vector128.CreateScalar(packedMinimums).AsByte();
             var qs = TFiveBit.Value ? blk + 48 : blk + 16;
             var qh = TFiveBit.Value ? Vector256.Load(blk + 16) : default;
             var (l0, l1) = Levels45K<TFiveBit>(qs, qh, 0);
@@ -901,6 +904,21 @@ internal static unsafe class CpuQuantMatMul
     }
 
     /// <summary>
+    /// The twelve bytes of 6-bit scales and minimums of a Q4_K/Q5_K super-block, unpacked four at a time (ggml's
+    /// get_scale_min_k4): scales 0-3 and minimums 0-3 are the low six bits of bytes 0-3 and 4-7; scales and minimums
+    /// 4-7 take their low four bits from bytes 8-11 and their top two from the spare bits of bytes 0-7. Each result
+    /// holds eight values, one per byte.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static (ulong Scales, ulong Minimums) ScalesAndMinimums(byte* superBlock)
+    {
+        const uint Low6 = 0x3f3f3f3f, Low4 = 0x0f0f0f0f, Low2 = 0x03030303;
+        uint u0 = *(uint*)(superBlock + 4), u1 = *(uint*)(superBlock + 8), u2 = *(uint*)(superBlock + 12);
+        return ((u0 & Low6) | ((ulong)((u2 & Low4) | (((u0 >> 6) & Low2) << 4)) << 32),
+            (u1 & Low6) | ((ulong)(((u2 >> 4) & Low4) | (((u1 >> 6) & Low2) << 4)) << 32));
+    }
+
+    /// <summary>
     /// Eight 6-bit scales (one per byte of <paramref name="packed"/>) widened to int16 and repeated in both 128-bit
     /// halves, so <see cref="ScalePick"/>'s in-lane byte shuffle can spread any one of them over a whole vector.
     /// </summary>
@@ -942,27 +960,13 @@ internal static unsafe class CpuQuantMatMul
         var halves = CpuSimd.HalfTable;
         var perToken = n / 256;
         var sums = n / 16;
-        var low = Vector256.Create((byte)0x0F);
-        var high = Vector256.Create((byte)0x30);
         var pick = Vector128.Create(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1).AsSByte();
         Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
         for (var s = 0; s < superBlocks; s++)
         {
             var blk = w + (s * 210);
-            var qlA = Vector256.Load(blk);
-            var qlB = Vector256.Load(blk + 32);
-            var qh = Vector256.Load(blk + 128);
-            var l0 = (qlA & low) | (Vector256.ShiftLeft(qh.AsUInt16(), 4).AsByte() & high);
-            var l1 = (qlB & low) | (Vector256.ShiftLeft(qh.AsUInt16(), 2).AsByte() & high);
-            var l2 = (Vector256.ShiftRightLogical(qlA.AsUInt16(), 4).AsByte() & low) | (qh & high);
-            var l3 = (Vector256.ShiftRightLogical(qlB.AsUInt16(), 4).AsByte() & low) | (Vector256.ShiftRightLogical(qh.AsUInt16(), 2).AsByte() & high);
-            qlA = Vector256.Load(blk + 64);
-            qlB = Vector256.Load(blk + 96);
-            qh = Vector256.Load(blk + 160);
-            var l4 = (qlA & low) | (Vector256.ShiftLeft(qh.AsUInt16(), 4).AsByte() & high);
-            var l5 = (qlB & low) | (Vector256.ShiftLeft(qh.AsUInt16(), 2).AsByte() & high);
-            var l6 = (Vector256.ShiftRightLogical(qlA.AsUInt16(), 4).AsByte() & low) | (qh & high);
-            var l7 = (Vector256.ShiftRightLogical(qlB.AsUInt16(), 4).AsByte() & low) | (Vector256.ShiftRightLogical(qh.AsUInt16(), 2).AsByte() & high);
+            var (l0, l1, l2, l3) = Levels6K(blk, blk + 128);
+            var (l4, l5, l6, l7) = Levels6K(blk + 64, blk + 160);
 
             var scaleBytes = Vector128.Load((sbyte*)(blk + 192));
             var s0 = Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scaleBytes, pick));
