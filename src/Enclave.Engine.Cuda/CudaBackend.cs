@@ -65,6 +65,8 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
     private long _scratchBytes;
     private ulong _attentionScratch;
     private long _attentionScratchBytes;
+    private ulong _stackedOutput;
+    private long _stackedOutputBytes;
     private int _maxContext;
     private int _tokens;
     private int _sequences;
@@ -144,7 +146,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
     /// When set, every eager kernel launch is timed alone between two events (waiting for each one) and added here under
     /// its name and grid: where a step's device time goes. Slows everything down; for measurements only.
     /// </summary>
-    internal Dictionary<string, (int Count, double Milliseconds)>? KernelTimes { get; set; }
+    public Dictionary<string, (int Count, double Milliseconds)>? KernelTimes { get; set; }
 
     public void EnableDecodeGraphs(DecodeGraphLimits limits)
     {
@@ -662,24 +664,206 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
     }
 
     /// <summary>
+    /// Products of one x: up to three weights of one type in a single GEMV launch for decode-sized T (q/k/v or
+    /// gate/up: the small k and v products no longer leave most multiprocessors idle), and one rounding of x to
+    /// bf16/f16 shared by the cuBLAS products of larger T. Anything else runs as separate <see cref="MatMul"/> calls.
+    /// </summary>
+    public void MatMulShared(DeviceTensor x, ReadOnlySpan<MatMulTarget> targets)
+    {
+        var xt = Cuda(x);
+        int inDim = xt.Columns, tokens = (int)xt.Rows;
+        var dtype = targets.Length > 0 ? targets[0].Weight.DType : DType.F32;
+        var fits = targets.Length is 2 or 3 && xt.DType == DType.F32 && tokens > 0;
+        foreach (var target in targets)
+        {
+            var w = Cuda(target.Weight);
+            var o = Cuda(target.Output);
+            fits &= w.DType == dtype && w.Columns == inDim && o.DType == DType.F32 && o.Rows == tokens && o.Columns == w.Shape[0]
+                && (target.Bias is null || (target.Bias.DType == DType.F32 && target.Bias.ElementCount == w.Shape[0]));
+        }
+
+        if (!fits || dtype is not (DType.F32 or DType.F16 or DType.BF16))
+        {
+            foreach (var target in targets)
+            {
+                MatMul(x, target.Weight, target.Bias, target.Output);
+            }
+
+            return;
+        }
+
+        if (tokens <= Math.Min(GemvLimit, GemvMaxTokens))
+        {
+            ulong px = xt.Pointer;
+            var vec = inDim % 8 == 0 && px % 16 == 0 ? 1 : 0;
+            Span<ulong> w = stackalloc ulong[3];
+            Span<ulong> b = stackalloc ulong[3];
+            Span<ulong> y = stackalloc ulong[3];
+            Span<int> rows = stackalloc int[3];
+            var total = 0L;
+            for (var i = 0; i < targets.Length; i++)
+            {
+                w[i] = Cuda(targets[i].Weight).Pointer;
+                b[i] = targets[i].Bias is { } bias ? Cuda(bias).Pointer : 0;
+                y[i] = Cuda(targets[i].Output).Pointer;
+                rows[i] = targets[i].Weight.Shape[0];
+                vec = w[i] % 16 == 0 ? vec : 0;
+                total += rows[i];
+            }
+
+            if (total == 0)
+            {
+                return;
+            }
+
+            ulong w0 = w[0], b0 = b[0], y0 = y[0], w1 = w[1], b1 = b[1], y1 = y[1], w2 = w[2], b2 = b[2], y2 = y[2];
+            int out0 = rows[0], out1 = rows[1], out2 = rows[2];
+            void** args = stackalloc void*[] { &px, &inDim, &vec, &w0, &b0, &y0, &out0, &w1, &b1, &y1, &out1, &w2, &b2, &y2, &out2 };
+            Launch("matmul.cu", SharedGemvKernels[tokens][TypeIndex(dtype)], (uint)((total + 7) / 8), 1, 256, args);
+            return;
+        }
+
+        if (dtype != DType.F32 && TensorCoreGemm)
+        {
+            var rounded = RoundActivations(xt, dtype);
+            if (StackOf(targets) is { } stack)
+            {
+                // Consecutive rows of one allocation (LoadWeightStack): one GEMM over the stack into a [T, total]
+                // buffer, then one pass that splits its columns into the outputs and adds the biases. The small k/v
+                // products alone would fill a fraction of the multiprocessors.
+                var total = stack.Shape[0];
+                var buffer = Grow(ref _stackedOutput, ref _stackedOutputBytes, (long)tokens * total * 4);
+                CublasGemm(rounded, stack, 0, buffer, tokens, inDim, total);
+                SplitColumns(buffer, tokens, total, targets);
+                return;
+            }
+
+            foreach (var target in targets)
+            {
+                var bias = target.Bias is null ? 0 : Cuda(target.Bias).Pointer;
+                CublasGemm(rounded, Cuda(target.Weight), bias, Cuda(target.Output).Pointer, tokens, inDim, target.Weight.Shape[0]);
+            }
+
+            return;
+        }
+
+        foreach (var target in targets)
+        {
+            MatMul(x, target.Weight, target.Bias, target.Output);
+        }
+    }
+
+    /// <summary>The allocation the targets' weights are consecutive row slices of, in order and covering it all; else null.</summary>
+    private static CudaTensor? StackOf(ReadOnlySpan<MatMulTarget> targets)
+    {
+        if (targets[0].Weight is not CudaTensor { Parent: { } stack } first || first.Pointer != stack.Pointer)
+        {
+            return null;
+        }
+
+        var next = stack.Pointer;
+        var rows = 0;
+        foreach (var target in targets)
+        {
+            if (target.Weight is not CudaTensor w || w.Parent != stack || w.Pointer != next)
+            {
+                return null;
+            }
+
+            next += (ulong)w.ByteCount;
+            rows += w.Shape[0];
+        }
+
+        return rows == stack.Shape[0] ? stack : null;
+    }
+
+    /// <summary>buffer [T, total] → the targets' outputs [T, out_i] (+ bias_i), columns in target order.</summary>
+    private void SplitColumns(ulong buffer, int tokens, int total, ReadOnlySpan<MatMulTarget> targets)
+    {
+        Span<ulong> y = stackalloc ulong[3];
+        Span<ulong> b = stackalloc ulong[3];
+        Span<int> n = stackalloc int[3];
+        for (var i = 0; i < targets.Length; i++)
+        {
+            y[i] = Cuda(targets[i].Output).Pointer;
+            b[i] = targets[i].Bias is { } bias ? Cuda(bias).Pointer : 0;
+            n[i] = targets[i].Weight.Shape[0];
+        }
+
+        ulong y0 = y[0], b0 = b[0], y1 = y[1], b1 = b[1], y2 = y[2], b2 = b[2];
+        int n0 = n[0], n1 = n[1], n2 = n[2];
+        var count = (long)tokens * total;
+        void** args = stackalloc void*[] { &buffer, &total, &tokens, &y0, &b0, &n0, &y1, &b1, &n1, &y2, &b2, &n2 };
+        Launch("matmul.cu", "split_columns", GridFor(count), 1, 256, args);
+    }
+
+    /// <summary>
+    /// Loads weights of one 16-bit or f32 type and one row width as consecutive rows of a single allocation, so that
+    /// products over them can run as one (<see cref="MatMulShared"/>).
+    /// </summary>
+    public bool StacksWeights => true;
+
+    public DeviceTensor? LoadWeightStack(ReadOnlySpan<CheckpointTensor> sources)
+    {
+        RequireEager("LoadWeightStack");
+        if (sources.Length < 2)
+        {
+            return null;
+        }
+
+        var dtype = sources[0].DType;
+        var columns = sources[0].Shape.Length == 2 ? sources[0].Shape[1] : -1;
+        var rows = 0;
+        foreach (var source in sources)
+        {
+            if (source.DType != dtype || dtype is not (DType.F32 or DType.F16 or DType.BF16) || source.Shape.Length != 2 || source.Shape[1] != columns
+                || source.ByteCount != (long)source.Shape[0] * columns * dtype.SizeInBytes())
+            {
+                return null;
+            }
+
+            rows += source.Shape[0];
+        }
+
+        var stack = (CudaTensor)Allocate(dtype, rows, columns);
+        var offset = stack.Pointer;
+        foreach (var source in sources)
+        {
+            _ctx.Driver.Check(_ctx.Driver.MemcpyHtoDAsync(offset, source.Data, (nuint)source.ByteCount, _ctx.Stream), "cuMemcpyHtoDAsync(weight)");
+            offset += (ulong)source.ByteCount;
+        }
+
+        return stack;
+    }
+
+    /// <summary>
     /// output = x · Wᵀ through cublasGemmEx with fp32 accumulation. cuBLAS is column-major, so it computes
     /// outputᵀ [out, T] = W [out, in] (read as in × out, transposed) · xᵀ (read as in × T).
     /// F16/BF16 weights need the activations in the same type: they are rounded into a scratch buffer first.
     /// </summary>
-    private void CublasGemm(CudaTensor x, CudaTensor w, ulong bias, CudaTensor o, int tokens, int inDim, int outDim)
+    private void CublasGemm(CudaTensor x, CudaTensor w, ulong bias, CudaTensor o, int tokens, int inDim, int outDim) =>
+        CublasGemm(w.DType == DType.F32 ? x.Pointer : RoundActivations(x, w.DType), w, bias, o.Pointer, tokens, inDim, outDim);
+
+    /// <summary>x rounded to the weights' 16-bit type in the scratch buffer (cuBLAS needs both operands in one type).</summary>
+    private ulong RoundActivations(CudaTensor x, DType dtype)
     {
-        var b = x.Pointer;
-        var type = Cublas.DataF32;
-        if (w.DType != DType.F32)
+        var count = x.ElementCount;
+        var scratch = Scratch(count * 2);
+        ulong px = x.Pointer;
+        void** args = stackalloc void*[] { &px, &scratch, &count };
+        Launch("matmul.cu", dtype == DType.BF16 ? "convert_to_bf16" : "convert_to_f16", GridFor(count), 1, 256, args);
+        return scratch;
+    }
+
+    /// <summary>The product on cuBLAS with x already in the weights' type (x itself for F32 weights).</summary>
+    private void CublasGemm(ulong b, CudaTensor w, ulong bias, ulong o, int tokens, int inDim, int outDim)
+    {
+        var type = w.DType switch
         {
-            var count = (long)tokens * inDim;
-            var scratch = Scratch(count * 2);
-            ulong px = x.Pointer;
-            void** args = stackalloc void*[] { &px, &scratch, &count };
-            Launch("matmul.cu", w.DType == DType.BF16 ? "convert_to_bf16" : "convert_to_f16", GridFor(count), 1, 256, args);
-            b = scratch;
-            type = w.DType == DType.BF16 ? Cublas.DataBF16 : Cublas.DataF16;
-        }
+            DType.F32 => Cublas.DataF32,
+            DType.BF16 => Cublas.DataBF16,
+            _ => Cublas.DataF16,
+        };
 
         float alpha = 1, beta = 0;
         var cublas = _ctx.Cublas;
@@ -687,42 +871,50 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         {
             Fold(w.Pointer);
             Fold(b);
-            Fold(o.Pointer);
+            Fold(o);
             Fold(((ulong)(uint)tokens << 32) | (uint)inDim);
             Fold((ulong)(uint)outDim);
         }
 
         if (_mode != StepMode.Replay)
         {
+            var timing = KernelTimes is not null && _mode != StepMode.Capture ? StartTiming() : default;
             cublas.Check(
-                cublas.GemmEx(_ctx.CublasHandle, Cublas.OpT, Cublas.OpN, outDim, tokens, inDim, &alpha, w.Pointer, type, inDim, b, type, inDim, &beta, o.Pointer, Cublas.DataF32, outDim, Cublas.Compute32F, Cublas.GemmDefault),
+                cublas.GemmEx(_ctx.CublasHandle, Cublas.OpT, Cublas.OpN, outDim, tokens, inDim, &alpha, w.Pointer, type, inDim, b, type, inDim, &beta, o, Cublas.DataF32, outDim, Cublas.Compute32F, Cublas.GemmDefault),
                 "cublasGemmEx");
+            if (timing.Start != 0)
+            {
+                StopTiming(timing, $"cublasGemmEx {outDim}x{inDim} tokens {tokens}");
+            }
         }
 
         if (bias != 0)
         {
-            ulong po = o.Pointer;
+            ulong po = o;
             var n = (long)tokens * outDim;
             void** args = stackalloc void*[] { &po, &bias, &tokens, &outDim };
             Launch("matmul.cu", "bias_add", (uint)((n + 255) / 256), 1, 256, args);
         }
     }
 
-    private ulong Scratch(long bytes)
+    private ulong Scratch(long bytes) => Grow(ref _scratch, ref _scratchBytes, bytes);
+
+    /// <summary>A device buffer of at least <paramref name="bytes"/>, grown (never shrunk) on demand; growing frees the old one, which drops recorded graphs.</summary>
+    private ulong Grow(ref ulong buffer, ref long size, long bytes)
     {
-        if (_scratchBytes < bytes)
+        if (size < bytes)
         {
-            if (_scratch != 0)
+            if (buffer != 0)
             {
                 _ctx.Synchronize();
-                _ctx.Free(_scratch);
+                _ctx.Free(buffer);
             }
 
-            _scratchBytes = Math.Max(bytes, _scratchBytes * 2);
-            _scratch = _ctx.Alloc(_scratchBytes);
+            size = Math.Max(bytes, size * 2);
+            buffer = _ctx.Alloc(size);
         }
 
-        return _scratch;
+        return buffer;
     }
 
     public void Rope(DeviceTensor x, ForwardBatch batch, RopeSpec rope)
@@ -816,9 +1008,17 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
             return;
         }
 
+        // Groups of up to 8 query heads per KV head run one block per (kv head, token, split), reading each K/V row once
+        // for the whole group; wider groups one block per (query head, token, split).
+        var group = heads / kvHeads;
+        var grouped = group <= AttentionGroupMax;
+        var kernel = !grouped ? "paged_attention" : headDim <= 64 ? "paged_attention_group_d64" : headDim <= 128 ? "paged_attention_group_d128" : "paged_attention_group_d256";
+        var blockHeads = grouped ? kvHeads : heads;
+
         // Split long contexts so that at least two blocks per multiprocessor have work (decode has few (token, head) pairs).
         var pairs = heads * tokens;
-        var wanted = Math.Max(1, ((2 * _ctx.MultiprocessorCount) + pairs - 1) / pairs);
+        var blockPairs = blockHeads * tokens;
+        var wanted = Math.Max(1, ((2 * _ctx.MultiprocessorCount) + blockPairs - 1) / blockPairs);
         int chunk, splits;
         if (_mode != StepMode.Eager)
         {
@@ -849,13 +1049,16 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
             &pq, &pkc, &pvc, &po, &partialOut, &partialStats, &tokenSeq, &qStart, &qLen, &context, &tableOffset, &tables,
             &heads, &kvHeads, &headDim, &blockSize, &scale, &chunk, &splits,
         };
-        Launch("attention.cu", "paged_attention", (uint)heads, (uint)tokens, (uint)splits, 128, args);
+        Launch("attention.cu", kernel, (uint)blockHeads, (uint)tokens, (uint)splits, 128, args);
         if (splits > 1)
         {
             void** combineArgs = stackalloc void*[] { &partialOut, &partialStats, &po, &heads, &headDim, &splits };
             Launch("attention.cu", "attention_combine", (uint)heads, (uint)tokens, 128, combineArgs);
         }
     }
+
+    /// <summary>The most query heads per KV head that one block of the grouped decode attention kernel serves.</summary>
+    internal const int AttentionGroupMax = 8;
 
     /// <summary>Steps whose longest query is longer than this run attention on the tiled prefill kernel.</summary>
     internal const int FlashMinQueryLength = 16;
@@ -898,28 +1101,10 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         {
             &pq, &pkc, &pvc, &po, &qStart, &qLen, &context, &tableOffset, &tables, &heads, &kvHeads, &headDim, &blockSize, &scale,
         };
-        var function = _ctx.Function("flash_prefill.cu", kernel);
-        _ctx.Driver.Check(
-            _ctx.Driver.LaunchKernel(function, rowTiles, (uint)s, (uint)kvHeads, 128, 1, 1, 0, _ctx.Stream, args, null),
-            "cuLaunchKernel(" + kernel + ")");
+        Launch("flash_prefill.cu", kernel, rowTiles, (uint)s, (uint)kvHeads, 128, args);
     }
 
-    private ulong AttentionScratch(long bytes)
-    {
-        if (_attentionScratchBytes < bytes)
-        {
-            if (_attentionScratch != 0)
-            {
-                _ctx.Synchronize();
-                _ctx.Free(_attentionScratch);
-            }
-
-            _attentionScratchBytes = Math.Max(bytes, _attentionScratchBytes * 2);
-            _attentionScratch = _ctx.Alloc(_attentionScratchBytes);
-        }
-
-        return _attentionScratch;
-    }
+    private ulong AttentionScratch(long bytes) => Grow(ref _attentionScratch, ref _attentionScratchBytes, bytes);
 
     public void GatherLogitRows(DeviceTensor x, ForwardBatch batch, DeviceTensor output)
     {
@@ -969,6 +1154,11 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
             _ctx.Free(_attentionScratch);
         }
 
+        if (_stackedOutput != 0)
+        {
+            _ctx.Free(_stackedOutput);
+        }
+
         if (_indices != 0)
         {
             _ctx.Free(_indices);
@@ -1014,26 +1204,40 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
             return;
         }
 
+        var timing = StartTiming();
+        _ctx.Launch(function, kernel, gridX, gridY, block, args, gridZ: gridZ);
+        StopTiming(timing, $"{kernel} grid {gridX}x{gridY}x{gridZ}");
+    }
+
+    /// <summary>Records a start and a stop event around work queued in between (only while <see cref="KernelTimes"/> is set).</summary>
+    private (nint Start, nint Stop) StartTiming()
+    {
         var driver = _ctx.Driver;
         nint start, stop;
         driver.Check(driver.EventCreate(&start, 0), "cuEventCreate");
         driver.Check(driver.EventCreate(&stop, 0), "cuEventCreate");
+        driver.Check(driver.EventRecord(start, _ctx.Stream), "cuEventRecord");
+        return (start, stop);
+    }
+
+    /// <summary>Waits for the work since <see cref="StartTiming"/> and adds its device time to <see cref="KernelTimes"/> under <paramref name="key"/>.</summary>
+    private void StopTiming((nint Start, nint Stop) timing, string key)
+    {
+        var driver = _ctx.Driver;
         try
         {
-            driver.Check(driver.EventRecord(start, _ctx.Stream), "cuEventRecord");
-            _ctx.Launch(function, kernel, gridX, gridY, block, args, gridZ: gridZ);
-            driver.Check(driver.EventRecord(stop, _ctx.Stream), "cuEventRecord");
-            driver.Check(driver.EventSynchronize(stop), "cuEventSynchronize");
+            driver.Check(driver.EventRecord(timing.Stop, _ctx.Stream), "cuEventRecord");
+            driver.Check(driver.EventSynchronize(timing.Stop), "cuEventSynchronize");
             float ms;
-            driver.Check(driver.EventElapsedTime(&ms, start, stop), "cuEventElapsedTime");
-            var key = $"{kernel} grid {gridX}x{gridY}x{gridZ}";
-            var (count, total) = KernelTimes.GetValueOrDefault(key);
-            KernelTimes[key] = (count + 1, total + ms);
+            driver.Check(driver.EventElapsedTime(&ms, timing.Start, timing.Stop), "cuEventElapsedTime");
+            var times = KernelTimes!;
+            var (count, total) = times.GetValueOrDefault(key);
+            times[key] = (count + 1, total + ms);
         }
         finally
         {
-            driver.EventDestroy(start);
-            driver.EventDestroy(stop);
+            driver.EventDestroy(timing.Start);
+            driver.EventDestroy(timing.Stop);
         }
     }
 
@@ -1046,6 +1250,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
     private static readonly string[] AddRmsNormKernels = PerWeightType("add_rmsnorm_");
     private static readonly string[] GemmKernels = PerWeightType("gemm_");
     private static readonly string[][] GemvKernels = [.. Enumerable.Range(0, GemvMaxTokens + 1).Select(tokens => PerWeightType("gemv_", "_" + tokens))];
+    private static readonly string[][] SharedGemvKernels = [.. Enumerable.Range(0, GemvMaxTokens + 1).Select(tokens => PerWeightType("gemv_shared_", "_" + tokens))];
 
     private static string[] PerWeightType(string prefix, string suffix = "") => [prefix + "f32" + suffix, prefix + "f16" + suffix, prefix + "bf16" + suffix];
 

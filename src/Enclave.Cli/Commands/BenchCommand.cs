@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Diagnostics;
+using System.Globalization;
 using Enclave.Engine.Backends;
 using Enclave.Engine.Backends.Cpu;
 using Enclave.Engine.Cuda;
@@ -94,20 +95,27 @@ internal static class BenchCommand
             int[][] prompts = [.. Enumerable.Range(0, b).Select(_ => Enumerable.Range(0, p).Select(_ => random.Next(vocab)).ToArray())];
             var greedy = new SamplingParams { Temperature = 0, IgnoreEos = true };
 
-            // Warm up (JIT, page-in of mapped weights, kernels of both the prefill and the decode path), then prefill
-            // alone: every sequence generates one token. A prompt of its own, so that no timed prompt finds its start
-            // in the prefix cache.
-            int[] warmUp = [.. Enumerable.Range(0, Math.Min(p, 64)).Select(_ => random.Next(vocab))];
+            // Warm up (JIT, page-in of mapped weights, kernels of both the prefill and the decode path, and on a GPU
+            // the activation and scratch buffers at the full prompt length, which are allocated on first need), then
+            // prefill alone: every sequence generates one token. A prompt of its own, so that no timed prompt finds its
+            // start in the prefix cache.
+            int[] warmUp = [.. Enumerable.Range(0, deviceBackend is CudaBackend ? p : Math.Min(p, 64)).Select(_ => random.Next(vocab))];
             await RunAsync(engine, [warmUp], greedy with { MaxTokens = 2 }, cancellationToken);
             profiler?.Reset();
+            // On CUDA the profile also times every kernel and cuBLAS call on the device (waiting after each one).
+            var gpuProfile = profiler is not null ? deviceBackend as CudaBackend : null;
+            gpuProfile?.KernelTimes = [];
             var prefill = Stopwatch.StartNew();
             await RunAsync(engine, prompts, greedy with { MaxTokens = 1 }, cancellationToken);
             prefill.Stop();
-            var prefillProfile = profiler?.Report($"prefill of {b * p} tokens");
+            var prefillProfile = profiler?.Report($"prefill of {b * p} tokens") + KernelReport(gpuProfile, $"prefill of {b * p} tokens");
             profiler?.Reset();
+            gpuProfile?.KernelTimes = [];
 
             var decode = await RunAsync(engine, prompts, greedy with { MaxTokens = g }, cancellationToken);
-            var decodeProfile = profiler?.Report($"prefill of {b * p} tokens, then {g - 1} decode steps of batch {b}");
+            var decodeProfile = profiler?.Report($"prefill of {b * p} tokens, then {g - 1} decode steps of batch {b}")
+                + KernelReport(gpuProfile, $"the {g - 1} decode steps of batch {b} (prompts from the prefix cache)");
+            gpuProfile?.KernelTimes = null;
             var decodeTokens = (double)b * (g - 1);
             var decodeSeconds = decode.End - decode.AllFirstToken;
             var bandwidth = deviceBackend is CudaBackend gpu ? CudaTimer.CopyBandwidthGBps(gpu) : MemoryBandwidth.MeasureGBps();
@@ -147,6 +155,25 @@ internal static class BenchCommand
             return 0;
         });
         return command;
+    }
+
+    /// <summary>Device time by kernel and grid (cuBLAS calls by shape), the most expensive first.</summary>
+    private static string KernelReport(CudaBackend? cuda, string title)
+    {
+        if (cuda?.KernelTimes is not { Count: > 0 } times)
+        {
+            return string.Empty;
+        }
+
+        var sum = times.Values.Sum(v => v.Milliseconds);
+        var text = new System.Text.StringBuilder();
+        text.AppendLine(CultureInfo.InvariantCulture, $"kernels      {title}: {sum:F1} ms of device time in {times.Values.Sum(v => v.Count)} launches, each timed alone");
+        foreach (var (key, (count, ms)) in times.OrderByDescending(e => e.Value.Milliseconds).Take(24))
+        {
+            text.AppendLine(CultureInfo.InvariantCulture, $"  {100 * ms / sum,5:F1}%  {ms,9:F2} ms  {count,6} x {1000 * ms / count,9:F1} µs  {key}");
+        }
+
+        return text.ToString();
     }
 
     /// <summary>

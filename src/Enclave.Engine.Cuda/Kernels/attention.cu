@@ -10,6 +10,12 @@
 // its running max, sum and unnormalised output, and attention_combine merges the splits.
 // Grouped-query: head h reads kv head h / (heads / kv_heads). head_dim is at most 256.
 //
+// paged_attention_group_dNN: the same walk, but one block per (kv head, token, context split) serving every query
+// head of the group (up to ATTN_GROUP_MAX): each K and V row is read once for the group instead of once per query
+// head, which divides the attention reads of a batched decode step by the group size (7 on the Qwen2-7B shape).
+// Lane p still walks K row p, now against the group's q rows held in shared memory; the V rows are read once and
+// accumulated into every head's output. Same partial layout as paged_attention, so attention_combine serves both.
+//
 // chunk 0 (recorded decode steps, whose launch cannot depend on this step's context lengths): the grid has a fixed
 // number of splits and each block derives its sequence's chunk from the context length in the step metadata, in
 // multiples of 128 positions. Splits that start past the context write an empty partial (max -inf, sum 0, output 0),
@@ -165,6 +171,204 @@ paged_attention(const float* __restrict__ q, const float* __restrict__ key_cache
         partial_out[part * head_dim + d] = o;
     }
 }
+
+#define ATTN_GROUP_MAX 8
+
+template <int PER_LANE>
+__device__ __forceinline__ void paged_attention_group_impl(
+    const float* __restrict__ q, const float* __restrict__ key_cache, const float* __restrict__ value_cache,
+    float* __restrict__ out, float* __restrict__ partial_out, float* __restrict__ partial_stats,
+    const int* __restrict__ token_seq, const int* __restrict__ seq_query_start, const int* __restrict__ seq_query_len,
+    const int* __restrict__ seq_context, const int* __restrict__ seq_table_offset, const int* __restrict__ tables,
+    int heads, int kv_heads, int head_dim, int block_size, float scale, int chunk, int splits)
+{
+    constexpr int DIM = PER_LANE * 32;
+    __shared__ __align__(16) float s_q[ATTN_GROUP_MAX][DIM];
+    __shared__ float s_max[ATTN_WARPS][ATTN_GROUP_MAX], s_sum[ATTN_WARPS][ATTN_GROUP_MAX];
+    __shared__ float s_acc[ATTN_WARPS][ATTN_GROUP_MAX][DIM];
+    const int kvh = blockIdx.x, t = blockIdx.y, split = blockIdx.z;
+    const int group = heads / kv_heads;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int s = token_seq[t];
+    const int position = seq_context[s] - seq_query_len[s] + (t - seq_query_start[s]);
+    const int* table = tables + seq_table_offset[s];
+    const long row_width = (long)kv_heads * head_dim;
+    const long head_offset = (long)kvh * head_dim;
+    const int span = chunk > 0 ? chunk : max(128, ((seq_context[s] + splits - 1) / splits + 127) / 128 * 128);
+    const int begin = split * span;
+    const int end = min(position + 1, begin + span);
+    const bool vec4 = (head_dim & 3) == 0;
+
+    // q: [tokens, heads, head_dim]; the group's heads are kvh * group .. kvh * group + group - 1.
+    const float* qg = q + ((long)t * heads + (long)kvh * group) * head_dim;
+    for (int i = threadIdx.x; i < group * head_dim; i += blockDim.x) s_q[i / head_dim][i % head_dim] = qg[i];
+    __syncthreads();
+
+    float acc[ATTN_GROUP_MAX][PER_LANE];
+    float m[ATTN_GROUP_MAX], l[ATTN_GROUP_MAX];
+#pragma unroll
+    for (int g = 0; g < ATTN_GROUP_MAX; g++)
+    {
+        m[g] = NEG_INF;
+        l[g] = 0.f;
+#pragma unroll
+        for (int j = 0; j < PER_LANE; j++) acc[g][j] = 0.f;
+    }
+
+    for (int tile = begin + warp * 32; tile < end; tile += ATTN_WARPS * 32)
+    {
+        const int p = tile + lane;
+        const bool valid = p < end;
+        int slot = 0;
+        float score[ATTN_GROUP_MAX];
+#pragma unroll
+        for (int g = 0; g < ATTN_GROUP_MAX; g++) score[g] = NEG_INF;
+        if (valid)
+        {
+            slot = table[p / block_size] * block_size + p % block_size;
+            const float* kr = key_cache + (long)slot * row_width + head_offset;
+            float dot[ATTN_GROUP_MAX];
+#pragma unroll
+            for (int g = 0; g < ATTN_GROUP_MAX; g++) dot[g] = 0.f;
+            if (vec4)
+            {
+#pragma unroll 4
+                for (int d = 0; d < head_dim; d += 4)
+                {
+                    const float4 k4 = *reinterpret_cast<const float4*>(kr + d);
+#pragma unroll
+                    for (int g = 0; g < ATTN_GROUP_MAX; g++)
+                    {
+                        if (g < group)
+                        {
+                            const float4 q4 = *reinterpret_cast<const float4*>(&s_q[g][d]);
+                            dot[g] += q4.x * k4.x + q4.y * k4.y + q4.z * k4.z + q4.w * k4.w;
+                        }
+                    }
+                }
+            }
+            else
+            {
+                for (int d = 0; d < head_dim; d++)
+                {
+                    const float kv = kr[d];
+#pragma unroll
+                    for (int g = 0; g < ATTN_GROUP_MAX; g++)
+                        if (g < group) dot[g] += s_q[g][d] * kv;
+                }
+            }
+#pragma unroll
+            for (int g = 0; g < ATTN_GROUP_MAX; g++) score[g] = dot[g] * scale;
+        }
+
+        float e[ATTN_GROUP_MAX];
+#pragma unroll
+        for (int g = 0; g < ATTN_GROUP_MAX; g++)
+        {
+            e[g] = 0.f;
+            if (g < group) // uniform across the warp, so the shuffles inside are safe
+            {
+                const float m_new = fmaxf(m[g], warp_max(score[g])); // finite: lane 0 of a tile is always valid
+                e[g] = valid ? expf(score[g] - m_new) : 0.f;
+                const float correction = expf(m[g] - m_new);
+                l[g] = l[g] * correction + warp_sum(e[g]);
+#pragma unroll
+                for (int j = 0; j < PER_LANE; j++) acc[g][j] *= correction;
+                m[g] = m_new;
+            }
+        }
+
+        const int n = min(32, end - tile);
+#pragma unroll 2
+        for (int i = 0; i < n; i++)
+        {
+            const int vs = __shfl_sync(0xffffffffu, slot, i);
+            const float* vr = value_cache + (long)vs * row_width + head_offset;
+            float v[PER_LANE];
+#pragma unroll
+            for (int j = 0; j < PER_LANE; j++)
+            {
+                const int d = lane + 32 * j;
+                v[j] = d < head_dim ? vr[d] : 0.f;
+            }
+#pragma unroll
+            for (int g = 0; g < ATTN_GROUP_MAX; g++)
+            {
+                if (g < group)
+                {
+                    const float w = __shfl_sync(0xffffffffu, e[g], i);
+#pragma unroll
+                    for (int j = 0; j < PER_LANE; j++) acc[g][j] += w * v[j];
+                }
+            }
+        }
+    }
+
+#pragma unroll
+    for (int g = 0; g < ATTN_GROUP_MAX; g++)
+    {
+        if (g < group)
+        {
+            if (lane == 0)
+            {
+                s_max[warp][g] = m[g];
+                s_sum[warp][g] = l[g];
+            }
+#pragma unroll
+            for (int j = 0; j < PER_LANE; j++) s_acc[warp][g][lane + 32 * j] = acc[g][j];
+        }
+    }
+    __syncthreads();
+
+    for (int i = threadIdx.x; i < group * head_dim; i += blockDim.x)
+    {
+        const int g = i / head_dim, d = i % head_dim;
+        float total_max = NEG_INF;
+#pragma unroll
+        for (int w = 0; w < ATTN_WARPS; w++) total_max = fmaxf(total_max, s_max[w][g]);
+        float total_sum = 0.f, o = 0.f;
+#pragma unroll
+        for (int w = 0; w < ATTN_WARPS; w++)
+        {
+            const float factor = s_sum[w][g] > 0.f ? expf(s_max[w][g] - total_max) : 0.f;
+            total_sum += s_sum[w][g] * factor;
+            o += s_acc[w][g][d] * factor;
+        }
+
+        const long row = (long)t * heads + (long)kvh * group + g;
+        if (splits == 1)
+        {
+            out[row * head_dim + d] = o / total_sum;
+            continue;
+        }
+
+        const long part = row * splits + split;
+        partial_out[part * head_dim + d] = o;
+        if (d == 0)
+        {
+            partial_stats[2 * part] = total_max;
+            partial_stats[2 * part + 1] = total_sum;
+        }
+    }
+}
+
+#define PAGED_ATTENTION_GROUP(NAME, PER_LANE)                                                                          \
+    extern "C" __global__ void __launch_bounds__(ATTN_WARPS * 32) NAME(                                                \
+        const float* __restrict__ q, const float* __restrict__ key_cache, const float* __restrict__ value_cache,       \
+        float* __restrict__ out, float* __restrict__ partial_out, float* __restrict__ partial_stats,                   \
+        const int* __restrict__ token_seq, const int* __restrict__ seq_query_start,                                    \
+        const int* __restrict__ seq_query_len, const int* __restrict__ seq_context,                                    \
+        const int* __restrict__ seq_table_offset, const int* __restrict__ tables, int heads, int kv_heads,             \
+        int head_dim, int block_size, float scale, int chunk, int splits)                                              \
+    {                                                                                                                  \
+        paged_attention_group_impl<PER_LANE>(q, key_cache, value_cache, out, partial_out, partial_stats, token_seq,   \
+                                             seq_query_start, seq_query_len, seq_context, seq_table_offset, tables,   \
+                                             heads, kv_heads, head_dim, block_size, scale, chunk, splits);             \
+    }
+
+PAGED_ATTENTION_GROUP(paged_attention_group_d64, 2)
+PAGED_ATTENTION_GROUP(paged_attention_group_d128, 4)
+PAGED_ATTENTION_GROUP(paged_attention_group_d256, 8)
 
 // Merges the context splits of paged_attention: rescales each split's sum and output to the common max. Empty splits
 // (sum 0, max -inf: they started past the context) add nothing; every row has at least one non-empty split.

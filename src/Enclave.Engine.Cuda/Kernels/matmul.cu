@@ -4,19 +4,19 @@
 // the weight row, four chunks in flight, and multiplies each by all T activation rows, so the weights are read once.
 // Needs in % 8 == 0 and 16-byte aligned rows for the vector path; otherwise a scalar loop does the same.
 //
+// gemv_shared_<type>_<T>: the same for up to three weights that share x (q/k/v, gate/up), in one launch.
+//
 // gemm_<type> (larger T): a 64x64 output tile per block of 256 threads, 16-deep k slices staged in shared memory as
 // float, 4x4 outputs per thread. Plain FMA, no tensor cores: exact fp32 arithmetic for the default path.
 //
-// convert_to_bf16 / convert_to_f16 and bias_add serve the cuBLAS tensor-core path.
+// convert_to_bf16 / convert_to_f16, bias_add and split_columns serve the cuBLAS tensor-core path.
 #include "common.cuh"
 
 template <class W, int T>
-__device__ void gemv(const float* __restrict__ x, const typename W::storage* __restrict__ w, const float* __restrict__ bias,
-                     float* __restrict__ y, int in, int out, int vec)
+__device__ __forceinline__ void gemv_row(const float* __restrict__ x, const typename W::storage* __restrict__ w, const float* __restrict__ bias,
+                                         float* __restrict__ y, int in, int out, int row, int vec)
 {
-    const int row = (int)(((long)blockIdx.x * blockDim.x + threadIdx.x) >> 5);
     const int lane = threadIdx.x & 31;
-    if (row >= out) return;
     const typename W::storage* wr = w + (long)row * in;
     float acc[T];
 #pragma unroll
@@ -76,9 +76,46 @@ __device__ void gemv(const float* __restrict__ x, const typename W::storage* __r
     }
 }
 
+template <class W, int T>
+__device__ void gemv(const float* __restrict__ x, const typename W::storage* __restrict__ w, const float* __restrict__ bias,
+                     float* __restrict__ y, int in, int out, int vec)
+{
+    const int row = (int)(((long)blockIdx.x * blockDim.x + threadIdx.x) >> 5);
+    if (row >= out) return;
+    gemv_row<W, T>(x, w, bias, y, in, out, row, vec);
+}
+
+// Up to three products of the same x (q/k/v, or gate/up with out2 = 0) in one launch: warp rows 0..out0-1 belong to
+// w0, the next out1 to w1, the rest to w2. The choice is uniform per warp, so the warps stream their rows as in gemv.
+template <class W, int T>
+__device__ void gemv_shared(const float* __restrict__ x, int in, int vec,
+                            const typename W::storage* __restrict__ w0, const float* __restrict__ b0, float* __restrict__ y0, int out0,
+                            const typename W::storage* __restrict__ w1, const float* __restrict__ b1, float* __restrict__ y1, int out1,
+                            const typename W::storage* __restrict__ w2, const float* __restrict__ b2, float* __restrict__ y2, int out2)
+{
+    int row = (int)(((long)blockIdx.x * blockDim.x + threadIdx.x) >> 5);
+    if (row < out0)
+    {
+        gemv_row<W, T>(x, w0, b0, y0, in, out0, row, vec);
+        return;
+    }
+    row -= out0;
+    if (row < out1)
+    {
+        gemv_row<W, T>(x, w1, b1, y1, in, out1, row, vec);
+        return;
+    }
+    row -= out1;
+    if (row < out2) gemv_row<W, T>(x, w2, b2, y2, in, out2, row, vec);
+}
+
 #define GEMV_T(S, W, T) \
     extern "C" __global__ void __launch_bounds__(256) gemv_##S##_##T(const float* x, const W::storage* w, const float* bias, float* y, int in, int out, int vec) \
-    { gemv<W, T>(x, w, bias, y, in, out, vec); }
+    { gemv<W, T>(x, w, bias, y, in, out, vec); } \
+    extern "C" __global__ void __launch_bounds__(256) gemv_shared_##S##_##T(const float* x, int in, int vec, \
+        const W::storage* w0, const float* b0, float* y0, int out0, const W::storage* w1, const float* b1, float* y1, int out1, \
+        const W::storage* w2, const float* b2, float* y2, int out2) \
+    { gemv_shared<W, T>(x, in, vec, w0, b0, y0, out0, w1, b1, y1, out1, w2, b2, y2, out2); }
 #define GEMV(S, W) GEMV_T(S, W, 1) GEMV_T(S, W, 2) GEMV_T(S, W, 3) GEMV_T(S, W, 4) GEMV_T(S, W, 5) GEMV_T(S, W, 6) GEMV_T(S, W, 7) GEMV_T(S, W, 8)
 ENCLAVE_FOR_WEIGHT_TYPES(GEMV)
 
@@ -161,4 +198,32 @@ extern "C" __global__ void bias_add(float* y, const float* bias, int tokens, int
 {
     const long idx = (long)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx < (long)tokens * out) y[idx] += bias[idx % out];
+}
+
+// Splits the [T, total] output of one product over stacked weights into up to three outputs [T, n_i] (+ bias_i):
+// columns 0..n0-1 go to y0, the next n1 to y1, the rest to y2.
+extern "C" __global__ void split_columns(const float* __restrict__ src, int total, int tokens,
+                                         float* __restrict__ y0, const float* __restrict__ b0, int n0,
+                                         float* __restrict__ y1, const float* __restrict__ b1, int n1,
+                                         float* __restrict__ y2, const float* __restrict__ b2, int n2)
+{
+    for (long idx = (long)blockIdx.x * blockDim.x + threadIdx.x; idx < (long)tokens * total; idx += (long)gridDim.x * blockDim.x)
+    {
+        const long t = idx / total;
+        int c = (int)(idx % total);
+        const float v = src[idx];
+        if (c < n0)
+        {
+            y0[t * n0 + c] = v + (b0 != nullptr ? b0[c] : 0.f);
+            continue;
+        }
+        c -= n0;
+        if (c < n1)
+        {
+            y1[t * n1 + c] = v + (b1 != nullptr ? b1[c] : 0.f);
+            continue;
+        }
+        c -= n1;
+        y2[t * n2 + c] = v + (b2 != nullptr ? b2[c] : 0.f);
+    }
 }

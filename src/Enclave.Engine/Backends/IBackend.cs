@@ -55,6 +55,30 @@ public interface IBackend : IDisposable
     void MatMul(DeviceTensor x, DeviceTensor weight, DeviceTensor? bias, DeviceTensor output);
 
     /// <summary>
+    /// Loads weights of one type and row width as consecutive rows of one allocation, or returns null where the backend
+    /// gains nothing from that (the default: the CPU reads weights in place). Callers slice the rows back apart
+    /// (<see cref="DeviceTensor.SliceRows"/>); products over the slices that share an input can then run as one
+    /// (<see cref="MatMulShared"/>).
+    /// </summary>
+    DeviceTensor? LoadWeightStack(ReadOnlySpan<Formats.CheckpointTensor> sources) => null;
+
+    /// <summary>Whether <see cref="LoadWeightStack"/> may stack at all (so that loaders read the sources only then).</summary>
+    bool StacksWeights => false;
+
+    /// <summary>
+    /// Several products of the same input, as q/k/v or gate/up: for each target, output = x · weightᵀ (+ bias), with
+    /// the shapes and types of <see cref="MatMul"/>. A backend may share work between them (one launch, one conversion
+    /// of x); the results equal separate <see cref="MatMul"/> calls. Outputs must not alias x.
+    /// </summary>
+    void MatMulShared(DeviceTensor x, ReadOnlySpan<MatMulTarget> targets)
+    {
+        foreach (var target in targets)
+        {
+            MatMul(x, target.Weight, target.Bias, target.Output);
+        }
+    }
+
+    /// <summary>
     /// output = x · Wᵀ (+ bias) with W kept quantized (FP8 blocks or 4-bit groups) and dequantized on the fly.
     /// x: [T, weight.InFeatures] F32; bias: [out] F32 or null; output: [T, weight.OutFeatures] F32.
     /// </summary>
@@ -142,3 +166,6 @@ public interface IBackend : IDisposable
     /// </summary>
     void BidirectionalAttention(DeviceTensor q, DeviceTensor k, DeviceTensor v, int[] sequenceStarts, float scale, DeviceTensor output);
 }
+
+/// <summary>One product of <see cref="IBackend.MatMulShared"/>: weight [out, in], bias [out] or null, output [T, out].</summary>
+public readonly record struct MatMulTarget(DeviceTensor Weight, DeviceTensor? Bias, DeviceTensor Output);

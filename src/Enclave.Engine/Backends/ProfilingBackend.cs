@@ -60,6 +60,10 @@ public sealed class ProfilingBackend : IBackend
 
     public DeviceTensor LoadWeight(CheckpointTensor source) => Inner.LoadWeight(source);
 
+    public DeviceTensor? LoadWeightStack(ReadOnlySpan<CheckpointTensor> sources) => Inner.LoadWeightStack(sources);
+
+    public bool StacksWeights => Inner.StacksWeights;
+
     public void UploadBytes(ReadOnlySpan<byte> source, DeviceTensor destination)
     {
         var t = Start();
@@ -121,6 +125,13 @@ public sealed class ProfilingBackend : IBackend
         var t = Start();
         Inner.MatMul(x, weight, bias, output);
         Stop(t, "matmul", weight, x.Shape[0]);
+    }
+
+    public void MatMulShared(DeviceTensor x, ReadOnlySpan<MatMulTarget> targets)
+    {
+        var t = Start();
+        Inner.MatMulShared(x, targets);
+        Stop(t, targets.Length == 3 ? "matmul shared (3)" : "matmul shared (2)", targets[0].Weight, x.Shape[0]);
     }
 
     public void QuantizedMatMul(DeviceTensor x, QuantizedWeight weight, DeviceTensor? bias, DeviceTensor output)

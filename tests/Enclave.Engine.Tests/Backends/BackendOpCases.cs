@@ -97,6 +97,15 @@ internal static class BackendOpCases
             cases[$"gather_embedding/{d}/rows41x70/t9"] = (b => GatherEmbedding(b, dtype, 41, 70, 9), 0);
             cases[$"matmul/{d}/t1/2056to19"] = (b => MatMul(b, dtype, 1, 2056, 19, false), 1e-5);
             cases[$"matmul/{d}/t2/3080to130+bias"] = (b => MatMul(b, dtype, 2, 3080, 130, true), 1e-5);
+            // Products sharing one input: q/k/v-like (three outputs of different widths, biases) and gate/up-like.
+            foreach (var tokens in new[] { 1, 4, 8, 9, 40 })
+            {
+                cases[$"matmul_shared/{d}/t{tokens}/qkv-264to96+40+40+bias"] = (b => MatMulShared(b, dtype, tokens, 264, [96, 40, 40], true), 1e-5);
+                cases[$"matmul_shared/{d}/t{tokens}/stacked-qkv-264to96+40+40+bias"] = (b => MatMulShared(b, dtype, tokens, 264, [96, 40, 40], true, stacked: true), 1e-5);
+                cases[$"matmul_shared/{d}/t{tokens}/gate-up-72to130+130"] = (b => MatMulShared(b, dtype, tokens, 72, [130, 130], false), 1e-5);
+            }
+
+            cases[$"matmul_shared/{d}/t3/odd-70to9+1+33"] = (b => MatMulShared(b, dtype, 3, 70, [9, 1, 33], true), 1e-5);
         }
 
         // FP8 blocks with partial edge blocks (45 rows / 16, 72 columns / 32) and 4-bit groups, dequantized on the fly.
@@ -154,6 +163,12 @@ internal static class BackendOpCases
         cases["attention/gqa7/d64/bs5/long-prefill"] = (b => Attention(b, 7, 1, 64, 5, [(61, 61), (2, 70)]), 1e-5);
         cases["attention/gqa4/d128/bs16/split-decode"] = (b => Attention(b, 8, 2, 128, 16, [(1, 700), (1, 129), (2, 300)]), 1e-5);
         cases["attention/gqa2/d30/bs3/odd-dim"] = (b => Attention(b, 4, 2, 30, 3, [(4, 4), (1, 9), (3, 40)]), 1e-5);
+        // Batched decode over the grouped kernel (a block per KV head serves its query heads), at the group sizes of
+        // the Qwen2-7B shape (7), the widest it takes (8, with head_dim 256) and wider groups on the per-head kernel.
+        cases["attention/gqa7/d128/bs16/decode-batch"] = (b => Attention(b, 14, 2, 128, 16, [(1, 1), (1, 17), (1, 300), (1, 129), (2, 64), (1, 555)]), 1e-5);
+        cases["attention/gqa8/d256/bs16/decode-batch"] = (b => Attention(b, 8, 1, 256, 16, [(1, 33), (1, 260), (3, 3)]), 1e-5);
+        cases["attention/gqa5/d36/bs8/decode-batch"] = (b => Attention(b, 10, 2, 36, 8, [(1, 70), (1, 9), (1, 200)]), 1e-5);
+        cases["attention/gqa16/d64/bs16/decode-batch"] = (b => Attention(b, 16, 1, 64, 16, [(1, 40), (1, 400)]), 1e-5);
         // Prefill steps (a query longer than CudaBackend.FlashMinQueryLength) take the tiled kernel on CUDA: one decode
         // token, a fresh 77-token prompt and a 300-token prompt behind a 45-token cached prefix in one batch.
         foreach (var headDim in new[] { 64, 128 })
@@ -354,6 +369,33 @@ internal static class BackendOpCases
         using var y = Poisoned(b, tokens, outFeatures);
         b.MatMul(x, w, bt, y);
         return [Read(b, y)];
+    }
+
+    /// <summary>
+    /// Products of one x through several weights; <paramref name="stacked"/> puts the weights in consecutive rows of
+    /// one allocation (as <see cref="IBackend.LoadWeightStack"/> does), the layout a backend may multiply in one go.
+    /// </summary>
+    private static float[][] MatMulShared(IBackend b, DType dtype, int tokens, int inFeatures, int[] outFeatures, bool bias, bool stacked = false)
+    {
+        var random = new Random((tokens * 7919) + inFeatures + outFeatures.Sum());
+        var values = outFeatures.Select(o => Values(random, inFeatures * o, 0.5f)).ToArray();
+        using var stack = stacked ? Weight(b, dtype, [.. values.SelectMany(v => v)], outFeatures.Sum(), inFeatures) : null;
+        var weights = outFeatures.Select((o, i) => stack is null ? Weight(b, dtype, values[i], o, inFeatures) : stack.SliceRows(outFeatures.Take(i).Sum(), o)).ToArray();
+        var biases = outFeatures.Select(o => bias ? F32(b, Values(random, o), o) : null).ToArray();
+        using var x = F32(b, Values(random, tokens * inFeatures), tokens, inFeatures);
+        var outputs = outFeatures.Select(o => Poisoned(b, tokens, o)).ToArray();
+        try
+        {
+            b.MatMulShared(x, [.. outFeatures.Select((_, i) => new MatMulTarget(weights[i], biases[i], outputs[i]))]);
+            return [.. outputs.Select(o => Read(b, o))];
+        }
+        finally
+        {
+            foreach (var t in weights.Concat(biases).Concat(outputs))
+            {
+                t?.Dispose();
+            }
+        }
     }
 
     private static float[][] QuantizedMatMul(IBackend b, WeightEncoding encoding, int tokens, int inFeatures, int outFeatures, int blockRows, int blockColumns, bool bias)

@@ -32,7 +32,7 @@ public sealed class CudaBackendTests
     {
         using var cuda = new CudaBackend(new CudaBackendOptions { TensorCoreGemm = true });
         using var reference = new ReferenceBackend();
-        foreach (var name in BackendOpCases.Names.Where(n => n.StartsWith("matmul/", StringComparison.Ordinal)))
+        foreach (var name in BackendOpCases.Names.Where(n => n.StartsWith("matmul/", StringComparison.Ordinal) || n.StartsWith("matmul_shared/", StringComparison.Ordinal)))
         {
             var result = BackendOpCases.Run(name, cuda, reference, tolerance: 2e-2);
             Assert.True(result.Passed, result.ToString());

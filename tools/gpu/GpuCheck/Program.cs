@@ -17,7 +17,7 @@ namespace Enclave.Tools.GpuCheck;
 /// Runs on a GPU host without the .NET SDK (published self-contained): the op table against the float64 reference,
 /// fixture parity against transformers, decode-graph parity (recorded and replayed steps against eager ones), and a
 /// BF16 decode/prefill benchmark with dummy weights at real shapes, decode graphs on and off.
-/// Usage: GpuCheck [--fixtures DIR] [--bench CONFIG.json]... [--decode-steps N] [--prompt-len N]
+/// Usage: GpuCheck [--fixtures DIR [--only-fixture NAME]...] [--skip-ops] [--bench CONFIG.json]... [--decode-steps N] [--prompt-len N]
 ///        GpuCheck --gemm-peak   (cuBLAS BF16 GEMM throughput only: the peak that prefill is measured against)
 /// Exit code 1 when any check fails.
 /// </summary>
@@ -31,6 +31,8 @@ internal static class Program
         var benches = new List<string>();
         int steps = 64, promptLength = 512;
         var gemmPeak = false;
+        var skipOps = false;
+        var only = new List<string>();
         for (var i = 0; i < args.Length; i++)
         {
             switch (args[i])
@@ -40,6 +42,8 @@ internal static class Program
                 case "--decode-steps": steps = int.Parse(args[++i]); break;
                 case "--prompt-len": promptLength = int.Parse(args[++i]); break;
                 case "--gemm-peak": gemmPeak = true; break;
+                case "--only-fixture": only.Add(args[++i]); break;
+                case "--skip-ops": skipOps = true; break;
                 default: Console.Error.WriteLine($"unknown argument {args[i]}"); return 2;
             }
         }
@@ -64,19 +68,24 @@ internal static class Program
         {
             Console.WriteLine($"backend      {cuda.Name}");
             Console.WriteLine($"kernel cache {cuda.KernelCacheDirectory}");
-            Ops(cuda);
+            if (!skipOps)
+            {
+                Ops(cuda);
+            }
+
             Console.WriteLine($"kernels compiled by NVRTC in this run: {cuda.KernelsCompiled} ({clock.Elapsed.TotalSeconds:F1} s so far)");
         }
 
         if (fixtures is not null)
         {
-            foreach (var dir in Directory.GetDirectories(fixtures).Order(StringComparer.Ordinal))
+            var dirs = Directory.GetDirectories(fixtures).Where(d => only.Count == 0 || only.Contains(Path.GetFileName(d))).Order(StringComparer.Ordinal).ToList();
+            foreach (var dir in dirs)
             {
                 Parity(dir, tensorCores: false);
                 Parity(dir, tensorCores: true);
             }
 
-            foreach (var dir in Directory.GetDirectories(fixtures).Order(StringComparer.Ordinal))
+            foreach (var dir in dirs)
             {
                 GraphParity(dir, wide: false);
                 GraphParity(dir, wide: true);
@@ -104,7 +113,7 @@ internal static class Program
 
         cuda.TensorCoreGemm = true;
         Console.WriteLine("== matmul through cuBLAS tensor cores (activations rounded to the weight type; tolerance 2e-2)");
-        foreach (var name in BackendOpCases.Names.Where(n => n.StartsWith("matmul/", StringComparison.Ordinal) && !n.Contains("/t1/", StringComparison.Ordinal)))
+        foreach (var name in BackendOpCases.Names.Where(n => (n.StartsWith("matmul/", StringComparison.Ordinal) || n.StartsWith("matmul_shared/", StringComparison.Ordinal)) && !n.Contains("/t1/", StringComparison.Ordinal)))
         {
             Report(BackendOpCases.Run(name, cuda, reference, 2e-2));
         }

@@ -27,8 +27,7 @@ public sealed class GatedMlp : IFeedForward
         var tokens = (int)x.Rows;
         var g = scratch.Get("mlp.gate", tokens, gate.OutFeatures, gate.OutFeatures); // [T, intermediate]
         var u = scratch.Get("mlp.up", tokens, up.OutFeatures, up.OutFeatures);     // [T, intermediate]
-        gate.Forward(backend, x, g);
-        up.Forward(backend, x, u);
+        Linear.ForwardShared(backend, x, gate, g, up, u);
         backend.SiluMul(g, u, g);
         down.Forward(backend, g, output);
     }

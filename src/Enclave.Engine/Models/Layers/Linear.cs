@@ -35,6 +35,30 @@ public sealed class Linear
     public static Linear Load(WeightLoader loader, string prefix, int inFeatures, int outFeatures, bool bias) =>
         loader.LoadLinear(prefix, inFeatures, outFeatures, bias);
 
+    /// <summary>
+    /// Products of one input through several layers (q/k/v, gate/up): output_i = x · W_iᵀ + b_i. Plain weights go to
+    /// the backend together (<see cref="IBackend.MatMulShared"/>); any quantized one makes each layer run alone.
+    /// </summary>
+    public static void ForwardShared(IBackend backend, DeviceTensor x, Linear a, DeviceTensor outputA, Linear b, DeviceTensor outputB, Linear? c = null, DeviceTensor? outputC = null)
+    {
+        if (a.weight is null || b.weight is null || (c is not null && c.weight is null))
+        {
+            a.Forward(backend, x, outputA);
+            b.Forward(backend, x, outputB);
+            c?.Forward(backend, x, outputC!);
+            return;
+        }
+
+        if (c is null)
+        {
+            backend.MatMulShared(x, [new(a.weight, a.Bias, outputA), new(b.weight, b.Bias, outputB)]);
+        }
+        else
+        {
+            backend.MatMulShared(x, [new(a.weight, a.Bias, outputA), new(b.weight, b.Bias, outputB), new(c.weight!, c.Bias, outputC!)]);
+        }
+    }
+
     /// <summary>output = x · Wᵀ + b. x: [T, in]; output: [T, out].</summary>
     public void Forward(IBackend backend, DeviceTensor x, DeviceTensor output)
     {

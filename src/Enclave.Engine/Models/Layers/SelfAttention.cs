@@ -28,9 +28,9 @@ public sealed class SelfAttention
         headDim = c.HeadDim;
         eps = (float)c.RmsNormEps;
         scale = 1.0f / MathF.Sqrt(headDim);
-        qProj = Linear.Load(loader, prefix + ".q_proj", c.HiddenSize, heads * headDim, qkvBias);
-        kProj = Linear.Load(loader, prefix + ".k_proj", c.HiddenSize, kvHeads * headDim, qkvBias);
-        vProj = Linear.Load(loader, prefix + ".v_proj", c.HiddenSize, kvHeads * headDim, qkvBias);
+        // One allocation where the backend stacks weights: the q/k/v products then run as one (k and v alone are small).
+        var qkv = loader.LoadLinears([prefix + ".q_proj", prefix + ".k_proj", prefix + ".v_proj"], c.HiddenSize, [heads * headDim, kvHeads * headDim, kvHeads * headDim], qkvBias);
+        (qProj, kProj, vProj) = (qkv[0], qkv[1], qkv[2]);
         oProj = Linear.Load(loader, prefix + ".o_proj", heads * headDim, c.HiddenSize, outputBias);
         if (qkNorm)
         {
@@ -48,9 +48,7 @@ public sealed class SelfAttention
         var k = scratch.Get("attn.k", tokens, kvHeads * headDim);  // [T, kvHeads * headDim]
         var v = scratch.Get("attn.v", tokens, kvHeads * headDim);  // [T, kvHeads * headDim]
         var o = scratch.Get("attn.o", tokens, heads * headDim);    // [T, heads * headDim]
-        qProj.Forward(backend, x, q);
-        kProj.Forward(backend, x, k);
-        vProj.Forward(backend, x, v);
+        Linear.ForwardShared(backend, x, qProj, q, kProj, k, vProj, v);
         if (qNorm is not null && kNorm is not null)
         {
             var qHeads = q.Reshape(tokens * heads, headDim);

@@ -13,11 +13,14 @@ public sealed class WeightLoader(IWeightSource source, IBackend backend, ModelCo
 
     public bool Contains(string name) => source.Contains(name);
 
-    public DeviceTensor Load(string name, params int[] expectedShape)
+    public DeviceTensor Load(string name, params int[] expectedShape) => backend.LoadWeight(Source(name, expectedShape));
+
+    /// <summary>The stored tensor <paramref name="name"/>, checked against the shape the config implies.</summary>
+    private CheckpointTensor Source(string name, int[] expectedShape)
     {
         if (source is DummyWeights dummy)
         {
-            return backend.LoadWeight(dummy.Create(name, expectedShape));
+            return dummy.Create(name, expectedShape);
         }
 
         if (!source.Contains(name))
@@ -33,7 +36,40 @@ public sealed class WeightLoader(IWeightSource source, IBackend backend, ModelCo
                 $"{tensor.File}: tensor '{name}' has shape [{string.Join(", ", tensor.Shape)}], but {config.Path} implies [{string.Join(", ", expectedShape)}]");
         }
 
-        return backend.LoadWeight(tensor);
+        return tensor;
+    }
+
+    /// <summary>
+    /// Loads nn.Linear layers that read the same input (q/k/v, gate/up). Where they are plain weights of one type and
+    /// the backend stacks them (<see cref="IBackend.LoadWeightStack"/>), each layer's weight is a row slice of one
+    /// allocation, so their products can run as one; otherwise each loads as <see cref="LoadLinear"/> does.
+    /// </summary>
+    public Linear[] LoadLinears(string[] prefixes, int inFeatures, int[] outFeatures, bool bias)
+    {
+        var q = config.Quantization;
+        if (backend.StacksWeights && (q is null || source is DummyWeights || prefixes.All(q.Skips)))
+        {
+            var sources = new CheckpointTensor[prefixes.Length];
+            for (var i = 0; i < prefixes.Length; i++)
+            {
+                sources[i] = Source(prefixes[i] + ".weight", [outFeatures[i], inFeatures]);
+            }
+
+            if (backend.LoadWeightStack(sources) is { } stack)
+            {
+                var layers = new Linear[prefixes.Length];
+                var row = 0;
+                for (var i = 0; i < prefixes.Length; i++)
+                {
+                    layers[i] = new Linear(stack.SliceRows(row, outFeatures[i]), bias ? LoadAsF32(prefixes[i] + ".bias", outFeatures[i]) : null);
+                    row += outFeatures[i];
+                }
+
+                return layers;
+            }
+        }
+
+        return [.. prefixes.Select((prefix, i) => LoadLinear(prefix, inFeatures, outFeatures[i], bias))];
     }
 
     /// <summary>
