@@ -66,6 +66,8 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
     private ulong _attentionScratch;
     private long _attentionScratchBytes;
     private ulong _stackedOutput;
+    private ulong _splitKPartials;
+    private long _splitKPartialsBytes;
     private long _stackedOutputBytes;
     private int _maxContext;
     private int _tokens;
@@ -803,6 +805,9 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
     /// </summary>
     public bool StacksWeights => true;
 
+    /// <summary>F32 caches for every attention op; BF16 for standard (key and value) attention.</summary>
+    public bool SupportsKvCache(KvCache.KvCacheSpec spec) => spec.DType == DType.F32 || (spec.DType == DType.BF16 && spec.Tensors.Count == 2);
+
     public DeviceTensor? LoadWeightStack(ReadOnlySpan<CheckpointTensor> sources)
     {
         RequireEager("LoadWeightStack");
@@ -876,6 +881,39 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
             Fold((ulong)(uint)outDim);
         }
 
+        var splits = w.DType == DType.F32 ? 1 : SplitK(tokens, inDim, outDim);
+        if (splits > 1)
+        {
+            // Few tokens and few output rows leave most multiprocessors without an output tile (a 3584 x 3584 product
+            // of 64 tokens ran at a tenth of the memory bandwidth): the K dimension is cut into `splits` chunks, one
+            // batch entry each, written as fp32 partials [splits, T, out] that one pass sums (and adds the bias to).
+            var chunk = inDim / splits;
+            var partial = Grow(ref _splitKPartials, ref _splitKPartialsBytes, (long)splits * tokens * outDim * 4);
+            if (_mode is StepMode.Capture or StepMode.Replay)
+            {
+                Fold(partial);
+                Fold((ulong)splits);
+            }
+
+            if (_mode != StepMode.Replay)
+            {
+                var timing = KernelTimes is not null && _mode != StepMode.Capture ? StartTiming() : default;
+                cublas.Check(
+                    cublas.GemmStridedBatchedEx(_ctx.CublasHandle, Cublas.OpT, Cublas.OpN, outDim, tokens, chunk, &alpha, w.Pointer, type, inDim, chunk, b, type, inDim, chunk,
+                        &beta, partial, Cublas.DataF32, outDim, (long)tokens * outDim, splits, Cublas.Compute32F, Cublas.GemmDefault),
+                    "cublasGemmStridedBatchedEx");
+                if (timing.Start != 0)
+                {
+                    StopTiming(timing, $"cublasGemmStridedBatchedEx {outDim}x{inDim} tokens {tokens} split {splits}");
+                }
+            }
+
+            var count = (long)tokens * outDim;
+            void** sumArgs = stackalloc void*[] { &partial, &bias, &o, &count, &outDim, &splits };
+            Launch("matmul.cu", "sum_partials", GridFor(count), 1, 256, sumArgs);
+            return;
+        }
+
         if (_mode != StepMode.Replay)
         {
             var timing = KernelTimes is not null && _mode != StepMode.Capture ? StartTiming() : default;
@@ -895,6 +933,29 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
             void** args = stackalloc void*[] { &po, &bias, &tokens, &outDim };
             Launch("matmul.cu", "bias_add", (uint)((n + 255) / 256), 1, 256, args);
         }
+    }
+
+    /// <summary>
+    /// Most K-dimension chunks of one skinny tensor-core product (1 turns the split off); a property so that a benchmark
+    /// can compare.
+    /// </summary>
+    public int SplitKLimit { get; set; } = 4;
+
+    /// <summary>
+    /// K chunks for a product of T tokens: enough that (128 x 128 output tiles) x chunks reach the multiprocessor count,
+    /// at most <see cref="SplitKLimit"/>, each chunk a multiple of 64 columns (16-byte aligned operands) and at least
+    /// 512 long. 1 (no split) for prefill-sized products, which have tiles for every multiprocessor already.
+    /// </summary>
+    internal int SplitK(int tokens, int inDim, int outDim)
+    {
+        long tiles = (long)((outDim + 127) / 128) * ((tokens + 127) / 128);
+        var splits = (int)Math.Min(SplitKLimit, _ctx.MultiprocessorCount / Math.Max(1, tiles));
+        while (splits > 1 && (inDim % (splits * 64) != 0 || inDim / splits < 512))
+        {
+            splits--;
+        }
+
+        return Math.Max(1, splits);
     }
 
     private ulong Scratch(long bytes) => Grow(ref _scratch, ref _scratchBytes, bytes);
@@ -992,15 +1053,21 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
             throw new NotSupportedException($"the CUDA attention kernel handles head_dim up to 256, not {headDim}");
         }
 
-        foreach (var t in new[] { qt, kt, vt, kc, vc, o })
+        Require(qt, DType.F32);
+        Require(kt, DType.F32);
+        Require(vt, DType.F32);
+        Require(o, DType.F32);
+        if (kc.DType is not (DType.F32 or DType.BF16) || vc.DType != kc.DType)
         {
-            Require(t, DType.F32);
+            throw new ArgumentException($"attention: the key and value caches must both be F32 or both BF16 (key {kc.DType}, value {vc.DType})");
         }
 
+        // Kernels for a bf16 cache carry the suffix _kvbf16 (same arithmetic, rows rounded on write, widened on read).
+        var bf16 = kc.DType == DType.BF16 ? 1 : 0;
         ulong pk = kt.Pointer, pv = vt.Pointer, pkc = kc.Pointer, pvc = vc.Pointer, slots = Meta(2 * tokens);
         var rowWidth = kvHeads * headDim;
         void** writeArgs = stackalloc void*[] { &pk, &pv, &pkc, &pvc, &slots, &tokens, &rowWidth };
-        Launch("attention.cu", "kv_write", (uint)(((long)tokens * rowWidth + 255) / 256), 1, 256, writeArgs);
+        Launch("attention.cu", KvWriteKernels[bf16], (uint)(((long)tokens * rowWidth + 255) / 256), 1, 256, writeArgs);
 
         if (headDim % 4 == 0 && MaxQueryLength(batch) > FlashMinQueryLength)
         {
@@ -1012,7 +1079,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         // for the whole group; wider groups one block per (query head, token, split).
         var group = heads / kvHeads;
         var grouped = group <= AttentionGroupMax;
-        var kernel = !grouped ? "paged_attention" : headDim <= 64 ? "paged_attention_group_d64" : headDim <= 128 ? "paged_attention_group_d128" : "paged_attention_group_d256";
+        var kernel = DecodeAttentionKernels[bf16][!grouped ? 0 : headDim <= 64 ? 1 : headDim <= 128 ? 2 : 3];
         var blockHeads = grouped ? kvHeads : heads;
 
         // Split long contexts so that at least two blocks per multiprocessor have work (decode has few (token, head) pairs).
@@ -1084,14 +1151,15 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
     {
         // Per head-dim bound: (kernel, query rows per block), as instantiated in flash_prefill.cu. In tensor-core mode
         // (prefill products already round activations to bf16) q·k and p·v run on TF32 MMA where the head dim allows.
-        var (kernel, rowsPerBlock) = (TensorCoreGemm && headDim % 8 == 0 && headDim <= 128, headDim) switch
+        var (variant, rowsPerBlock) = (TensorCoreGemm && headDim % 8 == 0 && headDim <= 128, headDim) switch
         {
-            (true, <= 64) => ("flash_prefill_tc_d64", 64),
-            (true, _) => ("flash_prefill_tc_d128", 64),
-            (false, <= 64) => ("flash_prefill_d64", 64),
-            (false, <= 128) => ("flash_prefill_d128", 64),
-            _ => ("flash_prefill_d256", 32),
+            (true, <= 64) => (0, 64),
+            (true, _) => (1, 64),
+            (false, <= 64) => (2, 64),
+            (false, <= 128) => (3, 64),
+            _ => (4, 32),
         };
+        var kernel = FlashPrefillKernels[kc.DType == DType.BF16 ? 1 : 0][variant];
         var group = heads / kvHeads;
         var rowTiles = (uint)((((long)maxQueryLength * group) + rowsPerBlock - 1) / rowsPerBlock);
         int tokens = _tokens, s = _sequences, seqBase = (4 * tokens) + _logitRows;
@@ -1157,6 +1225,11 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         if (_stackedOutput != 0)
         {
             _ctx.Free(_stackedOutput);
+        }
+
+        if (_splitKPartials != 0)
+        {
+            _ctx.Free(_splitKPartials);
         }
 
         if (_indices != 0)
@@ -1249,6 +1322,18 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
     private static readonly string[] RmsNormKernels = PerWeightType("rmsnorm_");
     private static readonly string[] AddRmsNormKernels = PerWeightType("add_rmsnorm_");
     private static readonly string[] GemmKernels = PerWeightType("gemm_");
+
+    // Attention kernels per cache type: [0] fp32 cache, [1] bf16 cache.
+    private static readonly string[] KvWriteKernels = ["kv_write", "kv_write_kvbf16"];
+    private static readonly string[][] DecodeAttentionKernels = [.. new[] { string.Empty, "_kvbf16" }.Select(suffix => new[]
+    {
+        "paged_attention" + suffix, "paged_attention_group_d64" + suffix, "paged_attention_group_d128" + suffix, "paged_attention_group_d256" + suffix,
+    })];
+
+    private static readonly string[][] FlashPrefillKernels = [.. new[] { string.Empty, "_kvbf16" }.Select(suffix => new[]
+    {
+        "flash_prefill_tc_d64" + suffix, "flash_prefill_tc_d128" + suffix, "flash_prefill_d64" + suffix, "flash_prefill_d128" + suffix, "flash_prefill_d256" + suffix,
+    })];
     private static readonly string[][] GemvKernels = [.. Enumerable.Range(0, GemvMaxTokens + 1).Select(tokens => PerWeightType("gemv_", "_" + tokens))];
     private static readonly string[][] SharedGemvKernels = [.. Enumerable.Range(0, GemvMaxTokens + 1).Select(tokens => PerWeightType("gemv_shared_", "_" + tokens))];
 

@@ -9,6 +9,8 @@ q7=$dir/bench/deepseek-r1-distill-qwen-7b.json
 q15=$dir/bench/deepseek-r1-distill-qwen-1.5b.json
 # Prefill-sized products through cuBLAS tensor cores (activations rounded to bf16): the fast path a GPU deployment uses.
 export ENCLAVE_CUDA_GEMM=tensor-core
+# KV cache element type for every Enclave run (ENCLAVE_KV_CACHE_DTYPE: f32, or bf16 as vLLM keeps it for bf16 models).
+kv_dtype=${ENCLAVE_KV_CACHE_DTYPE:-bf16}
 
 left() { echo $((budget - (SECONDS - t0))); }
 
@@ -32,7 +34,7 @@ run_for() {
 enclave_bench() {
     local label=$1 config=$2 b=$3 p=$4 g=$5 min=$6 max=$7 out
     echo "== enclave bench $label: batch $b, prompt $p, generate $g ($(left) s left)"
-    out=$(run_for "$min" "$max" "$enclave" bench --dummy "$config" --device cuda --batch "$b" --prompt-len "$p" --gen-len "$g" 2>&1)
+    out=$(run_for "$min" "$max" "$enclave" bench --dummy "$config" --device cuda --batch "$b" --prompt-len "$p" --gen-len "$g" --kv-cache-dtype "$kv_dtype" 2>&1)
     echo "$out"
     echo "$out" | awk -v m="$label" -v b="$b" -v p="$p" -v g="$g" '
         /^prefill +[0-9.]+ tokens\/s/ { print "ROW engine=enclave model=" m " kind=prefill batch=" b " prompt=" p " tok_s=" $2 }
@@ -54,7 +56,7 @@ serve_bench() {
     cp "$q7" "$model_dir/config.json"
     cp "$fixtures/tiny-qwen2-r1/tokenizer.json" "$fixtures/tiny-qwen2-r1/tokenizer_config.json" "$model_dir/"
     "$enclave" serve --model "$model_dir" --dummy-weights --device cuda --host 127.0.0.1 --port $port --no-auth \
-        --max-num-seqs 256 --max-num-batched-tokens 2048 --max-model-len 1024 --plain-logs >"$logs/serve-server.log" 2>&1 &
+        --max-num-seqs 256 --max-num-batched-tokens 2048 --max-model-len 2048 --kv-cache-dtype "$kv_dtype" --plain-logs >"$logs/serve-server.log" 2>&1 &
     pid=$!
     # /ready answers 200 once the model has loaded (the API answers 503 "still loading" before that).
     for _ in $(seq 1 150); do
@@ -72,11 +74,12 @@ serve_bench() {
         echo "server ready after $((SECONDS - t0)) s of the budget"
         # Warm-up, not reported: the first requests load the kernels and JIT-compile the request path.
         run_for 20 60 "$enclave" bench serve --url "http://127.0.0.1:$port" --concurrency 4 --requests 8 --input-len 64 --output-len 16 >/dev/null 2>&1
-        for cn in 16:32 64:128 256:256; do
+        # The issue's saturation workload: random 1k-token prompts, 1k-token outputs.
+        for cn in 16:32 64:64 256:256; do
             c=${cn%%:*}
             n=${cn##*:}
-            echo "-- concurrency $c, $n requests, input 512, output 128 ($(left) s left)"
-            out=$(run_for 30 150 "$enclave" bench serve --url "http://127.0.0.1:$port" --concurrency "$c" --requests "$n" --input-len 512 --output-len 128 2>&1)
+            echo "-- concurrency $c, $n requests, input 1024, output 1024 ($(left) s left)"
+            out=$(run_for 30 170 "$enclave" bench serve --url "http://127.0.0.1:$port" --concurrency "$c" --requests "$n" --input-len 1024 --output-len 1024 2>&1)
             echo "$out"
             echo "$out" | awk -v c="$c" -v n="$n" '
                 /^Successful requests:/ { ok = $NF } /^Failed requests:/ { failed = $NF }
@@ -158,7 +161,7 @@ want() { [[ "$steps" == *" $1 "* ]]; }
 {
     date -u
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
-    echo "budget $budget s; steps${steps% }; ENCLAVE_CUDA_GEMM=$ENCLAVE_CUDA_GEMM; unpacked in $((SECONDS - t0)) s"
+    echo "budget $budget s; steps${steps% }; ENCLAVE_CUDA_GEMM=$ENCLAVE_CUDA_GEMM; kv cache $kv_dtype; unpacked in $((SECONDS - t0)) s"
 
     if want gemm; then
         echo "== cuBLAS BF16 GEMM peak"

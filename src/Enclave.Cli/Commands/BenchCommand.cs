@@ -27,8 +27,9 @@ internal static class BenchCommand
         var device = CommonOptions.Device();
         var threads = CommonOptions.Threads();
         var enforceEager = CommonOptions.EnforceEager();
+        var kvDtype = new Option<string>("--kv-cache-dtype") { Description = "KV cache element type: auto (f32), f32, or bf16 (CUDA)", DefaultValueFactory = _ => "auto" };
         var profile = new Option<bool>("--profile") { Description = "Time every operation and print where prefill and decode spend it (CPU: the operations' own time; CUDA: host enqueue time)" };
-        var command = new Command("bench", "Measure prefill and decode speed (see also: bench serve)") { model, dummy, promptLen, genLen, batch, device, threads, enforceEager, profile };
+        var command = new Command("bench", "Measure prefill and decode speed (see also: bench serve)") { model, dummy, promptLen, genLen, batch, device, threads, enforceEager, kvDtype, profile };
         foreach (var sub in subcommands)
         {
             command.Subcommands.Add(sub);
@@ -72,6 +73,7 @@ internal static class BenchCommand
                 MaxNumSeqs = b,
                 MaxNumBatchedTokens = Math.Max(512, p),
                 MaxModelLen = p + g,
+                KvCacheDtype = result.GetValue(kvDtype)!,
             };
             // The engine alone: a benchmark needs no tokenizer, so a bare config.json is enough.
             var load = Stopwatch.StartNew();
@@ -86,7 +88,8 @@ internal static class BenchCommand
             using var causalLm = ModelRegistry.Create(modelConfig, weights, backend);
             // The KV cache the workload needs (every sequence at full length, whole blocks), not a GPU's worth of it.
             var blocksPerSequence = (p + g + options.BlockSize - 1) / options.BlockSize;
-            options.KvCacheBytes = (long)b * blocksPerSequence * options.BlockSize * causalLm.KvCacheSpec.BytesPerToken;
+            var kvSpec = causalLm.KvCacheSpec with { DType = InferenceEngine.KvCacheType(options.KvCacheDtype, causalLm) };
+            options.KvCacheBytes = (long)b * blocksPerSequence * options.BlockSize * kvSpec.BytesPerToken;
             using var engine = new InferenceEngine(causalLm, options, []);
             load.Stop();
             var lm = (Config: modelConfig, Model: causalLm, Engine: engine);
@@ -127,7 +130,7 @@ internal static class BenchCommand
             Console.WriteLine($"backend      {lm.Model.Backend.Name}" + (deviceBackend is CudaBackend ? $", decode graphs {(engine.DecodeGraphs ? "on" : "off")}" : string.Empty));
             Console.WriteLine($"shape        hidden {lm.Config.HiddenSize}, layers {lm.Config.NumHiddenLayers}, heads {lm.Config.NumAttentionHeads}/{lm.Config.NumKeyValueHeads} kv, vocab {vocab}");
             Console.WriteLine($"weights      {weightBytes / 1e9:F3} GB read per token; loaded in {load.Elapsed.TotalSeconds:F2} s");
-            Console.WriteLine($"kv cache     {lm.Model.KvCacheSpec.BytesPerToken} bytes per token");
+            Console.WriteLine($"kv cache     {kvSpec.BytesPerToken} bytes per token ({kvSpec.DType})");
             Console.WriteLine($"workload     batch {b}, prompt {p}, generate {g}");
             Console.WriteLine($"prefill      {b * p / prefill.Elapsed.TotalSeconds:F1} tokens/s ({prefill.Elapsed.TotalMilliseconds:F0} ms for {b * p} tokens)");
             if (PrefillFlops(lm.Config, b, p) is { } flops)
@@ -140,7 +143,7 @@ internal static class BenchCommand
             Console.WriteLine($"efficiency   {100 * perSequence / rooflineTokensPerSecond:F1}% of the roofline per sequence" + (b > 1 ? $" ({100 * decodeRate / rooflineTokensPerSecond:F1}% aggregate)" : string.Empty));
             var process = Process.GetCurrentProcess();
             Console.WriteLine($"memory       {process.PeakWorkingSet64 / 1048576.0:F0} MiB peak resident, {process.WorkingSet64 / 1048576.0:F0} MiB now" +
-                (gguf is not null ? $" (file {new FileInfo(directory).Length / 1048576.0:F0} MiB, kv cache {(long)lm.Model.KvCacheSpec.BytesPerToken * (p + g) * b / 1048576.0:F0} MiB)" : string.Empty));
+                (gguf is not null ? $" (file {new FileInfo(directory).Length / 1048576.0:F0} MiB, kv cache {kvSpec.BytesPerToken * (p + g) * b / 1048576.0:F0} MiB)" : string.Empty));
             if (profiler is not null)
             {
                 Console.Write(prefillProfile);

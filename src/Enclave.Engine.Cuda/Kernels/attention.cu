@@ -2,6 +2,9 @@
 //
 // kv_write: copies this step's k/v rows into the cache at their slots (one thread per element).
 //
+// Every kernel that touches the cache comes for an fp32 cache and, with the suffix _kvbf16, for a bf16 one (rounded to
+// nearest even on write, widened to fp32 on read; the arithmetic stays fp32).
+//
 // paged_attention: one block of 4 warps per (query head, token, context split). A split covers `chunk` cached
 // positions of the token's causal range; the warps take tiles of 32 positions, one position per lane for the q.k
 // dot product (a whole K row per lane), then a tile-wide max and sum (online softmax), then all lanes accumulate the
@@ -29,19 +32,30 @@
 #define ATTN_MAX_DIM 256
 #define ATTN_PER_LANE (ATTN_MAX_DIM / 32)
 
-extern "C" __global__ void kv_write(const float* k, const float* v, float* key_cache, float* value_cache,
-                                    const int* slots, int tokens, int row_width)
+template <class KV>
+__device__ __forceinline__ void kv_write_impl(const float* k, const float* v, typename KV::storage* key_cache, typename KV::storage* value_cache,
+                                              const int* slots, int tokens, int row_width)
 {
     const long idx = (long)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= (long)tokens * row_width) return;
     const int t = (int)(idx / row_width), j = (int)(idx % row_width);
     const long dst = (long)slots[t] * row_width + j;
-    key_cache[dst] = k[idx];
-    value_cache[dst] = v[idx];
+    key_cache[dst] = KV::store(k[idx]);
+    value_cache[dst] = KV::store(v[idx]);
 }
 
-extern "C" __global__ void __launch_bounds__(ATTN_WARPS * 32)
-paged_attention(const float* __restrict__ q, const float* __restrict__ key_cache, const float* __restrict__ value_cache,
+extern "C" __global__ void kv_write(const float* k, const float* v, float* key_cache, float* value_cache, const int* slots, int tokens, int row_width)
+{
+    kv_write_impl<KvF32>(k, v, key_cache, value_cache, slots, tokens, row_width);
+}
+
+extern "C" __global__ void kv_write_kvbf16(const float* k, const float* v, u16* key_cache, u16* value_cache, const int* slots, int tokens, int row_width)
+{
+    kv_write_impl<KvBf16>(k, v, key_cache, value_cache, slots, tokens, row_width);
+}
+
+template <class KV>
+__device__ __forceinline__ void paged_attention_impl(const float* __restrict__ q, const typename KV::storage* __restrict__ key_cache, const typename KV::storage* __restrict__ value_cache,
                 float* __restrict__ out, float* __restrict__ partial_out, float* __restrict__ partial_stats,
                 const int* __restrict__ token_seq, const int* __restrict__ seq_query_start, const int* __restrict__ seq_query_len,
                 const int* __restrict__ seq_context, const int* __restrict__ seq_table_offset, const int* __restrict__ tables,
@@ -81,7 +95,7 @@ paged_attention(const float* __restrict__ q, const float* __restrict__ key_cache
         if (valid)
         {
             slot = table[p / block_size] * block_size + p % block_size;
-            const float* kr = key_cache + (long)slot * row_width + head_offset;
+            const typename KV::storage* kr = key_cache + (long)slot * row_width + head_offset;
             float dot = 0.f;
             if (vec4)
             {
@@ -90,13 +104,13 @@ paged_attention(const float* __restrict__ q, const float* __restrict__ key_cache
 #pragma unroll 8
                 for (int d = 0; d < head_dim; d += 4)
                 {
-                    const float4 k4 = *reinterpret_cast<const float4*>(kr + d);
+                    const float4 k4 = KV::load4(kr + d);
                     dot += s_q[d] * k4.x + s_q[d + 1] * k4.y + s_q[d + 2] * k4.z + s_q[d + 3] * k4.w;
                 }
             }
             else
             {
-                for (int d = 0; d < head_dim; d++) dot += s_q[d] * kr[d];
+                for (int d = 0; d < head_dim; d++) dot += s_q[d] * KV::load(kr + d);
             }
             score = dot * scale;
         }
@@ -113,12 +127,12 @@ paged_attention(const float* __restrict__ q, const float* __restrict__ key_cache
         {
             const float w = __shfl_sync(0xffffffffu, e, i);
             const int vs = __shfl_sync(0xffffffffu, slot, i);
-            const float* vr = value_cache + (long)vs * row_width + head_offset;
+            const typename KV::storage* vr = value_cache + (long)vs * row_width + head_offset;
 #pragma unroll
             for (int j = 0; j < ATTN_PER_LANE; j++)
             {
                 const int d = lane + 32 * j;
-                if (d < head_dim) acc[j] += w * vr[d];
+                if (d < head_dim) acc[j] += w * KV::load(vr + d);
             }
         }
         m = m_new;
@@ -172,17 +186,36 @@ paged_attention(const float* __restrict__ q, const float* __restrict__ key_cache
     }
 }
 
+#define PAGED_ATTENTION(NAME, KV, STORAGE)                                                                             \
+    extern "C" __global__ void __launch_bounds__(ATTN_WARPS * 32) NAME(                                                \
+        const float* __restrict__ q, const STORAGE* __restrict__ key_cache, const STORAGE* __restrict__ value_cache,   \
+        float* __restrict__ out, float* __restrict__ partial_out, float* __restrict__ partial_stats,                   \
+        const int* __restrict__ token_seq, const int* __restrict__ seq_query_start,                                    \
+        const int* __restrict__ seq_query_len, const int* __restrict__ seq_context,                                    \
+        const int* __restrict__ seq_table_offset, const int* __restrict__ tables, int heads, int kv_heads,             \
+        int head_dim, int block_size, float scale, int chunk, int splits)                                              \
+    {                                                                                                                  \
+        paged_attention_impl<KV>(q, key_cache, value_cache, out, partial_out, partial_stats, token_seq,                \
+                                 seq_query_start, seq_query_len, seq_context, seq_table_offset, tables, heads,         \
+                                 kv_heads, head_dim, block_size, scale, chunk, splits);                                \
+    }
+
+PAGED_ATTENTION(paged_attention, KvF32, float)
+PAGED_ATTENTION(paged_attention_kvbf16, KvBf16, u16)
+
 #define ATTN_GROUP_MAX 8
 
-template <int PER_LANE>
+template <class KV, int PER_LANE>
 __device__ __forceinline__ void paged_attention_group_impl(
-    const float* __restrict__ q, const float* __restrict__ key_cache, const float* __restrict__ value_cache,
+    const float* __restrict__ q, const typename KV::storage* __restrict__ key_cache, const typename KV::storage* __restrict__ value_cache,
     float* __restrict__ out, float* __restrict__ partial_out, float* __restrict__ partial_stats,
     const int* __restrict__ token_seq, const int* __restrict__ seq_query_start, const int* __restrict__ seq_query_len,
     const int* __restrict__ seq_context, const int* __restrict__ seq_table_offset, const int* __restrict__ tables,
     int heads, int kv_heads, int head_dim, int block_size, float scale, int chunk, int splits)
 {
     constexpr int DIM = PER_LANE * 32;
+    constexpr int KU = PER_LANE <= 4 ? 8 : 4; // K loads (float4) in flight per lane
+    constexpr int VU = PER_LANE <= 4 ? 8 : 4; // V rows in flight per warp
     __shared__ __align__(16) float s_q[ATTN_GROUP_MAX][DIM];
     __shared__ float s_max[ATTN_WARPS][ATTN_GROUP_MAX], s_sum[ATTN_WARPS][ATTN_GROUP_MAX];
     __shared__ float s_acc[ATTN_WARPS][ATTN_GROUP_MAX][DIM];
@@ -226,23 +259,34 @@ __device__ __forceinline__ void paged_attention_group_impl(
         if (valid)
         {
             slot = table[p / block_size] * block_size + p % block_size;
-            const float* kr = key_cache + (long)slot * row_width + head_offset;
+            const typename KV::storage* kr = key_cache + (long)slot * row_width + head_offset;
             float dot[ATTN_GROUP_MAX];
 #pragma unroll
             for (int g = 0; g < ATTN_GROUP_MAX; g++) dot[g] = 0.f;
             if (vec4)
             {
-#pragma unroll 4
-                for (int d = 0; d < head_dim; d += 4)
+                // KU loads of the row in flight before any is used: one lane walks a whole row, and at batch 1 a
+                // warp per multiprocessor is all there is, so memory latency, not bandwidth, sets the pace.
+                for (int d0 = 0; d0 < head_dim; d0 += 4 * KU)
                 {
-                    const float4 k4 = *reinterpret_cast<const float4*>(kr + d);
+                    float4 k4[KU];
 #pragma unroll
-                    for (int g = 0; g < ATTN_GROUP_MAX; g++)
+                    for (int u = 0; u < KU; u++) k4[u] = d0 + 4 * u < head_dim ? KV::load4(kr + d0 + 4 * u) : float4{0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+                    for (int u = 0; u < KU; u++)
                     {
-                        if (g < group)
+                        const int d = d0 + 4 * u;
+                        if (d < head_dim)
                         {
-                            const float4 q4 = *reinterpret_cast<const float4*>(&s_q[g][d]);
-                            dot[g] += q4.x * k4.x + q4.y * k4.y + q4.z * k4.z + q4.w * k4.w;
+#pragma unroll
+                            for (int g = 0; g < ATTN_GROUP_MAX; g++)
+                            {
+                                if (g < group)
+                                {
+                                    const float4 q4 = *reinterpret_cast<const float4*>(&s_q[g][d]);
+                                    dot[g] += q4.x * k4[u].x + q4.y * k4[u].y + q4.z * k4[u].z + q4.w * k4[u].w;
+                                }
+                            }
                         }
                     }
                 }
@@ -251,7 +295,7 @@ __device__ __forceinline__ void paged_attention_group_impl(
             {
                 for (int d = 0; d < head_dim; d++)
                 {
-                    const float kv = kr[d];
+                    const float kv = KV::load(kr + d);
 #pragma unroll
                     for (int g = 0; g < ATTN_GROUP_MAX; g++)
                         if (g < group) dot[g] += s_q[g][d] * kv;
@@ -278,27 +322,36 @@ __device__ __forceinline__ void paged_attention_group_impl(
             }
         }
 
+        // V rows in chunks of VU, all loads of a chunk issued before the first is used (as for K above). Lanes past
+        // the tile's end have weight 0 and read slot 0's row, which exists.
         const int n = min(32, end - tile);
-#pragma unroll 2
-        for (int i = 0; i < n; i++)
+        for (int i0 = 0; i0 < n; i0 += VU)
         {
-            const int vs = __shfl_sync(0xffffffffu, slot, i);
-            const float* vr = value_cache + (long)vs * row_width + head_offset;
-            float v[PER_LANE];
+            float v[VU][PER_LANE];
 #pragma unroll
-            for (int j = 0; j < PER_LANE; j++)
+            for (int u = 0; u < VU; u++)
             {
-                const int d = lane + 32 * j;
-                v[j] = d < head_dim ? vr[d] : 0.f;
+                const int vs = __shfl_sync(0xffffffffu, slot, i0 + u);
+                const typename KV::storage* vr = value_cache + (long)vs * row_width + head_offset;
+#pragma unroll
+                for (int j = 0; j < PER_LANE; j++)
+                {
+                    const int d = lane + 32 * j;
+                    v[u][j] = i0 + u < n && d < head_dim ? KV::load(vr + d) : 0.f;
+                }
             }
 #pragma unroll
-            for (int g = 0; g < ATTN_GROUP_MAX; g++)
+            for (int u = 0; u < VU; u++)
             {
-                if (g < group)
-                {
-                    const float w = __shfl_sync(0xffffffffu, e[g], i);
 #pragma unroll
-                    for (int j = 0; j < PER_LANE; j++) acc[g][j] += w * v[j];
+                for (int g = 0; g < ATTN_GROUP_MAX; g++)
+                {
+                    if (g < group)
+                    {
+                        const float w = __shfl_sync(0xffffffffu, e[g], i0 + u);
+#pragma unroll
+                        for (int j = 0; j < PER_LANE; j++) acc[g][j] += w * v[u][j];
+                    }
                 }
             }
         }
@@ -352,23 +405,27 @@ __device__ __forceinline__ void paged_attention_group_impl(
     }
 }
 
-#define PAGED_ATTENTION_GROUP(NAME, PER_LANE)                                                                          \
+#define PAGED_ATTENTION_GROUP(NAME, KV, STORAGE, PER_LANE)                                                            \
     extern "C" __global__ void __launch_bounds__(ATTN_WARPS * 32) NAME(                                                \
-        const float* __restrict__ q, const float* __restrict__ key_cache, const float* __restrict__ value_cache,       \
+        const float* __restrict__ q, const STORAGE* __restrict__ key_cache, const STORAGE* __restrict__ value_cache,   \
         float* __restrict__ out, float* __restrict__ partial_out, float* __restrict__ partial_stats,                   \
         const int* __restrict__ token_seq, const int* __restrict__ seq_query_start,                                    \
         const int* __restrict__ seq_query_len, const int* __restrict__ seq_context,                                    \
         const int* __restrict__ seq_table_offset, const int* __restrict__ tables, int heads, int kv_heads,             \
         int head_dim, int block_size, float scale, int chunk, int splits)                                              \
     {                                                                                                                  \
-        paged_attention_group_impl<PER_LANE>(q, key_cache, value_cache, out, partial_out, partial_stats, token_seq,   \
-                                             seq_query_start, seq_query_len, seq_context, seq_table_offset, tables,   \
-                                             heads, kv_heads, head_dim, block_size, scale, chunk, splits);             \
+        paged_attention_group_impl<KV, PER_LANE>(q, key_cache, value_cache, out, partial_out, partial_stats,          \
+                                                 token_seq, seq_query_start, seq_query_len, seq_context,              \
+                                                 seq_table_offset, tables, heads, kv_heads, head_dim, block_size,     \
+                                                 scale, chunk, splits);                                               \
     }
 
-PAGED_ATTENTION_GROUP(paged_attention_group_d64, 2)
-PAGED_ATTENTION_GROUP(paged_attention_group_d128, 4)
-PAGED_ATTENTION_GROUP(paged_attention_group_d256, 8)
+PAGED_ATTENTION_GROUP(paged_attention_group_d64, KvF32, float, 2)
+PAGED_ATTENTION_GROUP(paged_attention_group_d128, KvF32, float, 4)
+PAGED_ATTENTION_GROUP(paged_attention_group_d256, KvF32, float, 8)
+PAGED_ATTENTION_GROUP(paged_attention_group_d64_kvbf16, KvBf16, u16, 2)
+PAGED_ATTENTION_GROUP(paged_attention_group_d128_kvbf16, KvBf16, u16, 4)
+PAGED_ATTENTION_GROUP(paged_attention_group_d256_kvbf16, KvBf16, u16, 8)
 
 // Merges the context splits of paged_attention: rescales each split's sum and output to the common max. Empty splits
 // (sum 0, max -inf: they started past the context) add nothing; every row has at least one non-empty split.

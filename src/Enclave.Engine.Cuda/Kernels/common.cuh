@@ -104,3 +104,25 @@ __device__ __forceinline__ float block_sum(float v)
 #define NEG_INF __int_as_float(0xff800000)
 
 #define ENCLAVE_FOR_WEIGHT_TYPES(MACRO) MACRO(f32, TF32) MACRO(f16, TF16) MACRO(bf16, TBF16)
+
+// KV cache element types: fp32, or bf16 (half the bytes an attention step reads), converted to fp32 on load. load4
+// reads four consecutive elements (16-byte aligned for fp32, 8-byte for bf16).
+struct KvF32
+{
+    typedef float storage;
+    static __device__ __forceinline__ float4 load4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+    static __device__ __forceinline__ float load(const float* p) { return *p; }
+    static __device__ __forceinline__ float store(float v) { return v; }
+};
+
+struct KvBf16
+{
+    typedef u16 storage;
+    static __device__ __forceinline__ float4 load4(const u16* p)
+    {
+        const uint2 r = *reinterpret_cast<const uint2*>(p); // little endian: the first element is the low half
+        return float4{__uint_as_float(r.x << 16), __uint_as_float(r.x & 0xffff0000u), __uint_as_float(r.y << 16), __uint_as_float(r.y & 0xffff0000u)};
+    }
+    static __device__ __forceinline__ float load(const u16* p) { return bf16_to_f32(*p); }
+    static __device__ __forceinline__ u16 store(float v) { return f32_to_bf16(v); }
+};

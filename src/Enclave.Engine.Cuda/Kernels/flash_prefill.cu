@@ -17,16 +17,16 @@
 // Shared-memory bank conflicts: Q rows are stored rotated by 8 * rg columns and K rows by 4 * cg, so the lanes that
 // read different rows at the same head dim hit different banks; V is read along the head dim, contiguous per lane.
 //
-// The activations and the cache are fp32. head_dim must be a multiple of 4 and at most D (64, 128 or 256); the loops
+// The activations are fp32; the cache fp32 or bf16 (the _kvbf16 kernels, widened to fp32 as tiles load). head_dim must be a multiple of 4 and at most D (64, 128 or 256); the loops
 // run to the runtime head_dim, the shared arrays are sized for D.
 #include "common.cuh"
 
 #define FLASH_THREADS 128
 #define LOG2E 1.4426950408889634f
 
-template <int D, int BM, int BN>
+template <class KV, int D, int BM, int BN>
 __device__ __forceinline__ void flash_prefill(
-    const float* __restrict__ q, const float* __restrict__ key_cache, const float* __restrict__ value_cache,
+    const float* __restrict__ q, const typename KV::storage* __restrict__ key_cache, const typename KV::storage* __restrict__ value_cache,
     float* __restrict__ out, const int* __restrict__ seq_query_start, const int* __restrict__ seq_query_len,
     const int* __restrict__ seq_context, const int* __restrict__ seq_table_offset, const int* __restrict__ tables,
     int heads, int kv_heads, int head_dim, int block_size, float scale, float* s_q, float* s_kv)
@@ -113,7 +113,7 @@ __device__ __forceinline__ void flash_prefill(
             if (kk < BN && p < key_end)
             {
                 const long slot = (long)table[p / block_size] * block_size + p % block_size;
-                staged[i] = *reinterpret_cast<const float4*>(key_cache + slot * row_width + head_offset + d);
+                staged[i] = KV::load4(key_cache + slot * row_width + head_offset + d);
             }
         }
 #pragma unroll
@@ -136,7 +136,7 @@ __device__ __forceinline__ void flash_prefill(
             if (kk < BN && p < key_end)
             {
                 const long slot = (long)table[p / block_size] * block_size + p % block_size;
-                staged[i] = *reinterpret_cast<const float4*>(value_cache + slot * row_width + head_offset + d);
+                staged[i] = KV::load4(value_cache + slot * row_width + head_offset + d);
             }
         }
 
@@ -256,19 +256,22 @@ __device__ __forceinline__ void flash_prefill(
 
 // Per head-dim bound D: the query tile BM and key tile BN keep Q plus one K/V tile within 48 KB of static shared
 // memory and the per-lane output accumulator (RM x D / 8 floats) within the register file.
-#define FLASH_KERNEL(D, BM, BN)                                                                                          \
-    extern "C" __global__ void __launch_bounds__(FLASH_THREADS) flash_prefill_d##D(                                     \
-        const float* __restrict__ q, const float* __restrict__ key_cache, const float* __restrict__ value_cache,       \
+#define FLASH_KERNEL_KV(NAME, KV, STORAGE, D, BM, BN)                                                                 \
+    extern "C" __global__ void __launch_bounds__(FLASH_THREADS) NAME(                                                  \
+        const float* __restrict__ q, const STORAGE* __restrict__ key_cache, const STORAGE* __restrict__ value_cache,   \
         float* __restrict__ out, const int* __restrict__ seq_query_start, const int* __restrict__ seq_query_len,       \
         const int* __restrict__ seq_context, const int* __restrict__ seq_table_offset, const int* __restrict__ tables, \
         int heads, int kv_heads, int head_dim, int block_size, float scale)                                            \
     {                                                                                                                  \
         __shared__ float4 s_q[BM * D / 4]; /* float4: 16-byte aligned for the vector stores */                        \
         __shared__ float4 s_kv[BN * D / 4];                                                                            \
-        flash_prefill<D, BM, BN>(q, key_cache, value_cache, out, seq_query_start, seq_query_len, seq_context,          \
-                                 seq_table_offset, tables, heads, kv_heads, head_dim, block_size, scale,               \
-                                 reinterpret_cast<float*>(s_q), reinterpret_cast<float*>(s_kv));                       \
+        flash_prefill<KV, D, BM, BN>(q, key_cache, value_cache, out, seq_query_start, seq_query_len, seq_context,      \
+                                     seq_table_offset, tables, heads, kv_heads, head_dim, block_size, scale,           \
+                                     reinterpret_cast<float*>(s_q), reinterpret_cast<float*>(s_kv));                   \
     }
+#define FLASH_KERNEL(D, BM, BN)                                                                                          \
+    FLASH_KERNEL_KV(flash_prefill_d##D, KvF32, float, D, BM, BN)                                                       \
+    FLASH_KERNEL_KV(flash_prefill_d##D##_kvbf16, KvBf16, u16, D, BM, BN)
 
 FLASH_KERNEL(64, 64, 64)   // 16 KB + 16 KB
 FLASH_KERNEL(128, 64, 32)  // 32 KB + 16 KB
@@ -302,9 +305,9 @@ __device__ __forceinline__ void mma_tf32(float c[4], unsigned int a0, unsigned i
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-template <int D>
+template <class KV, int D>
 __device__ __forceinline__ void flash_prefill_tc(
-    const float* __restrict__ q, const float* __restrict__ key_cache, const float* __restrict__ value_cache,
+    const float* __restrict__ q, const typename KV::storage* __restrict__ key_cache, const typename KV::storage* __restrict__ value_cache,
     float* __restrict__ out, const int* __restrict__ seq_query_start, const int* __restrict__ seq_query_len,
     const int* __restrict__ seq_context, const int* __restrict__ seq_table_offset, const int* __restrict__ tables,
     int heads, int kv_heads, int head_dim, int block_size, float scale, float* s_k, float* s_v, float* s_p)
@@ -383,8 +386,8 @@ __device__ __forceinline__ void flash_prefill_tc(
                 if (p < key_end)
                 {
                     const long slot = (long)table[p / block_size] * block_size + p % block_size;
-                    kv = *reinterpret_cast<const float4*>(key_cache + slot * row_width + head_offset + d);
-                    vv = *reinterpret_cast<const float4*>(value_cache + slot * row_width + head_offset + d);
+                    kv = KV::load4(key_cache + slot * row_width + head_offset + d);
+                    vv = KV::load4(value_cache + slot * row_width + head_offset + d);
                 }
                 *reinterpret_cast<float4*>(s_k + kk * KS + d) = kv;
                 *reinterpret_cast<float4*>(s_v + kk * VS + d) = vv;
@@ -501,9 +504,9 @@ __device__ __forceinline__ void flash_prefill_tc(
     }
 }
 
-#define FLASH_TC_KERNEL(D)                                                                                               \
-    extern "C" __global__ void __launch_bounds__(FLASH_THREADS) flash_prefill_tc_d##D(                                  \
-        const float* __restrict__ q, const float* __restrict__ key_cache, const float* __restrict__ value_cache,       \
+#define FLASH_TC_KERNEL_KV(NAME, KV, STORAGE, D)                                                                      \
+    extern "C" __global__ void __launch_bounds__(FLASH_THREADS) NAME(                                                  \
+        const float* __restrict__ q, const STORAGE* __restrict__ key_cache, const STORAGE* __restrict__ value_cache,   \
         float* __restrict__ out, const int* __restrict__ seq_query_start, const int* __restrict__ seq_query_len,       \
         const int* __restrict__ seq_context, const int* __restrict__ seq_table_offset, const int* __restrict__ tables, \
         int heads, int kv_heads, int head_dim, int block_size, float scale)                                            \
@@ -511,10 +514,13 @@ __device__ __forceinline__ void flash_prefill_tc(
         __shared__ float4 s_k[TC_BN * (D + 4) / 4];                                                                    \
         __shared__ float4 s_v[TC_BN * (D + 8) / 4];                                                                    \
         __shared__ float4 s_p[4 * 16 * (TC_BN + 4) / 4];                                                               \
-        flash_prefill_tc<D>(q, key_cache, value_cache, out, seq_query_start, seq_query_len, seq_context,               \
-                            seq_table_offset, tables, heads, kv_heads, head_dim, block_size, scale,                    \
-                            reinterpret_cast<float*>(s_k), reinterpret_cast<float*>(s_v), reinterpret_cast<float*>(s_p)); \
+        flash_prefill_tc<KV, D>(q, key_cache, value_cache, out, seq_query_start, seq_query_len, seq_context,           \
+                                seq_table_offset, tables, heads, kv_heads, head_dim, block_size, scale,                \
+                                reinterpret_cast<float*>(s_k), reinterpret_cast<float*>(s_v), reinterpret_cast<float*>(s_p)); \
     }
+#define FLASH_TC_KERNEL(D)                                                                                               \
+    FLASH_TC_KERNEL_KV(flash_prefill_tc_d##D, KvF32, float, D)                                                         \
+    FLASH_TC_KERNEL_KV(flash_prefill_tc_d##D##_kvbf16, KvBf16, u16, D)
 
 FLASH_TC_KERNEL(64)   // 4.5 + 4.5 + 9 KB of shared memory
 FLASH_TC_KERNEL(128)  // 16.5 + 17 + 9 KB

@@ -9,7 +9,7 @@
 // gemm_<type> (larger T): a 64x64 output tile per block of 256 threads, 16-deep k slices staged in shared memory as
 // float, 4x4 outputs per thread. Plain FMA, no tensor cores: exact fp32 arithmetic for the default path.
 //
-// convert_to_bf16 / convert_to_f16, bias_add and split_columns serve the cuBLAS tensor-core path.
+// convert_to_bf16 / convert_to_f16, bias_add, split_columns and sum_partials (split-K) serve the cuBLAS tensor-core path.
 #include "common.cuh"
 
 template <class W, int T>
@@ -225,5 +225,17 @@ extern "C" __global__ void split_columns(const float* __restrict__ src, int tota
         }
         c -= n1;
         y2[t * n2 + c] = v + (b2 != nullptr ? b2[c] : 0.f);
+    }
+}
+
+// Sums the split-K partials [splits, T, out] of one product into y [T, out] (+ bias [out]).
+extern "C" __global__ void sum_partials(const float* __restrict__ partial, const float* __restrict__ bias, float* __restrict__ y,
+                                        long count, int out, int splits)
+{
+    for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += (long)gridDim.x * blockDim.x)
+    {
+        float v = bias != nullptr ? bias[i % out] : 0.f;
+        for (int s = 0; s < splits; s++) v += partial[s * count + i];
+        y[i] = v;
     }
 }

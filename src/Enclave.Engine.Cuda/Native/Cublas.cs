@@ -27,6 +27,8 @@ internal sealed unsafe class Cublas
         SetWorkspace = (delegate* unmanaged<nint, ulong, nuint, int>)NativeLibraries.TryExport(lib, "cublasSetWorkspace_v2");
         GemmEx = (delegate* unmanaged<nint, int, int, int, int, int, void*, ulong, int, int, ulong, int, int, void*, ulong, int, int, int, int, int>)
             NativeLibraries.Export(lib, name, "cublasGemmEx");
+        GemmStridedBatchedEx = (delegate* unmanaged<nint, int, int, int, int, int, void*, ulong, int, int, long, ulong, int, int, long, void*, ulong, int, int, long, int, int, int, int>)
+            NativeLibraries.Export(lib, name, "cublasGemmStridedBatchedEx");
     }
 
     public string LibraryName { get; }
@@ -45,6 +47,12 @@ internal sealed unsafe class Cublas
 
     /// <summary>cublasGemmEx(handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C, Ctype, ldc, computeType, algo).</summary>
     public delegate* unmanaged<nint, int, int, int, int, int, void*, ulong, int, int, ulong, int, int, void*, ulong, int, int, int, int, int> GemmEx { get; }
+
+    /// <summary>
+    /// cublasGemmStridedBatchedEx(handle, transa, transb, m, n, k, alpha, A, Atype, lda, strideA, B, Btype, ldb, strideB,
+    /// beta, C, Ctype, ldc, strideC, batchCount, computeType, algo).
+    /// </summary>
+    public delegate* unmanaged<nint, int, int, int, int, int, void*, ulong, int, int, long, ulong, int, int, long, void*, ulong, int, int, long, int, int, int, int> GemmStridedBatchedEx { get; }
 
     public static Cublas? TryGet(out string error)
     {

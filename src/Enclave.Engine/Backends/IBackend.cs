@@ -62,6 +62,9 @@ public interface IBackend : IDisposable
     /// </summary>
     DeviceTensor? LoadWeightStack(ReadOnlySpan<Formats.CheckpointTensor> sources) => null;
 
+    /// <summary>Whether the backend's attention ops read and write a cache of this layout and element type (default: F32 only).</summary>
+    bool SupportsKvCache(KvCache.KvCacheSpec spec) => spec.DType == DType.F32;
+
     /// <summary>Whether <see cref="LoadWeightStack"/> may stack at all (so that loaders read the sources only then).</summary>
     bool StacksWeights => false;
 

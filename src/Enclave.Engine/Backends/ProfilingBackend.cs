@@ -64,6 +64,8 @@ public sealed class ProfilingBackend : IBackend
 
     public bool StacksWeights => Inner.StacksWeights;
 
+    public bool SupportsKvCache(KvCache.KvCacheSpec spec) => Inner.SupportsKvCache(spec);
+
     public void UploadBytes(ReadOnlySpan<byte> source, DeviceTensor destination)
     {
         var t = Start();

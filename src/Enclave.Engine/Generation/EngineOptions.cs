@@ -32,6 +32,12 @@ public sealed class EngineOptions
         return copy;
     }
 
+    /// <summary>
+    /// Element type of the KV cache (--kv-cache-dtype): auto (fp32, exact), f32, or bf16 (CUDA, standard attention:
+    /// half the memory, so twice the tokens, and half the bytes each attention step reads; values rounded to bf16).
+    /// </summary>
+    public string KvCacheDtype { get; set; } = "auto";
+
     /// <summary>Tokens per KV-cache block.</summary>
     public int BlockSize { get; set; } = 16;
 

@@ -38,6 +38,24 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
     private long steps;
     private long argmaxSteps;
 
+    /// <summary>The cache element type --kv-cache-dtype asks for, refused with the reason where the backend or model cannot keep it.</summary>
+    public static DType KvCacheType(string requested, CausalLM model)
+    {
+        var dtype = requested.ToLowerInvariant() switch
+        {
+            "auto" or "f32" or "fp32" or "float32" => DType.F32,
+            "bf16" or "bfloat16" => DType.BF16,
+            _ => throw new ArgumentException($"--kv-cache-dtype {requested}: expected auto, f32 or bf16"),
+        };
+        var spec = model.KvCacheSpec with { DType = dtype };
+        if (!model.Backend.SupportsKvCache(spec))
+        {
+            throw new ArgumentException($"--kv-cache-dtype {requested}: the {model.Backend.Name} backend keeps a {dtype} cache only for standard attention on CUDA (this is {model.Config.Architecture} with {(spec.Tensors.Count == 1 ? "a latent (MLA) cache" : "key and value rows")}); use f32");
+        }
+
+        return dtype;
+    }
+
     public InferenceEngine(CausalLM model, EngineOptions options, IReadOnlyCollection<int> eosTokenIds, ILogger? logger = null)
     {
         this.model = model;
@@ -45,7 +63,7 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
         Options = options;
         MaxModelLen = options.MaxModelLen > 0 ? options.MaxModelLen : model.Config.MaxPositionEmbeddings;
         this.eosTokenIds = [.. eosTokenIds];
-        var spec = model.KvCacheSpec;
+        var spec = model.KvCacheSpec with { DType = KvCacheType(options.KvCacheDtype, model) };
         // Without a budget, size for the default token count rounded up to whole blocks, so a request of exactly
         // MaxModelLen tokens fits even when MaxModelLen is not a multiple of the block size.
         var defaultTokens = Math.Min((long)MaxModelLen * Math.Min(options.MaxNumSeqs, 8), 1L << 20);

@@ -1,3 +1,5 @@
+using Enclave.Engine.Backends;
+
 namespace Enclave.Engine.KvCache;
 
 /// <summary>One row the cache keeps per token and layer: Heads × HeadDim floats (a key, a value, or an MLA latent).</summary>
@@ -25,5 +27,8 @@ public sealed record KvCacheSpec(int Layers, IReadOnlyList<KvCacheTensor> Tensor
 
     public int FloatsPerTokenPerLayer => Tensors.Sum(t => t.Floats);
 
-    public long BytesPerToken => (long)Layers * FloatsPerTokenPerLayer * sizeof(float);
+    /// <summary>Element type of the cache: F32 (exact), or BF16 where the backend supports it (half the bytes read per step).</summary>
+    public DType DType { get; init; } = DType.F32;
+
+    public long BytesPerToken => (long)Layers * FloatsPerTokenPerLayer * DType.SizeInBytes();
 }

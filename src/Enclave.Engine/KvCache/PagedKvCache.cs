@@ -25,7 +25,7 @@ public sealed class PagedKvCache : IDisposable
         tensors = new DeviceTensor[spec.Layers][];
         for (var layer = 0; layer < spec.Layers; layer++)
         {
-            tensors[layer] = spec.Tensors.Select(t => backend.Allocate(DType.F32, blockCount, blockSize, t.Heads, t.HeadDim)).ToArray();
+            tensors[layer] = spec.Tensors.Select(t => backend.Allocate(spec.DType, blockCount, blockSize, t.Heads, t.HeadDim)).ToArray();
         }
     }
 

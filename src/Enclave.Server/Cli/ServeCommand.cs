@@ -37,6 +37,7 @@ public static class ServeCommand
         var enforceEager = new Option<bool>("--enforce-eager") { Description = "On CUDA, launch every decode step op by op instead of replaying it as a recorded CUDA graph (slower; for debugging)" };
         var maxNumSeqs = new Option<int>("--max-num-seqs") { Description = "Most sequences in one engine step", DefaultValueFactory = _ => 64 };
         var maxBatched = new Option<int>("--max-num-batched-tokens") { Description = "Token budget of one step (long prompts are prefilled in chunks)", DefaultValueFactory = _ => 512 };
+        var kvDtype = new Option<string>("--kv-cache-dtype") { Description = "KV cache element type: auto (f32), f32, or bf16 (CUDA: half the memory and half the bytes attention reads)", DefaultValueFactory = _ => "auto" };
         var kvMemory = new Option<long>("--kv-cache-memory") { Description = "Bytes for the paged KV cache (0 sizes it from the context length)", DefaultValueFactory = _ => 0 };
         var gpuMemory = new Option<double>("--gpu-memory-utilization")
         {
@@ -54,7 +55,7 @@ public static class ServeCommand
         var otlpProtocol = new Option<string>("--otlp-protocol") { Description = "grpc (port 4317) or http/protobuf (port 4318)", DefaultValueFactory = _ => "grpc" };
         var command = new Command("serve", "Serve models over an OpenAI-compatible HTTP API")
         {
-            model, embeddingModel, rerankModel, maxBatchTokens, host, port, apiKey, noAuth, redis, database, device, threads, enforceEager, maxNumSeqs, maxBatched, kvMemory, gpuMemory, maxWaiting, maxModelLen, noPrefixCaching, plainLogs, dummy, otlpEndpoint, otlpProtocol, upstream, upstreamKey,
+            model, embeddingModel, rerankModel, maxBatchTokens, host, port, apiKey, noAuth, redis, database, device, threads, enforceEager, maxNumSeqs, maxBatched, kvDtype, kvMemory, gpuMemory, maxWaiting, maxModelLen, noPrefixCaching, plainLogs, dummy, otlpEndpoint, otlpProtocol, upstream, upstreamKey,
         };
         command.SetAction(async (result, cancellationToken) =>
         {
@@ -78,6 +79,7 @@ public static class ServeCommand
                     MaxNumSeqs = result.GetValue(maxNumSeqs),
                     MaxNumBatchedTokens = result.GetValue(maxBatched),
                     KvCacheBytes = result.GetValue(kvMemory),
+                    KvCacheDtype = result.GetValue(kvDtype)!,
                     GpuMemoryUtilization = result.GetValue(gpuMemory),
                     MaxWaiting = result.GetValue(maxWaiting),
                     MaxModelLen = result.GetValue(maxModelLen),

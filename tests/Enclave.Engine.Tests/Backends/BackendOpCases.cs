@@ -1,4 +1,5 @@
 using Enclave.Engine.Backends;
+using Enclave.Engine.KvCache;
 
 namespace Enclave.Engine.Tests.Backends;
 
@@ -106,6 +107,10 @@ internal static class BackendOpCases
             }
 
             cases[$"matmul_shared/{d}/t3/odd-70to9+1+33"] = (b => MatMulShared(b, dtype, 3, 70, [9, 1, 33], true), 1e-5);
+            // Skinny products long enough in K that a tensor-core backend splits K across multiprocessors.
+            cases[$"matmul/{d}/t40/2048to130+bias"] = (b => MatMul(b, dtype, 40, 2048, 130, true), 1e-5);
+            cases[$"matmul/{d}/t64/4096to300"] = (b => MatMul(b, dtype, 64, 4096, 300, false), 1e-5);
+            cases[$"matmul_shared/{d}/t24/stacked-qkv-1024to256+64+64+bias"] = (b => MatMulShared(b, dtype, 24, 1024, [256, 64, 64], true, stacked: true), 1e-5);
         }
 
         // FP8 blocks with partial edge blocks (45 rows / 16, 72 columns / 32) and 4-bit groups, dequantized on the fly.
@@ -169,6 +174,13 @@ internal static class BackendOpCases
         cases["attention/gqa8/d256/bs16/decode-batch"] = (b => Attention(b, 8, 1, 256, 16, [(1, 33), (1, 260), (3, 3)]), 1e-5);
         cases["attention/gqa5/d36/bs8/decode-batch"] = (b => Attention(b, 10, 2, 36, 8, [(1, 70), (1, 9), (1, 200)]), 1e-5);
         cases["attention/gqa16/d64/bs16/decode-batch"] = (b => Attention(b, 16, 1, 64, 16, [(1, 40), (1, 400)]), 1e-5);
+        // A bf16 cache where the backend keeps one (CUDA); elsewhere an f32 cache holding the same bf16-rounded values,
+        // so both compute over identical keys and values. Decode (per-head and grouped kernels) and prefill (tiled).
+        cases["attention_kvbf16/gqa7/d128/bs16/decode-batch"] = (b => Attention(b, 14, 2, 128, 16, [(1, 1), (1, 17), (1, 300), (2, 64), (1, 555)], DType.BF16), 1e-5);
+        cases["attention_kvbf16/gqa16/d64/bs16/decode"] = (b => Attention(b, 16, 1, 64, 16, [(1, 40), (1, 400)], DType.BF16), 1e-5);
+        cases["attention_kvbf16/gqa2/d30/bs3/odd-dim"] = (b => Attention(b, 4, 2, 30, 3, [(4, 4), (1, 9), (3, 40)], DType.BF16), 1e-5);
+        cases["attention_kvbf16/gqa3/d64/bs16/prefill-1-77-300"] = (b => Attention(b, 6, 2, 64, 16, [(1, 50), (77, 77), (300, 345)], DType.BF16), 1e-5);
+        cases["attention_kvbf16/gqa4/d256/bs16/prefill-prefix"] = (b => Attention(b, 8, 2, 256, 16, [(130, 200), (2, 2)], DType.BF16), 1e-5);
         // Prefill steps (a query longer than CudaBackend.FlashMinQueryLength) take the tiled kernel on CUDA: one decode
         // token, a fresh 77-token prompt and a 300-token prompt behind a 45-token cached prefix in one batch.
         foreach (var headDim in new[] { 64, 128 })
@@ -513,21 +525,44 @@ internal static class BackendOpCases
     /// Several sequences in one step, each with earlier tokens already cached in shuffled blocks and this step's
     /// tokens arriving as k/v inputs. Spare cache blocks hold NaN, so reading outside the block table shows.
     /// </summary>
-    private static float[][] Attention(IBackend b, int heads, int kvHeads, int headDim, int blockSize, (int Query, int Context)[] sequences)
+    private static float[][] Attention(IBackend b, int heads, int kvHeads, int headDim, int blockSize, (int Query, int Context)[] sequences, DType cacheType = DType.F32)
     {
         var random = new Random((heads * 131) + (headDim * 7) + blockSize);
         var rowFloats = kvHeads * headDim;
         var (batch, cache, rows, blocks) = Paged(random, blockSize, rowFloats, sequences, streams: 2);
         var tokens = batch.TokenCount;
         using var q = F32(b, Values(random, tokens * heads * headDim, 2f), tokens, heads, headDim);
+        var bf16 = cacheType == DType.BF16;
+        if (bf16)
+        {
+            foreach (var values in cache.Concat(rows))
+            {
+                RoundToBf16(values);
+            }
+        }
+
+        var nativeBf16 = bf16 && b.SupportsKvCache(new KvCacheSpec(1, kvHeads, headDim) { DType = DType.BF16 });
         using var kt = F32(b, rows[0], tokens, kvHeads, headDim);
         using var vt = F32(b, rows[1], tokens, kvHeads, headDim);
-        using var kc = F32(b, cache[0], blocks, blockSize, kvHeads, headDim);
-        using var vc = F32(b, cache[1], blocks, blockSize, kvHeads, headDim);
+        using var kc = nativeBf16 ? Weight(b, DType.BF16, cache[0], blocks, blockSize, kvHeads, headDim) : F32(b, cache[0], blocks, blockSize, kvHeads, headDim);
+        using var vc = nativeBf16 ? Weight(b, DType.BF16, cache[1], blocks, blockSize, kvHeads, headDim) : F32(b, cache[1], blocks, blockSize, kvHeads, headDim);
         using var output = Poisoned(b, tokens, heads, headDim);
         b.PrepareStep(batch);
         b.Attention(q, kt, vt, kc, vc, batch, 1f / MathF.Sqrt(headDim), output);
-        return [Read(b, output), Read(b, kc), Read(b, vc)];
+        // A bf16 cache is checked through the output (which attends to the rows this step wrote); f32 caches directly.
+        return bf16 ? [Read(b, output)] : [Read(b, output), Read(b, kc), Read(b, vc)];
+    }
+
+    /// <summary>Rounds in place to the nearest bf16 (ties to even), as a bf16 cache stores values; NaN stays NaN.</summary>
+    private static void RoundToBf16(float[] values)
+    {
+        for (var i = 0; i < values.Length; i++)
+        {
+            if (!float.IsNaN(values[i]))
+            {
+                values[i] = BitConverter.Int32BitsToSingle(Enclave.Engine.Formats.Gguf.GgmlQuants.FloatToBf16(values[i]) << 16);
+            }
+        }
     }
 
     /// <summary>

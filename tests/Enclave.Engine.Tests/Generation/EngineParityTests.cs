@@ -98,6 +98,37 @@ public sealed class EngineParityTests
     }
 }
 
+public sealed class KvCacheTypeTests
+{
+    [Theory]
+    [InlineData("auto")]
+    [InlineData("f32")]
+    [InlineData("FP32")]
+    public void Auto_and_f32_keep_an_fp32_cache(string requested)
+    {
+        var dir = Fixtures.Model("tiny-qwen3");
+        using var backend = BackendFactory.Create("cpu");
+        using var weights = SafetensorsCheckpoint.Open(dir);
+        using var model = ModelRegistry.Create(ModelConfig.Load(dir), weights, backend);
+        Assert.Equal(Enclave.Engine.Backends.DType.F32, InferenceEngine.KvCacheType(requested, model));
+        using var engine = new InferenceEngine(model, new EngineOptions { KvCacheDtype = requested }, []);
+    }
+
+    [Theory]
+    [InlineData("bf16", "keeps a BF16 cache only for standard attention on CUDA")]
+    [InlineData("int3", "expected auto, f32 or bf16")]
+    public void A_cache_type_the_backend_cannot_keep_is_refused_with_the_reason(string requested, string message)
+    {
+        var dir = Fixtures.Model("tiny-qwen3");
+        using var backend = BackendFactory.Create("cpu");
+        using var weights = SafetensorsCheckpoint.Open(dir);
+        using var model = ModelRegistry.Create(ModelConfig.Load(dir), weights, backend);
+        var e = Assert.Throws<ArgumentException>(() => new InferenceEngine(model, new EngineOptions { KvCacheDtype = requested }, []));
+        Assert.Contains($"--kv-cache-dtype {requested}", e.Message);
+        Assert.Contains(message, e.Message);
+    }
+}
+
 internal static class ForwardParityTestsData
 {
     public static TheoryData<string, string> All() => Models.ForwardParityTests.ModelsAndBackends();

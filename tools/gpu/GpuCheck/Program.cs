@@ -83,6 +83,7 @@ internal static class Program
             {
                 Parity(dir, tensorCores: false);
                 Parity(dir, tensorCores: true);
+                Parity(dir, tensorCores: true, cacheType: DType.BF16);
             }
 
             foreach (var dir in dirs)
@@ -137,7 +138,7 @@ internal static class Program
         }
     }
 
-    private static void Parity(string dir, bool tensorCores)
+    private static void Parity(string dir, bool tensorCores, DType cacheType = DType.F32)
     {
         var name = Path.GetFileName(dir);
         if (ModelConfig.Load(dir).Quantization is { } quantization)
@@ -169,7 +170,7 @@ internal static class Program
             var lastLogits = c.GetProperty("last_logits").EnumerateArray().Select(e => e.GetSingle()).ToArray();
             var greedy = c.GetProperty("greedy_ids").EnumerateArray().Select(e => e.GetInt32()).ToArray();
             var margins = c.GetProperty("greedy_margins").EnumerateArray().Select(e => e.GetSingle()).ToArray();
-            using var cache = new PagedKvCache(cuda, model.KvCacheSpec, 64, 4);
+            using var cache = new PagedKvCache(cuda, model.KvCacheSpec with { DType = cacheType }, 64, 4);
             using var cpuCache = new PagedKvCache(cpu, model.KvCacheSpec, 64, 4);
             var pool = new BlockPool(cache.BlockCount, 4);
             var table = new List<int>();
@@ -213,7 +214,7 @@ internal static class Program
 
         var limit = tensorCores ? 2e-2 : 1e-3;
         var ok = worst <= limit && (tensorCores || (mismatches == 0 && compared >= 24));
-        Console.WriteLine($"parity       {name,-14} {(tensorCores ? "tensor-core" : "exact fp32 "),-11} {(ok ? "ok  " : "FAIL")} prefill logits max error {worst:E2} of scale (limit {limit:E0}); greedy {compared} tokens equal, {mismatches} mismatched; cuda vs cpu max {worstCpu:E2}");
+        Console.WriteLine($"parity       {name,-14} {(tensorCores ? "tensor-core" : "exact fp32 "),-11}{(cacheType == DType.BF16 ? " + bf16 kv" : string.Empty)} {(ok ? "ok  " : "FAIL")} prefill logits max error {worst:E2} of scale (limit {limit:E0}); greedy {compared} tokens equal, {mismatches} mismatched; cuda vs cpu max {worstCpu:E2}");
         if (!ok)
         {
             failures++;
