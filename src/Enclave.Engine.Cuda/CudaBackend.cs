@@ -1124,6 +1124,9 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         }
     }
 
+    /// <summary>Tensor-core prefill attention on the TF32 kernels instead of the f16 ones (a comparison switch).</summary>
+    private static readonly bool Tf32PrefillAttention = string.Equals(Environment.GetEnvironmentVariable("ENCLAVE_CUDA_PREFILL_ATTENTION"), "tf32", StringComparison.OrdinalIgnoreCase);
+
     /// <summary>The most query heads per KV head that one block of the grouped decode attention kernel serves.</summary>
     internal const int AttentionGroupMax = 8;
 
@@ -1150,7 +1153,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
     private void FlashPrefill(CudaTensor qt, CudaTensor kc, CudaTensor vc, CudaTensor o, int heads, int kvHeads, int headDim, int blockSize, float scale, int maxQueryLength)
     {
         // Per head-dim bound: (kernel, query rows per block), as instantiated in flash_prefill.cu. In tensor-core mode
-        // (prefill products already round activations to bf16) q·k and p·v run on TF32 MMA where the head dim allows.
+        // (prefill products already round activations to bf16) q·k and p·v run on f16 MMA where the head dim allows.
         var (variant, rowsPerBlock) = (TensorCoreGemm && headDim % 8 == 0 && headDim <= 128, headDim) switch
         {
             (true, <= 64) => (0, 64),
@@ -1160,6 +1163,13 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
             _ => (4, 32),
         };
         var kernel = FlashPrefillKernels[kc.DType == DType.BF16 ? 1 : 0][variant];
+        var source = variant <= 1 ? "flash_prefill_h16.cu" : "flash_prefill.cu";
+        if (variant <= 1 && Tf32PrefillAttention)
+        {
+            // The TF32 kernels the f16 ones replaced, kept for comparison (ENCLAVE_CUDA_PREFILL_ATTENTION=tf32).
+            kernel = kernel.Replace("_h16_", "_tc_", StringComparison.Ordinal);
+            source = "flash_prefill.cu";
+        }
         var group = heads / kvHeads;
         var rowTiles = (uint)((((long)maxQueryLength * group) + rowsPerBlock - 1) / rowsPerBlock);
         int tokens = _tokens, s = _sequences, seqBase = (4 * tokens) + _logitRows;
@@ -1169,7 +1179,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         {
             &pq, &pkc, &pvc, &po, &qStart, &qLen, &context, &tableOffset, &tables, &heads, &kvHeads, &headDim, &blockSize, &scale,
         };
-        Launch("flash_prefill.cu", kernel, rowTiles, (uint)s, (uint)kvHeads, 128, args);
+        Launch(source, kernel, rowTiles, (uint)s, (uint)kvHeads, 128, args);
     }
 
     private ulong AttentionScratch(long bytes) => Grow(ref _attentionScratch, ref _attentionScratchBytes, bytes);
@@ -1332,7 +1342,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
 
     private static readonly string[][] FlashPrefillKernels = [.. new[] { string.Empty, "_kvbf16" }.Select(suffix => new[]
     {
-        "flash_prefill_tc_d64" + suffix, "flash_prefill_tc_d128" + suffix, "flash_prefill_d64" + suffix, "flash_prefill_d128" + suffix, "flash_prefill_d256" + suffix,
+        "flash_prefill_h16_d64" + suffix, "flash_prefill_h16_d128" + suffix, "flash_prefill_d64" + suffix, "flash_prefill_d128" + suffix, "flash_prefill_d256" + suffix,
     })];
     private static readonly string[][] GemvKernels = [.. Enumerable.Range(0, GemvMaxTokens + 1).Select(tokens => PerWeightType("gemv_", "_" + tokens))];
     private static readonly string[][] SharedGemvKernels = [.. Enumerable.Range(0, GemvMaxTokens + 1).Select(tokens => PerWeightType("gemv_shared_", "_" + tokens))];

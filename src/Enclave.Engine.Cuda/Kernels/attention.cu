@@ -214,8 +214,6 @@ __device__ __forceinline__ void paged_attention_group_impl(
     int heads, int kv_heads, int head_dim, int block_size, float scale, int chunk, int splits)
 {
     constexpr int DIM = PER_LANE * 32;
-    constexpr int KU = PER_LANE <= 4 ? 8 : 4; // K loads (float4) in flight per lane
-    constexpr int VU = PER_LANE <= 4 ? 8 : 4; // V rows in flight per warp
     __shared__ __align__(16) float s_q[ATTN_GROUP_MAX][DIM];
     __shared__ float s_max[ATTN_WARPS][ATTN_GROUP_MAX], s_sum[ATTN_WARPS][ATTN_GROUP_MAX];
     __shared__ float s_acc[ATTN_WARPS][ATTN_GROUP_MAX][DIM];
@@ -265,28 +263,17 @@ __device__ __forceinline__ void paged_attention_group_impl(
             for (int g = 0; g < ATTN_GROUP_MAX; g++) dot[g] = 0.f;
             if (vec4)
             {
-                // KU loads of the row in flight before any is used: one lane walks a whole row, and at batch 1 a
-                // warp per multiprocessor is all there is, so memory latency, not bandwidth, sets the pace.
-                for (int d0 = 0; d0 < head_dim; d0 += 4 * KU)
+#pragma unroll 4
+                for (int d = 0; d < head_dim; d += 4)
                 {
-                    float4 k4[KU];
+                    const float4 k4 = KV::load4(kr + d);
 #pragma unroll
-                    for (int u = 0; u < KU; u++) k4[u] = d0 + 4 * u < head_dim ? KV::load4(kr + d0 + 4 * u) : float4{0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-                    for (int u = 0; u < KU; u++)
+                    for (int g = 0; g < ATTN_GROUP_MAX; g++)
                     {
-                        const int d = d0 + 4 * u;
-                        if (d < head_dim)
+                        if (g < group)
                         {
-#pragma unroll
-                            for (int g = 0; g < ATTN_GROUP_MAX; g++)
-                            {
-                                if (g < group)
-                                {
-                                    const float4 q4 = *reinterpret_cast<const float4*>(&s_q[g][d]);
-                                    dot[g] += q4.x * k4[u].x + q4.y * k4[u].y + q4.z * k4[u].z + q4.w * k4[u].w;
-                                }
-                            }
+                            const float4 q4 = *reinterpret_cast<const float4*>(&s_q[g][d]);
+                            dot[g] += q4.x * k4.x + q4.y * k4.y + q4.z * k4.z + q4.w * k4.w;
                         }
                     }
                 }
@@ -322,36 +309,27 @@ __device__ __forceinline__ void paged_attention_group_impl(
             }
         }
 
-        // V rows in chunks of VU, all loads of a chunk issued before the first is used (as for K above). Lanes past
-        // the tile's end have weight 0 and read slot 0's row, which exists.
         const int n = min(32, end - tile);
-        for (int i0 = 0; i0 < n; i0 += VU)
+#pragma unroll 2
+        for (int i = 0; i < n; i++)
         {
-            float v[VU][PER_LANE];
+            const int vs = __shfl_sync(0xffffffffu, slot, i);
+            const typename KV::storage* vr = value_cache + (long)vs * row_width + head_offset;
+            float v[PER_LANE];
 #pragma unroll
-            for (int u = 0; u < VU; u++)
+            for (int j = 0; j < PER_LANE; j++)
             {
-                const int vs = __shfl_sync(0xffffffffu, slot, i0 + u);
-                const typename KV::storage* vr = value_cache + (long)vs * row_width + head_offset;
-#pragma unroll
-                for (int j = 0; j < PER_LANE; j++)
-                {
-                    const int d = lane + 32 * j;
-                    v[u][j] = i0 + u < n && d < head_dim ? KV::load(vr + d) : 0.f;
-                }
+                const int d = lane + 32 * j;
+                v[j] = d < head_dim ? KV::load(vr + d) : 0.f;
             }
 #pragma unroll
-            for (int u = 0; u < VU; u++)
+            for (int g = 0; g < ATTN_GROUP_MAX; g++)
             {
-#pragma unroll
-                for (int g = 0; g < ATTN_GROUP_MAX; g++)
+                if (g < group)
                 {
-                    if (g < group)
-                    {
-                        const float w = __shfl_sync(0xffffffffu, e[g], i0 + u);
+                    const float w = __shfl_sync(0xffffffffu, e[g], i);
 #pragma unroll
-                        for (int j = 0; j < PER_LANE; j++) acc[g][j] += w * v[u][j];
-                    }
+                    for (int j = 0; j < PER_LANE; j++) acc[g][j] += w * v[j];
                 }
             }
         }

@@ -34,7 +34,7 @@ internal static class BackendOpCases
 
     /// <summary>
     /// Attention cases whose step has a query longer than 16 tokens and a head dim that is a multiple of 8 up to 128:
-    /// in tensor-core mode the CUDA backend runs them on its TF32 prefill kernel.
+    /// in tensor-core mode the CUDA backend runs them on its f16 tensor-core prefill kernel.
     /// </summary>
     public static IReadOnlyCollection<string> TensorCoreAttentionNames =>
         [.. Table.Keys.Where(n => n is "attention/gqa7/d64/bs5/long-prefill" or "attention/mha/d96/bs7/prefill-chunk" || n.EndsWith("/prefill-1-77-300", StringComparison.Ordinal))];

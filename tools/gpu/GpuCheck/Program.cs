@@ -119,8 +119,8 @@ internal static class Program
             Report(BackendOpCases.Run(name, cuda, reference, 2e-2));
         }
 
-        // Prefill attention in the same mode runs q·k and p·v on TF32 tensor cores (10-bit mantissa).
-        Console.WriteLine("== prefill attention on TF32 tensor cores (tolerance 2e-2)");
+        // Prefill attention in the same mode runs q·k and p·v on f16 tensor cores (10-bit mantissa, fp32 accumulation).
+        Console.WriteLine("== prefill attention on f16 tensor cores (tolerance 2e-2)");
         foreach (var name in BackendOpCases.TensorCoreAttentionNames)
         {
             Report(BackendOpCases.Run(name, cuda, reference, 2e-2));

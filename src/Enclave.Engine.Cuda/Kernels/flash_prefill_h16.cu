@@ -1,0 +1,282 @@
+// Tiled causal prefill attention on half-precision tensor cores (the backend's tensor-core mode); the fp32 and TF32
+// kernels, the tiling and the GQA row packing it shares are described in flash_prefill.cu.
+#include "common.cuh"
+
+#define FLASH_THREADS 128
+#define LOG2E 1.4426950408889634f
+
+// Half-precision tensor-core variant (the backend's tensor-core mode): the same tiling, GQA row packing and causal
+// online softmax, with q·k and p·v on mma.sync m16n8k16 with f16 operands and fp32 accumulation. f16 keeps TF32's
+// 10-bit mantissa at twice the K depth per instruction and half the shared memory and Q registers, so a block holds
+// 64 keys per tile and more blocks fit on a multiprocessor. Q (scaled by scale * log2(e)) is rounded to f16 once into
+// registers; K tiles are stored row-major as f16, V tiles transposed (dims x keys), both padded so that the fragment
+// loads of a warp hit 32 banks. The probabilities go from the score accumulators straight into the A fragments of
+// p·v (the C layout of one 16 x 8 score tile pair is the A layout of a 16 x 16 step), with no trip through shared
+// memory. Fragment layouts (PTX ISA, m16n8k16 .f16): g = lane / 4, t = lane % 4; A registers hold (row, col pairs)
+// (g, 2t), (g + 8, 2t), (g, 2t + 8), (g + 8, 2t + 8); B registers (k pairs, n) (2t, g), (2t + 8, g); C as above.
+// head_dim must be a multiple of 8 and at most D (64 or 128); K, V, Q and P values must stay within f16 range.
+
+#define H_BN 64
+
+__device__ __forceinline__ unsigned int pack_f16x2(float lo, float hi)
+{
+    unsigned int r;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo)); // the first source goes to the upper half
+    return r;
+}
+
+__device__ __forceinline__ void mma_f16(float c[4], unsigned int a0, unsigned int a1, unsigned int a2, unsigned int a3,
+                                        unsigned int b0, unsigned int b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+template <class KV, int D>
+__device__ __forceinline__ void flash_prefill_h16(
+    const float* __restrict__ q, const typename KV::storage* __restrict__ key_cache, const typename KV::storage* __restrict__ value_cache,
+    float* __restrict__ out, const int* __restrict__ seq_query_start, const int* __restrict__ seq_query_len,
+    const int* __restrict__ seq_context, const int* __restrict__ seq_table_offset, const int* __restrict__ tables,
+    int heads, int kv_heads, int head_dim, int block_size, float scale, u16* s_k, u16* s_vt)
+{
+    constexpr int KS = D + 8;                           // K row stride in halves
+    constexpr int VS = H_BN + 8;                        // transposed V row stride in halves
+    constexpr int DK = D / 16;                          // k-steps of q·k over the head dim
+    constexpr int NT = H_BN / 8;                        // n-tiles of a score tile
+    constexpr int KK = H_BN / 16;                       // k-steps of p·v over the keys
+    constexpr int DN = D / 8;                           // n-tiles of the output
+    constexpr int L4 = H_BN * D / 4 / FLASH_THREADS;    // 4-element loads per thread for a full K or V tile
+
+    const int s = blockIdx.y, kvh = blockIdx.z;
+    const int group = heads / kv_heads;
+    const int query_len = seq_query_len[s];
+    const int rows = query_len * group;
+    const int tile = gridDim.x - 1 - blockIdx.x; // the longest tiles (last rows, most keys) start first
+    const int row0 = tile * 64;
+    if (row0 >= rows) return;
+
+    const int context = seq_context[s];
+    const int first_position = context - query_len;
+    const int q_start = seq_query_start[s];
+    const int* table = tables + seq_table_offset[s];
+    const long row_width = (long)kv_heads * head_dim;
+    const long head_offset = (long)kvh * head_dim;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int d4 = head_dim >> 2;
+    const int warp_row0 = row0 + warp * 16;
+    const bool warp_active = warp_row0 < rows;
+
+    // Head dims past head_dim are never loaded: zero them once, so that a partly used k-step multiplies zeros.
+    for (int i = threadIdx.x; i < H_BN * KS; i += FLASH_THREADS) s_k[i] = 0;
+    for (int i = threadIdx.x; i < D * VS; i += FLASH_THREADS) s_vt[i] = 0;
+
+    const float* q_row[2];
+    int position[2];
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+    {
+        const int row = warp_row0 + g + 8 * h;
+        position[h] = row < rows ? first_position + row / group : -1;
+        q_row[h] = row < rows ? q + ((long)(q_start + row / group) * heads + kvh * group + row % group) * head_dim : nullptr;
+    }
+
+    const float scale2 = scale * LOG2E;
+    unsigned int qf[DK][4];
+#pragma unroll
+    for (int k = 0; k < DK; k++)
+    {
+        float v[2][4];
+#pragma unroll
+        for (int h = 0; h < 2; h++)
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+            {
+                const int d = 16 * k + 2 * t + (e & 1) + 8 * (e >> 1);
+                v[h][e] = q_row[h] != nullptr && d < head_dim ? q_row[h][d] * scale2 : 0.f;
+            }
+        qf[k][0] = pack_f16x2(v[0][0], v[0][1]);
+        qf[k][1] = pack_f16x2(v[1][0], v[1][1]);
+        qf[k][2] = pack_f16x2(v[0][2], v[0][3]);
+        qf[k][3] = pack_f16x2(v[1][2], v[1][3]);
+    }
+
+    const int last_row = min(row0 + 64, rows) - 1;
+    const int key_end = first_position + last_row / group + 1;
+
+    float o[DN][4];
+#pragma unroll
+    for (int n = 0; n < DN; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+    float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f};
+
+    for (int key0 = 0; key0 < key_end; key0 += H_BN)
+    {
+        __syncthreads(); // the previous tile (or the zeroing) is done with before it is overwritten
+        // K tile: a warp reads one key row (coalesced), stored row-major as f16; keys past key_end are zero.
+#pragma unroll
+        for (int i = 0; i < L4; i++)
+        {
+            const int idx = threadIdx.x + i * FLASH_THREADS;
+            const int kk = idx / d4, d = (idx - kk * d4) * 4;
+            const int p = key0 + kk;
+            if (kk < H_BN)
+            {
+                float4 kv = float4{0.f, 0.f, 0.f, 0.f};
+                if (p < key_end)
+                {
+                    const long slot = (long)table[p / block_size] * block_size + p % block_size;
+                    kv = KV::load4(key_cache + slot * row_width + head_offset + d);
+                }
+                *reinterpret_cast<uint2*>(s_k + kk * KS + d) = make_uint2(pack_f16x2(kv.x, kv.y), pack_f16x2(kv.z, kv.w));
+            }
+        }
+        // V tile, transposed: consecutive lanes take consecutive keys of the same four dims, so the 16-bit stores
+        // of a warp land in consecutive shared words.
+#pragma unroll
+        for (int i = 0; i < L4; i++)
+        {
+            const int idx = threadIdx.x + i * FLASH_THREADS;
+            const int kk = idx % H_BN, d = (idx / H_BN) * 4;
+            if (d < head_dim)
+            {
+                const int p = key0 + kk;
+                float4 vv = float4{0.f, 0.f, 0.f, 0.f};
+                if (p < key_end)
+                {
+                    const long slot = (long)table[p / block_size] * block_size + p % block_size;
+                    vv = KV::load4(value_cache + slot * row_width + head_offset + d);
+                }
+                s_vt[(d + 0) * VS + kk] = f32_to_f16(vv.x);
+                s_vt[(d + 1) * VS + kk] = f32_to_f16(vv.y);
+                s_vt[(d + 2) * VS + kk] = f32_to_f16(vv.z);
+                s_vt[(d + 3) * VS + kk] = f32_to_f16(vv.w);
+            }
+        }
+        __syncthreads();
+
+        if (warp_active)
+        {
+            // Scores S[16 x H_BN] = (Q scaled) · Kᵀ.
+            float sc[NT][4];
+#pragma unroll
+            for (int j = 0; j < NT; j++)
+            {
+                sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.f;
+                const u16* kr = s_k + (8 * j + g) * KS + 2 * t;
+#pragma unroll
+                for (int k = 0; k < DK; k++)
+                {
+                    if (16 * k < head_dim)
+                    {
+                        const unsigned int b0 = *reinterpret_cast<const unsigned int*>(kr + 16 * k);
+                        const unsigned int b1 = *reinterpret_cast<const unsigned int*>(kr + 16 * k + 8);
+                        mma_f16(sc[j], qf[k][0], qf[k][1], qf[k][2], qf[k][3], b0, b1);
+                    }
+                }
+            }
+
+            // Causal mask and online softmax; a row's values sit in the 4 lanes of its quad.
+#pragma unroll
+            for (int h = 0; h < 2; h++)
+            {
+                float tile_max = NEG_INF;
+#pragma unroll
+                for (int j = 0; j < NT; j++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++)
+                    {
+                        const int p = key0 + 8 * j + 2 * t + e;
+                        float& v = sc[j][2 * h + e];
+                        v = p <= position[h] ? v : NEG_INF;
+                        tile_max = fmaxf(tile_max, v);
+                    }
+                tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+                tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+                const float m_new = fmaxf(m[h], tile_max);
+                const float reference = m_new == NEG_INF ? 0.f : m_new;
+                const float correction = exp2f(m[h] - reference);
+                float sum = 0.f;
+#pragma unroll
+                for (int j = 0; j < NT; j++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++)
+                    {
+                        float& v = sc[j][2 * h + e];
+                        v = exp2f(v - reference);
+                        sum += v;
+                    }
+                sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+                sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+                l[h] = l[h] * correction + sum;
+                m[h] = m_new;
+#pragma unroll
+                for (int n = 0; n < DN; n++)
+                {
+                    o[n][2 * h] *= correction;
+                    o[n][2 * h + 1] *= correction;
+                }
+            }
+
+            // O[16 x D] += P[16 x H_BN] · V[H_BN x D], P straight from the score registers.
+#pragma unroll
+            for (int kk = 0; kk < KK; kk++)
+            {
+                const unsigned int a0 = pack_f16x2(sc[2 * kk][0], sc[2 * kk][1]);
+                const unsigned int a1 = pack_f16x2(sc[2 * kk][2], sc[2 * kk][3]);
+                const unsigned int a2 = pack_f16x2(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
+                const unsigned int a3 = pack_f16x2(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
+#pragma unroll
+                for (int n = 0; n < DN; n++)
+                {
+                    if (8 * n < head_dim)
+                    {
+                        const u16* vr = s_vt + (8 * n + g) * VS + 16 * kk + 2 * t;
+                        const unsigned int b0 = *reinterpret_cast<const unsigned int*>(vr);
+                        const unsigned int b1 = *reinterpret_cast<const unsigned int*>(vr + 8);
+                        mma_f16(o[n], a0, a1, a2, a3, b0, b1);
+                    }
+                }
+            }
+        }
+    }
+
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+    {
+        const int row = warp_row0 + g + 8 * h;
+        if (row >= rows) continue;
+        float* orow = out + ((long)(q_start + row / group) * heads + kvh * group + row % group) * head_dim;
+        const float inv = 1.f / l[h];
+#pragma unroll
+        for (int n = 0; n < DN; n++)
+        {
+            const int d = 8 * n + 2 * t;
+            if (d < head_dim)
+            {
+                orow[d] = o[n][2 * h] * inv;
+                orow[d + 1] = o[n][2 * h + 1] * inv;
+            }
+        }
+    }
+}
+
+#define FLASH_H16_KERNEL_KV(NAME, KV, STORAGE, D)                                                                     \
+    extern "C" __global__ void __launch_bounds__(FLASH_THREADS) NAME(                                                  \
+        const float* __restrict__ q, const STORAGE* __restrict__ key_cache, const STORAGE* __restrict__ value_cache,   \
+        float* __restrict__ out, const int* __restrict__ seq_query_start, const int* __restrict__ seq_query_len,       \
+        const int* __restrict__ seq_context, const int* __restrict__ seq_table_offset, const int* __restrict__ tables, \
+        int heads, int kv_heads, int head_dim, int block_size, float scale)                                            \
+    {                                                                                                                  \
+        __shared__ uint4 s_k[H_BN * (D + 8) / 8]; /* uint4: 16-byte aligned */                                        \
+        __shared__ uint4 s_vt[D * (H_BN + 8) / 8];                                                                     \
+        flash_prefill_h16<KV, D>(q, key_cache, value_cache, out, seq_query_start, seq_query_len, seq_context,          \
+                                 seq_table_offset, tables, heads, kv_heads, head_dim, block_size, scale,               \
+                                 reinterpret_cast<u16*>(s_k), reinterpret_cast<u16*>(s_vt));                           \
+    }
+#define FLASH_H16_KERNEL(D)                                                                                              \
+    FLASH_H16_KERNEL_KV(flash_prefill_h16_d##D, KvF32, float, D)                                                       \
+    FLASH_H16_KERNEL_KV(flash_prefill_h16_d##D##_kvbf16, KvBf16, u16, D)
+
+FLASH_H16_KERNEL(64)   // 9 + 9 KB of shared memory
+FLASH_H16_KERNEL(128)  // 17 + 18 KB
