@@ -1124,9 +1124,6 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         }
     }
 
-    /// <summary>Tensor-core prefill attention on the TF32 kernels instead of the f16 ones (a comparison switch).</summary>
-    private static readonly bool Tf32PrefillAttention = string.Equals(Environment.GetEnvironmentVariable("ENCLAVE_CUDA_PREFILL_ATTENTION"), "tf32", StringComparison.OrdinalIgnoreCase);
-
     /// <summary>The most query heads per KV head that one block of the grouped decode attention kernel serves.</summary>
     internal const int AttentionGroupMax = 8;
 
@@ -1164,12 +1161,6 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         };
         var kernel = FlashPrefillKernels[kc.DType == DType.BF16 ? 1 : 0][variant];
         var source = variant <= 1 ? "flash_prefill_h16.cu" : "flash_prefill.cu";
-        if (variant <= 1 && Tf32PrefillAttention)
-        {
-            // The TF32 kernels the f16 ones replaced, kept for comparison (ENCLAVE_CUDA_PREFILL_ATTENTION=tf32).
-            kernel = kernel.Replace("_h16_", "_tc_", StringComparison.Ordinal);
-            source = "flash_prefill.cu";
-        }
         var group = heads / kvHeads;
         var rowTiles = (uint)((((long)maxQueryLength * group) + rowsPerBlock - 1) / rowsPerBlock);
         int tokens = _tokens, s = _sequences, seqBase = (4 * tokens) + _logitRows;

@@ -1,14 +1,15 @@
-// Tiled causal prefill attention on half-precision tensor cores (the backend's tensor-core mode); the fp32 and TF32
-// kernels, the tiling and the GQA row packing it shares are described in flash_prefill.cu.
+// Tiled causal prefill attention on half-precision tensor cores (the backend's tensor-core mode); the exact fp32
+// kernels, and the tiling and GQA row packing this one shares with them, are described in flash_prefill.cu.
 #include "common.cuh"
 
 #define FLASH_THREADS 128
 #define LOG2E 1.4426950408889634f
 
-// Half-precision tensor-core variant (the backend's tensor-core mode): the same tiling, GQA row packing and causal
-// online softmax, with q·k and p·v on mma.sync m16n8k16 with f16 operands and fp32 accumulation. f16 keeps TF32's
-// 10-bit mantissa at twice the K depth per instruction and half the shared memory and Q registers, so a block holds
-// 64 keys per tile and more blocks fit on a multiprocessor. Q (scaled by scale * log2(e)) is rounded to f16 once into
+// The same tiling, GQA row packing and causal online softmax as the fp32 kernels, with q·k and p·v on mma.sync
+// m16n8k16 with f16 operands and fp32 accumulation. It replaced a TF32 m16n8k8 kernel: f16 keeps TF32's 10-bit
+// mantissa at twice the K depth per instruction and half the shared memory and Q registers, so a block holds 64 keys
+// per tile and more blocks fit on a multiprocessor (7B shape on an H200: 2k-token prefill 22.0k → 25.8k tokens/s,
+// 8k 10.4k → 13.5k). Q (scaled by scale * log2(e)) is rounded to f16 once into
 // registers; K tiles are stored row-major as f16, V tiles transposed (dims x keys), both padded so that the fragment
 // loads of a warp hit 32 banks. The probabilities go from the score accumulators straight into the A fragments of
 // p·v (the C layout of one 16 x 8 score tile pair is the A layout of a 16 x 16 step), with no trip through shared
