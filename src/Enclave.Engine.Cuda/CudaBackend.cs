@@ -1076,10 +1076,14 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         }
 
         // Groups of up to 8 query heads per KV head run one block per (kv head, token, split), reading each K/V row once
-        // for the whole group; wider groups one block per (query head, token, split).
+        // for the whole group: decode_attention.cu when head_dim is a multiple of 8 (its 16-byte row slices), else
+        // paged_attention_group; wider groups one block per (query head, token, split).
         var group = heads / kvHeads;
         var grouped = group <= AttentionGroupMax;
-        var kernel = DecodeAttentionKernels[bf16][!grouped ? 0 : headDim <= 64 ? 1 : headDim <= 128 ? 2 : 3];
+        var sized = headDim <= 64 ? 1 : headDim <= 128 ? 2 : 3;
+        var (source, kernel) = !grouped ? ("attention.cu", DecodeAttentionKernels[bf16][0])
+            : headDim % 8 == 0 ? ("decode_attention.cu", TiledDecodeAttentionKernels[bf16][sized])
+            : ("attention.cu", DecodeAttentionKernels[bf16][sized]);
         var blockHeads = grouped ? kvHeads : heads;
 
         // Split long contexts so that at least two blocks per multiprocessor have work (decode has few (token, head) pairs).
@@ -1092,11 +1096,11 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
             // A graph decode step must not depend on this step's context lengths: the split count comes from the
             // longest context allowed, and chunk 0 lets each block size its chunk from its sequence's context.
             chunk = 0;
-            splits = Math.Max(1, Math.Min(wanted, (_graphLimits!.MaxModelLength + 127) / 128));
+            splits = Math.Max(1, Math.Min(wanted, (_graphLimits!.MaxModelLength + AttentionSpanGranule - 1) / AttentionSpanGranule));
         }
         else
         {
-            chunk = Math.Max(128, (((_maxContext + wanted - 1) / wanted) + 127) / 128 * 128);
+            chunk = Math.Max(AttentionSpanGranule, (((_maxContext + wanted - 1) / wanted) + AttentionSpanGranule - 1) / AttentionSpanGranule * AttentionSpanGranule);
             splits = Math.Max(1, (_maxContext + chunk - 1) / chunk);
         }
 
@@ -1116,7 +1120,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
             &pq, &pkc, &pvc, &po, &partialOut, &partialStats, &tokenSeq, &qStart, &qLen, &context, &tableOffset, &tables,
             &heads, &kvHeads, &headDim, &blockSize, &scale, &chunk, &splits,
         };
-        Launch("attention.cu", kernel, (uint)blockHeads, (uint)tokens, (uint)splits, 128, args);
+        Launch(source, kernel, (uint)blockHeads, (uint)tokens, (uint)splits, 128, args);
         if (splits > 1)
         {
             void** combineArgs = stackalloc void*[] { &partialOut, &partialStats, &po, &heads, &headDim, &splits };
@@ -1126,6 +1130,9 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
 
     /// <summary>The most query heads per KV head that one block of the grouped decode attention kernel serves.</summary>
     internal const int AttentionGroupMax = 8;
+
+    /// <summary>Decode attention splits cover multiples of this many positions (ATTN_SPAN_GRANULE in common.cuh).</summary>
+    internal const int AttentionSpanGranule = 64;
 
     /// <summary>Steps whose longest query is longer than this run attention on the tiled prefill kernel.</summary>
     internal const int FlashMinQueryLength = 16;
@@ -1150,7 +1157,8 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
     private void FlashPrefill(CudaTensor qt, CudaTensor kc, CudaTensor vc, CudaTensor o, int heads, int kvHeads, int headDim, int blockSize, float scale, int maxQueryLength)
     {
         // Per head-dim bound: (kernel, query rows per block), as instantiated in flash_prefill.cu. In tensor-core mode
-        // (prefill products already round activations to bf16) q·k and p·v run on f16 MMA where the head dim allows.
+        // (prefill products already round activations to bf16) q·k and p·v run on f16 MMA where the head dim allows, or
+        // bf16 MMA over a bf16 cache.
         var (variant, rowsPerBlock) = (TensorCoreGemm && headDim % 8 == 0 && headDim <= 128, headDim) switch
         {
             (true, <= 64) => (0, 64),
@@ -1161,6 +1169,13 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         };
         var kernel = FlashPrefillKernels[kc.DType == DType.BF16 ? 1 : 0][variant];
         var source = variant <= 1 ? "flash_prefill_h16.cu" : "flash_prefill.cu";
+        if (variant <= 1 && kc.DType == DType.BF16 && _ctx.Probe.ComputeMajor >= 8)
+        {
+            // A bf16 cache goes to the tensor cores as it is stored (bf16 MMA, tiles copied asynchronously: sm_80 on).
+            kernel = variant == 0 ? "flash_prefill_bf16_d64_kvbf16" : "flash_prefill_bf16_d128_kvbf16";
+            source = "flash_prefill_bf16.cu";
+        }
+
         var group = heads / kvHeads;
         var rowTiles = (uint)((((long)maxQueryLength * group) + rowsPerBlock - 1) / rowsPerBlock);
         int tokens = _tokens, s = _sequences, seqBase = (4 * tokens) + _logitRows;
@@ -1329,6 +1344,12 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
     private static readonly string[][] DecodeAttentionKernels = [.. new[] { string.Empty, "_kvbf16" }.Select(suffix => new[]
     {
         "paged_attention" + suffix, "paged_attention_group_d64" + suffix, "paged_attention_group_d128" + suffix, "paged_attention_group_d256" + suffix,
+    })];
+
+    // decode_attention.cu per cache type, indexed like DecodeAttentionKernels (entry 0 unused: it serves groups only).
+    private static readonly string[][] TiledDecodeAttentionKernels = [.. new[] { string.Empty, "_kvbf16" }.Select(suffix => new[]
+    {
+        string.Empty, "decode_attention_d64" + suffix, "decode_attention_d128" + suffix, "decode_attention_d256" + suffix,
     })];
 
     private static readonly string[][] FlashPrefillKernels = [.. new[] { string.Empty, "_kvbf16" }.Select(suffix => new[]

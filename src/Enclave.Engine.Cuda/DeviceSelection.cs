@@ -55,14 +55,28 @@ public static class DeviceSelection
 
     /// <summary>
     /// The CUDA backend on device N. ENCLAVE_CUDA_GEMM=tensor-core sends prefill-sized products with F16/BF16 weights
-    /// through cuBLAS tensor cores (activations rounded to the weight type) instead of the exact fp32 kernel.
+    /// through cuBLAS tensor cores (activations rounded to the weight type) instead of the exact fp32 kernel;
+    /// ENCLAVE_CUDA_SPLIT_K=N caps the K chunks of skinny tensor-core products (1 turns the split off), for benchmarks.
     /// </summary>
     private static CudaBackend CreateCuda(int ordinal, bool enforceEager)
     {
         var tensorCores = string.Equals(Environment.GetEnvironmentVariable("ENCLAVE_CUDA_GEMM"), "tensor-core", StringComparison.OrdinalIgnoreCase);
+        var splitK = Environment.GetEnvironmentVariable("ENCLAVE_CUDA_SPLIT_K");
+        var splitKLimit = 0;
+        if (splitK is not null && (!int.TryParse(splitK, System.Globalization.CultureInfo.InvariantCulture, out splitKLimit) || splitKLimit < 1))
+        {
+            throw new DeviceSelectionException($"ENCLAVE_CUDA_SPLIT_K must be a whole number of 1 or more, not '{splitK}'");
+        }
+
         try
         {
-            return new CudaBackend(new CudaBackendOptions { Device = ordinal, TensorCoreGemm = tensorCores, CudaGraphs = !enforceEager });
+            var backend = new CudaBackend(new CudaBackendOptions { Device = ordinal, TensorCoreGemm = tensorCores, CudaGraphs = !enforceEager });
+            if (splitKLimit > 0)
+            {
+                backend.SplitKLimit = splitKLimit;
+            }
+
+            return backend;
         }
         catch (Exception e) when (e is CudaUnavailableException or CudaException)
         {

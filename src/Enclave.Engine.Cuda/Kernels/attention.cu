@@ -21,7 +21,7 @@
 //
 // chunk 0 (recorded decode steps, whose launch cannot depend on this step's context lengths): the grid has a fixed
 // number of splits and each block derives its sequence's chunk from the context length in the step metadata, in
-// multiples of 128 positions. Splits that start past the context write an empty partial (max -inf, sum 0, output 0),
+// multiples of ATTN_SPAN_GRANULE positions. Splits that start past the context write an empty partial (max -inf, sum 0, output 0),
 // which attention_combine skips.
 //
 // Step metadata (uploaded once per step): token_seq[t] = sequence of token t; per sequence its query start, query
@@ -72,7 +72,7 @@ __device__ __forceinline__ void paged_attention_impl(const float* __restrict__ q
     const int* table = tables + seq_table_offset[s];
     const long row_width = (long)kv_heads * head_dim;
     const long head_offset = (long)kvh * head_dim;
-    const int span = chunk > 0 ? chunk : max(128, ((seq_context[s] + splits - 1) / splits + 127) / 128 * 128);
+    const int span = chunk > 0 ? chunk : max(ATTN_SPAN_GRANULE, ((seq_context[s] + splits - 1) / splits + ATTN_SPAN_GRANULE - 1) / ATTN_SPAN_GRANULE * ATTN_SPAN_GRANULE);
     const int begin = split * span;
     const int end = min(position + 1, begin + span);
     const bool vec4 = (head_dim & 3) == 0;
@@ -225,7 +225,7 @@ __device__ __forceinline__ void paged_attention_group_impl(
     const int* table = tables + seq_table_offset[s];
     const long row_width = (long)kv_heads * head_dim;
     const long head_offset = (long)kvh * head_dim;
-    const int span = chunk > 0 ? chunk : max(128, ((seq_context[s] + splits - 1) / splits + 127) / 128 * 128);
+    const int span = chunk > 0 ? chunk : max(ATTN_SPAN_GRANULE, ((seq_context[s] + splits - 1) / splits + ATTN_SPAN_GRANULE - 1) / ATTN_SPAN_GRANULE * ATTN_SPAN_GRANULE);
     const int begin = split * span;
     const int end = min(position + 1, begin + span);
     const bool vec4 = (head_dim & 3) == 0;

@@ -100,9 +100,12 @@ __device__ __forceinline__ float block_sum(float v)
     return total;
 }
 
-// Instantiates an extern "C" kernel per weight type: NAME_f32, NAME_f16, NAME_bf16.
 #define NEG_INF __int_as_float(0xff800000)
 
+// Context splits of the decode attention kernels cover multiples of this many positions (CudaBackend.AttentionSpanGranule).
+#define ATTN_SPAN_GRANULE 64
+
+// Instantiates an extern "C" kernel per weight type: NAME_f32, NAME_f16, NAME_bf16.
 #define ENCLAVE_FOR_WEIGHT_TYPES(MACRO) MACRO(f32, TF32) MACRO(f16, TF16) MACRO(bf16, TBF16)
 
 // KV cache element types: fp32, or bf16 (half the bytes an attention step reads), converted to fp32 on load. load4

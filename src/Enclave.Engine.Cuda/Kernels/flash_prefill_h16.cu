@@ -1,9 +1,8 @@
 // Tiled causal prefill attention on half-precision tensor cores (the backend's tensor-core mode); the exact fp32
 // kernels, and the tiling and GQA row packing this one shares with them, are described in flash_prefill.cu.
-#include "common.cuh"
+#include "flash_mma.cuh"
 
 #define FLASH_THREADS 128
-#define LOG2E 1.4426950408889634f
 
 // The same tiling, GQA row packing and causal online softmax as the fp32 kernels, with q·k and p·v on mma.sync
 // m16n8k16 with f16 operands and fp32 accumulation. It replaced a TF32 m16n8k8 kernel: f16 keeps TF32's 10-bit
@@ -13,8 +12,7 @@
 // registers; K tiles are stored row-major as f16, V tiles transposed (dims x keys), both padded so that the fragment
 // loads of a warp hit 32 banks. The probabilities go from the score accumulators straight into the A fragments of
 // p·v (the C layout of one 16 x 8 score tile pair is the A layout of a 16 x 16 step), with no trip through shared
-// memory. Fragment layouts (PTX ISA, m16n8k16 .f16): g = lane / 4, t = lane % 4; A registers hold (row, col pairs)
-// (g, 2t), (g + 8, 2t), (g, 2t + 8), (g + 8, 2t + 8); B registers (k pairs, n) (2t, g), (2t + 8, g); C as above.
+// memory (fragment layouts in flash_mma.cuh).
 // head_dim must be a multiple of 8 and at most D (64 or 128); K, V, Q and P values must stay within f16 range.
 
 #define H_BN 64
@@ -25,6 +23,11 @@ __device__ __forceinline__ unsigned int pack_f16x2(float lo, float hi)
     asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo)); // the first source goes to the upper half
     return r;
 }
+
+struct PackF16
+{
+    static __device__ __forceinline__ unsigned int pack(float lo, float hi) { return pack_f16x2(lo, hi); }
+};
 
 __device__ __forceinline__ void mma_f16(float c[4], unsigned int a0, unsigned int a1, unsigned int a2, unsigned int a3,
                                         unsigned int b0, unsigned int b1)
@@ -74,34 +77,13 @@ __device__ __forceinline__ void flash_prefill_h16(
     for (int i = threadIdx.x; i < D * VS; i += FLASH_THREADS) s_vt[i] = 0;
 
     const float* q_row[2];
+    float* out_row[2];
     int position[2];
-#pragma unroll
-    for (int h = 0; h < 2; h++)
-    {
-        const int row = warp_row0 + g + 8 * h;
-        position[h] = row < rows ? first_position + row / group : -1;
-        q_row[h] = row < rows ? q + ((long)(q_start + row / group) * heads + kvh * group + row % group) * head_dim : nullptr;
-    }
+    flash_rows(q, out, warp_row0, g, rows, group, first_position, q_start, heads, kvh, head_dim, position, q_row, out_row);
 
-    const float scale2 = scale * LOG2E;
+    const float scale2 = scale * FLASH_LOG2E;
     unsigned int qf[DK][4];
-#pragma unroll
-    for (int k = 0; k < DK; k++)
-    {
-        float v[2][4];
-#pragma unroll
-        for (int h = 0; h < 2; h++)
-#pragma unroll
-            for (int e = 0; e < 4; e++)
-            {
-                const int d = 16 * k + 2 * t + (e & 1) + 8 * (e >> 1);
-                v[h][e] = q_row[h] != nullptr && d < head_dim ? q_row[h][d] * scale2 : 0.f;
-            }
-        qf[k][0] = pack_f16x2(v[0][0], v[0][1]);
-        qf[k][1] = pack_f16x2(v[1][0], v[1][1]);
-        qf[k][2] = pack_f16x2(v[0][2], v[0][3]);
-        qf[k][3] = pack_f16x2(v[1][2], v[1][3]);
-    }
+    flash_load_q<DK, PackF16>(qf, q_row, head_dim, scale2, t);
 
     const int last_row = min(row0 + 64, rows) - 1;
     const int key_end = first_position + last_row / group + 1;
@@ -177,56 +159,14 @@ __device__ __forceinline__ void flash_prefill_h16(
                 }
             }
 
-            // Causal mask and online softmax; a row's values sit in the 4 lanes of its quad.
-#pragma unroll
-            for (int h = 0; h < 2; h++)
-            {
-                float tile_max = NEG_INF;
-#pragma unroll
-                for (int j = 0; j < NT; j++)
-#pragma unroll
-                    for (int e = 0; e < 2; e++)
-                    {
-                        const int p = key0 + 8 * j + 2 * t + e;
-                        float& v = sc[j][2 * h + e];
-                        v = p <= position[h] ? v : NEG_INF;
-                        tile_max = fmaxf(tile_max, v);
-                    }
-                tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-                tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
-                const float m_new = fmaxf(m[h], tile_max);
-                const float reference = m_new == NEG_INF ? 0.f : m_new;
-                const float correction = exp2f(m[h] - reference);
-                float sum = 0.f;
-#pragma unroll
-                for (int j = 0; j < NT; j++)
-#pragma unroll
-                    for (int e = 0; e < 2; e++)
-                    {
-                        float& v = sc[j][2 * h + e];
-                        v = exp2f(v - reference);
-                        sum += v;
-                    }
-                sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-                sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-                l[h] = l[h] * correction + sum;
-                m[h] = m_new;
-#pragma unroll
-                for (int n = 0; n < DN; n++)
-                {
-                    o[n][2 * h] *= correction;
-                    o[n][2 * h + 1] *= correction;
-                }
-            }
+            flash_softmax_tile<NT, DN>(sc, m, l, o, position, key0, t);
 
             // O[16 x D] += P[16 x H_BN] · V[H_BN x D], P straight from the score registers.
 #pragma unroll
             for (int kk = 0; kk < KK; kk++)
             {
-                const unsigned int a0 = pack_f16x2(sc[2 * kk][0], sc[2 * kk][1]);
-                const unsigned int a1 = pack_f16x2(sc[2 * kk][2], sc[2 * kk][3]);
-                const unsigned int a2 = pack_f16x2(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
-                const unsigned int a3 = pack_f16x2(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
+                unsigned int a0, a1, a2, a3;
+                flash_p_fragment<PackF16>(sc[2 * kk], sc[2 * kk + 1], a0, a1, a2, a3);
 #pragma unroll
                 for (int n = 0; n < DN; n++)
                 {
@@ -242,24 +182,7 @@ __device__ __forceinline__ void flash_prefill_h16(
         }
     }
 
-#pragma unroll
-    for (int h = 0; h < 2; h++)
-    {
-        const int row = warp_row0 + g + 8 * h;
-        if (row >= rows) continue;
-        float* orow = out + ((long)(q_start + row / group) * heads + kvh * group + row % group) * head_dim;
-        const float inv = 1.f / l[h];
-#pragma unroll
-        for (int n = 0; n < DN; n++)
-        {
-            const int d = 8 * n + 2 * t;
-            if (d < head_dim)
-            {
-                orow[d] = o[n][2 * h] * inv;
-                orow[d + 1] = o[n][2 * h + 1] * inv;
-            }
-        }
-    }
+    flash_store_output<DN>(out_row, o, l, head_dim, t);
 }
 
 #define FLASH_H16_KERNEL_KV(NAME, KV, STORAGE, D)                                                                     \

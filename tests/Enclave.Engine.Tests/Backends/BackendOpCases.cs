@@ -37,7 +37,7 @@ internal static class BackendOpCases
     /// in tensor-core mode the CUDA backend runs them on its f16 tensor-core prefill kernel.
     /// </summary>
     public static IReadOnlyCollection<string> TensorCoreAttentionNames =>
-        [.. Table.Keys.Where(n => n is "attention/gqa7/d64/bs5/long-prefill" or "attention/mha/d96/bs7/prefill-chunk" || n.EndsWith("/prefill-1-77-300", StringComparison.Ordinal))];
+        [.. Table.Keys.Where(n => n is "attention/gqa7/d64/bs5/long-prefill" or "attention/mha/d96/bs7/prefill-chunk" or "attention_kvbf16/mha/d96/bs7/prefill-chunk" || n.EndsWith("/prefill-1-77-300", StringComparison.Ordinal))];
 
     /// <summary>Runs one case on <paramref name="candidate"/> and on <paramref name="reference"/> and compares every output.</summary>
     public static Result Run(string name, IBackend candidate, IBackend reference, double? tolerance = null)
@@ -155,6 +155,10 @@ internal static class BackendOpCases
         }
 
         cases["rmsnorm/bf16/2x3584"] = (b => Norm(b, DType.BF16, 2, 3584, false), 1e-5);
+        // Rows held in registers between the sum and the write (width a multiple of 4), in place, and rows too wide for that.
+        cases["add_rmsnorm/bf16/3x3584"] = (b => Norm(b, DType.BF16, 3, 3584, true), 1e-5);
+        cases["add_rmsnorm/f32/in-place/2x1024"] = (b => Norm(b, DType.F32, 2, 1024, true, inPlace: true), 1e-5);
+        cases["rmsnorm/f16/2x20000"] = (b => Norm(b, DType.F16, 2, 20000, false), 1e-5);
         cases["rmsnorm/bf16/in-place-heads/12x40"] = (b => Norm(b, DType.BF16, 12, 40, false, inPlace: true), 1e-5);
         cases["rope/neox/t3h5d24r16"] = (b => Rope(b, 3, 5, 24, 16, false, 1f), 1e-5);
         cases["rope/interleaved/scaled/t4h3d64"] = (b => Rope(b, 4, 3, 64, 64, true, 1.2f), 1e-5);
@@ -174,12 +178,20 @@ internal static class BackendOpCases
         cases["attention/gqa8/d256/bs16/decode-batch"] = (b => Attention(b, 8, 1, 256, 16, [(1, 33), (1, 260), (3, 3)]), 1e-5);
         cases["attention/gqa5/d36/bs8/decode-batch"] = (b => Attention(b, 10, 2, 36, 8, [(1, 70), (1, 9), (1, 200)]), 1e-5);
         cases["attention/gqa16/d64/bs16/decode-batch"] = (b => Attention(b, 16, 1, 64, 16, [(1, 40), (1, 400)]), 1e-5);
+        // The tiled decode kernel (head_dim a multiple of 8): long contexts cut into many splits, a head_dim below the
+        // kernel's width (96 on the 128-wide kernel), and short multi-token queries.
+        cases["attention/gqa4/d64/bs16/long-decode"] = (b => Attention(b, 8, 2, 64, 16, [(1, 1500), (1, 65), (3, 200)]), 1e-5);
+        cases["attention/gqa6/d96/bs8/decode-batch"] = (b => Attention(b, 12, 2, 96, 8, [(1, 130), (1, 2), (2, 90)]), 1e-5);
         // A bf16 cache where the backend keeps one (CUDA); elsewhere an f32 cache holding the same bf16-rounded values,
         // so both compute over identical keys and values. Decode (per-head and grouped kernels) and prefill (tiled).
         cases["attention_kvbf16/gqa7/d128/bs16/decode-batch"] = (b => Attention(b, 14, 2, 128, 16, [(1, 1), (1, 17), (1, 300), (2, 64), (1, 555)], DType.BF16), 1e-5);
         cases["attention_kvbf16/gqa16/d64/bs16/decode"] = (b => Attention(b, 16, 1, 64, 16, [(1, 40), (1, 400)], DType.BF16), 1e-5);
+        cases["attention_kvbf16/gqa4/d64/bs16/long-decode"] = (b => Attention(b, 8, 2, 64, 16, [(1, 1500), (1, 65), (3, 200)], DType.BF16), 1e-5);
+        cases["attention_kvbf16/gqa8/d256/bs16/decode-batch"] = (b => Attention(b, 8, 1, 256, 16, [(1, 33), (1, 260), (3, 3)], DType.BF16), 1e-5);
         cases["attention_kvbf16/gqa2/d30/bs3/odd-dim"] = (b => Attention(b, 4, 2, 30, 3, [(4, 4), (1, 9), (3, 40)], DType.BF16), 1e-5);
         cases["attention_kvbf16/gqa3/d64/bs16/prefill-1-77-300"] = (b => Attention(b, 6, 2, 64, 16, [(1, 50), (77, 77), (300, 345)], DType.BF16), 1e-5);
+        cases["attention_kvbf16/gqa7/d128/bs16/prefill-1-77-300"] = (b => Attention(b, 14, 2, 128, 16, [(1, 50), (77, 77), (300, 345)], DType.BF16), 1e-5);
+        cases["attention_kvbf16/mha/d96/bs7/prefill-chunk"] = (b => Attention(b, 3, 3, 96, 7, [(40, 95), (17, 17)], DType.BF16), 1e-5);
         cases["attention_kvbf16/gqa4/d256/bs16/prefill-prefix"] = (b => Attention(b, 8, 2, 256, 16, [(130, 200), (2, 2)], DType.BF16), 1e-5);
         // Prefill steps (a query longer than CudaBackend.FlashMinQueryLength) take the tiled kernel on CUDA: one decode
         // token, a fresh 77-token prompt and a 300-token prompt behind a 45-token cached prefix in one batch.

@@ -40,7 +40,7 @@ public sealed class CudaBackendTests
     }
 
     [CudaFact]
-    public void Tensor_core_prefill_attention_stays_within_f16_rounding()
+    public void Tensor_core_prefill_attention_stays_within_f16_and_bf16_rounding()
     {
         using var cuda = new CudaBackend(new CudaBackendOptions { TensorCoreGemm = true });
         using var reference = new ReferenceBackend();
@@ -55,9 +55,12 @@ public sealed class CudaBackendTests
     public void The_tensor_core_attention_cases_cover_both_head_dim_bounds_and_a_cached_prefix()
     {
         // d64 and d128 (the two f16 tensor-core kernels), d96 (a head dim below its bound), the mixed batch with a prefix, and the
-        // same over a bf16 cache.
+        // bf16 tensor-core kernels over a bf16 cache at both bounds and below.
         Assert.Equal(
-            ["attention/gqa3/d128/bs16/prefill-1-77-300", "attention/gqa3/d64/bs16/prefill-1-77-300", "attention/gqa7/d64/bs5/long-prefill", "attention/mha/d96/bs7/prefill-chunk", "attention_kvbf16/gqa3/d64/bs16/prefill-1-77-300"],
+            [
+                "attention/gqa3/d128/bs16/prefill-1-77-300", "attention/gqa3/d64/bs16/prefill-1-77-300", "attention/gqa7/d64/bs5/long-prefill", "attention/mha/d96/bs7/prefill-chunk",
+                "attention_kvbf16/gqa3/d64/bs16/prefill-1-77-300", "attention_kvbf16/gqa7/d128/bs16/prefill-1-77-300", "attention_kvbf16/mha/d96/bs7/prefill-chunk",
+            ],
             BackendOpCases.TensorCoreAttentionNames.Order(StringComparer.Ordinal));
     }
 

@@ -1,0 +1,129 @@
+// Pieces shared by the tensor-core prefill attention kernels (flash_prefill_h16.cu, flash_prefill_bf16.cu): one warp
+// owns 16 packed query rows; fragment layouts (PTX ISA, m16n8k16): g = lane / 4, t = lane % 4; A registers hold
+// (row, col pairs) (g, 2t), (g + 8, 2t), (g, 2t + 8), (g + 8, 2t + 8); B registers (k pairs, n) (2t, g), (2t + 8, g);
+// C registers (g, 2t), (g, 2t + 1), (g + 8, 2t), (g + 8, 2t + 1). Row h of a lane (h = 0, 1) is g + 8h.
+#pragma once
+#include "common.cuh"
+
+#define FLASH_LOG2E 1.4426950408889634f
+
+// A lane's two rows (g and g + 8 of the warp's 16) of the block's packed rows (row = query * group + head in group):
+// the position of the query, and its q and output rows; -1 and null for rows past the sequence's rows.
+__device__ __forceinline__ void flash_rows(const float* q, float* out, int warp_row0, int g, int rows, int group, int first_position,
+                                           int q_start, int heads, int kvh, int head_dim, int position[2], const float* q_row[2], float* out_row[2])
+{
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+    {
+        const int row = warp_row0 + g + 8 * h;
+        const long offset = ((long)(q_start + row / group) * heads + kvh * group + row % group) * head_dim;
+        position[h] = row < rows ? first_position + row / group : -1;
+        q_row[h] = row < rows ? q + offset : nullptr;
+        out_row[h] = row < rows ? out + offset : nullptr;
+    }
+}
+
+// Q fragments of the warp's rows, scaled by scale * log2(e) (the softmax then runs on exp2) and packed by
+// Packer::pack (two floats to one 32-bit pair of 16-bit values, the first in the low half); dims past head_dim are zero.
+template <int DK, class Packer>
+__device__ __forceinline__ void flash_load_q(unsigned int qf[DK][4], const float* const q_row[2], int head_dim, float scale2, int t)
+{
+#pragma unroll
+    for (int k = 0; k < DK; k++)
+    {
+        float v[2][4];
+#pragma unroll
+        for (int h = 0; h < 2; h++)
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+            {
+                const int d = 16 * k + 2 * t + (e & 1) + 8 * (e >> 1);
+                v[h][e] = q_row[h] != nullptr && d < head_dim ? q_row[h][d] * scale2 : 0.f;
+            }
+        qf[k][0] = Packer::pack(v[0][0], v[0][1]);
+        qf[k][1] = Packer::pack(v[1][0], v[1][1]);
+        qf[k][2] = Packer::pack(v[0][2], v[0][3]);
+        qf[k][3] = Packer::pack(v[1][2], v[1][3]);
+    }
+}
+
+// The A fragment of one 16-key step of p·v from the two 8-key score tiles that cover it: the C layout of a 16 x 8
+// score tile pair is the A layout of a 16 x 16 step, so the probabilities never pass through shared memory.
+template <class Packer>
+__device__ __forceinline__ void flash_p_fragment(const float lo[4], const float hi[4], unsigned int& a0, unsigned int& a1, unsigned int& a2, unsigned int& a3)
+{
+    a0 = Packer::pack(lo[0], lo[1]);
+    a1 = Packer::pack(lo[2], lo[3]);
+    a2 = Packer::pack(hi[0], hi[1]);
+    a3 = Packer::pack(hi[2], hi[3]);
+}
+
+// Causal mask and online softmax over one score tile sc (keys key0 ..), in place: the scores become exp2(s - max),
+// the running max m and sum l advance and the output accumulators o are rescaled. A row's values sit in the 4 lanes of
+// its quad; a row with no visible key yet keeps max -inf and adds zeros.
+template <int NT, int DN>
+__device__ __forceinline__ void flash_softmax_tile(float sc[NT][4], float m[2], float l[2], float o[DN][4], const int position[2], int key0, int t)
+{
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+    {
+        float tile_max = NEG_INF;
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int e = 0; e < 2; e++)
+            {
+                const int p = key0 + 8 * j + 2 * t + e;
+                float& v = sc[j][2 * h + e];
+                v = p <= position[h] ? v : NEG_INF;
+                tile_max = fmaxf(tile_max, v);
+            }
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+        const float m_new = fmaxf(m[h], tile_max);
+        const float reference = m_new == NEG_INF ? 0.f : m_new;
+        const float correction = exp2f(m[h] - reference);
+        float sum = 0.f;
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int e = 0; e < 2; e++)
+            {
+                float& v = sc[j][2 * h + e];
+                v = exp2f(v - reference);
+                sum += v;
+            }
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+        sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+        l[h] = l[h] * correction + sum;
+        m[h] = m_new;
+#pragma unroll
+        for (int n = 0; n < DN; n++)
+        {
+            o[n][2 * h] *= correction;
+            o[n][2 * h + 1] *= correction;
+        }
+    }
+}
+
+// Writes the warp's normalised output rows (out_row[h] null for rows past the block's rows).
+template <int DN>
+__device__ __forceinline__ void flash_store_output(float* const out_row[2], float o[DN][4], const float l[2], int head_dim, int t)
+{
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+    {
+        if (out_row[h] == nullptr) continue;
+        const float inv = 1.f / l[h];
+#pragma unroll
+        for (int n = 0; n < DN; n++)
+        {
+            const int d = 8 * n + 2 * t;
+            if (d < head_dim)
+            {
+                out_row[h][d] = o[n][2 * h] * inv;
+                out_row[h][d + 1] = o[n][2 * h + 1] * inv;
+            }
+        }
+    }
+}

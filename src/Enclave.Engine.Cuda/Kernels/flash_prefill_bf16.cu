@@ -1,0 +1,220 @@
+// Tiled causal prefill attention over a bf16 KV cache on bf16 tensor cores (tensor-core mode). Same tiling, GQA row
+// packing, causal online softmax and fragment layouts as flash_prefill_h16.cu, with the K and V tiles copied from the
+// paged cache into shared memory as they are stored (cp.async, 16 bytes a copy, no conversion), so the copies run
+// behind the tensor-core work instead of before it:
+//   top of tile j:    wait for K_j; start copying V_j;  S = Q K_jᵀ and the softmax run while V_j arrives;
+//   middle of tile j: wait for V_j; start copying K_j+1; O += P V_j runs while K_j+1 arrives.
+// One K buffer and one V buffer suffice, each refilled only after the barrier that ends its readers' phase.
+// The flash_prefill_h16 kernels convert each element to f16 on the way from global memory to shared memory, so every
+// tile waited on its loads with nothing to overlap (about 40 TFLOP/s of attention at 2k tokens on the 7B shape).
+// K fragments (B of q·k, keys as columns) are read with ldmatrix, V fragments (B of p·v, keys as rows) with
+// ldmatrix.trans, which hands each lane the (key, key + 1) pairs of a dim that the m16n8k16 B layout wants from a
+// tile stored key-major. Q (scaled by scale * log2(e)) and P are rounded to bf16, as K and V already are.
+// head_dim must be a multiple of 8 and at most D (64 or 128); dims past head_dim and keys past the causal end are
+// zero-filled by the copies.
+#include "flash_mma.cuh"
+
+#define FB_THREADS 128
+#define FB_BN 64
+
+__device__ __forceinline__ unsigned int shared_address(const void* p)
+{
+    unsigned int r;
+    asm volatile("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
+    return r;
+}
+
+// 16 bytes from global to shared memory, or 16 zero bytes when !valid (src is then not read).
+__device__ __forceinline__ void copy16_async(unsigned int dst, const void* src, bool valid)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
+}
+
+__device__ __forceinline__ void copies_commit() { asm volatile("cp.async.commit_group;"); }
+__device__ __forceinline__ void copies_wait_all() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
+
+__device__ __forceinline__ unsigned int pack_bf16x2(float lo, float hi)
+{
+    unsigned int r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo)); // the first source goes to the upper half
+    return r;
+}
+
+struct PackBf16
+{
+    static __device__ __forceinline__ unsigned int pack(float lo, float hi) { return pack_bf16x2(lo, hi); }
+};
+
+__device__ __forceinline__ void mma_bf16(float c[4], unsigned int a0, unsigned int a1, unsigned int a2, unsigned int a3,
+                                         unsigned int b0, unsigned int b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(unsigned int r[4], unsigned int address)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(address));
+}
+
+__device__ __forceinline__ void ldmatrix_x4_trans(unsigned int r[4], unsigned int address)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(address));
+}
+
+// Starts copying keys key0 .. key0 + FB_BN - 1 of one KV head into tile [FB_BN][D + 8] (bf16, key-major).
+template <int D>
+__device__ __forceinline__ void copy_tile_async(u16* tile, const u16* __restrict__ cache, const int* __restrict__ table, int block_size,
+                                                long row_width, long head_offset, int key0, int key_end, int head_dim)
+{
+    constexpr int CHUNKS = D / 8; // 16-byte pieces of a row
+#pragma unroll
+    for (int i = 0; i < FB_BN * CHUNKS / FB_THREADS; i++)
+    {
+        const int idx = threadIdx.x + i * FB_THREADS;
+        const int kk = idx / CHUNKS, c = idx % CHUNKS;
+        const int p = key0 + kk;
+        const bool valid = p < key_end && 8 * c < head_dim;
+        const u16* src = cache;
+        if (valid) src = cache + ((long)table[p / block_size] * block_size + p % block_size) * row_width + head_offset + 8 * c;
+        copy16_async(shared_address(tile + kk * (D + 8) + 8 * c), src, valid);
+    }
+}
+
+template <int D>
+__device__ __forceinline__ void flash_prefill_bf16(
+    const float* __restrict__ q, const u16* __restrict__ key_cache, const u16* __restrict__ value_cache,
+    float* __restrict__ out, const int* __restrict__ seq_query_start, const int* __restrict__ seq_query_len,
+    const int* __restrict__ seq_context, const int* __restrict__ seq_table_offset, const int* __restrict__ tables,
+    int heads, int kv_heads, int head_dim, int block_size, float scale, u16* s_k, u16* s_v)
+{
+    constexpr int S = D + 8;     // tile row stride in halves (272 bytes at D 128: ldmatrix rows hit distinct banks)
+    constexpr int DK = D / 16;   // k-steps of q·k over the head dim
+    constexpr int NT = FB_BN / 8; // n-tiles of a score tile
+    constexpr int KK = FB_BN / 16; // k-steps of p·v over the keys
+    constexpr int DN = D / 8;    // n-tiles of the output
+
+    const int s = blockIdx.y, kvh = blockIdx.z;
+    const int group = heads / kv_heads;
+    const int query_len = seq_query_len[s];
+    const int rows = query_len * group;
+    const int tile = gridDim.x - 1 - blockIdx.x; // the longest tiles (last rows, most keys) start first
+    const int row0 = tile * 64;
+    if (row0 >= rows) return;
+
+    const int context = seq_context[s];
+    const int first_position = context - query_len;
+    const int q_start = seq_query_start[s];
+    const int* table = tables + seq_table_offset[s];
+    const long row_width = (long)kv_heads * head_dim;
+    const long head_offset = (long)kvh * head_dim;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int warp_row0 = row0 + warp * 16;
+    const bool warp_active = warp_row0 < rows;
+
+    const int last_row = min(row0 + 64, rows) - 1;
+    const int key_end = first_position + last_row / group + 1;
+    copy_tile_async<D>(s_k, key_cache, table, block_size, row_width, head_offset, 0, key_end, head_dim);
+    copies_commit();
+
+    const float* q_row[2];
+    float* out_row[2];
+    int position[2];
+    flash_rows(q, out, warp_row0, g, rows, group, first_position, q_start, heads, kvh, head_dim, position, q_row, out_row);
+
+    const float scale2 = scale * FLASH_LOG2E;
+    unsigned int qf[DK][4];
+    flash_load_q<DK, PackBf16>(qf, q_row, head_dim, scale2, t);
+
+    float o[DN][4];
+#pragma unroll
+    for (int n = 0; n < DN; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+    float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f};
+
+    // ldmatrix row addresses: lanes 8i .. 8i + 7 give the rows of matrix i.
+    const int matrix = lane >> 3, matrix_row = lane & 7;
+    const unsigned int k_base = shared_address(s_k), v_base = shared_address(s_v);
+
+    for (int key0 = 0; key0 < key_end; key0 += FB_BN)
+    {
+        copies_wait_all();
+        __syncthreads(); // K of this tile has landed for every thread; every warp is done with the previous V
+        copy_tile_async<D>(s_v, value_cache, table, block_size, row_width, head_offset, key0, key_end, head_dim);
+        copies_commit();
+
+        float sc[NT][4];
+        if (warp_active)
+        {
+            // Scores S[16 x FB_BN] = (Q scaled) · Kᵀ. Matrix i of an x4 load: keys 8j .. 8j + 7, dims 16k + 8i.
+#pragma unroll
+            for (int j = 0; j < NT; j++)
+            {
+                sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.f;
+#pragma unroll
+                for (int k = 0; k < DK; k += 2)
+                {
+                    unsigned int b[4];
+                    ldmatrix_x4(b, k_base + (unsigned int)(((8 * j + matrix_row) * S + 16 * k + 8 * matrix) * 2));
+                    mma_bf16(sc[j], qf[k][0], qf[k][1], qf[k][2], qf[k][3], b[0], b[1]);
+                    if (k + 1 < DK) mma_bf16(sc[j], qf[k + 1][0], qf[k + 1][1], qf[k + 1][2], qf[k + 1][3], b[2], b[3]);
+                }
+            }
+
+            flash_softmax_tile<NT, DN>(sc, m, l, o, position, key0, t);
+        }
+
+        copies_wait_all();
+        __syncthreads(); // V of this tile has landed; every warp is done with K
+        if (key0 + FB_BN < key_end)
+        {
+            copy_tile_async<D>(s_k, key_cache, table, block_size, row_width, head_offset, key0 + FB_BN, key_end, head_dim);
+            copies_commit();
+        }
+
+        if (warp_active)
+        {
+            // O[16 x D] += P[16 x FB_BN] · V[FB_BN x D], P straight from the score registers. Matrix i of an x4.trans
+            // load: keys 16kk + 8 (i & 1) .. + 7, dims 16np + 8 (i >> 1): the B halves of output n-tiles 2np, 2np + 1.
+#pragma unroll
+            for (int kk = 0; kk < KK; kk++)
+            {
+                unsigned int a0, a1, a2, a3;
+                flash_p_fragment<PackBf16>(sc[2 * kk], sc[2 * kk + 1], a0, a1, a2, a3);
+#pragma unroll
+                for (int np = 0; np < DN / 2; np++)
+                {
+                    if (16 * np < head_dim)
+                    {
+                        unsigned int b[4];
+                        ldmatrix_x4_trans(b, v_base + (unsigned int)(((16 * kk + 8 * (matrix & 1) + matrix_row) * S + 16 * np + 8 * (matrix >> 1)) * 2));
+                        mma_bf16(o[2 * np], a0, a1, a2, a3, b[0], b[1]);
+                        mma_bf16(o[2 * np + 1], a0, a1, a2, a3, b[2], b[3]);
+                    }
+                }
+            }
+        }
+    }
+
+    flash_store_output<DN>(out_row, o, l, head_dim, t);
+}
+
+#define FLASH_BF16_KERNEL(D)                                                                                             \
+    extern "C" __global__ void __launch_bounds__(FB_THREADS) flash_prefill_bf16_d##D##_kvbf16(                         \
+        const float* __restrict__ q, const u16* __restrict__ key_cache, const u16* __restrict__ value_cache,           \
+        float* __restrict__ out, const int* __restrict__ seq_query_start, const int* __restrict__ seq_query_len,       \
+        const int* __restrict__ seq_context, const int* __restrict__ seq_table_offset, const int* __restrict__ tables, \
+        int heads, int kv_heads, int head_dim, int block_size, float scale)                                            \
+    {                                                                                                                  \
+        __shared__ uint4 s_k[FB_BN * (D + 8) / 8]; /* uint4: 16-byte aligned */                                       \
+        __shared__ uint4 s_v[FB_BN * (D + 8) / 8];                                                                     \
+        flash_prefill_bf16<D>(q, key_cache, value_cache, out, seq_query_start, seq_query_len, seq_context,             \
+                              seq_table_offset, tables, heads, kv_heads, head_dim, block_size, scale,                  \
+                              reinterpret_cast<u16*>(s_k), reinterpret_cast<u16*>(s_v));                               \
+    }
+
+FLASH_BF16_KERNEL(64)  // 9 + 9 KB of shared memory
+FLASH_BF16_KERNEL(128) // 17 + 17 KB
