@@ -650,8 +650,10 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         if (tokens <= Math.Min(GemvLimit, GemvMaxTokens))
         {
             var vec = inDim % 8 == 0 && px % 16 == 0 && pw % 16 == 0 ? 1 : 0;
-            void** args = stackalloc void*[] { &px, &pw, &pb, &po, &inDim, &outDim, &vec };
-            Launch("matmul.cu", GemvKernels[tokens][TypeIndex(w.DType)], (uint)((outDim + 7) / 8), 1, 256, args);
+            var split = GemvSplit(inDim);
+            void** args = stackalloc void*[] { &px, &pw, &pb, &po, &inDim, &outDim, &vec, &split };
+            var rowsPerBlock = 8 / split;
+            Launch("matmul.cu", GemvKernels[tokens][TypeIndex(w.DType)], (uint)((outDim + rowsPerBlock - 1) / rowsPerBlock), 1, 256, args);
             return;
         }
 
@@ -848,6 +850,12 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
     /// </summary>
     private void CublasGemm(CudaTensor x, CudaTensor w, ulong bias, CudaTensor o, int tokens, int inDim, int outDim) =>
         CublasGemm(w.DType == DType.F32 ? x.Pointer : RoundActivations(x, w.DType), w, bias, o.Pointer, tokens, inDim, outDim);
+
+    /// <summary>
+    /// Warps per row of a GEMV: 2 for rows of 8192 columns or more, 4 from 32768, each over a range that is a multiple of
+    /// 8 columns (the 16-byte chunks); 1 otherwise.
+    /// </summary>
+    internal static int GemvSplit(int inDim) => inDim >= 32768 && inDim % 32 == 0 ? 4 : inDim >= 8192 && inDim % 16 == 0 ? 2 : 1;
 
     /// <summary>x rounded to the weights' 16-bit type in the scratch buffer (cuBLAS needs both operands in one type).</summary>
     private ulong RoundActivations(CudaTensor x, DType dtype)
@@ -1086,10 +1094,11 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
             : ("attention.cu", DecodeAttentionKernels[bf16][sized]);
         var blockHeads = grouped ? kvHeads : heads;
 
-        // Split long contexts so that at least two blocks per multiprocessor have work (decode has few (token, head) pairs).
+        // Split long contexts so that about four blocks per multiprocessor have work (decode has few (token, head) pairs,
+        // and a block's warps wait on memory most of the time).
         var pairs = heads * tokens;
         var blockPairs = blockHeads * tokens;
-        var wanted = Math.Max(1, ((2 * _ctx.MultiprocessorCount) + blockPairs - 1) / blockPairs);
+        var wanted = Math.Clamp(((4 * _ctx.MultiprocessorCount) + blockPairs - 1) / blockPairs, 1, AttentionMaxSplits);
         int chunk, splits;
         if (_mode != StepMode.Eager)
         {
@@ -1133,6 +1142,9 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
 
     /// <summary>Decode attention splits cover multiples of this many positions (ATTN_SPAN_GRANULE in common.cuh).</summary>
     internal const int AttentionSpanGranule = 64;
+
+    /// <summary>The most context splits of one decode attention row (ATTN_COMBINE_MAX_SPLITS in attention.cu).</summary>
+    internal const int AttentionMaxSplits = 512;
 
     /// <summary>Steps whose longest query is longer than this run attention on the tiled prefill kernel.</summary>
     internal const int FlashMinQueryLength = 16;

@@ -26,7 +26,7 @@
 //
 // Step metadata (uploaded once per step): token_seq[t] = sequence of token t; per sequence its query start, query
 // length, context length and the offset of its block table in `tables`.
-#include "common.cuh"
+#include "attention_common.cuh"
 
 #define ATTN_WARPS 4
 #define ATTN_MAX_DIM 256
@@ -187,17 +187,9 @@ __device__ __forceinline__ void paged_attention_impl(const float* __restrict__ q
 }
 
 #define PAGED_ATTENTION(NAME, KV, STORAGE)                                                                             \
-    extern "C" __global__ void __launch_bounds__(ATTN_WARPS * 32) NAME(                                                \
-        const float* __restrict__ q, const STORAGE* __restrict__ key_cache, const STORAGE* __restrict__ value_cache,   \
-        float* __restrict__ out, float* __restrict__ partial_out, float* __restrict__ partial_stats,                   \
-        const int* __restrict__ token_seq, const int* __restrict__ seq_query_start,                                    \
-        const int* __restrict__ seq_query_len, const int* __restrict__ seq_context,                                    \
-        const int* __restrict__ seq_table_offset, const int* __restrict__ tables, int heads, int kv_heads,             \
-        int head_dim, int block_size, float scale, int chunk, int splits)                                              \
+    extern "C" __global__ void __launch_bounds__(ATTN_WARPS * 32) NAME(DECODE_ATTENTION_PARAMS(STORAGE))               \
     {                                                                                                                  \
-        paged_attention_impl<KV>(q, key_cache, value_cache, out, partial_out, partial_stats, token_seq,                \
-                                 seq_query_start, seq_query_len, seq_context, seq_table_offset, tables, heads,         \
-                                 kv_heads, head_dim, block_size, scale, chunk, splits);                                \
+        paged_attention_impl<KV>(DECODE_ATTENTION_ARGS);                                                               \
     }
 
 PAGED_ATTENTION(paged_attention, KvF32, float)
@@ -350,52 +342,13 @@ __device__ __forceinline__ void paged_attention_group_impl(
         }
     }
     __syncthreads();
-
-    for (int i = threadIdx.x; i < group * head_dim; i += blockDim.x)
-    {
-        const int g = i / head_dim, d = i % head_dim;
-        float total_max = NEG_INF;
-#pragma unroll
-        for (int w = 0; w < ATTN_WARPS; w++) total_max = fmaxf(total_max, s_max[w][g]);
-        float total_sum = 0.f, o = 0.f;
-#pragma unroll
-        for (int w = 0; w < ATTN_WARPS; w++)
-        {
-            const float factor = s_sum[w][g] > 0.f ? expf(s_max[w][g] - total_max) : 0.f;
-            total_sum += s_sum[w][g] * factor;
-            o += s_acc[w][g][d] * factor;
-        }
-
-        const long row = (long)t * heads + (long)kvh * group + g;
-        if (splits == 1)
-        {
-            out[row * head_dim + d] = o / total_sum;
-            continue;
-        }
-
-        const long part = row * splits + split;
-        partial_out[part * head_dim + d] = o;
-        if (d == 0)
-        {
-            partial_stats[2 * part] = total_max;
-            partial_stats[2 * part + 1] = total_sum;
-        }
-    }
+    attention_merge_warps<ATTN_WARPS, ATTN_GROUP_MAX, DIM>(s_max, s_sum, s_acc, group, head_dim, t, heads, kvh, split, splits, out, partial_out, partial_stats);
 }
 
 #define PAGED_ATTENTION_GROUP(NAME, KV, STORAGE, PER_LANE)                                                            \
-    extern "C" __global__ void __launch_bounds__(ATTN_WARPS * 32) NAME(                                                \
-        const float* __restrict__ q, const STORAGE* __restrict__ key_cache, const STORAGE* __restrict__ value_cache,   \
-        float* __restrict__ out, float* __restrict__ partial_out, float* __restrict__ partial_stats,                   \
-        const int* __restrict__ token_seq, const int* __restrict__ seq_query_start,                                    \
-        const int* __restrict__ seq_query_len, const int* __restrict__ seq_context,                                    \
-        const int* __restrict__ seq_table_offset, const int* __restrict__ tables, int heads, int kv_heads,             \
-        int head_dim, int block_size, float scale, int chunk, int splits)                                              \
+    extern "C" __global__ void __launch_bounds__(ATTN_WARPS * 32) NAME(DECODE_ATTENTION_PARAMS(STORAGE))               \
     {                                                                                                                  \
-        paged_attention_group_impl<KV, PER_LANE>(q, key_cache, value_cache, out, partial_out, partial_stats,          \
-                                                 token_seq, seq_query_start, seq_query_len, seq_context,              \
-                                                 seq_table_offset, tables, heads, kv_heads, head_dim, block_size,     \
-                                                 scale, chunk, splits);                                               \
+        paged_attention_group_impl<KV, PER_LANE>(DECODE_ATTENTION_ARGS);                                              \
     }
 
 PAGED_ATTENTION_GROUP(paged_attention_group_d64, KvF32, float, 2)
@@ -406,22 +359,35 @@ PAGED_ATTENTION_GROUP(paged_attention_group_d128_kvbf16, KvBf16, u16, 4)
 PAGED_ATTENTION_GROUP(paged_attention_group_d256_kvbf16, KvBf16, u16, 8)
 
 // Merges the context splits of paged_attention: rescales each split's sum and output to the common max. Empty splits
-// (sum 0, max -inf: they started past the context) add nothing; every row has at least one non-empty split.
+// (sum 0, max -inf: they started past the context) add nothing; every row has at least one non-empty split. One block
+// per (head, token): the threads take the splits' stats in parallel and keep their weights in shared memory, then each
+// thread sums its output elements over the splits with the loads unrolled (a split at a time was a chain of dependent
+// loads, 11 us at 17 splits). At most ATTN_COMBINE_MAX_SPLITS splits (CudaBackend.AttentionMaxSplits).
+#define ATTN_COMBINE_MAX_SPLITS 512
 extern "C" __global__ void attention_combine(const float* __restrict__ partial_out, const float* __restrict__ partial_stats,
                                              float* __restrict__ out, int heads, int head_dim, int splits)
 {
+    __shared__ float s_weight[ATTN_COMBINE_MAX_SPLITS];
     const long row = (long)blockIdx.y * heads + blockIdx.x;
     const float* stats = partial_stats + row * splits * 2;
-    float total_max = NEG_INF;
-    for (int i = 0; i < splits; i++) total_max = fmaxf(total_max, stats[2 * i]);
-    float total_sum = 0.f;
-    for (int i = 0; i < splits; i++)
-        if (stats[2 * i + 1] > 0.f) total_sum += stats[2 * i + 1] * expf(stats[2 * i] - total_max);
+    float local_max = NEG_INF;
+    for (int i = threadIdx.x; i < splits; i += blockDim.x) local_max = fmaxf(local_max, stats[2 * i]);
+    const float total_max = block_max(local_max);
+    float local_sum = 0.f;
+    for (int i = threadIdx.x; i < splits; i += blockDim.x)
+    {
+        const float sum = stats[2 * i + 1];
+        const float weight = sum > 0.f ? expf(stats[2 * i] - total_max) : 0.f;
+        s_weight[i] = weight;
+        local_sum += sum * weight;
+    }
+    const float inv = 1.f / block_sum(local_sum); // block_sum's barriers also publish s_weight
+    const float* partial = partial_out + row * splits * head_dim;
     for (int d = threadIdx.x; d < head_dim; d += blockDim.x)
     {
         float o = 0.f;
-        for (int i = 0; i < splits; i++)
-            if (stats[2 * i + 1] > 0.f) o += partial_out[(row * splits + i) * head_dim + d] * expf(stats[2 * i] - total_max);
-        out[row * head_dim + d] = o / total_sum;
+#pragma unroll 8
+        for (int i = 0; i < splits; i++) o += partial[(long)i * head_dim + d] * s_weight[i];
+        out[row * head_dim + d] = o * inv;
     }
 }

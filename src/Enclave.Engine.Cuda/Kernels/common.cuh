@@ -28,6 +28,10 @@ __device__ __forceinline__ u16 f32_to_f16(float f)
     return h;
 }
 
+// Two floats as one 32-bit word of 16-bit values, the first in the low half (memory order).
+__device__ __forceinline__ unsigned int pack_bf16_pair(float lo, float hi) { return (unsigned int)f32_to_bf16(lo) | ((unsigned int)f32_to_bf16(hi) << 16); }
+__device__ __forceinline__ unsigned int pack_f16_pair(float lo, float hi) { return (unsigned int)f32_to_f16(lo) | ((unsigned int)f32_to_f16(hi) << 16); }
+
 // Each weight type: its storage, a scalar load, and an 8-element load from a 16-byte aligned address
 // split into a raw fetch (issued early, so several are in flight) and a conversion to float.
 struct TF32
@@ -86,24 +90,25 @@ __device__ __forceinline__ float warp_max(float v)
     return v;
 }
 
-// Sum over the block; every thread gets the result. blockDim.x must be a multiple of 32, at most 1024.
-__device__ __forceinline__ float block_sum(float v)
+#define NEG_INF __int_as_float(0xff800000)
+
+// Sum (or max) over the block; every thread gets the result. blockDim.x must be a multiple of 32, at most 1024.
+template <bool Max>
+__device__ __forceinline__ float block_reduce(float v)
 {
     __shared__ float partial[32];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    v = warp_sum(v);
-    __syncthreads();
+    v = Max ? warp_max(v) : warp_sum(v);
+    __syncthreads(); // an earlier reduction's readers are done with partial
     if (lane == 0) partial[warp] = v;
     __syncthreads();
-    float total = 0.f;
-    for (int i = 0; i < warps; i++) total += partial[i];
+    float total = Max ? NEG_INF : 0.f;
+    for (int i = 0; i < warps; i++) total = Max ? fmaxf(total, partial[i]) : total + partial[i];
     return total;
 }
 
-#define NEG_INF __int_as_float(0xff800000)
-
-// Context splits of the decode attention kernels cover multiples of this many positions (CudaBackend.AttentionSpanGranule).
-#define ATTN_SPAN_GRANULE 64
+__device__ __forceinline__ float block_sum(float v) { return block_reduce<false>(v); }
+__device__ __forceinline__ float block_max(float v) { return block_reduce<true>(v); }
 
 // Instantiates an extern "C" kernel per weight type: NAME_f32, NAME_f16, NAME_bf16.
 #define ENCLAVE_FOR_WEIGHT_TYPES(MACRO) MACRO(f32, TF32) MACRO(f16, TF16) MACRO(bf16, TBF16)

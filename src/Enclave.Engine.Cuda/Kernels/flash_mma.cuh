@@ -7,6 +7,38 @@
 
 #define FLASH_LOG2E 1.4426950408889634f
 
+// The two 16-bit operand types: Mma::pack rounds two floats into one 32-bit register (the first in the low half) and
+// Mma::mma is mma.sync m16n8k16 with fp32 accumulation, c += a . b.
+template <bool Bf16>
+struct Mma16
+{
+    static __device__ __forceinline__ unsigned int pack(float lo, float hi)
+    {
+        unsigned int r;
+        if constexpr (Bf16)
+            asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo)); // the first source goes to the upper half
+        else
+            asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+        return r;
+    }
+
+    static __device__ __forceinline__ void mma(float c[4], unsigned int a0, unsigned int a1, unsigned int a2, unsigned int a3,
+                                               unsigned int b0, unsigned int b1)
+    {
+        if constexpr (Bf16)
+            asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+                         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+        else
+            asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+                         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+    }
+};
+
+typedef Mma16<false> MmaF16;
+typedef Mma16<true> MmaBf16;
+
 // A lane's two rows (g and g + 8 of the warp's 16) of the block's packed rows (row = query * group + head in group):
 // the position of the query, and its q and output rows; -1 and null for rows past the sequence's rows.
 __device__ __forceinline__ void flash_rows(const float* q, float* out, int warp_row0, int g, int rows, int group, int first_position,
@@ -23,9 +55,9 @@ __device__ __forceinline__ void flash_rows(const float* q, float* out, int warp_
     }
 }
 
-// Q fragments of the warp's rows, scaled by scale * log2(e) (the softmax then runs on exp2) and packed by
-// Packer::pack (two floats to one 32-bit pair of 16-bit values, the first in the low half); dims past head_dim are zero.
-template <int DK, class Packer>
+// Q fragments of the warp's rows, scaled by scale * log2(e) (the softmax then runs on exp2) and rounded to the operand
+// type of Mma (MmaF16 or MmaBf16); dims past head_dim are zero.
+template <int DK, class Mma>
 __device__ __forceinline__ void flash_load_q(unsigned int qf[DK][4], const float* const q_row[2], int head_dim, float scale2, int t)
 {
 #pragma unroll
@@ -40,22 +72,22 @@ __device__ __forceinline__ void flash_load_q(unsigned int qf[DK][4], const float
                 const int d = 16 * k + 2 * t + (e & 1) + 8 * (e >> 1);
                 v[h][e] = q_row[h] != nullptr && d < head_dim ? q_row[h][d] * scale2 : 0.f;
             }
-        qf[k][0] = Packer::pack(v[0][0], v[0][1]);
-        qf[k][1] = Packer::pack(v[1][0], v[1][1]);
-        qf[k][2] = Packer::pack(v[0][2], v[0][3]);
-        qf[k][3] = Packer::pack(v[1][2], v[1][3]);
+        qf[k][0] = Mma::pack(v[0][0], v[0][1]);
+        qf[k][1] = Mma::pack(v[1][0], v[1][1]);
+        qf[k][2] = Mma::pack(v[0][2], v[0][3]);
+        qf[k][3] = Mma::pack(v[1][2], v[1][3]);
     }
 }
 
 // The A fragment of one 16-key step of p·v from the two 8-key score tiles that cover it: the C layout of a 16 x 8
 // score tile pair is the A layout of a 16 x 16 step, so the probabilities never pass through shared memory.
-template <class Packer>
+template <class Mma>
 __device__ __forceinline__ void flash_p_fragment(const float lo[4], const float hi[4], unsigned int& a0, unsigned int& a1, unsigned int& a2, unsigned int& a3)
 {
-    a0 = Packer::pack(lo[0], lo[1]);
-    a1 = Packer::pack(lo[2], lo[3]);
-    a2 = Packer::pack(hi[0], hi[1]);
-    a3 = Packer::pack(hi[2], hi[3]);
+    a0 = Mma::pack(lo[0], lo[1]);
+    a1 = Mma::pack(lo[2], lo[3]);
+    a2 = Mma::pack(hi[0], hi[1]);
+    a3 = Mma::pack(hi[2], hi[3]);
 }
 
 // Causal mask and online softmax over one score tile sc (keys key0 ..), in place: the scores become exp2(s - max),

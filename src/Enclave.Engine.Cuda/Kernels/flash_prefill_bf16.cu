@@ -33,26 +33,6 @@ __device__ __forceinline__ void copy16_async(unsigned int dst, const void* src, 
 __device__ __forceinline__ void copies_commit() { asm volatile("cp.async.commit_group;"); }
 __device__ __forceinline__ void copies_wait_all() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
 
-__device__ __forceinline__ unsigned int pack_bf16x2(float lo, float hi)
-{
-    unsigned int r;
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo)); // the first source goes to the upper half
-    return r;
-}
-
-struct PackBf16
-{
-    static __device__ __forceinline__ unsigned int pack(float lo, float hi) { return pack_bf16x2(lo, hi); }
-};
-
-__device__ __forceinline__ void mma_bf16(float c[4], unsigned int a0, unsigned int a1, unsigned int a2, unsigned int a3,
-                                         unsigned int b0, unsigned int b1)
-{
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
 __device__ __forceinline__ void ldmatrix_x4(unsigned int r[4], unsigned int address)
 {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
@@ -128,7 +108,7 @@ __device__ __forceinline__ void flash_prefill_bf16(
 
     const float scale2 = scale * FLASH_LOG2E;
     unsigned int qf[DK][4];
-    flash_load_q<DK, PackBf16>(qf, q_row, head_dim, scale2, t);
+    flash_load_q<DK, MmaBf16>(qf, q_row, head_dim, scale2, t);
 
     float o[DN][4];
 #pragma unroll
@@ -159,8 +139,8 @@ __device__ __forceinline__ void flash_prefill_bf16(
                 {
                     unsigned int b[4];
                     ldmatrix_x4(b, k_base + (unsigned int)(((8 * j + matrix_row) * S + 16 * k + 8 * matrix) * 2));
-                    mma_bf16(sc[j], qf[k][0], qf[k][1], qf[k][2], qf[k][3], b[0], b[1]);
-                    if (k + 1 < DK) mma_bf16(sc[j], qf[k + 1][0], qf[k + 1][1], qf[k + 1][2], qf[k + 1][3], b[2], b[3]);
+                    MmaBf16::mma(sc[j], qf[k][0], qf[k][1], qf[k][2], qf[k][3], b[0], b[1]);
+                    if (k + 1 < DK) MmaBf16::mma(sc[j], qf[k + 1][0], qf[k + 1][1], qf[k + 1][2], qf[k + 1][3], b[2], b[3]);
                 }
             }
 
@@ -183,7 +163,7 @@ __device__ __forceinline__ void flash_prefill_bf16(
             for (int kk = 0; kk < KK; kk++)
             {
                 unsigned int a0, a1, a2, a3;
-                flash_p_fragment<PackBf16>(sc[2 * kk], sc[2 * kk + 1], a0, a1, a2, a3);
+                flash_p_fragment<MmaBf16>(sc[2 * kk], sc[2 * kk + 1], a0, a1, a2, a3);
 #pragma unroll
                 for (int np = 0; np < DN / 2; np++)
                 {
@@ -191,8 +171,8 @@ __device__ __forceinline__ void flash_prefill_bf16(
                     {
                         unsigned int b[4];
                         ldmatrix_x4_trans(b, v_base + (unsigned int)(((16 * kk + 8 * (matrix & 1) + matrix_row) * S + 16 * np + 8 * (matrix >> 1)) * 2));
-                        mma_bf16(o[2 * np], a0, a1, a2, a3, b[0], b[1]);
-                        mma_bf16(o[2 * np + 1], a0, a1, a2, a3, b[2], b[3]);
+                        MmaBf16::mma(o[2 * np], a0, a1, a2, a3, b[0], b[1]);
+                        MmaBf16::mma(o[2 * np + 1], a0, a1, a2, a3, b[2], b[3]);
                     }
                 }
             }

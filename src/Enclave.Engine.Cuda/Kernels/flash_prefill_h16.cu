@@ -17,26 +17,6 @@
 
 #define H_BN 64
 
-__device__ __forceinline__ unsigned int pack_f16x2(float lo, float hi)
-{
-    unsigned int r;
-    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo)); // the first source goes to the upper half
-    return r;
-}
-
-struct PackF16
-{
-    static __device__ __forceinline__ unsigned int pack(float lo, float hi) { return pack_f16x2(lo, hi); }
-};
-
-__device__ __forceinline__ void mma_f16(float c[4], unsigned int a0, unsigned int a1, unsigned int a2, unsigned int a3,
-                                        unsigned int b0, unsigned int b1)
-{
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
 template <class KV, int D>
 __device__ __forceinline__ void flash_prefill_h16(
     const float* __restrict__ q, const typename KV::storage* __restrict__ key_cache, const typename KV::storage* __restrict__ value_cache,
@@ -83,7 +63,7 @@ __device__ __forceinline__ void flash_prefill_h16(
 
     const float scale2 = scale * FLASH_LOG2E;
     unsigned int qf[DK][4];
-    flash_load_q<DK, PackF16>(qf, q_row, head_dim, scale2, t);
+    flash_load_q<DK, MmaF16>(qf, q_row, head_dim, scale2, t);
 
     const int last_row = min(row0 + 64, rows) - 1;
     const int key_end = first_position + last_row / group + 1;
@@ -111,7 +91,7 @@ __device__ __forceinline__ void flash_prefill_h16(
                     const long slot = (long)table[p / block_size] * block_size + p % block_size;
                     kv = KV::load4(key_cache + slot * row_width + head_offset + d);
                 }
-                *reinterpret_cast<uint2*>(s_k + kk * KS + d) = make_uint2(pack_f16x2(kv.x, kv.y), pack_f16x2(kv.z, kv.w));
+                *reinterpret_cast<uint2*>(s_k + kk * KS + d) = make_uint2(MmaF16::pack(kv.x, kv.y), MmaF16::pack(kv.z, kv.w));
             }
         }
         // V tile, transposed: consecutive lanes take consecutive keys of the same four dims, so the 16-bit stores
@@ -154,7 +134,7 @@ __device__ __forceinline__ void flash_prefill_h16(
                     {
                         const unsigned int b0 = *reinterpret_cast<const unsigned int*>(kr + 16 * k);
                         const unsigned int b1 = *reinterpret_cast<const unsigned int*>(kr + 16 * k + 8);
-                        mma_f16(sc[j], qf[k][0], qf[k][1], qf[k][2], qf[k][3], b0, b1);
+                        MmaF16::mma(sc[j], qf[k][0], qf[k][1], qf[k][2], qf[k][3], b0, b1);
                     }
                 }
             }
@@ -166,7 +146,7 @@ __device__ __forceinline__ void flash_prefill_h16(
             for (int kk = 0; kk < KK; kk++)
             {
                 unsigned int a0, a1, a2, a3;
-                flash_p_fragment<PackF16>(sc[2 * kk], sc[2 * kk + 1], a0, a1, a2, a3);
+                flash_p_fragment<MmaF16>(sc[2 * kk], sc[2 * kk + 1], a0, a1, a2, a3);
 #pragma unroll
                 for (int n = 0; n < DN; n++)
                 {
@@ -175,7 +155,7 @@ __device__ __forceinline__ void flash_prefill_h16(
                         const u16* vr = s_vt + (8 * n + g) * VS + 16 * kk + 2 * t;
                         const unsigned int b0 = *reinterpret_cast<const unsigned int*>(vr);
                         const unsigned int b1 = *reinterpret_cast<const unsigned int*>(vr + 8);
-                        mma_f16(o[n], a0, a1, a2, a3, b0, b1);
+                        MmaF16::mma(o[n], a0, a1, a2, a3, b0, b1);
                     }
                 }
             }

@@ -98,6 +98,9 @@ internal static class BackendOpCases
             cases[$"gather_embedding/{d}/rows41x70/t9"] = (b => GatherEmbedding(b, dtype, 41, 70, 9), 0);
             cases[$"matmul/{d}/t1/2056to19"] = (b => MatMul(b, dtype, 1, 2056, 19, false), 1e-5);
             cases[$"matmul/{d}/t2/3080to130+bias"] = (b => MatMul(b, dtype, 2, 3080, 130, true), 1e-5);
+            // Rows long enough that the CUDA GEMV shares each between 2 (8208 columns) or 4 (32800) warps.
+            cases[$"matmul/{d}/t3/8208to37+bias"] = (b => MatMul(b, dtype, 3, 8208, 37, true), 1e-5);
+            cases[$"matmul/{d}/t1/32800to11"] = (b => MatMul(b, dtype, 1, 32800, 11, false), 1e-5);
             // Products sharing one input: q/k/v-like (three outputs of different widths, biases) and gate/up-like.
             foreach (var tokens in new[] { 1, 4, 8, 9, 40 })
             {
@@ -163,6 +166,7 @@ internal static class BackendOpCases
         cases["rope/neox/t3h5d24r16"] = (b => Rope(b, 3, 5, 24, 16, false, 1f), 1e-5);
         cases["rope/interleaved/scaled/t4h3d64"] = (b => Rope(b, 4, 3, 64, 64, true, 1.2f), 1e-5);
         cases["silu_mul/1001"] = (b => Elementwise(b, 1001, silu: true), 1e-6);
+        cases["silu_mul/in-place/300007"] = (b => Elementwise(b, 300007, silu: true, inPlace: true), 1e-6);
         cases["add/1001"] = (b => Elementwise(b, 1001, silu: false), 0);
         cases["gather_logit_rows/3of9x130"] = (b => Gather(b), 0);
         cases["argmax/1x1000/tie"] = (b => Argmax(b, 1, 1000), 0);
@@ -473,22 +477,23 @@ internal static class BackendOpCases
         return [Read(b, x)];
     }
 
-    private static float[][] Elementwise(IBackend b, int n, bool silu)
+    private static float[][] Elementwise(IBackend b, int n, bool silu, bool inPlace = false)
     {
         var random = new Random(n);
         using var x = F32(b, Values(random, n, 6f), n);
         using var y = F32(b, Values(random, n, 2f), n);
-        using var output = Poisoned(b, n);
+        using var output = inPlace ? null : Poisoned(b, n);
+        var target = output ?? x;
         if (silu)
         {
-            b.SiluMul(x, y, output);
+            b.SiluMul(x, y, target);
         }
         else
         {
-            b.Add(x, y, output);
+            b.Add(x, y, target);
         }
 
-        return [Read(b, output)];
+        return [Read(b, target)];
     }
 
     private static float[][] Gather(IBackend b)
