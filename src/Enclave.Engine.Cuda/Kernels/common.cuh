@@ -110,6 +110,9 @@ __device__ __forceinline__ float block_reduce(float v)
 __device__ __forceinline__ float block_sum(float v) { return block_reduce<false>(v); }
 __device__ __forceinline__ float block_max(float v) { return block_reduce<true>(v); }
 
+// Context splits of the decode attention kernels cover multiples of this many positions (CudaBackend.AttentionSpanGranule).
+#define ATTN_SPAN_GRANULE 64
+
 // Instantiates an extern "C" kernel per weight type: NAME_f32, NAME_f16, NAME_bf16.
 #define ENCLAVE_FOR_WEIGHT_TYPES(MACRO) MACRO(f32, TF32) MACRO(f16, TF16) MACRO(bf16, TBF16)
 
