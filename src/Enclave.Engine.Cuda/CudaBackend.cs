@@ -650,10 +650,8 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         if (tokens <= Math.Min(GemvLimit, GemvMaxTokens))
         {
             var vec = inDim % 8 == 0 && px % 16 == 0 && pw % 16 == 0 ? 1 : 0;
-            var split = GemvSplit(inDim);
-            void** args = stackalloc void*[] { &px, &pw, &pb, &po, &inDim, &outDim, &vec, &split };
-            var rowsPerBlock = 8 / split;
-            Launch("matmul.cu", GemvKernels[tokens][TypeIndex(w.DType)], (uint)((outDim + rowsPerBlock - 1) / rowsPerBlock), 1, 256, args);
+            void** args = stackalloc void*[] { &px, &pw, &pb, &po, &inDim, &outDim, &vec };
+            Launch("matmul.cu", GemvKernels[tokens][TypeIndex(w.DType)], (uint)((outDim + 7) / 8), 1, 256, args);
             return;
         }
 
@@ -850,16 +848,6 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
     /// </summary>
     private void CublasGemm(CudaTensor x, CudaTensor w, ulong bias, CudaTensor o, int tokens, int inDim, int outDim) =>
         CublasGemm(w.DType == DType.F32 ? x.Pointer : RoundActivations(x, w.DType), w, bias, o.Pointer, tokens, inDim, outDim);
-
-    /// <summary>
-    /// Warps per row of a GEMV. One: sharing the 18944-column rows of the 7B down projection between two warps measured
-    /// slower on an H100 (55 → 62 µs a step), so the kernel's split path serves only rows past <see cref="GemvSplitColumns"/>
-    /// columns (2 warps, 4 from twice that), each over a range that is a multiple of 8 columns (the 16-byte chunks).
-    /// </summary>
-    internal static int GemvSplit(int inDim) => inDim >= 2 * GemvSplitColumns && inDim % 32 == 0 ? 4 : inDim >= GemvSplitColumns && inDim % 16 == 0 ? 2 : 1;
-
-    /// <summary>Rows at least this long are shared by several warps of the GEMV (<see cref="GemvSplit"/>).</summary>
-    internal const int GemvSplitColumns = 32768;
 
     /// <summary>x rounded to the weights' 16-bit type in the scratch buffer (cuBLAS needs both operands in one type).</summary>
     private ulong RoundActivations(CudaTensor x, DType dtype)
@@ -1172,8 +1160,8 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
     private void FlashPrefill(CudaTensor qt, CudaTensor kc, CudaTensor vc, CudaTensor o, int heads, int kvHeads, int headDim, int blockSize, float scale, int maxQueryLength)
     {
         // Per head-dim bound: (kernel, query rows per block), as instantiated in flash_prefill.cu. In tensor-core mode
-        // (prefill products already round activations to bf16) q·k and p·v run on f16 MMA where the head dim allows, or
-        // bf16 MMA over a bf16 cache.
+        // (prefill products already round activations to bf16) q·k and p·v run on MMA where the head dim allows: f16 over
+        // an fp32 cache, bf16 over a bf16 cache (its tiles copied as stored).
         var (variant, rowsPerBlock) = (TensorCoreGemm && headDim % 8 == 0 && headDim <= 128, headDim) switch
         {
             (true, <= 64) => (0, 64),
@@ -1182,15 +1170,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
             (false, <= 128) => (3, 64),
             _ => (4, 32),
         };
-        var kernel = FlashPrefillKernels[kc.DType == DType.BF16 ? 1 : 0][variant];
-        var source = variant <= 1 ? "flash_prefill_h16.cu" : "flash_prefill.cu";
-        if (variant <= 1 && kc.DType == DType.BF16 && _ctx.Probe.ComputeMajor >= 8)
-        {
-            // A bf16 cache goes to the tensor cores as it is stored (bf16 MMA, tiles copied asynchronously: sm_80 on).
-            kernel = variant == 0 ? "flash_prefill_bf16_d64_kvbf16" : "flash_prefill_bf16_d128_kvbf16";
-            source = "flash_prefill_bf16.cu";
-        }
-
+        var (source, kernel) = FlashPrefillKernels[kc.DType == DType.BF16 ? 1 : 0][variant];
         var group = heads / kvHeads;
         var rowTiles = (uint)((((long)maxQueryLength * group) + rowsPerBlock - 1) / rowsPerBlock);
         int tokens = _tokens, s = _sequences, seqBase = (4 * tokens) + _logitRows;
@@ -1367,10 +1347,19 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         string.Empty, "decode_attention_d64" + suffix, "decode_attention_d128" + suffix, "decode_attention_d256" + suffix,
     })];
 
-    private static readonly string[][] FlashPrefillKernels = [.. new[] { string.Empty, "_kvbf16" }.Select(suffix => new[]
-    {
-        "flash_prefill_h16_d64" + suffix, "flash_prefill_h16_d128" + suffix, "flash_prefill_d64" + suffix, "flash_prefill_d128" + suffix, "flash_prefill_d256" + suffix,
-    })];
+    // Prefill attention (source, kernel) per cache type, indexed by FlashPrefill's variant: the two tensor-core kernels
+    // (d64, d128), then the fp32 ones (d64, d128, d256).
+    private static readonly (string Source, string Kernel)[][] FlashPrefillKernels =
+    [
+        [
+            ("flash_prefill_h16.cu", "flash_prefill_h16_d64"), ("flash_prefill_h16.cu", "flash_prefill_h16_d128"),
+            ("flash_prefill.cu", "flash_prefill_d64"), ("flash_prefill.cu", "flash_prefill_d128"), ("flash_prefill.cu", "flash_prefill_d256"),
+        ],
+        [
+            ("flash_prefill_bf16.cu", "flash_prefill_bf16_d64_kvbf16"), ("flash_prefill_bf16.cu", "flash_prefill_bf16_d128_kvbf16"),
+            ("flash_prefill.cu", "flash_prefill_d64_kvbf16"), ("flash_prefill.cu", "flash_prefill_d128_kvbf16"), ("flash_prefill.cu", "flash_prefill_d256_kvbf16"),
+        ],
+    ];
     private static readonly string[][] GemvKernels = [.. Enumerable.Range(0, GemvMaxTokens + 1).Select(tokens => PerWeightType("gemv_", "_" + tokens))];
     private static readonly string[][] SharedGemvKernels = [.. Enumerable.Range(0, GemvMaxTokens + 1).Select(tokens => PerWeightType("gemv_shared_", "_" + tokens))];
 

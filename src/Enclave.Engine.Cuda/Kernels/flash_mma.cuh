@@ -39,6 +39,28 @@ struct Mma16
 typedef Mma16<false> MmaF16;
 typedef Mma16<true> MmaBf16;
 
+// The work of a prefill attention block: sequence blockIdx.y, KV head blockIdx.z and 64 packed rows (row = query *
+// group + head in group) from row0, the last row tiles first (they see the most keys, so they start earliest). key_end
+// is one past the last key any of the block's rows sees. False when the sequence has no rows for this block.
+__device__ __forceinline__ bool flash_block(const int* __restrict__ seq_query_start, const int* __restrict__ seq_query_len,
+                                            const int* __restrict__ seq_context, const int* __restrict__ seq_table_offset,
+                                            const int* __restrict__ tables, int heads, int kv_heads, int& group, int& rows, int& row0,
+                                            int& first_position, int& q_start, int& key_end, const int*& table)
+{
+    const int s = blockIdx.y;
+    const int query_len = seq_query_len[s];
+    group = heads / kv_heads;
+    rows = query_len * group;
+    row0 = (gridDim.x - 1 - blockIdx.x) * 64;
+    if (row0 >= rows) return false;
+
+    first_position = seq_context[s] - query_len;
+    q_start = seq_query_start[s];
+    table = tables + seq_table_offset[s];
+    key_end = first_position + (min(row0 + 64, rows) - 1) / group + 1;
+    return true;
+}
+
 // A lane's two rows (g and g + 8 of the warp's 16) of the block's packed rows (row = query * group + head in group):
 // the position of the query, and its q and output rows; -1 and null for rows past the sequence's rows.
 __device__ __forceinline__ void flash_rows(const float* q, float* out, int warp_row0, int g, int rows, int group, int first_position,

@@ -77,18 +77,13 @@ __device__ __forceinline__ void flash_prefill_bf16(
     constexpr int KK = FB_BN / 16; // k-steps of p·v over the keys
     constexpr int DN = D / 8;    // n-tiles of the output
 
-    const int s = blockIdx.y, kvh = blockIdx.z;
-    const int group = heads / kv_heads;
-    const int query_len = seq_query_len[s];
-    const int rows = query_len * group;
-    const int tile = gridDim.x - 1 - blockIdx.x; // the longest tiles (last rows, most keys) start first
-    const int row0 = tile * 64;
-    if (row0 >= rows) return;
+    int group, rows, row0, first_position, q_start, key_end;
+    const int* table;
+    if (!flash_block(seq_query_start, seq_query_len, seq_context, seq_table_offset, tables, heads, kv_heads, group, rows, row0,
+                     first_position, q_start, key_end, table))
+        return;
 
-    const int context = seq_context[s];
-    const int first_position = context - query_len;
-    const int q_start = seq_query_start[s];
-    const int* table = tables + seq_table_offset[s];
+    const int kvh = blockIdx.z;
     const long row_width = (long)kv_heads * head_dim;
     const long head_offset = (long)kvh * head_dim;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -96,8 +91,6 @@ __device__ __forceinline__ void flash_prefill_bf16(
     const int warp_row0 = row0 + warp * 16;
     const bool warp_active = warp_row0 < rows;
 
-    const int last_row = min(row0 + 64, rows) - 1;
-    const int key_end = first_position + last_row / group + 1;
     copy_tile_async<D>(s_k, key_cache, table, block_size, row_width, head_offset, 0, key_end, head_dim);
     copies_commit();
 

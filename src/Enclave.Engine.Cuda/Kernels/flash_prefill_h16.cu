@@ -32,18 +32,13 @@ __device__ __forceinline__ void flash_prefill_h16(
     constexpr int DN = D / 8;                           // n-tiles of the output
     constexpr int L4 = H_BN * D / 4 / FLASH_THREADS;    // 4-element loads per thread for a full K or V tile
 
-    const int s = blockIdx.y, kvh = blockIdx.z;
-    const int group = heads / kv_heads;
-    const int query_len = seq_query_len[s];
-    const int rows = query_len * group;
-    const int tile = gridDim.x - 1 - blockIdx.x; // the longest tiles (last rows, most keys) start first
-    const int row0 = tile * 64;
-    if (row0 >= rows) return;
+    int group, rows, row0, first_position, q_start, key_end;
+    const int* table;
+    if (!flash_block(seq_query_start, seq_query_len, seq_context, seq_table_offset, tables, heads, kv_heads, group, rows, row0,
+                     first_position, q_start, key_end, table))
+        return;
 
-    const int context = seq_context[s];
-    const int first_position = context - query_len;
-    const int q_start = seq_query_start[s];
-    const int* table = tables + seq_table_offset[s];
+    const int kvh = blockIdx.z;
     const long row_width = (long)kv_heads * head_dim;
     const long head_offset = (long)kvh * head_dim;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -64,9 +59,6 @@ __device__ __forceinline__ void flash_prefill_h16(
     const float scale2 = scale * FLASH_LOG2E;
     unsigned int qf[DK][4];
     flash_load_q<DK, MmaF16>(qf, q_row, head_dim, scale2, t);
-
-    const int last_row = min(row0 + 64, rows) - 1;
-    const int key_end = first_position + last_row / group + 1;
 
     float o[DN][4];
 #pragma unroll
@@ -178,9 +170,8 @@ __device__ __forceinline__ void flash_prefill_h16(
                                  seq_table_offset, tables, heads, kv_heads, head_dim, block_size, scale,               \
                                  reinterpret_cast<u16*>(s_k), reinterpret_cast<u16*>(s_vt));                           \
     }
-#define FLASH_H16_KERNEL(D)                                                                                              \
-    FLASH_H16_KERNEL_KV(flash_prefill_h16_d##D, KvF32, float, D)                                                       \
-    FLASH_H16_KERNEL_KV(flash_prefill_h16_d##D##_kvbf16, KvBf16, u16, D)
+// An fp32 cache only: a bf16 cache takes flash_prefill_bf16.cu, which copies its tiles without converting them.
+#define FLASH_H16_KERNEL(D) FLASH_H16_KERNEL_KV(flash_prefill_h16_d##D, KvF32, float, D)
 
 FLASH_H16_KERNEL(64)   // 9 + 9 KB of shared memory
 FLASH_H16_KERNEL(128)  // 17 + 18 KB

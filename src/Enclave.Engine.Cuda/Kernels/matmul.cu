@@ -1,8 +1,7 @@
 // y[T, out] = x[T, in] (float) . w[out, in]^T (+ bias), fp32 accumulation, weights read in their stored type.
 //
-// gemv_<type>_<T> (T = 1..8 tokens, the decode case): one warp per output row (or 2 or 4 for long rows); each lane
-// streams 16-byte chunks of the weight row, four chunks in flight, and multiplies each by all T activation rows, so
-// the weights are read once.
+// gemv_<type>_<T> (T = 1..8 tokens, the decode case): one warp per output row; each lane streams 16-byte chunks of
+// the weight row, four chunks in flight, and multiplies each by all T activation rows, so the weights are read once.
 // Needs in % 8 == 0 and 16-byte aligned rows for the vector path; otherwise a scalar loop does the same.
 //
 // gemv_shared_<type>_<T>: the same for up to three weights that share x (q/k/v, gate/up), in one launch.
@@ -13,21 +12,21 @@
 // convert_to_bf16 / convert_to_f16, bias_add, split_columns and sum_partials (split-K) serve the cuBLAS tensor-core path.
 #include "common.cuh"
 
-// Sums of x[t] . w[row, k_begin .. k_end) for every token t, in acc on every lane of the warp.
 template <class W, int T>
-__device__ __forceinline__ void gemv_partial(const float* __restrict__ x, const typename W::storage* __restrict__ w, int in, int row,
-                                             int vec, int k_begin, int k_end, float acc[T])
+__device__ __forceinline__ void gemv_row(const float* __restrict__ x, const typename W::storage* __restrict__ w, const float* __restrict__ bias,
+                                         float* __restrict__ y, int in, int out, int row, int vec)
 {
     const int lane = threadIdx.x & 31;
     const typename W::storage* wr = w + (long)row * in;
+    float acc[T];
 #pragma unroll
     for (int t = 0; t < T; t++) acc[t] = 0.f;
 
     if (vec)
     {
-        int k = k_begin + lane * 8;
+        int k = lane * 8;
         constexpr int U = 4;
-        for (; k + (U - 1) * 256 < k_end; k += U * 256)
+        for (; k + (U - 1) * 256 < in; k += U * 256)
         {
             typename W::raw raw[U];
 #pragma unroll
@@ -46,7 +45,7 @@ __device__ __forceinline__ void gemv_partial(const float* __restrict__ x, const 
                 }
             }
         }
-        for (; k < k_end; k += 256)
+        for (; k < in; k += 256)
         {
             float wv[8];
             W::convert8(W::fetch8(wr + k), wv);
@@ -61,7 +60,7 @@ __device__ __forceinline__ void gemv_partial(const float* __restrict__ x, const 
     }
     else
     {
-        for (int k = k_begin + lane; k < k_end; k += 32)
+        for (int k = lane; k < in; k += 32)
         {
             const float wv = W::load(wr, k);
 #pragma unroll
@@ -70,51 +69,20 @@ __device__ __forceinline__ void gemv_partial(const float* __restrict__ x, const 
     }
 
 #pragma unroll
-    for (int t = 0; t < T; t++) acc[t] = warp_sum(acc[t]);
-}
-
-template <class W, int T>
-__device__ __forceinline__ void gemv_row(const float* __restrict__ x, const typename W::storage* __restrict__ w, const float* __restrict__ bias,
-                                         float* __restrict__ y, int in, int out, int row, int vec)
-{
-    float acc[T];
-    gemv_partial<W, T>(x, w, in, row, vec, 0, in, acc);
-    if ((threadIdx.x & 31) != 0) return;
-#pragma unroll
-    for (int t = 0; t < T; t++) y[(long)t * out + row] = acc[t] + (bias != nullptr ? bias[row] : 0.f);
-}
-
-// split (1, 2 or 4) warps share a row, each over a 1/split column range (a multiple of 8 columns), and the block sums
-// their parts in shared memory. Long rows (the down projection's 18944 columns) otherwise leave too few warps per
-// multiprocessor, and an uneven last wave, to keep the memory busy.
-template <class W, int T>
-__device__ void gemv(const float* __restrict__ x, const typename W::storage* __restrict__ w, const float* __restrict__ bias,
-                     float* __restrict__ y, int in, int out, int vec, int split)
-{
-    __shared__ float s_part[8][T];
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int row = blockIdx.x * (8 / split) + warp / split;
-    if (split == 1)
-    {
-        if (row < out) gemv_row<W, T>(x, w, bias, y, in, out, row, vec);
-        return;
-    }
-
-    const int part = warp % split, span = in / split;
-    float acc[T];
-    if (row < out) gemv_partial<W, T>(x, w, in, row, vec, part * span, part == split - 1 ? in : (part + 1) * span, acc);
-    if (lane == 0)
-#pragma unroll
-        for (int t = 0; t < T; t++) s_part[warp][t] = row < out ? acc[t] : 0.f;
-    __syncthreads();
-    if (part != 0 || lane != 0 || row >= out) return;
-#pragma unroll
     for (int t = 0; t < T; t++)
     {
-        float v = bias != nullptr ? bias[row] : 0.f;
-        for (int i = 0; i < split; i++) v += s_part[warp + i][t];
-        y[(long)t * out + row] = v;
+        const float v = warp_sum(acc[t]);
+        if (lane == 0) y[(long)t * out + row] = v + (bias != nullptr ? bias[row] : 0.f);
     }
+}
+
+template <class W, int T>
+__device__ void gemv(const float* __restrict__ x, const typename W::storage* __restrict__ w, const float* __restrict__ bias,
+                     float* __restrict__ y, int in, int out, int vec)
+{
+    const int row = (int)(((long)blockIdx.x * blockDim.x + threadIdx.x) >> 5);
+    if (row >= out) return;
+    gemv_row<W, T>(x, w, bias, y, in, out, row, vec);
 }
 
 // Up to three products of the same x (q/k/v, or gate/up with out2 = 0) in one launch: warp rows 0..out0-1 belong to
@@ -142,8 +110,8 @@ __device__ void gemv_shared(const float* __restrict__ x, int in, int vec,
 }
 
 #define GEMV_T(S, W, T) \
-    extern "C" __global__ void __launch_bounds__(256) gemv_##S##_##T(const float* x, const W::storage* w, const float* bias, float* y, int in, int out, int vec, int split) \
-    { gemv<W, T>(x, w, bias, y, in, out, vec, split); } \
+    extern "C" __global__ void __launch_bounds__(256) gemv_##S##_##T(const float* x, const W::storage* w, const float* bias, float* y, int in, int out, int vec) \
+    { gemv<W, T>(x, w, bias, y, in, out, vec); } \
     extern "C" __global__ void __launch_bounds__(256) gemv_shared_##S##_##T(const float* x, int in, int vec, \
         const W::storage* w0, const float* b0, float* y0, int out0, const W::storage* w1, const float* b1, float* y1, int out1, \
         const W::storage* w2, const float* b2, float* y2, int out2) \

@@ -98,7 +98,7 @@ internal static class BackendOpCases
             cases[$"gather_embedding/{d}/rows41x70/t9"] = (b => GatherEmbedding(b, dtype, 41, 70, 9), 0);
             cases[$"matmul/{d}/t1/2056to19"] = (b => MatMul(b, dtype, 1, 2056, 19, false), 1e-5);
             cases[$"matmul/{d}/t2/3080to130+bias"] = (b => MatMul(b, dtype, 2, 3080, 130, true), 1e-5);
-            // Rows long enough that the CUDA GEMV shares each between 2 (32784 columns) or 4 (65600) warps.
+            // Long rows: many rounds of four 16-byte chunks per lane in the CUDA GEMV, and a ragged tail (32784).
             cases[$"matmul/{d}/t3/32784to37+bias"] = (b => MatMul(b, dtype, 3, 32784, 37, true), 1e-5);
             cases[$"matmul/{d}/t1/65600to11"] = (b => MatMul(b, dtype, 1, 65600, 11, false), 1e-5);
             // Products sharing one input: q/k/v-like (three outputs of different widths, biases) and gate/up-like.

@@ -28,11 +28,10 @@ public sealed partial class CudaKernelSourceTests
                 File.WriteAllText(Path.Combine(directory.FullName, name[prefix.Length..]), BlankInlinePtx(Read(assembly, name)));
             }
 
-            var shim = Path.Combine(AppContext.BaseDirectory, "Backends", "KernelSyntax", "cuda_host_shim.h");
             var failures = new List<string>();
             foreach (var source in Directory.GetFiles(directory.FullName, "*.cu").Order(StringComparer.Ordinal))
             {
-                var (exitCode, errors) = Gxx(shim, directory.FullName, source);
+                var (exitCode, errors) = Gxx(directory.FullName, source);
                 if (exitCode != 0)
                 {
                     failures.Add($"{Path.GetFileName(source)}:\n{errors}");
@@ -56,8 +55,7 @@ public sealed partial class CudaKernelSourceTests
         {
             var source = Path.Combine(directory.FullName, "broken.cu");
             File.WriteAllText(source, "extern \"C\" __global__ void broken(float* y) { y[threadIdx.x] = UNDEFINED_GRANULE; }\n");
-            var shim = Path.Combine(AppContext.BaseDirectory, "Backends", "KernelSyntax", "cuda_host_shim.h");
-            var (exitCode, errors) = Gxx(shim, directory.FullName, source);
+            var (exitCode, errors) = Gxx(directory.FullName, source);
             Assert.NotEqual(0, exitCode);
             Assert.Contains("UNDEFINED_GRANULE", errors, StringComparison.Ordinal);
         }
@@ -66,6 +64,8 @@ public sealed partial class CudaKernelSourceTests
             directory.Delete(recursive: true);
         }
     }
+
+    private static string Shim => Path.Combine(AppContext.BaseDirectory, "Backends", "KernelSyntax", "cuda_host_shim.h");
 
     private static string Read(Assembly assembly, string name)
     {
@@ -77,7 +77,7 @@ public sealed partial class CudaKernelSourceTests
     /// <summary>asm("..." : outputs : inputs) carries PTX constraints g++ cannot take; the shim turns it into a no-op.</summary>
     private static string BlankInlinePtx(string source) => InlineAsm().Replace(source, "enclave_blanked_asm(");
 
-    private static (int ExitCode, string Errors) Gxx(string shim, string includeDirectory, string source)
+    private static (int ExitCode, string Errors) Gxx(string includeDirectory, string source)
     {
         var start = new ProcessStartInfo("g++")
         {
@@ -85,7 +85,7 @@ public sealed partial class CudaKernelSourceTests
             RedirectStandardOutput = true,
             UseShellExecute = false,
         };
-        foreach (var argument in new[] { "-x", "c++", "-std=c++17", "-fsyntax-only", "-Wno-unknown-pragmas", "-include", shim, "-I", includeDirectory, source })
+        foreach (var argument in new[] { "-x", "c++", "-std=c++17", "-fsyntax-only", "-Wno-unknown-pragmas", "-include", Shim, "-I", includeDirectory, source })
         {
             start.ArgumentList.Add(argument);
         }
