@@ -568,8 +568,15 @@ internal static unsafe class CpuMatMul
     {
         TV a0 = TS.Zero, a1 = TS.Zero, a2 = TS.Zero, a3 = TS.Zero;
         var k = 0;
+        var size = TW.DType.SizeInBytes();
         for (; k <= n - (4 * TS.Count); k += 4 * TS.Count)
         {
+            // One prefetch per 64-byte line of the 4 × Count weights this step reads (the sizes are JIT constants).
+            for (var line = 0; line < 4 * TS.Count * size; line += 64)
+            {
+                CpuSimd.PrefetchWeights(w + (k * size) + line);
+            }
+
             a0 = TS.MultiplyAdd(TS.Load(x + k), TW.Load<TS, TV>(w, k), a0);
             a1 = TS.MultiplyAdd(TS.Load(x + k + TS.Count), TW.Load<TS, TV>(w, k + TS.Count), a1);
             a2 = TS.MultiplyAdd(TS.Load(x + k + (2 * TS.Count)), TW.Load<TS, TV>(w, k + (2 * TS.Count)), a2);
@@ -604,15 +611,9 @@ internal static unsafe class CpuMatMul
         var rescale = Vector512.Create(HalfBits.Rescale).AsSingle();
         Vector512<float> a0 = default, a1 = default;
         var k = 0;
-        var prefetch = n > LongRow && System.Runtime.Intrinsics.X86.Sse.IsSupported;
         for (; k + 32 <= n; k += 32)
         {
-            if (prefetch)
-            {
-                // As in RowPair: long rows push their fp32 activations out of L1 unless the weights bypass it.
-                System.Runtime.Intrinsics.X86.Sse.PrefetchNonTemporal(w + (2 * k) + 4096);
-            }
-
+            CpuSimd.PrefetchWeights(w + (2 * k));
             var pair = Vector512.Load((uint*)(w + (2 * k)));
             var even = ((((pair << 13) & mask).AsSingle() * rescale).AsUInt32() | ((pair << 16) & sign)).AsSingle();
             var odd = ((((pair >> 3) & mask).AsSingle() * rescale).AsUInt32() | (pair & sign)).AsSingle();

@@ -480,6 +480,7 @@ internal static unsafe class CpuQuantMatMul
             for (; b + 1 < blocks; b += 2)
             {
                 var wb = w + (b * 34);
+                CpuSimd.PrefetchWeights(wb);
                 var w0 = Vector256.Load((sbyte*)(wb + 2));
                 var w1 = Vector256.Load((sbyte*)(wb + 36));
                 var p0 = Dot<TVnni>(Avx2.Abs(w0), Avx2.Sign(Vector256.Load(xk + (b * 32)), w0));
@@ -517,6 +518,7 @@ internal static unsafe class CpuQuantMatMul
             for (var b = 0; b < blocks; b++)
             {
                 var wb = w + (b * 18);
+                CpuSimd.PrefetchWeights(wb);
                 var q = Vector128.Load(wb + 2);
                 var levels = Vector256.Create(q & mask, Vector128.ShiftRightLogical(q.AsUInt16(), 4).AsByte() & mask);
                 var scale = Half(halves, wb) * dk[b];
@@ -608,6 +610,7 @@ internal static unsafe class CpuQuantMatMul
             for (; b + 1 < blocks; b += 2)
             {
                 var wb = w + (b * blockBytes);
+                CpuSimd.PrefetchWeights(wb);
                 var p0 = Dot4Or5<TVnni, TMin>(Levels4Or5<TFiveBit, TMin>(wb), Vector256.Load(xk + (b * 32)));
                 var p1 = Dot4Or5<TVnni, TMin>(Levels4Or5<TFiveBit, TMin>(wb + blockBytes), Vector256.Load(xk + (b * 32) + 32));
                 a0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p0), Vector256.Create(Half(halves, wb) * dk[b]), a0);
@@ -702,6 +705,9 @@ internal static unsafe class CpuQuantMatMul
             for (var s = 0; s < superBlocks; s++)
             {
                 var blk = w + (s * blockBytes);
+                CpuSimd.PrefetchWeights(blk);
+                CpuSimd.PrefetchWeights(blk + 64);
+                CpuSimd.PrefetchWeights(blk + 128);
                 var (sc, mn) = ScalesAndMinimums(blk);
                 var scaleBytes = WideScales(sc);
 
@@ -753,6 +759,10 @@ internal static unsafe class CpuQuantMatMul
             for (var s = 0; s < superBlocks; s++)
             {
                 var blk = w + (s * 210);
+                CpuSimd.PrefetchWeights(blk);
+                CpuSimd.PrefetchWeights(blk + 64);
+                CpuSimd.PrefetchWeights(blk + 128);
+                CpuSimd.PrefetchWeights(blk + 192);
                 var scaleBytes = Vector128.Load((sbyte*)(blk + 192));
                 var y = xk + (s * 256);
 

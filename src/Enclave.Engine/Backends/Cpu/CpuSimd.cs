@@ -72,6 +72,24 @@ internal static unsafe class CpuSimd
         _ => "scalar",
     };
 
+    /// <summary>
+    /// How far ahead of its current read a single-token product asks for weights (bytes). Those products stream every
+    /// weight from DRAM once, and one core's hardware prefetcher does not keep enough lines in flight on every CPU: on
+    /// a 2-core Xeon (Emerald Rapids) VM, Q8_0 rows on two threads read 11–14 GB/s without it, 19 GB/s with 1 KiB
+    /// ahead and 22–31 GB/s with 2–4 KiB, against 26–28 GB/s for a loop that only loads.
+    /// </summary>
+    internal const int WeightPrefetchDistance = 3072;
+
+    /// <summary>Asks for the cache line <see cref="WeightPrefetchDistance"/> bytes past <paramref name="weights"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void PrefetchWeights(byte* weights)
+    {
+        if (System.Runtime.Intrinsics.X86.Sse.IsSupported)
+        {
+            System.Runtime.Intrinsics.X86.Sse.Prefetch0(weights + WeightPrefetchDistance);
+        }
+    }
+
     /// <summary>Scalar bfloat16 to fp32.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Bf16ToSingle(ushort bits) => BitConverter.Int32BitsToSingle(bits << 16);
