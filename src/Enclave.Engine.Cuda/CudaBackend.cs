@@ -1069,9 +1069,10 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         void** writeArgs = stackalloc void*[] { &pk, &pv, &pkc, &pvc, &slots, &tokens, &rowWidth };
         Launch("attention.cu", KvWriteKernels[bf16], (uint)(((long)tokens * rowWidth + 255) / 256), 1, 256, writeArgs);
 
-        if (headDim % 4 == 0 && MaxQueryLength(batch) > FlashMinQueryLength)
+        var maxQueryLength = MaxQueryLength(batch);
+        if (headDim % 4 == 0 && (maxQueryLength > FlashMinQueryLength || MmaDecode(kc.DType, heads / kvHeads, kvHeads, headDim, maxQueryLength)))
         {
-            FlashPrefill(qt, kc, vc, o, heads, kvHeads, headDim, blockSize, scale, MaxQueryLength(batch));
+            FlashPrefill(qt, kc, vc, o, heads, kvHeads, headDim, blockSize, scale, maxQueryLength);
             return;
         }
 
@@ -1127,6 +1128,26 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
             Launch("attention.cu", "attention_combine", (uint)heads, (uint)tokens, 128, combineArgs);
         }
     }
+
+    /// <summary>
+    /// Sequences × KV heads from which a decode step over a bf16 cache in tensor-core mode runs its attention on the bf16
+    /// MMA prefill kernel (0: never; default: the multiprocessor count); a property so that a benchmark can compare.
+    /// That kernel gives each (sequence, KV head) one block, the group's heads as packed query rows, and streams the
+    /// K and V tiles through shared memory with asynchronous copies, so a block always has a tile in flight; the tiled
+    /// decode kernel waits on its loads phase by phase and reached about 0.7 TB/s at batch 64 over 1k contexts. It has
+    /// no context split, so it needs enough (sequence, KV head) pairs to fill the GPU by itself.
+    /// </summary>
+    public int MmaDecodeMinBlocks { get; set; } = -1;
+
+    private bool MmaDecode(DType cache, int group, int kvHeads, int headDim, int maxQueryLength)
+    {
+        var minBlocks = MmaDecodeMinBlocks < 0 ? _ctx.MultiprocessorCount : MmaDecodeMinBlocks;
+        return minBlocks > 0 && TensorCoreGemm && cache == DType.BF16 && headDim % 8 == 0 && headDim <= 128
+            && (long)maxQueryLength * group <= FlashRowsPerBlock && (long)_sequences * kvHeads >= minBlocks;
+    }
+
+    /// <summary>Packed query rows (query × head in group) of one MMA prefill attention block.</summary>
+    private const int FlashRowsPerBlock = 64;
 
     /// <summary>The most query heads per KV head that one block of the grouped decode attention kernel serves.</summary>
     internal const int AttentionGroupMax = 8;

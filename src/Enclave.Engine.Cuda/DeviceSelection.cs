@@ -56,17 +56,15 @@ public static class DeviceSelection
     /// <summary>
     /// The CUDA backend on device N. ENCLAVE_CUDA_GEMM=tensor-core sends prefill-sized products with F16/BF16 weights
     /// through cuBLAS tensor cores (activations rounded to the weight type) instead of the exact fp32 kernel;
-    /// ENCLAVE_CUDA_SPLIT_K=N caps the K chunks of skinny tensor-core products (1 turns the split off), for benchmarks.
+    /// ENCLAVE_CUDA_SPLIT_K=N caps the K chunks of skinny tensor-core products (1 turns the split off) and
+    /// ENCLAVE_CUDA_MMA_DECODE=N sets the sequences × KV heads from which decode attention runs on the MMA kernel (0: never),
+    /// for benchmarks.
     /// </summary>
     private static CudaBackend CreateCuda(int ordinal, bool enforceEager)
     {
         var tensorCores = string.Equals(Environment.GetEnvironmentVariable("ENCLAVE_CUDA_GEMM"), "tensor-core", StringComparison.OrdinalIgnoreCase);
-        var splitK = Environment.GetEnvironmentVariable("ENCLAVE_CUDA_SPLIT_K");
-        var splitKLimit = 0;
-        if (splitK is not null && (!int.TryParse(splitK, System.Globalization.CultureInfo.InvariantCulture, out splitKLimit) || splitKLimit < 1))
-        {
-            throw new DeviceSelectionException($"ENCLAVE_CUDA_SPLIT_K must be a whole number of 1 or more, not '{splitK}'");
-        }
+        var splitKLimit = WholeNumber("ENCLAVE_CUDA_SPLIT_K", 1);
+        var mmaDecode = WholeNumber("ENCLAVE_CUDA_MMA_DECODE", 0);
 
         try
         {
@@ -76,11 +74,33 @@ public static class DeviceSelection
                 backend.SplitKLimit = splitKLimit;
             }
 
+            if (mmaDecode >= 0)
+            {
+                backend.MmaDecodeMinBlocks = mmaDecode;
+            }
+
             return backend;
         }
         catch (Exception e) when (e is CudaUnavailableException or CudaException)
         {
             throw new DeviceSelectionException($"--device cuda:{ordinal}: {e.Message}");
         }
+    }
+
+    /// <summary>A benchmark knob: the whole number (at least <paramref name="minimum"/>) in an environment variable, -1 when unset.</summary>
+    private static int WholeNumber(string variable, int minimum)
+    {
+        var text = Environment.GetEnvironmentVariable(variable);
+        if (text is null)
+        {
+            return -1;
+        }
+
+        if (!int.TryParse(text, System.Globalization.CultureInfo.InvariantCulture, out var value) || value < minimum)
+        {
+            throw new DeviceSelectionException($"{variable} must be a whole number of {minimum} or more, not '{text}'");
+        }
+
+        return value;
     }
 }

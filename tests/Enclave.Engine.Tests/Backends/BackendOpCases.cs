@@ -39,6 +39,14 @@ internal static class BackendOpCases
     public static IReadOnlyCollection<string> TensorCoreAttentionNames =>
         [.. Table.Keys.Where(n => n is "attention/gqa7/d64/bs5/long-prefill" or "attention/mha/d96/bs7/prefill-chunk" or "attention_kvbf16/mha/d96/bs7/prefill-chunk" || n.EndsWith("/prefill-1-77-300", StringComparison.Ordinal))];
 
+    /// <summary>
+    /// Decode attention cases over a bf16 cache with a head dim that is a multiple of 8 up to 128 and at most 64 packed
+    /// query rows a sequence and KV head: in tensor-core mode, with enough sequences × KV heads
+    /// (<c>CudaBackend.MmaDecodeMinBlocks</c>), the CUDA backend runs them on its bf16 MMA prefill kernel.
+    /// </summary>
+    public static IReadOnlyCollection<string> MmaDecodeAttentionNames =>
+        ["attention_kvbf16/gqa7/d128/bs16/decode-batch", "attention_kvbf16/gqa16/d64/bs16/decode", "attention_kvbf16/gqa4/d64/bs16/long-decode"];
+
     /// <summary>Runs one case on <paramref name="candidate"/> and on <paramref name="reference"/> and compares every output.</summary>
     public static Result Run(string name, IBackend candidate, IBackend reference, double? tolerance = null)
     {

@@ -51,6 +51,30 @@ public sealed class CudaBackendTests
         }
     }
 
+    [CudaFact]
+    public void Decode_attention_on_the_mma_kernel_stays_within_bf16_rounding()
+    {
+        // Every decode step qualifies (one sequence × KV head is enough), so these small cases take the batched path.
+        using var cuda = new CudaBackend(new CudaBackendOptions { TensorCoreGemm = true }) { MmaDecodeMinBlocks = 1 };
+        using var reference = new ReferenceBackend();
+        foreach (var name in BackendOpCases.MmaDecodeAttentionNames)
+        {
+            var result = BackendOpCases.Run(name, cuda, reference, tolerance: 2e-2);
+            Assert.True(result.Passed, result.ToString());
+        }
+    }
+
+    [Fact]
+    public void The_mma_decode_cases_exist_and_are_decode_steps_over_a_bf16_cache()
+    {
+        Assert.All(BackendOpCases.MmaDecodeAttentionNames, name =>
+        {
+            Assert.Contains(name, BackendOpCases.CudaNames);
+            Assert.StartsWith("attention_kvbf16/", name, StringComparison.Ordinal);
+            Assert.Contains("decode", name, StringComparison.Ordinal);
+        });
+    }
+
     [Fact]
     public void The_tensor_core_attention_cases_cover_both_head_dim_bounds_and_a_cached_prefix()
     {

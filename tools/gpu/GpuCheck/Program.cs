@@ -126,6 +126,16 @@ internal static class Program
             Report(BackendOpCases.Run(name, cuda, reference, 2e-2));
         }
 
+        // Batched decode over a bf16 cache on the same bf16 MMA kernel (forced here: small cases have few sequences).
+        Console.WriteLine("== decode attention on the bf16 MMA kernel (tolerance 2e-2)");
+        var mmaDecode = cuda.MmaDecodeMinBlocks;
+        cuda.MmaDecodeMinBlocks = 1;
+        foreach (var name in BackendOpCases.MmaDecodeAttentionNames)
+        {
+            Report(BackendOpCases.Run(name, cuda, reference, 2e-2));
+        }
+
+        cuda.MmaDecodeMinBlocks = mmaDecode;
         cuda.TensorCoreGemm = false;
     }
 
