@@ -600,23 +600,21 @@ internal static unsafe class CpuMatMul
     /// <summary>
     /// y[row] = x · w[row] for one token and finite F16 weights, 32 halves per 512-bit load: each 32-bit lane holds an
     /// even and an odd half, converted in place (the even one shifted up, the odd one already in the top half) with no
-    /// widening shuffle, against x reordered evens-then-odds per 32 values (<paramref name="xEvenOdd"/>). Nine vector
-    /// instructions convert 32 halves where the widening conversion takes fourteen.
+    /// widening shuffle, against x reordered evens-then-odds per 32 values (<paramref name="xEvenOdd"/>).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void HalfPairRow(float* x, float* xEvenOdd, int n, byte* w, float* bias, int row, float* y)
     {
         var mask = Vector512.Create(0x0FFFE000u);
         var sign = Vector512.Create(0x80000000u);
-        var rescale = Vector512.Create(HalfBits.Rescale).AsSingle();
         Vector512<float> a0 = default, a1 = default;
         var k = 0;
         for (; k + 32 <= n; k += 32)
         {
             CpuSimd.PrefetchWeights(w + (2 * k));
             var pair = Vector512.Load((uint*)(w + (2 * k)));
-            var even = ((((pair << 13) & mask).AsSingle() * rescale).AsUInt32() | ((pair << 16) & sign)).AsSingle();
-            var odd = ((((pair >> 3) & mask).AsSingle() * rescale).AsUInt32() | (pair & sign)).AsSingle();
+            var even = (HalfBits.Magnitude((pair << 13) & mask).AsUInt32() | ((pair << 16) & sign)).AsSingle();
+            var odd = (HalfBits.Magnitude((pair >> 3) & mask).AsUInt32() | (pair & sign)).AsSingle();
             a0 = Vector512.FusedMultiplyAdd(Vector512.Load(xEvenOdd + k), even, a0);
             a1 = Vector512.FusedMultiplyAdd(Vector512.Load(xEvenOdd + k + 16), odd, a1);
         }
