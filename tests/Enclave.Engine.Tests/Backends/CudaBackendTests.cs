@@ -31,24 +31,14 @@ public sealed class CudaBackendTests
     public void Tensor_core_products_stay_within_bf16_rounding()
     {
         using var cuda = new CudaBackend(new CudaBackendOptions { TensorCoreGemm = true });
-        using var reference = new ReferenceBackend();
-        foreach (var name in BackendOpCases.Names.Where(n => n.StartsWith("matmul/", StringComparison.Ordinal) || n.StartsWith("matmul_shared/", StringComparison.Ordinal)))
-        {
-            var result = BackendOpCases.Run(name, cuda, reference, tolerance: 2e-2);
-            Assert.True(result.Passed, result.ToString());
-        }
+        AssertWithinRounding(cuda, BackendOpCases.Names.Where(n => n.StartsWith("matmul/", StringComparison.Ordinal) || n.StartsWith("matmul_shared/", StringComparison.Ordinal)));
     }
 
     [CudaFact]
     public void Tensor_core_prefill_attention_stays_within_f16_and_bf16_rounding()
     {
         using var cuda = new CudaBackend(new CudaBackendOptions { TensorCoreGemm = true });
-        using var reference = new ReferenceBackend();
-        foreach (var name in BackendOpCases.TensorCoreAttentionNames)
-        {
-            var result = BackendOpCases.Run(name, cuda, reference, tolerance: 2e-2);
-            Assert.True(result.Passed, result.ToString());
-        }
+        AssertWithinRounding(cuda, BackendOpCases.TensorCoreAttentionNames);
     }
 
     [CudaFact]
@@ -56,8 +46,14 @@ public sealed class CudaBackendTests
     {
         // Every decode step qualifies (one sequence × KV head is enough), so these small cases take the batched path.
         using var cuda = new CudaBackend(new CudaBackendOptions { TensorCoreGemm = true }) { MmaDecodeMinBlocks = 1 };
+        AssertWithinRounding(cuda, BackendOpCases.MmaDecodeAttentionNames);
+    }
+
+    /// <summary>Each case on <paramref name="cuda"/> against the float64 reference within the 16-bit operand tolerance (2e-2).</summary>
+    private static void AssertWithinRounding(CudaBackend cuda, IEnumerable<string> names)
+    {
         using var reference = new ReferenceBackend();
-        foreach (var name in BackendOpCases.MmaDecodeAttentionNames)
+        foreach (var name in names)
         {
             var result = BackendOpCases.Run(name, cuda, reference, tolerance: 2e-2);
             Assert.True(result.Passed, result.ToString());
