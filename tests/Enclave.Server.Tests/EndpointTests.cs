@@ -137,6 +137,8 @@ public sealed class EndpointTests(SharedServer shared)
         var metrics = await Server.MetricsAsync();
         Assert.True(TestServer.Sum(metrics, "vllm:generation_tokens_total", "model_name=\"tiny-qwen3\"") >= 3);
         Assert.True(TestServer.Sum(metrics, "vllm:request_success_total", "finished_reason=\"length\"") >= 1);
+        Assert.True(TestServer.Sum(metrics, "enclave_engine_step_device_seconds_total", "model_name=\"tiny-qwen3\"") > 0);
+        Assert.True(TestServer.Sum(metrics, "enclave_engine_step_host_seconds_total", "model_name=\"tiny-qwen3\"") > 0);
     }
 
     [Fact]

@@ -115,7 +115,9 @@ internal static class BenchCommand
             profiler?.Reset();
             gpuProfile?.KernelTimes = [];
 
+            var before = engine.Stats;
             var decode = await RunAsync(engine, prompts, greedy with { MaxTokens = g }, cancellationToken);
+            var after = engine.Stats;
             var decodeProfile = profiler?.Report($"prefill of {b * p} tokens, then {g - 1} decode steps of batch {b}")
                 + KernelReport(gpuProfile, $"the {g - 1} decode steps of batch {b} (prompts from the prefix cache)");
             gpuProfile?.KernelTimes = null;
@@ -139,6 +141,15 @@ internal static class BenchCommand
             }
 
             Console.WriteLine($"decode       {decodeRate:F2} tokens/s total, {perSequence:F2} tokens/s per sequence, {1000 / perSequence:F1} ms per step");
+            var hostSeconds = after.StepHostSeconds - before.StepHostSeconds;
+            var stepSeconds = hostSeconds + after.StepDeviceSeconds - before.StepDeviceSeconds;
+            var decodeSteps = after.Steps - before.Steps;
+            if (stepSeconds > 0 && decodeSteps > 0)
+            {
+                // The engine thread outside the model: while it schedules, samples and streams, the device has no step to run.
+                Console.WriteLine($"host         {100 * hostSeconds / stepSeconds:F1}% of the engine's step time outside the model ({1000 * hostSeconds / decodeSteps:F3} ms a step: scheduling, batch building, sampling, streaming)");
+            }
+
             Console.WriteLine($"bandwidth    {bandwidth:F1} GB/s measured; roofline {rooflineTokensPerSecond:F2} tokens/s at batch 1");
             Console.WriteLine($"efficiency   {100 * perSequence / rooflineTokensPerSecond:F1}% of the roofline per sequence" + (b > 1 ? $" ({100 * decodeRate / rooflineTokensPerSecond:F1}% aggregate)" : string.Empty));
             var process = Process.GetCurrentProcess();

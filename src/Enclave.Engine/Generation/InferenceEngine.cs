@@ -36,6 +36,12 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
     private long promptTokensTotal;
     private long generationTokensTotal;
     private long steps;
+
+    // Stopwatch ticks of the steps run so far: inside the model (forward pass and reading its results back; on a GPU
+    // this includes waiting for the device) and outside it on the engine thread (admitting and scheduling requests,
+    // building the batch, sampling, streaming tokens), while the device waits for the next step.
+    private long stepDeviceTicks;
+    private long stepHostTicks;
     private long argmaxSteps;
 
     /// <summary>The cache element type --kv-cache-dtype asks for, refused with the reason where the backend or model cannot keep it.</summary>
@@ -124,7 +130,8 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
         scheduler.Running, scheduler.Waiting + Volatile.Read(ref queued),
         scheduler.Pool.BlockCount == 0 ? 0 : (double)scheduler.Pool.UsedBlocks / scheduler.Pool.BlockCount,
         Interlocked.Read(ref promptTokensTotal), Interlocked.Read(ref generationTokensTotal), scheduler.Preemptions, Interlocked.Read(ref steps),
-        scheduler.Pool.PrefixQueryTokens, scheduler.Pool.PrefixHitTokens, scheduler.Pool.UsedBlocks, scheduler.Pool.BlockCount);
+        scheduler.Pool.PrefixQueryTokens, scheduler.Pool.PrefixHitTokens, scheduler.Pool.UsedBlocks, scheduler.Pool.BlockCount,
+        (double)Interlocked.Read(ref stepHostTicks) / Stopwatch.Frequency, (double)Interlocked.Read(ref stepDeviceTicks) / Stopwatch.Frequency);
 
     /// <summary>
     /// Submits a prompt and streams its tokens as they are produced. Throws <see cref="ContextLengthExceededException"/>
@@ -218,6 +225,7 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
         var timer = Stopwatch.StartNew();
         while (!stopping)
         {
+            var iterationStart = Stopwatch.GetTimestamp();
             while (incoming.TryDequeue(out var s))
             {
                 Interlocked.Decrement(ref queued);
@@ -239,7 +247,9 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
 
             try
             {
-                RunStep(step);
+                var deviceTicks = RunStep(step);
+                Interlocked.Add(ref stepDeviceTicks, deviceTicks);
+                Interlocked.Add(ref stepHostTicks, Stopwatch.GetTimestamp() - iterationStart - deviceTicks);
             }
             catch (Exception e)
             {
@@ -258,7 +268,8 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
         }
     }
 
-    private void RunStep(ScheduledStep step)
+    /// <returns>Stopwatch ticks spent in the model: the forward pass and reading back its ids or logits.</returns>
+    private long RunStep(ScheduledStep step)
     {
         var batch = step.Batch;
         var rows = batch.LogitRows.Length;
@@ -269,6 +280,7 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
             EngineTelemetry.Scheduled(s);
         }
 
+        var forwardStart = Stopwatch.GetTimestamp();
         model.Forward(batch, cache, logitView);
         // When every row is plain greedy only the chosen ids cross to the host, not [rows, vocab] logits.
         var onDevice = rows > 0 && !ForceHostSampling && AllPlainGreedy(step);
@@ -282,6 +294,7 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
             model.Backend.Download(logitView, hostLogits.AsSpan(0, rows * vocab));
         }
 
+        var deviceTicks = Stopwatch.GetTimestamp() - forwardStart;
         Interlocked.Increment(ref steps);
         var row = 0;
         foreach (var (s, n, samples) in step.Entries)
@@ -332,6 +345,8 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
             s.Finish = finish;
             s.Output.Writer.TryWrite(new TokenEvent(sampled.TokenId, sampled.Logprob, sampled.TopLogprobs, finish));
         }
+
+        return deviceTicks;
     }
 
     /// <summary>
@@ -424,8 +439,14 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
 /// is the hit rate); UsedBlocks counts KV blocks referenced by a request (cached but unreferenced ones are free).
 /// </remarks>
 public readonly record struct EngineStats(int Running, int Waiting, double KvCacheUsage, long PromptTokensTotal, long GenerationTokensTotal, long Preemptions, long Steps,
-    long PrefixCacheQueries = 0, long PrefixCacheHits = 0, int UsedBlocks = 0, int TotalBlocks = 0)
+    long PrefixCacheQueries = 0, long PrefixCacheHits = 0, int UsedBlocks = 0, int TotalBlocks = 0, double StepHostSeconds = 0, double StepDeviceSeconds = 0)
 {
+    /// <summary>
+    /// Share of the engine's step time spent outside the model (scheduling, batch building, sampling, streaming) since
+    /// start: on a GPU the device idles for that long between steps (0 before any step).
+    /// </summary>
+    public double StepHostShare => StepHostSeconds + StepDeviceSeconds <= 0 ? 0 : StepHostSeconds / (StepHostSeconds + StepDeviceSeconds);
+
     /// <summary>Share of looked-up prompt tokens found in the prefix cache (0 before any lookup).</summary>
     public double PrefixCacheHitRate => PrefixCacheQueries == 0 ? 0 : (double)PrefixCacheHits / PrefixCacheQueries;
 }

@@ -55,6 +55,8 @@ public sealed class ServerMetrics : IDisposable
         meter.CreateObservableGauge("enclave_kv_cache_blocks_used", () => PerModel(s => s.UsedBlocks), description: "KV-cache blocks referenced by requests.");
         meter.CreateObservableGauge("enclave_kv_cache_blocks_total", () => PerModel(s => s.TotalBlocks), description: "KV-cache blocks in the pool.");
         meter.CreateObservableCounter("enclave_engine_steps_total", () => PerModel(s => s.Steps), description: "Engine steps (forward passes) run.");
+        meter.CreateObservableCounter("enclave_engine_step_host_seconds_total", () => PerModel(s => s.StepHostSeconds), description: "Engine step time outside the model (scheduling, sampling, streaming), when the device waits.");
+        meter.CreateObservableCounter("enclave_engine_step_device_seconds_total", () => PerModel(s => s.StepDeviceSeconds), description: "Engine step time in the model's forward pass and reading back its results.");
         meter.CreateObservableGauge("enclave_model_ready", () => catalog.Entries.Select(e => new Measurement<int>(e.Model is null ? 0 : 1, new KeyValuePair<string, object?>("model_name", e.Name))), description: "1 once the model is loaded.");
 
         Gpus = GpuMetrics.TryRegister(meter, gpus);

@@ -52,6 +52,29 @@ public sealed class EngineParityTests
     }
 
     [Fact]
+    public async Task StepTimeIsSplitBetweenTheModelAndTheEngineThread()
+    {
+        var dir = Fixtures.Model("tiny-qwen3");
+        using var backend = BackendFactory.Create("reference");
+        using var weights = SafetensorsCheckpoint.Open(dir);
+        using var model = ModelRegistry.Create(ModelConfig.Load(dir), weights, backend);
+        using var engine = new InferenceEngine(model, new EngineOptions { BlockSize = 4, KvCacheBytes = model.KvCacheSpec.BytesPerToken * 4 * 64 }, []);
+        Assert.Equal(0, engine.Stats.StepHostShare);
+        var wall = System.Diagnostics.Stopwatch.StartNew();
+        await foreach (var _ in engine.GenerateTokensAsync([1, 2, 3, 4, 5], new SamplingParams { Temperature = 0, MaxTokens = 12, IgnoreEos = true }))
+        {
+        }
+
+        wall.Stop();
+        var stats = engine.Stats;
+        Assert.Equal(12, stats.Steps); // one prefill step and eleven decode steps
+        Assert.True(stats.StepDeviceSeconds > 0, $"device {stats.StepDeviceSeconds} s");
+        Assert.True(stats.StepHostSeconds > 0, $"host {stats.StepHostSeconds} s");
+        Assert.True(stats.StepHostSeconds + stats.StepDeviceSeconds <= wall.Elapsed.TotalSeconds, $"{stats.StepHostSeconds} + {stats.StepDeviceSeconds} s within {wall.Elapsed.TotalSeconds} s");
+        Assert.InRange(stats.StepHostShare, double.Epsilon, 1 - double.Epsilon);
+    }
+
+    [Fact]
     public async Task CancellingARequestFreesItsBlocks()
     {
         var dir = Fixtures.Model("tiny-qwen3");
