@@ -54,11 +54,8 @@ public sealed class EngineParityTests
     [Fact]
     public async Task StepTimeIsSplitBetweenTheModelAndTheEngineThread()
     {
-        var dir = Fixtures.Model("tiny-qwen3");
-        using var backend = BackendFactory.Create("reference");
-        using var weights = SafetensorsCheckpoint.Open(dir);
-        using var model = ModelRegistry.Create(ModelConfig.Load(dir), weights, backend);
-        using var engine = new InferenceEngine(model, new EngineOptions { BlockSize = 4, KvCacheBytes = model.KvCacheSpec.BytesPerToken * 4 * 64 }, []);
+        using var tiny = new TinyEngine();
+        var engine = tiny.Engine;
         Assert.Equal(0, engine.Stats.StepHostShare);
         var wall = System.Diagnostics.Stopwatch.StartNew();
         await foreach (var _ in engine.GenerateTokensAsync([1, 2, 3, 4, 5], new SamplingParams { Temperature = 0, MaxTokens = 12, IgnoreEos = true }))
@@ -77,11 +74,8 @@ public sealed class EngineParityTests
     [Fact]
     public async Task CancellingARequestFreesItsBlocks()
     {
-        var dir = Fixtures.Model("tiny-qwen3");
-        using var backend = BackendFactory.Create("reference");
-        using var weights = SafetensorsCheckpoint.Open(dir);
-        using var model = ModelRegistry.Create(ModelConfig.Load(dir), weights, backend);
-        using var engine = new InferenceEngine(model, new EngineOptions { BlockSize = 4, KvCacheBytes = model.KvCacheSpec.BytesPerToken * 4 * 64 }, []);
+        using var tiny = new TinyEngine();
+        var engine = tiny.Engine;
         using var cts = new CancellationTokenSource();
         var count = 0;
         await Assert.ThrowsAnyAsync<OperationCanceledException>(async () =>
@@ -118,6 +112,34 @@ public sealed class EngineParityTests
         Assert.Throws<ArgumentException>(() => engine.Submit([5000], new SamplingParams()));
         var bad = Assert.Throws<ArgumentException>(() => engine.Submit([1], new SamplingParams { TopP = 0 }));
         Assert.Equal("top_p", bad.ParamName);
+    }
+
+    /// <summary>tiny-qwen3 on the reference backend behind an engine with a 64-block cache of 4 tokens a block.</summary>
+    private sealed class TinyEngine : IDisposable
+    {
+        private readonly IDisposable backend;
+        private readonly SafetensorsCheckpoint weights;
+        private readonly CausalLM model;
+
+        public TinyEngine()
+        {
+            var dir = Fixtures.Model("tiny-qwen3");
+            var reference = BackendFactory.Create("reference");
+            backend = reference;
+            weights = SafetensorsCheckpoint.Open(dir);
+            model = ModelRegistry.Create(ModelConfig.Load(dir), weights, reference);
+            Engine = new InferenceEngine(model, new EngineOptions { BlockSize = 4, KvCacheBytes = model.KvCacheSpec.BytesPerToken * 4 * 64 }, []);
+        }
+
+        public InferenceEngine Engine { get; }
+
+        public void Dispose()
+        {
+            Engine.Dispose();
+            model.Dispose();
+            weights.Dispose();
+            backend.Dispose();
+        }
     }
 }
 
