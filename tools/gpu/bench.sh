@@ -40,7 +40,8 @@ enclave_bench() {
         /^prefill +[0-9.]+ tokens\/s/ { print "ROW engine=enclave model=" m " kind=prefill batch=" b " prompt=" p " tok_s=" $2 }
         /^prefill work/ { for (i = 1; i <= NF; i++) if ($i == "TFLOP/s") print "ROW engine=enclave model=" m " kind=prefill-tflops batch=" b " prompt=" p " tflops=" $(i - 1) }
         /^decode / && g > 2 { print "ROW engine=enclave model=" m " kind=decode batch=" b " prompt=" p " tok_s=" $2 }
-        /^bandwidth / && b == 1 && g > 2 { print "ROW engine=enclave model=" m " kind=roofline batch=1 prompt=" p " tok_s=" $6 " bandwidth_gbs=" $2 }'
+        /^bandwidth / && b == 1 && g > 2 { print "ROW engine=enclave model=" m " kind=roofline batch=1 prompt=" p " tok_s=" $6 " bandwidth_gbs=" $2 }
+        /^host / && g > 2 { share = $2; sub(/%/, "", share); print "ROW engine=enclave model=" m " kind=host batch=" b " prompt=" p " share_pct=" share " ms_per_step=" (match($0, /\([0-9.]+ ms/) ? substr($0, RSTART + 1, RLENGTH - 4) : "") }'
 }
 
 serve_bench() {
@@ -149,6 +150,8 @@ ratio("decode batch 64 (7B): enclave / transformers compiled", num(find(engine="
 ratio("prefill 2048 (7B) TFLOP/s / cuBLAS bf16 peak", num(find(engine="enclave", model="7b", kind="prefill-tflops", prompt=2048), "tflops"), peak)
 ratio("prefill 2048 (7B): enclave / transformers eager", num(find(engine="enclave", model="7b", kind="prefill", batch=1, prompt=2048), "tok_s"),
       num(find(engine="hf-eager", model="7b", kind="prefill", batch=1, prompt=2048), "tok_s"))
+h = find(engine="enclave", model="7b", kind="host", batch=64)
+print(f"{'host share of a batch-64 decode step (7B), target < 5%':<58} " + (f"{h['share_pct']}% ({h['ms_per_step']} ms a step)" if h else "n/a (a figure is missing)"))
 s = find(engine="enclave", kind="serve", concurrency=256)
 print(f"{'serve output tok/s at concurrency 256 (7B)':<58} " + (f"{s['out_tok_s']} (TTFT {s['ttft_ms']} ms, TPOT {s['tpot_ms']} ms, {s['ok']} ok, {s['failed']} failed)" if s else "n/a (a figure is missing)"))
 PY
