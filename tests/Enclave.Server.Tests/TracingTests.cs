@@ -16,7 +16,7 @@ namespace Enclave.Server.Tests;
 public sealed class TracingTests : IAsyncLifetime
 {
     private readonly string home = Path.Combine(Path.GetTempPath(), "enclave-trace-" + Guid.NewGuid().ToString("N"));
-    private readonly List<Activity> exported = [];
+    private readonly LockedSpans exported = new();
     private TestServer server = null!;
 
     public async Task InitializeAsync()
@@ -44,13 +44,7 @@ public sealed class TracingTests : IAsyncLifetime
         }
     }
 
-    private List<Activity> Snapshot()
-    {
-        lock (exported)
-        {
-            return [.. exported];
-        }
-    }
+    private List<Activity> Snapshot() => exported.Snapshot();
 
     /// <summary>Spans end after the response reaches the client (the request span last), so wait for them to arrive.</summary>
     private async Task<List<Activity>> TraceOf(Func<Activity, bool> anchor, params string[] names)
@@ -180,6 +174,80 @@ public sealed class TracingTests : IAsyncLifetime
         Assert.Equal("/v1/models", Assert.Single(trace, s => s.Kind == ActivityKind.Server).GetTagItem("url.path"));
         Assert.DoesNotContain(Snapshot(), s => s.GetTagItem("url.path") is "/health" or "/metrics");
     }
+
+    /// <summary>
+    /// The spans the exporter hands over from the tracing processor's thread while the test reads them: every access
+    /// takes the same lock (a plain list, locked by the reader only, could be copied mid-add).
+    /// </summary>
+    private sealed class LockedSpans : ICollection<Activity>
+    {
+        private readonly List<Activity> items = [];
+
+        public int Count
+        {
+            get
+            {
+                lock (items)
+                {
+                    return items.Count;
+                }
+            }
+        }
+
+        public bool IsReadOnly => false;
+
+        public void Add(Activity item)
+        {
+            lock (items)
+            {
+                items.Add(item);
+            }
+        }
+
+        public void Clear()
+        {
+            lock (items)
+            {
+                items.Clear();
+            }
+        }
+
+        public bool Contains(Activity item)
+        {
+            lock (items)
+            {
+                return items.Contains(item);
+            }
+        }
+
+        public void CopyTo(Activity[] array, int arrayIndex)
+        {
+            lock (items)
+            {
+                items.CopyTo(array, arrayIndex);
+            }
+        }
+
+        public bool Remove(Activity item)
+        {
+            lock (items)
+            {
+                return items.Remove(item);
+            }
+        }
+
+        public List<Activity> Snapshot()
+        {
+            lock (items)
+            {
+                return [.. items];
+            }
+        }
+
+        public IEnumerator<Activity> GetEnumerator() => Snapshot().GetEnumerator();
+
+        System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
+    }
 }
 
 /// <summary>
@@ -191,4 +259,3 @@ public sealed class TracingCollection
 {
     public const string Name = "tracing";
 }
-
