@@ -345,18 +345,13 @@ __device__ __forceinline__ void paged_attention_group_impl(
     attention_merge_warps<ATTN_WARPS, ATTN_GROUP_MAX, DIM>(s_max, s_sum, s_acc, group, head_dim, t, heads, kvh, split, splits, out, partial_out, partial_stats);
 }
 
-#define PAGED_ATTENTION_GROUP(NAME, KV, STORAGE, PER_LANE)                                                            \
+#define PAGED_ATTENTION_GROUP(NAME, KV, STORAGE, DIM)                                                                 \
     extern "C" __global__ void __launch_bounds__(ATTN_WARPS * 32) NAME(DECODE_ATTENTION_PARAMS(STORAGE))               \
     {                                                                                                                  \
-        paged_attention_group_impl<KV, PER_LANE>(DECODE_ATTENTION_ARGS);                                              \
+        paged_attention_group_impl<KV, DIM / 32>(DECODE_ATTENTION_ARGS);                                               \
     }
 
-PAGED_ATTENTION_GROUP(paged_attention_group_d64, KvF32, float, 2)
-PAGED_ATTENTION_GROUP(paged_attention_group_d128, KvF32, float, 4)
-PAGED_ATTENTION_GROUP(paged_attention_group_d256, KvF32, float, 8)
-PAGED_ATTENTION_GROUP(paged_attention_group_d64_kvbf16, KvBf16, u16, 2)
-PAGED_ATTENTION_GROUP(paged_attention_group_d128_kvbf16, KvBf16, u16, 4)
-PAGED_ATTENTION_GROUP(paged_attention_group_d256_kvbf16, KvBf16, u16, 8)
+DECODE_ATTENTION_VARIANTS(PAGED_ATTENTION_GROUP, paged_attention_group)
 
 // Merges the context splits of paged_attention: rescales each split's sum and output to the common max. Empty splits
 // (sum 0, max -inf: they started past the context) add nothing; every row has at least one non-empty split. One block

@@ -15,6 +15,16 @@
     q, key_cache, value_cache, out, partial_out, partial_stats, token_seq, seq_query_start, seq_query_len,             \
         seq_context, seq_table_offset, tables, heads, kv_heads, head_dim, block_size, scale, chunk, splits
 
+// Instantiates a decode attention kernel for head dims 64, 128 and 256 over an fp32 cache (NAME_dD) and a bf16 cache
+// (NAME_dD_kvbf16), as KERNEL(kernel name, KV type, cache element type, head dim).
+#define DECODE_ATTENTION_VARIANTS(KERNEL, NAME)                                                                        \
+    KERNEL(NAME##_d64, KvF32, float, 64)                                                                               \
+    KERNEL(NAME##_d128, KvF32, float, 128)                                                                             \
+    KERNEL(NAME##_d256, KvF32, float, 256)                                                                             \
+    KERNEL(NAME##_d64_kvbf16, KvBf16, u16, 64)                                                                         \
+    KERNEL(NAME##_d128_kvbf16, KvBf16, u16, 128)                                                                       \
+    KERNEL(NAME##_d256_kvbf16, KvBf16, u16, 256)
+
 // Merges WARPS warps' running max, sum and unnormalised output per group head (s_max/s_sum [WARPS][GMAX], s_acc
 // [WARPS][GMAX][DIM], written before a barrier) into the output rows of token t (one split) or split `split`'s
 // partials, rescaling every warp to the common max; warps that saw no position (sum 0) add nothing.

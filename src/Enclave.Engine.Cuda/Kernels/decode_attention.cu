@@ -299,9 +299,4 @@ __device__ __forceinline__ void decode_attention_impl(
         decode_attention_impl<KV, DIM>(DECODE_ATTENTION_ARGS);                                                         \
     }
 
-DECODE_ATTENTION(decode_attention_d64, KvF32, float, 64)
-DECODE_ATTENTION(decode_attention_d128, KvF32, float, 128)
-DECODE_ATTENTION(decode_attention_d256, KvF32, float, 256)
-DECODE_ATTENTION(decode_attention_d64_kvbf16, KvBf16, u16, 64)
-DECODE_ATTENTION(decode_attention_d128_kvbf16, KvBf16, u16, 128)
-DECODE_ATTENTION(decode_attention_d256_kvbf16, KvBf16, u16, 256)
+DECODE_ATTENTION_VARIANTS(DECODE_ATTENTION, decode_attention)
