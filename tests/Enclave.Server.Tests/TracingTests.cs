@@ -3,6 +3,7 @@ using Enclave.Gateway.Security;
 using Enclave.Server.Tests.Support;
 using Microsoft.Extensions.DependencyInjection;
 using OpenAI.Chat;
+using OpenTelemetry;
 using OpenTelemetry.Trace;
 
 namespace Enclave.Server.Tests;
@@ -16,7 +17,7 @@ namespace Enclave.Server.Tests;
 public sealed class TracingTests : IAsyncLifetime
 {
     private readonly string home = Path.Combine(Path.GetTempPath(), "enclave-trace-" + Guid.NewGuid().ToString("N"));
-    private readonly LockedSpans exported = new();
+    private readonly List<Activity> exported = [];
     private TestServer server = null!;
 
     public async Task InitializeAsync()
@@ -26,7 +27,7 @@ public sealed class TracingTests : IAsyncLifetime
         {
             o.NoAuth = false;
             o.Home = home;
-            o.ConfigureTracing = t => t.AddInMemoryExporter(exported);
+            o.ConfigureTracing = t => t.AddProcessor(new LockedCollector(exported));
         });
     }
 
@@ -44,7 +45,13 @@ public sealed class TracingTests : IAsyncLifetime
         }
     }
 
-    private List<Activity> Snapshot() => exported.Snapshot();
+    private List<Activity> Snapshot()
+    {
+        lock (exported)
+        {
+            return [.. exported];
+        }
+    }
 
     /// <summary>Spans end after the response reaches the client (the request span last), so wait for them to arrive.</summary>
     private async Task<List<Activity>> TraceOf(Func<Activity, bool> anchor, params string[] names)
@@ -176,77 +183,24 @@ public sealed class TracingTests : IAsyncLifetime
     }
 
     /// <summary>
-    /// The spans the exporter hands over from the tracing processor's thread while the test reads them: every access
-    /// takes the same lock (a plain list, locked by the reader only, could be copied mid-add).
+    /// Collects the recorded spans as they end, under the lock <see cref="Snapshot"/> reads them with: they end on the
+    /// server's threads while the test reads, and an in-memory exporter's list, locked by the reader only, could be
+    /// copied mid-add.
     /// </summary>
-    private sealed class LockedSpans : ICollection<Activity>
+    private sealed class LockedCollector(List<Activity> spans) : BaseProcessor<Activity>
     {
-        private readonly List<Activity> items = [];
-
-        public int Count
+        public override void OnEnd(Activity data)
         {
-            get
+            if (!data.Recorded)
             {
-                lock (items)
-                {
-                    return items.Count;
-                }
+                return;
+            }
+
+            lock (spans)
+            {
+                spans.Add(data);
             }
         }
-
-        public bool IsReadOnly => false;
-
-        public void Add(Activity item)
-        {
-            lock (items)
-            {
-                items.Add(item);
-            }
-        }
-
-        public void Clear()
-        {
-            lock (items)
-            {
-                items.Clear();
-            }
-        }
-
-        public bool Contains(Activity item)
-        {
-            lock (items)
-            {
-                return items.Contains(item);
-            }
-        }
-
-        public void CopyTo(Activity[] array, int arrayIndex)
-        {
-            lock (items)
-            {
-                items.CopyTo(array, arrayIndex);
-            }
-        }
-
-        public bool Remove(Activity item)
-        {
-            lock (items)
-            {
-                return items.Remove(item);
-            }
-        }
-
-        public List<Activity> Snapshot()
-        {
-            lock (items)
-            {
-                return [.. items];
-            }
-        }
-
-        public IEnumerator<Activity> GetEnumerator() => Snapshot().GetEnumerator();
-
-        System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
     }
 }
 
