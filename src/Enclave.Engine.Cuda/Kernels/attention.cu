@@ -55,26 +55,17 @@ extern "C" __global__ void kv_write_kvbf16(const float* k, const float* v, u16* 
 }
 
 template <class KV>
-__device__ __forceinline__ void paged_attention_impl(const float* __restrict__ q, const typename KV::storage* __restrict__ key_cache, const typename KV::storage* __restrict__ value_cache,
-                float* __restrict__ out, float* __restrict__ partial_out, float* __restrict__ partial_stats,
-                const int* __restrict__ token_seq, const int* __restrict__ seq_query_start, const int* __restrict__ seq_query_len,
-                const int* __restrict__ seq_context, const int* __restrict__ seq_table_offset, const int* __restrict__ tables,
-                int heads, int kv_heads, int head_dim, int block_size, float scale, int chunk, int splits)
+__device__ __forceinline__ void paged_attention_impl(DECODE_ATTENTION_PARAMS(typename KV::storage))
 {
     __shared__ float s_q[ATTN_MAX_DIM];
     __shared__ float s_max[ATTN_WARPS], s_sum[ATTN_WARPS];
     __shared__ float s_acc[ATTN_WARPS][ATTN_MAX_DIM];
     const int h = blockIdx.x, t = blockIdx.y, split = blockIdx.z;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int s = token_seq[t];
-    const int position = seq_context[s] - seq_query_len[s] + (t - seq_query_start[s]);
+    const auto [position, table, begin, end] = decode_keys(token_seq, seq_query_start, seq_query_len, seq_context, seq_table_offset, tables, t, split, chunk, splits);
     const int kvh = h / (heads / kv_heads);
-    const int* table = tables + seq_table_offset[s];
     const long row_width = (long)kv_heads * head_dim;
     const long head_offset = (long)kvh * head_dim;
-    const int span = chunk > 0 ? chunk : max(ATTN_SPAN_GRANULE, ((seq_context[s] + splits - 1) / splits + ATTN_SPAN_GRANULE - 1) / ATTN_SPAN_GRANULE * ATTN_SPAN_GRANULE);
-    const int begin = split * span;
-    const int end = min(position + 1, begin + span);
     const bool vec4 = (head_dim & 3) == 0;
 
     const float* qh = q + ((long)t * heads + h) * head_dim;
@@ -198,12 +189,7 @@ PAGED_ATTENTION(paged_attention_kvbf16, KvBf16, u16)
 #define ATTN_GROUP_MAX 8
 
 template <class KV, int PER_LANE>
-__device__ __forceinline__ void paged_attention_group_impl(
-    const float* __restrict__ q, const typename KV::storage* __restrict__ key_cache, const typename KV::storage* __restrict__ value_cache,
-    float* __restrict__ out, float* __restrict__ partial_out, float* __restrict__ partial_stats,
-    const int* __restrict__ token_seq, const int* __restrict__ seq_query_start, const int* __restrict__ seq_query_len,
-    const int* __restrict__ seq_context, const int* __restrict__ seq_table_offset, const int* __restrict__ tables,
-    int heads, int kv_heads, int head_dim, int block_size, float scale, int chunk, int splits)
+__device__ __forceinline__ void paged_attention_group_impl(DECODE_ATTENTION_PARAMS(typename KV::storage))
 {
     constexpr int DIM = PER_LANE * 32;
     __shared__ __align__(16) float s_q[ATTN_GROUP_MAX][DIM];
@@ -212,14 +198,9 @@ __device__ __forceinline__ void paged_attention_group_impl(
     const int kvh = blockIdx.x, t = blockIdx.y, split = blockIdx.z;
     const int group = heads / kv_heads;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int s = token_seq[t];
-    const int position = seq_context[s] - seq_query_len[s] + (t - seq_query_start[s]);
-    const int* table = tables + seq_table_offset[s];
+    const auto [position, table, begin, end] = decode_keys(token_seq, seq_query_start, seq_query_len, seq_context, seq_table_offset, tables, t, split, chunk, splits);
     const long row_width = (long)kv_heads * head_dim;
     const long head_offset = (long)kvh * head_dim;
-    const int span = chunk > 0 ? chunk : max(ATTN_SPAN_GRANULE, ((seq_context[s] + splits - 1) / splits + ATTN_SPAN_GRANULE - 1) / ATTN_SPAN_GRANULE * ATTN_SPAN_GRANULE);
-    const int begin = split * span;
-    const int end = min(position + 1, begin + span);
     const bool vec4 = (head_dim & 3) == 0;
 
     // q: [tokens, heads, head_dim]; the group's heads are kvh * group .. kvh * group + group - 1.

@@ -3,7 +3,8 @@
 #pragma once
 #include "common.cuh"
 
-// The parameters of every decode attention kernel over a cache of STORAGE elements, and the names to pass them on.
+// The parameters of every decode attention kernel and of its templated body (STORAGE: typename KV::storage) over a
+// cache of STORAGE elements, and the names to pass them on.
 #define DECODE_ATTENTION_PARAMS(STORAGE)                                                                                \
     const float* __restrict__ q, const STORAGE* __restrict__ key_cache, const STORAGE* __restrict__ value_cache,       \
         float* __restrict__ out, float* __restrict__ partial_out, float* __restrict__ partial_stats,                   \
@@ -14,6 +15,32 @@
 #define DECODE_ATTENTION_ARGS                                                                                          \
     q, key_cache, value_cache, out, partial_out, partial_stats, token_seq, seq_query_start, seq_query_len,             \
         seq_context, seq_table_offset, tables, heads, kv_heads, head_dim, block_size, scale, chunk, splits
+
+// The keys a decode attention block walks for token t: the token's position, its sequence's block table, and the
+// positions [begin, end) of context split `split` (end <= begin: an empty split). chunk > 0 gives fixed chunks; chunk 0
+// (recorded steps) cuts the sequence's context into `splits` spans of whole ATTN_SPAN_GRANULE multiples.
+struct DecodeKeys
+{
+    int position;
+    const int* table;
+    int begin;
+    int end;
+};
+
+__device__ __forceinline__ DecodeKeys decode_keys(const int* __restrict__ token_seq, const int* __restrict__ seq_query_start,
+                                                  const int* __restrict__ seq_query_len, const int* __restrict__ seq_context,
+                                                  const int* __restrict__ seq_table_offset, const int* __restrict__ tables,
+                                                  int t, int split, int chunk, int splits)
+{
+    const int s = token_seq[t];
+    DecodeKeys keys;
+    keys.position = seq_context[s] - seq_query_len[s] + (t - seq_query_start[s]);
+    keys.table = tables + seq_table_offset[s];
+    const int span = chunk > 0 ? chunk : max(ATTN_SPAN_GRANULE, ((seq_context[s] + splits - 1) / splits + ATTN_SPAN_GRANULE - 1) / ATTN_SPAN_GRANULE * ATTN_SPAN_GRANULE);
+    keys.begin = split * span;
+    keys.end = min(keys.position + 1, keys.begin + span);
+    return keys;
+}
 
 // Instantiates a decode attention kernel for head dims 64, 128 and 256 over an fp32 cache (NAME_dD) and a bf16 cache
 // (NAME_dD_kvbf16), as KERNEL(kernel name, KV type, cache element type, head dim).

@@ -81,12 +81,7 @@ __device__ __forceinline__ void load_row_slice(const u16* p, float o[N])
 }
 
 template <class KV, int DIM>
-__device__ __forceinline__ void decode_attention_impl(
-    const float* __restrict__ q, const typename KV::storage* __restrict__ key_cache, const typename KV::storage* __restrict__ value_cache,
-    float* __restrict__ out, float* __restrict__ partial_out, float* __restrict__ partial_stats,
-    const int* __restrict__ token_seq, const int* __restrict__ seq_query_start, const int* __restrict__ seq_query_len,
-    const int* __restrict__ seq_context, const int* __restrict__ seq_table_offset, const int* __restrict__ tables,
-    int heads, int kv_heads, int head_dim, int block_size, float scale, int chunk, int splits)
+__device__ __forceinline__ void decode_attention_impl(DECODE_ATTENTION_PARAMS(typename KV::storage))
 {
     constexpr int LANES_PER_ROW = DIM / 8;                      // phase 1: lanes that share one K row
     constexpr int ROWS_PER_PASS = 32 / LANES_PER_ROW;           // phase 1: K rows a warp reads at once
@@ -104,14 +99,9 @@ __device__ __forceinline__ void decode_attention_impl(
     const int kvh = blockIdx.x, t = blockIdx.y, split = blockIdx.z;
     const int group = heads / kv_heads;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int s = token_seq[t];
-    const int position = seq_context[s] - seq_query_len[s] + (t - seq_query_start[s]);
-    const int* table = tables + seq_table_offset[s];
+    const auto [position, table, begin, end] = decode_keys(token_seq, seq_query_start, seq_query_len, seq_context, seq_table_offset, tables, t, split, chunk, splits);
     const long row_width = (long)kv_heads * head_dim;
     const long head_offset = (long)kvh * head_dim;
-    const int span = chunk > 0 ? chunk : max(ATTN_SPAN_GRANULE, ((seq_context[s] + splits - 1) / splits + ATTN_SPAN_GRANULE - 1) / ATTN_SPAN_GRANULE * ATTN_SPAN_GRANULE);
-    const int begin = split * span;
-    const int end = min(position + 1, begin + span);
 
     // q: [tokens, heads, head_dim]; the group's heads are kvh * group .. kvh * group + group - 1. Missing heads and
     // dimensions past head_dim are zero, so they add nothing to a dot product.
