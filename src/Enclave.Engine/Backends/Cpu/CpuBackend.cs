@@ -34,6 +34,9 @@ public sealed class CpuBackend : IBackend
     {
     }
 
+    /// <summary>Block-quantised products this backend has run on AMX tiles (see <see cref="CpuAmx"/>).</summary>
+    internal long AmxProducts => _quantMatMul.AmxProducts;
+
     /// <summary>Pins the vector width (512, 256, 128 or 1 for scalar) so each code path can be exercised.</summary>
     internal CpuBackend(int threads, int simdWidth)
     {

@@ -16,12 +16,26 @@ namespace Enclave.Engine.Backends.Cpu;
 /// Q5_0's levels are made signed instead.
 ///
 /// Output rows are cut into tiles spread over the worker pool. A tile's weight rows stay in L2 while the tokens
-/// stream past in groups of four: each weight block is unpacked once and dotted with all four tokens (prefill is
-/// a tiled matrix product, not repeated vector products). Buffers grow only, so steady-state calls do not allocate.
+/// stream past in groups of four (Q8_0 with AVX-VNNI: eight): each weight block is unpacked once and dotted with all
+/// the group's tokens (prefill is a tiled matrix product, not repeated vector products). Q8_0 products of
+/// <see cref="AmxMinTokens"/> or more tokens run on AMX tiles where the CPU has them (<see cref="CpuAmx"/>): 16
+/// weight rows × 16 tokens × one block of 32 a tile product. Buffers grow only, so steady-state calls do not allocate.
 /// </summary>
 internal static unsafe class CpuQuantMatMul
 {
     private const int TokenGroup = 4;
+
+    /// <summary>Tokens per group of the Q8_0 prefill kernel on AVX-VNNI (<see cref="OctetQ8_0"/>).</summary>
+    private const int TokenOctet = 8;
+
+    /// <summary>Weight rows and tokens of one AMX tile product.</summary>
+    private const int AmxTile = 16;
+
+    /// <summary>
+    /// Tokens from which Q8_0 products run on AMX (the last tile is padded with zero tokens; fewer tokens are decode
+    /// steps, bound by reading the weights, where the vector kernels already keep up).
+    /// </summary>
+    internal const int AmxMinTokens = 8;
     private const int TileBytes = 96 * 1024;
 
     /// <summary>A compile-time switch: the JIT specialises a kernel per struct argument and folds the branches away.</summary>
@@ -71,6 +85,13 @@ internal static unsafe class CpuQuantMatMul
         /// so a prefill kernel multiplies a block's four token scales by the weight scale in one vector operation.
         /// </summary>
         public float* GroupScales;
+
+        /// <summary>
+        /// For <see cref="OctetQ8_0"/>: the quantised activations plus 128 as unsigned bytes (x ^ 0x80), and the per-32
+        /// activation scales regrouped [token octet][block][8 tokens].
+        /// </summary>
+        public byte* OffsetQx;
+        public float* OctetScales;
         public byte* W;
         public float* Bias;
         public float* Y;
@@ -81,6 +102,49 @@ internal static unsafe class CpuQuantMatMul
         public long RowBytes;
         public DType WeightType;
         public Kernel Kernel;
+
+        /// <summary>Tokens, from the first, that <see cref="OctetQ8_0"/> computes (whole octets; 0 when it does not apply).</summary>
+        public int OctetTokens;
+
+        /// <summary>
+        /// AMX products: the activations in tile layout [token tile][block][8][16 tokens][4] (zero past the last
+        /// token), their scales [token tile][block][16 tokens], and per-worker scratch of <see cref="CpuAmx.ScratchBytes"/>.
+        /// </summary>
+        public sbyte* AmxX;
+        public float* AmxScales;
+        public int* AmxScratch;
+
+        /// <summary>Groups of 16 rows computed on AMX (0: no AMX this call), work items they are cut into, groups per item.</summary>
+        public int AmxRowGroups;
+        public int AmxItems;
+        public int AmxGroupsPerItem;
+        public int AmxTokenTiles;
+
+        private long _amxCapacity;
+        private int _amxWorkers;
+
+        /// <summary>Products this job has run on AMX tiles (for tests and profiles).</summary>
+        public long AmxProducts { get; set; }
+
+        /// <summary>Grows the AMX buffers to hold <paramref name="paddedValues"/> activations and scratch for <paramref name="workers"/> threads.</summary>
+        public void EnsureAmx(long paddedValues, int workers)
+        {
+            if (paddedValues > _amxCapacity)
+            {
+                NativeMemory.AlignedFree(AmxX);
+                NativeMemory.AlignedFree(AmxScales);
+                _amxCapacity = paddedValues;
+                AmxX = (sbyte*)NativeMemory.AlignedAlloc((nuint)paddedValues, 64);
+                AmxScales = (float*)NativeMemory.AlignedAlloc((nuint)(paddedValues / 32 * sizeof(float)), 64);
+            }
+
+            if (workers > _amxWorkers)
+            {
+                NativeMemory.AlignedFree(AmxScratch);
+                _amxWorkers = workers;
+                AmxScratch = (int*)NativeMemory.AlignedAlloc((nuint)(workers * CpuAmx.ScratchBytes), 64);
+            }
+        }
 
         /// <summary>Grows the quantised-activation buffers to hold <paramref name="values"/> values.</summary>
         public void Ensure(long values)
@@ -97,9 +161,22 @@ internal static unsafe class CpuQuantMatMul
             Sx = (short*)NativeMemory.AlignedAlloc((nuint)(values / 16 * sizeof(short)) + 64, 64);
             Bx = (float*)NativeMemory.AlignedAlloc((nuint)(values / 32 * sizeof(float)) + 64, 64);
             GroupScales = (float*)NativeMemory.AlignedAlloc((nuint)(values / 32 * sizeof(float)) + 64, 64);
+            OffsetQx = (byte*)NativeMemory.AlignedAlloc((nuint)values, 64);
+            OctetScales = (float*)NativeMemory.AlignedAlloc((nuint)(values / 32 * sizeof(float)) + 64, 64);
         }
 
-        public void Dispose() => Free();
+        public void Dispose()
+        {
+            Free();
+            NativeMemory.AlignedFree(AmxX);
+            NativeMemory.AlignedFree(AmxScales);
+            NativeMemory.AlignedFree(AmxScratch);
+            AmxX = null;
+            AmxScales = null;
+            AmxScratch = null;
+            _amxCapacity = 0;
+            _amxWorkers = 0;
+        }
 
         private void Free()
         {
@@ -108,11 +185,15 @@ internal static unsafe class CpuQuantMatMul
             NativeMemory.AlignedFree(Sx);
             NativeMemory.AlignedFree(Bx);
             NativeMemory.AlignedFree(GroupScales);
+            NativeMemory.AlignedFree(OffsetQx);
+            NativeMemory.AlignedFree(OctetScales);
             Qx = null;
             Dx = null;
             Sx = null;
             Bx = null;
             GroupScales = null;
+            OffsetQx = null;
+            OctetScales = null;
             _capacity = 0;
         }
 
@@ -121,10 +202,48 @@ internal static unsafe class CpuQuantMatMul
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public override void Execute(int index, int worker)
         {
-            var rowStart = index * TileRows;
-            var rowEnd = Math.Min(Out, rowStart + TileRows);
-            Span<float> results = stackalloc float[TokenGroup];
-            for (var t = 0; t < Tokens; t += TokenGroup)
+            int rowStart, rowEnd;
+            if (AmxRowGroups > 0)
+            {
+                if (index < AmxItems)
+                {
+                    RunAmx(index, worker);
+                    return;
+                }
+
+                // The one item after the AMX items: the rows past the last whole group of 16.
+                rowStart = AmxRowGroups * AmxTile;
+                rowEnd = Out;
+            }
+            else
+            {
+                rowStart = index * TileRows;
+                rowEnd = Math.Min(Out, rowStart + TileRows);
+            }
+
+            Span<float> results = stackalloc float[TokenOctet];
+            var t = 0;
+            if (OctetTokens > 0)
+            {
+                var scaleProducts = stackalloc float[TokenOctet];
+                var blocks = In / 32;
+                for (; t < OctetTokens; t += TokenOctet)
+                {
+                    var qx = OffsetQx + ((long)t * In);
+                    var octetScales = OctetScales + ((long)t * blocks);
+                    for (var r = rowStart; r < rowEnd; r++)
+                    {
+                        OctetQ8_0(W + (r * RowBytes), blocks, qx, octetScales, In, scaleProducts, results);
+                        var b = Bias == null ? 0f : Bias[r];
+                        for (var k = 0; k < TokenOctet; k++)
+                        {
+                            Y[((long)(t + k) * Out) + r] = results[k] + b;
+                        }
+                    }
+                }
+            }
+
+            for (; t < Tokens; t += TokenGroup)
             {
                 var tn = Math.Min(TokenGroup, Tokens - t);
                 for (var r = rowStart; r < rowEnd; r++)
@@ -137,6 +256,19 @@ internal static unsafe class CpuQuantMatMul
                         Y[((long)(t + k) * Out) + r] = results[k] + b;
                     }
                 }
+            }
+        }
+
+        private void RunAmx(int index, int worker)
+        {
+            var kernel = CpuAmx.Q8_0;
+            var config = CpuAmx.Q8_0Config;
+            var scratch = AmxScratch + ((long)worker * CpuAmx.ScratchBytes / sizeof(int));
+            var last = Math.Min(AmxRowGroups, (index + 1) * AmxGroupsPerItem);
+            for (var g = index * AmxGroupsPerItem; g < last; g++)
+            {
+                var row = (long)g * AmxTile;
+                kernel(W + (row * RowBytes), RowBytes, In / 32, AmxX, AmxScales, AmxTokenTiles, Tokens, Y + row, Out, Bias == null ? null : Bias + row, scratch, config);
             }
         }
 
@@ -285,6 +417,14 @@ internal static unsafe class CpuQuantMatMul
             }
         }
 
+        var kernel = KernelFor(width);
+        var amx = weight.DType == DType.Q8_0 && width >= 512 && tokens >= AmxMinTokens && outFeatures >= AmxTile && CpuAmx.IsSupported;
+        var octetTokens = weight.DType == DType.Q8_0 && kernel == Kernel.AvxVnni && !amx ? tokens / TokenOctet * TokenOctet : 0;
+        if (octetTokens > 0)
+        {
+            OffsetAndRegroup(job, octetTokens, inFeatures);
+        }
+
         if (ActivationBlock(weight.DType) == 32 && tokens >= TokenGroup)
         {
             var blocks = inFeatures / 32;
@@ -315,8 +455,89 @@ internal static unsafe class CpuQuantMatMul
         job.TileRows = tileRows;
         job.RowBytes = rowBytes;
         job.WeightType = weight.DType;
-        job.Kernel = KernelFor(width);
+        job.Kernel = kernel;
+        job.OctetTokens = octetTokens;
+        job.AmxRowGroups = 0;
+        if (amx)
+        {
+            PackAmxActivations(job, pool.ThreadCount, tokens, inFeatures);
+            job.AmxProducts++;
+            var groups = outFeatures / AmxTile;
+            job.AmxGroupsPerItem = (groups + (pool.ThreadCount * 8) - 1) / (pool.ThreadCount * 8);
+            job.AmxItems = (groups + job.AmxGroupsPerItem - 1) / job.AmxGroupsPerItem;
+            job.AmxRowGroups = groups;
+            pool.Run(job, job.AmxItems + (outFeatures % AmxTile == 0 ? 0 : 1));
+            return;
+        }
+
         pool.Run(job, (outFeatures + tileRows - 1) / tileRows);
+    }
+
+    /// <summary>
+    /// The activations of an AMX product in tile layout: for each 16-token tile and block of 32, eight rows of 64
+    /// bytes, row k holding values 4k..4k+3 of each of the 16 tokens side by side (the B operand of
+    /// <c>tdpbssd</c>), zeros for the tokens past the last; and the block scales [tile][block][16 tokens].
+    /// </summary>
+    private static void PackAmxActivations(Job job, int workers, int tokens, int inFeatures)
+    {
+        var blocks = inFeatures / 32;
+        var tiles = (tokens + AmxTile - 1) / AmxTile;
+        job.EnsureAmx((long)tiles * AmxTile * inFeatures, workers);
+        job.AmxTokenTiles = tiles;
+        var packed = (int*)job.AmxX;
+        for (var tile = 0; tile < tiles; tile++)
+        {
+            for (var t = 0; t < AmxTile; t++)
+            {
+                var token = (tile * AmxTile) + t;
+                var quads = token < tokens ? (int*)(job.Qx + ((long)token * inFeatures)) : null;
+                for (var b = 0; b < blocks; b++)
+                {
+                    // [tile][block][quad k][token t]: one int holds four consecutive int8 values.
+                    var destination = packed + ((((long)tile * blocks) + b) * 8 * AmxTile) + t;
+                    for (var k = 0; k < 8; k++)
+                    {
+                        destination[k * AmxTile] = quads == null ? 0 : quads[(b * 8) + k];
+                    }
+
+                    job.AmxScales[((((long)tile * blocks) + b) * AmxTile) + t] = quads == null ? 0f : job.Dx[((long)token * blocks) + b];
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// The inputs of <see cref="OctetQ8_0"/> for the first <paramref name="tokens"/> tokens (a multiple of eight):
+    /// activations offset to unsigned bytes and their scales regrouped by octet of tokens.
+    /// </summary>
+    private static void OffsetAndRegroup(Job job, int tokens, int inFeatures)
+    {
+        var count = (long)tokens * inFeatures;
+        var offset = Vector256.Create((byte)0x80);
+        long i = 0;
+        for (; i + 32 <= count; i += 32)
+        {
+            (Vector256.Load((byte*)job.Qx + i) ^ offset).Store(job.OffsetQx + i);
+        }
+
+        for (; i < count; i++)
+        {
+            job.OffsetQx[i] = (byte)(job.Qx[i] ^ unchecked((sbyte)0x80));
+        }
+
+        var blocks = inFeatures / 32;
+        for (var g = 0; g < tokens / TokenOctet; g++)
+        {
+            var octetScales = job.OctetScales + ((long)g * blocks * TokenOctet);
+            for (var k = 0; k < TokenOctet; k++)
+            {
+                var tokenScales = job.Dx + ((long)((g * TokenOctet) + k) * blocks);
+                for (var b = 0; b < blocks; b++)
+                {
+                    octetScales[(b * TokenOctet) + k] = tokenScales[b];
+                }
+            }
+        }
     }
 
     /// <summary>
@@ -829,6 +1050,52 @@ internal static unsafe class CpuQuantMatMul
         results[1] = Sum(a1);
         results[2] = Sum(a2);
         results[3] = Sum(a3);
+    }
+
+    /// <summary>
+    /// Eight tokens against one Q8_0 row, the prefill kernel on AVX-VNNI. <c>vpdpbusd</c> multiplies unsigned by signed
+    /// bytes, so the activations come offset by 128 (<paramref name="offsetQx"/>, x + 128 as unsigned) and each
+    /// block's integer sums start from −128·Σw (one more <c>vpdpbusd</c> a block, shared by the eight tokens): a token
+    /// then costs one <c>vpdpbusd</c>, one conversion and one FMA per block, where the sign trick of
+    /// <see cref="GroupSigned"/> adds a sign and a permute. The eight weight × token scales of a block are multiplied
+    /// in one vector and stored, so each token's FMA reads its scale as a broadcast load instead of a shuffle.
+    /// </summary>
+    /// <param name="offsetQx">The octet's activations, [8 tokens, n] bytes of x + 128.</param>
+    /// <param name="octetScales">The octet's activation scales, [blocks][8 tokens].</param>
+    /// <param name="scaleProducts">Eight floats of scratch for the scale products of the current block.</param>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void OctetQ8_0(byte* w, int blocks, byte* offsetQx, float* octetScales, int n, float* scaleProducts, Span<float> results)
+    {
+        var halves = CpuSimd.HalfTable;
+        var offset = Vector256.Create((byte)0x80);
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+        for (var b = 0; b < blocks; b++)
+        {
+            var wb = w + (b * 34);
+            var wv = Vector256.Load((sbyte*)(wb + 2));
+
+            // start: 8 lanes, lane i = −128 · (w[4i] + … + w[4i+3]), so start + Σ (x + 128)·w = Σ x·w per lane.
+            var start = Vector256<int>.Zero - AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, offset, wv);
+            (Vector256.Load(octetScales + (b * TokenOctet)) * Vector256.Create(Half(halves, wb))).Store(scaleProducts);
+            var x = offsetQx + (b * 32);
+            a0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(start, Vector256.Load(x), wv)), Vector256.Create(scaleProducts[0]), a0);
+            a1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(start, Vector256.Load(x + n), wv)), Vector256.Create(scaleProducts[1]), a1);
+            a2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(start, Vector256.Load(x + (2 * n)), wv)), Vector256.Create(scaleProducts[2]), a2);
+            a3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(start, Vector256.Load(x + (3 * n)), wv)), Vector256.Create(scaleProducts[3]), a3);
+            a4 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(start, Vector256.Load(x + (4 * n)), wv)), Vector256.Create(scaleProducts[4]), a4);
+            a5 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(start, Vector256.Load(x + (5 * n)), wv)), Vector256.Create(scaleProducts[5]), a5);
+            a6 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(start, Vector256.Load(x + (6 * n)), wv)), Vector256.Create(scaleProducts[6]), a6);
+            a7 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(start, Vector256.Load(x + (7 * n)), wv)), Vector256.Create(scaleProducts[7]), a7);
+        }
+
+        results[0] = Sum(a0);
+        results[1] = Sum(a1);
+        results[2] = Sum(a2);
+        results[3] = Sum(a3);
+        results[4] = Sum(a4);
+        results[5] = Sum(a5);
+        results[6] = Sum(a6);
+        results[7] = Sum(a7);
     }
 
     /// <summary>

@@ -1,0 +1,122 @@
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics.X86;
+
+namespace Enclave.Engine.Backends.Cpu;
+
+/// <summary>
+/// Intel AMX tile products for the CPU backend (Sapphire Rapids and later Xeons). .NET has no AMX intrinsics, so the
+/// kernels are C (tools/cpu-kernels) compiled ahead of time into position-independent machine code
+/// (<see cref="AmxCode"/>, regenerated and compared by the test suite) that is copied once into executable memory and
+/// called through a function pointer. Used on Linux x64 when CPUID reports AMX-TILE and AMX-INT8 with AVX-512F and
+/// F16C and the kernel grants the process the tile data state (arch_prctl ARCH_REQ_XCOMP_PERM); ENCLAVE_CPU_AMX=0
+/// turns it off, for comparisons.
+/// </summary>
+internal static unsafe partial class CpuAmx
+{
+    /// <summary>Bytes of scratch one call of a kernel needs (64-byte aligned): two int32 tiles and one fp32 tile.</summary>
+    public const int ScratchBytes = 3 * 1024;
+
+    private const int ArchReqXcompPerm = 0x1023;
+    private const int XfeatureXtiledata = 18;
+    private const int ProtRead = 1, ProtWrite = 2, ProtExec = 4, MapPrivate = 2, MapAnonymous = 0x20;
+
+    private static readonly Lazy<State> Loaded = new(Load);
+
+    /// <summary>Whether the AMX kernels run on this machine.</summary>
+    public static bool IsSupported => Loaded.Value.Code != null;
+
+    /// <summary>Why they do or do not, for start-up logs and test skip reasons.</summary>
+    public static string Status => Loaded.Value.Status;
+
+    /// <summary>
+    /// 16 Q8_0 weight rows against every 16-token tile of the activations (tools/cpu-kernels/q8_0_amx.c has the
+    /// layouts): (w, rowBytes, blocks, xq, xs, tokenTiles, tokens, y, yStride, bias, scratch, config).
+    /// </summary>
+    public static delegate* unmanaged<byte*, long, int, sbyte*, float*, int, int, float*, long, float*, int*, byte*, void> Q8_0 =>
+        (delegate* unmanaged<byte*, long, int, sbyte*, float*, int, int, float*, long, float*, int*, byte*, void>)Loaded.Value.Code;
+
+    /// <summary>The 64-byte tile configuration the Q8_0 kernel loads: C tiles 16×64 B, weight tiles 16×32 B, activation tiles 8×64 B.</summary>
+    public static byte* Q8_0Config => Loaded.Value.Config;
+
+    private sealed class State(byte* code, byte* config, string status)
+    {
+        public byte* Code { get; } = code;
+
+        public byte* Config { get; } = config;
+
+        public string Status { get; } = status;
+    }
+
+    private static State Load()
+    {
+        if (Environment.GetEnvironmentVariable("ENCLAVE_CPU_AMX") == "0")
+        {
+            return new(null, null, "AMX off (ENCLAVE_CPU_AMX=0)");
+        }
+
+        if (!OperatingSystem.IsLinux() || RuntimeInformation.ProcessArchitecture != Architecture.X64)
+        {
+            return new(null, null, "no AMX kernels (they run on Linux x64)");
+        }
+
+        var (_, _, features1, _) = X86Base.CpuId(1, 0);
+        var (_, _, _, features7) = X86Base.CpuId(7, 0);
+        bool tile = (features7 & (1 << 24)) != 0, int8 = (features7 & (1 << 25)) != 0, f16c = (features1 & (1 << 29)) != 0;
+        if (!tile || !int8 || !Avx512F.IsSupported || !f16c)
+        {
+            return new(null, null, "no AMX (the CPU lacks AMX-TILE, AMX-INT8, AVX-512F or F16C)");
+        }
+
+        try
+        {
+            // Tile data is a dynamically enabled state on Linux: the process must ask for it before the first tile instruction.
+            if (ArchPrctl(ArchReqXcompPerm, XfeatureXtiledata) != 0)
+            {
+                return new(null, null, $"no AMX (the kernel refused the tile data state: errno {Marshal.GetLastPInvokeError()})");
+            }
+
+            var code = AmxCode.Q8_0;
+            var pageBytes = (nuint)((code.Length + 4095) & ~4095);
+            var memory = Mmap(null, pageBytes, ProtRead | ProtWrite, MapPrivate | MapAnonymous, -1, 0);
+            if (memory == (void*)-1)
+            {
+                return new(null, null, $"no AMX (mmap failed: errno {Marshal.GetLastPInvokeError()})");
+            }
+
+            code.CopyTo(new Span<byte>(memory, code.Length));
+            if (Mprotect(memory, pageBytes, ProtRead | ProtExec) != 0)
+            {
+                return new(null, null, $"no AMX (mprotect to executable failed: errno {Marshal.GetLastPInvokeError()})");
+            }
+
+            return new((byte*)memory, Q8_0TileConfig(), "AMX int8 tiles for Q8_0 prefill products");
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        {
+            return new(null, null, $"no AMX ({e.Message})");
+        }
+    }
+
+    /// <summary>Palette 1; tmm0-1 the int32 results (16 rows × 64 B), tmm2-3 weights (16 × 32 B), tmm4-5 activations (8 × 64 B).</summary>
+    private static byte* Q8_0TileConfig()
+    {
+        var config = (byte*)NativeMemory.AlignedAlloc(64, 64);
+        new Span<byte>(config, 64).Clear();
+        config[0] = 1;
+        var columnBytes = (ushort*)(config + 16);
+        var rows = config + 48;
+        (columnBytes[0], rows[0], columnBytes[1], rows[1]) = ((ushort)64, (byte)16, (ushort)64, (byte)16);
+        (columnBytes[2], rows[2], columnBytes[3], rows[3]) = ((ushort)32, (byte)16, (ushort)32, (byte)16);
+        (columnBytes[4], rows[4], columnBytes[5], rows[5]) = ((ushort)64, (byte)8, (ushort)64, (byte)8);
+        return config;
+    }
+
+    [LibraryImport("libc", EntryPoint = "arch_prctl", SetLastError = true)]
+    private static partial int ArchPrctl(int code, ulong address);
+
+    [LibraryImport("libc", EntryPoint = "mmap", SetLastError = true)]
+    private static partial void* Mmap(void* address, nuint length, int protection, int flags, int fd, long offset);
+
+    [LibraryImport("libc", EntryPoint = "mprotect", SetLastError = true)]
+    private static partial int Mprotect(void* address, nuint length, int protection);
+}

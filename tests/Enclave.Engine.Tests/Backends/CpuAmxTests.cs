@@ -1,0 +1,141 @@
+using System.Diagnostics;
+using Enclave.Engine.Backends.Cpu;
+using Enclave.Engine.Backends;
+using Enclave.Engine.Formats.Gguf;
+using Enclave.Engine.Tests.Support;
+
+namespace Enclave.Engine.Tests.Backends;
+
+/// <summary>
+/// The AMX Q8_0 product against the AVX-VNNI kernel on the same quantised inputs (both sum the int8 products exactly,
+/// so they differ only in the order of the fp32 scale sums), and the committed machine code against its C source.
+/// </summary>
+public sealed class CpuAmxTests
+{
+    public static TheoryData<int, int, int, bool> Shapes() => new()
+    {
+        // Tokens: one tile short of full, more than one tile with a padded tail; rows: a remainder past whole groups of 16;
+        // blocks: one (the kernel's single-block tail), three (a pair plus the tail), and a long row.
+        { 8, 32, 16, false },
+        { 17, 96, 45, true },
+        { 77, 1024, 64, false },
+        { 33, 64, 47, true },
+    };
+
+    [AmxTheory]
+    [MemberData(nameof(Shapes))]
+    public void Q8_0_products_on_amx_tiles_agree_with_the_vnni_kernel(int tokens, int inFeatures, int outFeatures, bool withBias)
+    {
+        var random = new Random((tokens * 31) + inFeatures + outFeatures);
+        var w = Enumerable.Range(0, inFeatures * outFeatures).Select(_ => (float)(random.NextDouble() - 0.5)).ToArray();
+        var x = Enumerable.Range(0, tokens * inFeatures).Select(_ => (float)((random.NextDouble() * 4) - 2)).ToArray();
+        var bias = withBias ? Enumerable.Range(0, outFeatures).Select(_ => (float)random.NextDouble()).ToArray() : null;
+        var blocks = new byte[DType.Q8_0.StorageBytes(w.Length)];
+        GgmlQuants.Quantize(DType.Q8_0, w, blocks);
+
+        var (amx, amxProducts) = Product(512, tokens, inFeatures, outFeatures, blocks, x, bias);
+        var (vnni, vnniProducts) = Product(256, tokens, inFeatures, outFeatures, blocks, x, bias);
+        Assert.Equal(1, amxProducts);
+        Assert.Equal(0, vnniProducts);
+        for (var i = 0; i < amx.Length; i++)
+        {
+            Assert.False(float.IsNaN(amx[i]), $"output {i / outFeatures}, {i % outFeatures} never written");
+            Assert.True(Math.Abs(amx[i] - vnni[i]) <= 1e-5 * Math.Max(1, Math.Abs(vnni[i])), $"[{i / outFeatures}, {i % outFeatures}]: AMX {amx[i]} vs VNNI {vnni[i]}");
+        }
+    }
+
+    [GccFact]
+    public void The_committed_machine_code_is_what_the_kernel_sources_compile_to()
+    {
+        var generated = Path.Combine(Path.GetTempPath(), $"enclave-amx-{Environment.ProcessId}.cs");
+        try
+        {
+            var (exitCode, output) = Run("bash", GccFactAttribute.Script, generated);
+            Assert.True(exitCode == 0, output);
+            Assert.Equal(File.ReadAllText(GccFactAttribute.Committed), File.ReadAllText(generated));
+        }
+        finally
+        {
+            File.Delete(generated);
+        }
+    }
+
+    private static (float[] Y, long AmxProducts) Product(int width, int tokens, int inFeatures, int outFeatures, byte[] blocks, float[] x, float[]? bias)
+    {
+        using var backend = new CpuBackend(3, width);
+        using var wt = backend.Allocate(DType.Q8_0, outFeatures, inFeatures);
+        backend.UploadBytes(blocks, wt);
+        using var xt = backend.Allocate(DType.F32, tokens, inFeatures);
+        backend.Upload(x, xt);
+        using var bt = bias == null ? null : backend.Allocate(DType.F32, outFeatures);
+        if (bt != null)
+        {
+            backend.Upload(bias!, bt);
+        }
+
+        using var yt = backend.Allocate(DType.F32, tokens, outFeatures);
+        backend.Upload(Enumerable.Repeat(float.NaN, tokens * outFeatures).ToArray(), yt);
+        backend.MatMul(xt, wt, bt, yt);
+        var y = new float[tokens * outFeatures];
+        backend.Download(yt, y);
+        return (y, backend.AmxProducts);
+    }
+
+    internal static (int ExitCode, string Output) Run(string program, params string[] arguments)
+    {
+        var start = new ProcessStartInfo(program) { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
+        foreach (var argument in arguments)
+        {
+            start.ArgumentList.Add(argument);
+        }
+
+        using var process = Process.Start(start)!;
+        var errors = process.StandardError.ReadToEndAsync();
+        var output = process.StandardOutput.ReadToEnd();
+        process.WaitForExit();
+        return (process.ExitCode, output + errors.Result);
+    }
+}
+
+/// <summary>A theory skipped, with the reason, where the AMX kernels do not run (no AMX, another OS, turned off).</summary>
+public sealed class AmxTheoryAttribute : TheoryAttribute
+{
+    public AmxTheoryAttribute()
+    {
+        if (!CpuAmx.IsSupported)
+        {
+            Skip = CpuAmx.Status;
+        }
+    }
+}
+
+/// <summary>
+/// A fact skipped unless this machine's gcc is the one the committed AMX machine code names (another compiler version
+/// emits other, equally valid bytes, so only the same one can confirm them).
+/// </summary>
+public sealed class GccFactAttribute : FactAttribute
+{
+    public GccFactAttribute()
+    {
+        var named = File.ReadLines(Committed).Select(line => line.StartsWith("// Compiler: ", StringComparison.Ordinal) ? line["// Compiler: ".Length..] : null).FirstOrDefault(line => line != null);
+        string? installed;
+        try
+        {
+            var (exitCode, output) = CpuAmxTests.Run("gcc", "--version");
+            installed = exitCode == 0 ? output.Split('\n')[0].Trim() : null;
+        }
+        catch (System.ComponentModel.Win32Exception)
+        {
+            installed = null;
+        }
+
+        if (installed != named)
+        {
+            Skip = $"the committed AMX code comes from '{named}', this machine has '{installed ?? "no gcc"}'";
+        }
+    }
+
+    public static string Committed => Path.Combine(Fixtures.RepositoryRoot, "src", "Enclave.Engine", "Backends", "Cpu", "AmxCode.g.cs");
+
+    public static string Script => Path.Combine(Fixtures.RepositoryRoot, "tools", "cpu-kernels", "generate.sh");
+}
