@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace Enclave.Engine.Backends.Cpu;
@@ -13,6 +14,7 @@ internal static unsafe class CpuAdd
         public long Count;
         public int Width;
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public override void Execute(int index, int worker)
         {
             var start = (long)index * CpuElementwise.ChunkElements;

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Numerics.Tensors;
 using System.Runtime.Intrinsics;
 
@@ -31,6 +32,7 @@ internal static unsafe class CpuAttention
         public int[] TokenSequence = [];
         public SequenceSlice[] Sequences = [];
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public override void Execute(int index, int worker)
         {
             switch (Width)

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Numerics.Tensors;
 using System.Runtime.Intrinsics;
 
@@ -27,6 +28,7 @@ internal static unsafe class CpuBidirectionalAttention
         public int Width;
         public int[] SequenceStarts = [];
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public override void Execute(int index, int worker)
         {
             switch (Width)

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Numerics.Tensors;
 
 namespace Enclave.Engine.Backends.Cpu;
@@ -17,6 +18,7 @@ internal static unsafe class CpuHeadMatMul
         public int In;
         public int Out;
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public override void Execute(int index, int worker)
         {
             var head = index % Heads;

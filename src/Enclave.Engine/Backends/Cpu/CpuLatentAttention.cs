@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Numerics.Tensors;
 
 namespace Enclave.Engine.Backends.Cpu;
@@ -23,6 +24,7 @@ internal static unsafe class CpuLatentAttention
         public int[] TokenSequence = [];
         public float[][] Scores = [];
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public override void Execute(int index, int worker)
         {
             var t = index / Heads;

@@ -22,6 +22,7 @@ internal static unsafe class CpuLayerNorm
         public float Eps;
         public int Width;
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public override void Execute(int index, int worker)
         {
             var start = index * RowsPerItem;

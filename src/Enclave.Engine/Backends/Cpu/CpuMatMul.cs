@@ -123,6 +123,7 @@ internal static unsafe class CpuMatMul
             _scratch = [];
         }
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public override void Execute(int index, int worker)
         {
             var rowStart = index * TileRows;

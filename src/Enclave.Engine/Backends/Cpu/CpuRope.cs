@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace Enclave.Engine.Backends.Cpu;
@@ -27,6 +28,7 @@ internal static unsafe class CpuRope
         public int Tokens;
         public int Width;
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public override void Execute(int index, int worker)
         {
             var half = RotaryDim / 2;

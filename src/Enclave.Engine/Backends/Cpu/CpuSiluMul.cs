@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Numerics.Tensors;
 
 namespace Enclave.Engine.Backends.Cpu;
@@ -18,6 +19,7 @@ internal static unsafe class CpuSiluMul
         public long Count;
         public int Width;
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public override void Execute(int index, int worker)
         {
             var start = (long)index * CpuElementwise.ChunkElements;

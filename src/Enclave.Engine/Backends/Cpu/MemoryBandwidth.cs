@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
@@ -68,6 +69,7 @@ public static class MemoryBandwidth
         public int Chunks;
         public float Sink;
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public override void Execute(int index, int worker)
         {
             var per = Count / Chunks / 64 * 64;
