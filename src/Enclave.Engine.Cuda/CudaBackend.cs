@@ -1070,9 +1070,15 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         Launch("attention.cu", KvWriteKernels[bf16], (uint)(((long)tokens * rowWidth + 255) / 256), 1, 256, writeArgs);
 
         var maxQueryLength = MaxQueryLength(batch);
-        if (headDim % 4 == 0 && (maxQueryLength > FlashMinQueryLength || MmaDecode(kc.DType, heads / kvHeads, kvHeads, headDim, maxQueryLength)))
+        if (headDim % 4 == 0 && maxQueryLength > FlashMinQueryLength)
         {
-            FlashPrefill(qt, kc, vc, o, heads, kvHeads, headDim, blockSize, scale, maxQueryLength);
+            FlashPrefill(qt, kc, vc, o, heads, kvHeads, headDim, blockSize, scale, maxQueryLength, 1);
+            return;
+        }
+
+        if (MmaDecode(kc.DType, heads / kvHeads, kvHeads, headDim, maxQueryLength))
+        {
+            FlashPrefill(qt, kc, vc, o, heads, kvHeads, headDim, blockSize, scale, maxQueryLength, MmaDecodeSplits(kvHeads));
             return;
         }
 
@@ -1134,8 +1140,10 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
     /// MMA prefill kernel (0: never; default: the multiprocessor count); a property so that a benchmark can compare.
     /// That kernel gives each (sequence, KV head) one block, the group's heads as packed query rows, and streams the
     /// K and V tiles through shared memory with asynchronous copies, so a block always has a tile in flight; the tiled
-    /// decode kernel waits on its loads phase by phase and reached about 0.7 TB/s at batch 64 over 1k contexts. It has
-    /// no context split, so it needs enough (sequence, KV head) pairs to fill the GPU by itself.
+    /// decode kernel waits on its loads phase by phase. On an H100 (7B shape, 1k contexts, one span a block) batch 64
+    /// took 113 µs a layer against 195 and decode throughput rose 25–36% at batch 64–256; at batch 16 it was 5%
+    /// slower, hence the threshold. Spans of the keys (<see cref="MmaDecodeSplits"/>) give each multiprocessor about
+    /// four blocks.
     /// </summary>
     public int MmaDecodeMinBlocks { get; set; } = -1;
 
@@ -1178,7 +1186,11 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
     /// no [query × context] score matrix is stored. Handles every sequence of the step, decode tokens included.
     /// Exact fp32 by default; with <see cref="TensorCoreGemm"/> the products run on TF32 tensor cores.
     /// </summary>
-    private void FlashPrefill(CudaTensor qt, CudaTensor kc, CudaTensor vc, CudaTensor o, int heads, int kvHeads, int headDim, int blockSize, float scale, int maxQueryLength)
+    /// <param name="splits">
+    /// Key spans per (row tile, sequence, KV head), merged by attention_combine (only the bf16 MMA kernel takes more
+    /// than 1).
+    /// </param>
+    private void FlashPrefill(CudaTensor qt, CudaTensor kc, CudaTensor vc, CudaTensor o, int heads, int kvHeads, int headDim, int blockSize, float scale, int maxQueryLength, int splits)
     {
         // Per head-dim bound: (kernel, query rows per block), as instantiated in flash_prefill.cu. In tensor-core mode
         // (prefill products already round activations to bf16) q·k and p·v run on MMA where the head dim allows: f16 over
@@ -1197,11 +1209,40 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         int tokens = _tokens, s = _sequences, seqBase = (4 * tokens) + _logitRows;
         ulong pq = qt.Pointer, pkc = kc.Pointer, pvc = vc.Pointer, po = o.Pointer, qStart = Meta(seqBase), qLen = Meta(seqBase + s),
             context = Meta(seqBase + (2 * s)), tableOffset = Meta(seqBase + (3 * s)), tables = Meta(seqBase + (4 * s));
+        ulong partialOut = 0, partialStats = 0;
+        if (splits > 1)
+        {
+            var partialFloats = (long)heads * tokens * splits * headDim;
+            partialOut = AttentionScratch((partialFloats + ((long)heads * tokens * splits * 2)) * 4);
+            partialStats = partialOut + (ulong)(partialFloats * 4);
+        }
+
+        // The bf16 MMA kernels take three more parameters (partials and splits); the driver reads only as many
+        // entries as a kernel declares, so the others ignore them.
         void** args = stackalloc void*[]
         {
             &pq, &pkc, &pvc, &po, &qStart, &qLen, &context, &tableOffset, &tables, &heads, &kvHeads, &headDim, &blockSize, &scale,
+            &partialOut, &partialStats, &splits,
         };
-        Launch(source, kernel, rowTiles, (uint)s, (uint)kvHeads, 128, args);
+        Launch(source, kernel, rowTiles * (uint)splits, (uint)s, (uint)kvHeads, 128, args);
+        if (splits > 1)
+        {
+            void** combineArgs = stackalloc void*[] { &partialOut, &partialStats, &po, &heads, &headDim, &splits };
+            Launch("attention.cu", "attention_combine", (uint)heads, (uint)tokens, 128, combineArgs);
+        }
+    }
+
+    /// <summary>
+    /// Key spans of a decode step on the MMA kernel: enough that (sequence, KV head) blocks times spans give each
+    /// multiprocessor about four blocks, each span at least one 64-key tile. Graph steps size it from the longest
+    /// context allowed (the kernel then cuts each sequence's keys into that many spans of whole tiles).
+    /// </summary>
+    private int MmaDecodeSplits(int kvHeads)
+    {
+        var blocks = (long)_sequences * kvHeads;
+        var wanted = (int)Math.Clamp(((4L * _ctx.MultiprocessorCount) + blocks - 1) / blocks, 1, AttentionMaxSplits);
+        var longest = _mode != StepMode.Eager ? _graphLimits!.MaxModelLength : _maxContext;
+        return Math.Max(1, Math.Min(wanted, (longest + AttentionSpanGranule - 1) / AttentionSpanGranule));
     }
 
     private ulong AttentionScratch(long bytes) => Grow(ref _attentionScratch, ref _attentionScratchBytes, bytes);
