@@ -1147,6 +1147,9 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
     /// </summary>
     public int MmaDecodeMinBlocks { get; set; } = -1;
 
+    /// <summary>The most key spans of a decode step on the MMA kernel (1: one span a sequence); a property so that a benchmark can compare.</summary>
+    public int MmaDecodeMaxSplits { get; set; } = AttentionMaxSplits;
+
     private bool MmaDecode(DType cache, int group, int kvHeads, int headDim, int maxQueryLength)
     {
         var minBlocks = MmaDecodeMinBlocks < 0 ? _ctx.MultiprocessorCount : MmaDecodeMinBlocks;
@@ -1240,7 +1243,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
     private int MmaDecodeSplits(int kvHeads)
     {
         var blocks = (long)_sequences * kvHeads;
-        var wanted = (int)Math.Clamp(((4L * _ctx.MultiprocessorCount) + blocks - 1) / blocks, 1, AttentionMaxSplits);
+        var wanted = (int)Math.Clamp(((4L * _ctx.MultiprocessorCount) + blocks - 1) / blocks, 1, Math.Clamp(MmaDecodeMaxSplits, 1, AttentionMaxSplits));
         var longest = _mode != StepMode.Eager ? _graphLimits!.MaxModelLength : _maxContext;
         return Math.Max(1, Math.Min(wanted, (longest + AttentionSpanGranule - 1) / AttentionSpanGranule));
     }
