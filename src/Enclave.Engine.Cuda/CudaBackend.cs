@@ -1137,22 +1137,24 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
 
     /// <summary>
     /// Sequences × KV heads from which a decode step over a bf16 cache in tensor-core mode runs its attention on the bf16
-    /// MMA prefill kernel (0: never; default: the multiprocessor count); a property so that a benchmark can compare.
-    /// That kernel gives each (sequence, KV head) one block, the group's heads as packed query rows, and streams the
-    /// K and V tiles through shared memory with asynchronous copies, so a block always has a tile in flight; the tiled
-    /// decode kernel waits on its loads phase by phase. On an H100 (7B shape, 1k contexts, one span a block) batch 64
-    /// took 113 µs a layer against 195 and decode throughput rose 25–36% at batch 64–256; at batch 16 it was 5%
-    /// slower, hence the threshold. Spans of the keys (<see cref="MmaDecodeSplits"/>) give each multiprocessor about
-    /// four blocks.
+    /// MMA prefill kernel (0: never; default <see cref="DefaultMmaDecodeMinBlocks"/>); a property so that a benchmark
+    /// can compare. That kernel gives each (sequence, KV head, key span) one block, the group's heads as packed query
+    /// rows, and streams the K and V tiles through shared memory with asynchronous copies, so a block always has a tile
+    /// in flight; the tiled decode kernel waits on its loads phase by phase. On an H100 (7B shape, 1k contexts) batch 64
+    /// took 113 µs a layer against 195 and decode throughput rose 25–36% at batch 64–256; with key spans
+    /// (<see cref="MmaDecodeSplits"/>) batch 16 and 32 gained 9.5% over the tiled kernel.
     /// </summary>
-    public int MmaDecodeMinBlocks { get; set; } = -1;
+    public int MmaDecodeMinBlocks { get; set; } = DefaultMmaDecodeMinBlocks;
+
+    /// <summary>The default of <see cref="MmaDecodeMinBlocks"/>.</summary>
+    public const int DefaultMmaDecodeMinBlocks = 16;
 
     /// <summary>The most key spans of a decode step on the MMA kernel (1: one span a sequence); a property so that a benchmark can compare.</summary>
     public int MmaDecodeMaxSplits { get; set; } = AttentionMaxSplits;
 
     private bool MmaDecode(DType cache, int group, int kvHeads, int headDim, int maxQueryLength)
     {
-        var minBlocks = MmaDecodeMinBlocks < 0 ? _ctx.MultiprocessorCount : MmaDecodeMinBlocks;
+        var minBlocks = MmaDecodeMinBlocks;
         return minBlocks > 0 && TensorCoreGemm && cache == DType.BF16 && headDim % 8 == 0 && headDim <= 128
             && (long)maxQueryLength * group <= FlashRowsPerBlock && (long)_sequences * kvHeads >= minBlocks;
     }
@@ -1236,13 +1238,19 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
     }
 
     /// <summary>
-    /// Key spans of a decode step on the MMA kernel: enough that (sequence, KV head) blocks times spans give each
-    /// multiprocessor about four blocks, each span at least one 64-key tile. Graph steps size it from the longest
-    /// context allowed (the kernel then cuts each sequence's keys into that many spans of whole tiles).
+    /// Key spans of a decode step on the MMA kernel: one while (sequence, KV head) blocks alone fill the multiprocessors
+    /// (on an H100 at batch 64, 256 blocks, three spans were 7% slower than one), else enough that blocks times spans
+    /// give each multiprocessor about four blocks, each span at least one 64-key tile. Graph steps size it from the
+    /// longest context allowed (the kernel then cuts each sequence's keys into that many spans of whole tiles).
     /// </summary>
     private int MmaDecodeSplits(int kvHeads)
     {
         var blocks = (long)_sequences * kvHeads;
+        if (blocks >= _ctx.MultiprocessorCount)
+        {
+            return 1;
+        }
+
         var wanted = (int)Math.Clamp(((4L * _ctx.MultiprocessorCount) + blocks - 1) / blocks, 1, Math.Clamp(MmaDecodeMaxSplits, 1, AttentionMaxSplits));
         var longest = _mode != StepMode.Eager ? _graphLimits!.MaxModelLength : _maxContext;
         return Math.Max(1, Math.Min(wanted, (longest + AttentionSpanGranule - 1) / AttentionSpanGranule));
