@@ -58,7 +58,8 @@ public static class DeviceSelection
     /// through cuBLAS tensor cores (activations rounded to the weight type) instead of the exact fp32 kernel;
     /// ENCLAVE_CUDA_SPLIT_K=N caps the K chunks of skinny tensor-core products (1 turns the split off) and
     /// ENCLAVE_CUDA_MMA_DECODE=N sets the sequences × KV heads from which decode attention runs on the MMA kernel (0: never)
-    /// and ENCLAVE_CUDA_MMA_DECODE_SPLITS=N caps its key spans (1: one span a sequence), for benchmarks.
+    /// and ENCLAVE_CUDA_MMA_DECODE_SPLITS=N caps its key spans (1: one span a sequence), and ENCLAVE_CUDA_GEMV_TOKENS=N
+    /// sets the most tokens a product runs as a GEMV (0: every product on the GEMM path), for benchmarks.
     /// </summary>
     private static CudaBackend CreateCuda(int ordinal, bool enforceEager)
     {
@@ -66,6 +67,7 @@ public static class DeviceSelection
         var splitKLimit = WholeNumber("ENCLAVE_CUDA_SPLIT_K", 1);
         var mmaDecode = WholeNumber("ENCLAVE_CUDA_MMA_DECODE", 0);
         var mmaDecodeSplits = WholeNumber("ENCLAVE_CUDA_MMA_DECODE_SPLITS", 1);
+        var gemvTokens = WholeNumber("ENCLAVE_CUDA_GEMV_TOKENS", 0);
 
         try
         {
@@ -83,6 +85,11 @@ public static class DeviceSelection
             if (mmaDecodeSplits > 0)
             {
                 backend.MmaDecodeMaxSplits = mmaDecodeSplits;
+            }
+
+            if (gemvTokens >= 0)
+            {
+                backend.GemvLimit = gemvTokens;
             }
 
             return backend;
