@@ -11,7 +11,7 @@ public sealed record CudaBackendOptions
     public int Device { get; init; }
 
     /// <summary>
-    /// Matrix products of more than <see cref="CudaBackend.GemvMaxTokens"/> tokens with F16/BF16 weights through cuBLAS
+    /// Matrix products of more than <see cref="CudaBackend.TensorCoreGemvTokens"/> tokens with F16/BF16 weights through cuBLAS
     /// tensor cores, the activations rounded to the weights' type first (fast prefill, bf16-level accuracy). When false
     /// they run on an fp32 tiled kernel that keeps the activations in fp32 (slower, exact to fp32 rounding).
     /// </summary>
@@ -43,8 +43,16 @@ public sealed record CudaBackendOptions
 /// </summary>
 public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
 {
-    /// <summary>Up to this many tokens a matrix product is a GEMV that reads each weight once for all tokens.</summary>
+    /// <summary>Up to this many tokens a matrix product can run as a GEMV that reads each weight once for all tokens.</summary>
     public const int GemvMaxTokens = 8;
+
+    /// <summary>
+    /// Up to this many tokens a product runs as a GEMV in tensor-core mode; cuBLAS beyond. The GEMV multiplies every
+    /// weight by each token's activations from L1 on CUDA cores, so its cost grows with the tokens: on an H100 (7B
+    /// shape, decode steps) it was 6% faster than cuBLAS at 2 tokens, 32% slower at 4 and 2.6 times slower at 8.
+    /// The exact fp32 mode keeps the GEMV up to <see cref="GemvMaxTokens"/>, since its alternative is the fp32 tiled kernel.
+    /// </summary>
+    public const int TensorCoreGemvTokens = 2;
 
     /// <summary>Recorded decode steps kept at most (one per batch size; the least recently replayed goes first).</summary>
     public const int MaxDecodeGraphs = 64;
@@ -112,8 +120,14 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
 
     internal CudaContext Context => Live();
 
-    /// <summary>Largest token count a product runs as a GEMV (settable to measure the alternatives).</summary>
-    internal int GemvLimit { get; set; } = GemvMaxTokens;
+    /// <summary>The most tokens a product runs as a GEMV, to measure the alternatives; null for the default (<see cref="GemvLimit"/>).</summary>
+    internal int? GemvLimitOverride { get; set; }
+
+    /// <summary>
+    /// Largest token count a product runs as a GEMV: <see cref="TensorCoreGemvTokens"/> in tensor-core mode, else
+    /// <see cref="GemvMaxTokens"/>.
+    /// </summary>
+    private int GemvLimit => Math.Min(GemvLimitOverride ?? (TensorCoreGemm ? TensorCoreGemvTokens : GemvMaxTokens), GemvMaxTokens);
 
     /// <summary>Starts as <see cref="CudaBackendOptions.TensorCoreGemm"/>; settable to measure both paths on one backend.</summary>
     internal bool TensorCoreGemm { get; set; }
@@ -167,7 +181,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         }
 
         // Without a workspace of its own cuBLAS would allocate while recording: keep to the sizes the GEMV kernels serve.
-        _graphMaxBatch = _cublasWorkspace != 0 ? limits.MaxSequences : Math.Min(limits.MaxSequences, GemvMaxTokens);
+        _graphMaxBatch = _cublasWorkspace != 0 ? limits.MaxSequences : Math.Min(limits.MaxSequences, GemvLimit);
 
         // The step metadata at its largest once, so that no step moves it under a recording.
         long tokens = Math.Max(limits.MaxBatchedTokens, limits.MaxSequences);
@@ -647,7 +661,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         }
 
         ulong px = xt.Pointer, pw = w.Pointer, pb = b?.Pointer ?? 0, po = o.Pointer;
-        if (tokens <= Math.Min(GemvLimit, GemvMaxTokens))
+        if (tokens <= GemvLimit)
         {
             var vec = inDim % 8 == 0 && px % 16 == 0 && pw % 16 == 0 ? 1 : 0;
             void** args = stackalloc void*[] { &px, &pw, &pb, &po, &inDim, &outDim, &vec };
@@ -694,7 +708,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
             return;
         }
 
-        if (tokens <= Math.Min(GemvLimit, GemvMaxTokens))
+        if (tokens <= GemvLimit)
         {
             ulong px = xt.Pointer;
             var vec = inDim % 8 == 0 && px % 16 == 0 ? 1 : 0;

@@ -89,7 +89,7 @@ public static class DeviceSelection
 
             if (gemvTokens >= 0)
             {
-                backend.GemvLimit = gemvTokens;
+                backend.GemvLimitOverride = gemvTokens;
             }
 
             return backend;
