@@ -11,7 +11,7 @@ public sealed record CudaBackendOptions
     public int Device { get; init; }
 
     /// <summary>
-    /// Matrix products of more than <see cref="CudaBackend.GemvMaxTokens"/> tokens with F16/BF16 weights through cuBLAS
+    /// Matrix products of more than <see cref="CudaBackend.TensorCoreGemvTokens"/> tokens with F16/BF16 weights through cuBLAS
     /// tensor cores, the activations rounded to the weights' type first (fast prefill, bf16-level accuracy). When false
     /// they run on an fp32 tiled kernel that keeps the activations in fp32 (slower, exact to fp32 rounding).
     /// </summary>
@@ -43,8 +43,16 @@ public sealed record CudaBackendOptions
 /// </summary>
 public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
 {
-    /// <summary>Up to this many tokens a matrix product is a GEMV that reads each weight once for all tokens.</summary>
+    /// <summary>Up to this many tokens a matrix product can run as a GEMV that reads each weight once for all tokens.</summary>
     public const int GemvMaxTokens = 8;
+
+    /// <summary>
+    /// Up to this many tokens a product runs as a GEMV in tensor-core mode; cuBLAS beyond. The GEMV multiplies every
+    /// weight by each token's activations from L1 on CUDA cores, so its cost grows with the tokens: on an H100 (7B
+    /// shape, decode steps) it was 6% faster than cuBLAS at 2 tokens, 32% slower at 4 and 2.6 times slower at 8.
+    /// The exact fp32 mode keeps the GEMV up to <see cref="GemvMaxTokens"/>, since its alternative is the fp32 tiled kernel.
+    /// </summary>
+    public const int TensorCoreGemvTokens = 2;
 
     /// <summary>Recorded decode steps kept at most (one per batch size; the least recently replayed goes first).</summary>
     public const int MaxDecodeGraphs = 64;
@@ -112,8 +120,14 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
 
     internal CudaContext Context => Live();
 
-    /// <summary>Largest token count a product runs as a GEMV (settable to measure the alternatives).</summary>
-    internal int GemvLimit { get; set; } = GemvMaxTokens;
+    /// <summary>The most tokens a product runs as a GEMV, to measure the alternatives; null for the default (<see cref="GemvLimit"/>).</summary>
+    internal int? GemvLimitOverride { get; set; }
+
+    /// <summary>
+    /// Largest token count a product runs as a GEMV: <see cref="TensorCoreGemvTokens"/> in tensor-core mode, else
+    /// <see cref="GemvMaxTokens"/>.
+    /// </summary>
+    private int GemvLimit => Math.Min(GemvLimitOverride ?? (TensorCoreGemm ? TensorCoreGemvTokens : GemvMaxTokens), GemvMaxTokens);
 
     /// <summary>Starts as <see cref="CudaBackendOptions.TensorCoreGemm"/>; settable to measure both paths on one backend.</summary>
     internal bool TensorCoreGemm { get; set; }
@@ -167,7 +181,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         }
 
         // Without a workspace of its own cuBLAS would allocate while recording: keep to the sizes the GEMV kernels serve.
-        _graphMaxBatch = _cublasWorkspace != 0 ? limits.MaxSequences : Math.Min(limits.MaxSequences, GemvMaxTokens);
+        _graphMaxBatch = _cublasWorkspace != 0 ? limits.MaxSequences : Math.Min(limits.MaxSequences, GemvLimit);
 
         // The step metadata at its largest once, so that no step moves it under a recording.
         long tokens = Math.Max(limits.MaxBatchedTokens, limits.MaxSequences);
@@ -647,7 +661,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         }
 
         ulong px = xt.Pointer, pw = w.Pointer, pb = b?.Pointer ?? 0, po = o.Pointer;
-        if (tokens <= Math.Min(GemvLimit, GemvMaxTokens))
+        if (tokens <= GemvLimit)
         {
             var vec = inDim % 8 == 0 && px % 16 == 0 && pw % 16 == 0 ? 1 : 0;
             void** args = stackalloc void*[] { &px, &pw, &pb, &po, &inDim, &outDim, &vec };
@@ -694,7 +708,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
             return;
         }
 
-        if (tokens <= Math.Min(GemvLimit, GemvMaxTokens))
+        if (tokens <= GemvLimit)
         {
             ulong px = xt.Pointer;
             var vec = inDim % 8 == 0 && px % 16 == 0 ? 1 : 0;
@@ -1070,9 +1084,15 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         Launch("attention.cu", KvWriteKernels[bf16], (uint)(((long)tokens * rowWidth + 255) / 256), 1, 256, writeArgs);
 
         var maxQueryLength = MaxQueryLength(batch);
-        if (headDim % 4 == 0 && (maxQueryLength > FlashMinQueryLength || MmaDecode(kc.DType, heads / kvHeads, kvHeads, headDim, maxQueryLength)))
+        if (headDim % 4 == 0 && maxQueryLength > FlashMinQueryLength)
         {
-            FlashPrefill(qt, kc, vc, o, heads, kvHeads, headDim, blockSize, scale, maxQueryLength);
+            FlashPrefill(qt, kc, vc, o, heads, kvHeads, headDim, blockSize, scale, maxQueryLength, 1);
+            return;
+        }
+
+        if (MmaDecode(kc.DType, heads / kvHeads, kvHeads, headDim, maxQueryLength))
+        {
+            FlashPrefill(qt, kc, vc, o, heads, kvHeads, headDim, blockSize, scale, maxQueryLength, MmaDecodeSplits(kvHeads));
             return;
         }
 
@@ -1131,17 +1151,25 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
 
     /// <summary>
     /// Sequences × KV heads from which a decode step over a bf16 cache in tensor-core mode runs its attention on the bf16
-    /// MMA prefill kernel (0: never; default: the multiprocessor count); a property so that a benchmark can compare.
-    /// That kernel gives each (sequence, KV head) one block, the group's heads as packed query rows, and streams the
-    /// K and V tiles through shared memory with asynchronous copies, so a block always has a tile in flight; the tiled
-    /// decode kernel waits on its loads phase by phase and reached about 0.7 TB/s at batch 64 over 1k contexts. It has
-    /// no context split, so it needs enough (sequence, KV head) pairs to fill the GPU by itself.
+    /// MMA prefill kernel (0: never; default <see cref="DefaultMmaDecodeMinBlocks"/>); a property so that a benchmark
+    /// can compare. That kernel gives each (sequence, KV head, key span) one block, the group's heads as packed query
+    /// rows, and streams the K and V tiles through shared memory with asynchronous copies, so a block always has a tile
+    /// in flight; the tiled decode kernel waits on its loads phase by phase. On an H100 (7B shape, 1k contexts) batch 64
+    /// took 113 µs a layer against 195 and decode throughput rose 25–36% at batch 64–256; with key spans
+    /// (<see cref="MmaDecodeSplits"/>) batch 16 and 32 gained 9.5% over the tiled kernel, batch 1 4% (162.6 against
+    /// 156.3 tokens/s) and batch 8 1%, so it is the default for every decode step it can serve.
     /// </summary>
-    public int MmaDecodeMinBlocks { get; set; } = -1;
+    public int MmaDecodeMinBlocks { get; set; } = DefaultMmaDecodeMinBlocks;
+
+    /// <summary>The default of <see cref="MmaDecodeMinBlocks"/>.</summary>
+    public const int DefaultMmaDecodeMinBlocks = 1;
+
+    /// <summary>The most key spans of a decode step on the MMA kernel (1: one span a sequence); a property so that a benchmark can compare.</summary>
+    public int MmaDecodeMaxSplits { get; set; } = AttentionMaxSplits;
 
     private bool MmaDecode(DType cache, int group, int kvHeads, int headDim, int maxQueryLength)
     {
-        var minBlocks = MmaDecodeMinBlocks < 0 ? _ctx.MultiprocessorCount : MmaDecodeMinBlocks;
+        var minBlocks = MmaDecodeMinBlocks;
         return minBlocks > 0 && TensorCoreGemm && cache == DType.BF16 && headDim % 8 == 0 && headDim <= 128
             && (long)maxQueryLength * group <= FlashRowsPerBlock && (long)_sequences * kvHeads >= minBlocks;
     }
@@ -1178,7 +1206,11 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
     /// no [query × context] score matrix is stored. Handles every sequence of the step, decode tokens included.
     /// Exact fp32 by default; with <see cref="TensorCoreGemm"/> the products run on TF32 tensor cores.
     /// </summary>
-    private void FlashPrefill(CudaTensor qt, CudaTensor kc, CudaTensor vc, CudaTensor o, int heads, int kvHeads, int headDim, int blockSize, float scale, int maxQueryLength)
+    /// <param name="splits">
+    /// Key spans per (row tile, sequence, KV head), merged by attention_combine (only the bf16 MMA kernel takes more
+    /// than 1).
+    /// </param>
+    private void FlashPrefill(CudaTensor qt, CudaTensor kc, CudaTensor vc, CudaTensor o, int heads, int kvHeads, int headDim, int blockSize, float scale, int maxQueryLength, int splits)
     {
         // Per head-dim bound: (kernel, query rows per block), as instantiated in flash_prefill.cu. In tensor-core mode
         // (prefill products already round activations to bf16) q·k and p·v run on MMA where the head dim allows: f16 over
@@ -1197,11 +1229,46 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         int tokens = _tokens, s = _sequences, seqBase = (4 * tokens) + _logitRows;
         ulong pq = qt.Pointer, pkc = kc.Pointer, pvc = vc.Pointer, po = o.Pointer, qStart = Meta(seqBase), qLen = Meta(seqBase + s),
             context = Meta(seqBase + (2 * s)), tableOffset = Meta(seqBase + (3 * s)), tables = Meta(seqBase + (4 * s));
+        ulong partialOut = 0, partialStats = 0;
+        if (splits > 1)
+        {
+            var partialFloats = (long)heads * tokens * splits * headDim;
+            partialOut = AttentionScratch((partialFloats + ((long)heads * tokens * splits * 2)) * 4);
+            partialStats = partialOut + (ulong)(partialFloats * 4);
+        }
+
+        // The bf16 MMA kernels take three more parameters (partials and splits); the driver reads only as many
+        // entries as a kernel declares, so the others ignore them.
         void** args = stackalloc void*[]
         {
             &pq, &pkc, &pvc, &po, &qStart, &qLen, &context, &tableOffset, &tables, &heads, &kvHeads, &headDim, &blockSize, &scale,
+            &partialOut, &partialStats, &splits,
         };
-        Launch(source, kernel, rowTiles, (uint)s, (uint)kvHeads, 128, args);
+        Launch(source, kernel, rowTiles * (uint)splits, (uint)s, (uint)kvHeads, 128, args);
+        if (splits > 1)
+        {
+            void** combineArgs = stackalloc void*[] { &partialOut, &partialStats, &po, &heads, &headDim, &splits };
+            Launch("attention.cu", "attention_combine", (uint)heads, (uint)tokens, 128, combineArgs);
+        }
+    }
+
+    /// <summary>
+    /// Key spans of a decode step on the MMA kernel: one while (sequence, KV head) blocks alone fill the multiprocessors
+    /// (on an H100 at batch 64, 256 blocks, three spans were 7% slower than one), else enough that blocks times spans
+    /// give each multiprocessor about four blocks, each span at least one 64-key tile. Graph steps size it from the
+    /// longest context allowed (the kernel then cuts each sequence's keys into that many spans of whole tiles).
+    /// </summary>
+    private int MmaDecodeSplits(int kvHeads)
+    {
+        var blocks = (long)_sequences * kvHeads;
+        if (blocks >= _ctx.MultiprocessorCount)
+        {
+            return 1;
+        }
+
+        var wanted = (int)Math.Clamp(((4L * _ctx.MultiprocessorCount) + blocks - 1) / blocks, 1, Math.Clamp(MmaDecodeMaxSplits, 1, AttentionMaxSplits));
+        var longest = _mode != StepMode.Eager ? _graphLimits!.MaxModelLength : _maxContext;
+        return Math.Max(1, Math.Min(wanted, (longest + AttentionSpanGranule - 1) / AttentionSpanGranule));
     }
 
     private ulong AttentionScratch(long bytes) => Grow(ref _attentionScratch, ref _attentionScratchBytes, bytes);

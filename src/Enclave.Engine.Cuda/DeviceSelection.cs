@@ -57,14 +57,17 @@ public static class DeviceSelection
     /// The CUDA backend on device N. ENCLAVE_CUDA_GEMM=tensor-core sends prefill-sized products with F16/BF16 weights
     /// through cuBLAS tensor cores (activations rounded to the weight type) instead of the exact fp32 kernel;
     /// ENCLAVE_CUDA_SPLIT_K=N caps the K chunks of skinny tensor-core products (1 turns the split off) and
-    /// ENCLAVE_CUDA_MMA_DECODE=N sets the sequences × KV heads from which decode attention runs on the MMA kernel (0: never),
-    /// for benchmarks.
+    /// ENCLAVE_CUDA_MMA_DECODE=N sets the sequences × KV heads from which decode attention runs on the MMA kernel (0: never)
+    /// and ENCLAVE_CUDA_MMA_DECODE_SPLITS=N caps its key spans (1: one span a sequence), and ENCLAVE_CUDA_GEMV_TOKENS=N
+    /// sets the most tokens a product runs as a GEMV (0: every product on the GEMM path), for benchmarks.
     /// </summary>
     private static CudaBackend CreateCuda(int ordinal, bool enforceEager)
     {
         var tensorCores = string.Equals(Environment.GetEnvironmentVariable("ENCLAVE_CUDA_GEMM"), "tensor-core", StringComparison.OrdinalIgnoreCase);
         var splitKLimit = WholeNumber("ENCLAVE_CUDA_SPLIT_K", 1);
         var mmaDecode = WholeNumber("ENCLAVE_CUDA_MMA_DECODE", 0);
+        var mmaDecodeSplits = WholeNumber("ENCLAVE_CUDA_MMA_DECODE_SPLITS", 1);
+        var gemvTokens = WholeNumber("ENCLAVE_CUDA_GEMV_TOKENS", 0);
 
         try
         {
@@ -77,6 +80,16 @@ public static class DeviceSelection
             if (mmaDecode >= 0)
             {
                 backend.MmaDecodeMinBlocks = mmaDecode;
+            }
+
+            if (mmaDecodeSplits > 0)
+            {
+                backend.MmaDecodeMaxSplits = mmaDecodeSplits;
+            }
+
+            if (gemvTokens >= 0)
+            {
+                backend.GemvLimitOverride = gemvTokens;
             }
 
             return backend;

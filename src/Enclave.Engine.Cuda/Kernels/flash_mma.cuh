@@ -6,6 +6,7 @@
 #include "common.cuh"
 
 #define FLASH_LOG2E 1.4426950408889634f
+#define FLASH_LN2 0.6931471805599453f
 
 // The two 16-bit operand types: Mma::pack rounds two floats into one 32-bit register (the first in the low half) and
 // Mma::mma is mma.sync m16n8k16 with fp32 accumulation, c += a . b.
@@ -40,18 +41,20 @@ typedef Mma16<false> MmaF16;
 typedef Mma16<true> MmaBf16;
 
 // The work of a prefill attention block: sequence blockIdx.y, KV head blockIdx.z and 64 packed rows (row = query *
-// group + head in group) from row0, the last row tiles first (they see the most keys, so they start earliest). key_end
-// is one past the last key any of the block's rows sees. False when the sequence has no rows for this block.
+// group + head in group) from row0, row tile `row_tile` of `row_tiles` taken from the last (they see the most keys, so
+// they start earliest). key_end is one past the last key any of the block's rows sees. False when the sequence has no
+// rows for this block.
 __device__ __forceinline__ bool flash_block(const int* __restrict__ seq_query_start, const int* __restrict__ seq_query_len,
                                             const int* __restrict__ seq_context, const int* __restrict__ seq_table_offset,
-                                            const int* __restrict__ tables, int heads, int kv_heads, int& group, int& rows, int& row0,
-                                            int& first_position, int& q_start, int& key_end, const int*& table)
+                                            const int* __restrict__ tables, int heads, int kv_heads, int row_tile, int row_tiles,
+                                            int& group, int& rows, int& row0, int& first_position, int& q_start, int& key_end,
+                                            const int*& table)
 {
     const int s = blockIdx.y;
     const int query_len = seq_query_len[s];
     group = heads / kv_heads;
     rows = query_len * group;
-    row0 = (gridDim.x - 1 - blockIdx.x) * 64;
+    row0 = (row_tiles - 1 - row_tile) * 64;
     if (row0 >= rows) return false;
 
     first_position = seq_context[s] - query_len;

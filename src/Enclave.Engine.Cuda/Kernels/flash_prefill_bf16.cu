@@ -12,6 +12,10 @@
 // tile stored key-major. Q (scaled by scale * log2(e)) and P are rounded to bf16, as K and V already are.
 // head_dim must be a multiple of 8 and at most D (64 or 128); dims past head_dim and keys past the causal end are
 // zero-filled by the copies.
+// Decode steps (a few packed rows per sequence) may cut the keys into `splits` spans of whole tiles, blockIdx.x =
+// row tile * splits + split: each split writes its rows' unnormalised output and (max, sum) to partial_out and
+// partial_stats in the layout of the decode attention kernels (max in natural-log units), and attention_combine
+// merges them; a split past the sequence's keys writes an empty partial. splits 1 writes the output directly.
 #include "flash_mma.cuh"
 
 #define FB_THREADS 128
@@ -69,7 +73,8 @@ __device__ __forceinline__ void flash_prefill_bf16(
     const float* __restrict__ q, const u16* __restrict__ key_cache, const u16* __restrict__ value_cache,
     float* __restrict__ out, const int* __restrict__ seq_query_start, const int* __restrict__ seq_query_len,
     const int* __restrict__ seq_context, const int* __restrict__ seq_table_offset, const int* __restrict__ tables,
-    int heads, int kv_heads, int head_dim, int block_size, float scale, u16* s_k, u16* s_v)
+    int heads, int kv_heads, int head_dim, int block_size, float scale, float* __restrict__ partial_out,
+    float* __restrict__ partial_stats, int splits, u16* s_k, u16* s_v)
 {
     constexpr int S = D + 8;     // tile row stride in halves (272 bytes at D 128: ldmatrix rows hit distinct banks)
     constexpr int DK = D / 16;   // k-steps of q·k over the head dim
@@ -79,9 +84,16 @@ __device__ __forceinline__ void flash_prefill_bf16(
 
     int group, rows, row0, first_position, q_start, key_end;
     const int* table;
-    if (!flash_block(seq_query_start, seq_query_len, seq_context, seq_table_offset, tables, heads, kv_heads, group, rows, row0,
-                     first_position, q_start, key_end, table))
+    const int split = blockIdx.x % splits;
+    if (!flash_block(seq_query_start, seq_query_len, seq_context, seq_table_offset, tables, heads, kv_heads, blockIdx.x / splits,
+                     gridDim.x / splits, group, rows, row0, first_position, q_start, key_end, table))
         return;
+
+    // This split's keys [key_begin, key_stop): spans of whole FB_BN tiles, so a tile never straddles two splits.
+    const int span = (key_end + splits - 1) / splits;
+    const int key_span = (span + FB_BN - 1) / FB_BN * FB_BN;
+    const int key_begin = split * key_span;
+    const int key_stop = min(key_end, key_begin + key_span);
 
     const int kvh = blockIdx.z;
     const long row_width = (long)kv_heads * head_dim;
@@ -91,8 +103,11 @@ __device__ __forceinline__ void flash_prefill_bf16(
     const int warp_row0 = row0 + warp * 16;
     const bool warp_active = warp_row0 < rows;
 
-    copy_tile_async<D>(s_k, key_cache, table, block_size, row_width, head_offset, 0, key_end, head_dim);
-    copies_commit();
+    if (key_begin < key_stop)
+    {
+        copy_tile_async<D>(s_k, key_cache, table, block_size, row_width, head_offset, key_begin, key_stop, head_dim);
+        copies_commit();
+    }
 
     const float* q_row[2];
     float* out_row[2];
@@ -112,11 +127,11 @@ __device__ __forceinline__ void flash_prefill_bf16(
     const int matrix = lane >> 3, matrix_row = lane & 7;
     const unsigned int k_base = shared_address(s_k), v_base = shared_address(s_v);
 
-    for (int key0 = 0; key0 < key_end; key0 += FB_BN)
+    for (int key0 = key_begin; key0 < key_stop; key0 += FB_BN)
     {
         copies_wait_all();
         __syncthreads(); // K of this tile has landed for every thread; every warp is done with the previous V
-        copy_tile_async<D>(s_v, value_cache, table, block_size, row_width, head_offset, key0, key_end, head_dim);
+        copy_tile_async<D>(s_v, value_cache, table, block_size, row_width, head_offset, key0, key_stop, head_dim);
         copies_commit();
 
         float sc[NT][4];
@@ -142,9 +157,9 @@ __device__ __forceinline__ void flash_prefill_bf16(
 
         copies_wait_all();
         __syncthreads(); // V of this tile has landed; every warp is done with K
-        if (key0 + FB_BN < key_end)
+        if (key0 + FB_BN < key_stop)
         {
-            copy_tile_async<D>(s_k, key_cache, table, block_size, row_width, head_offset, key0 + FB_BN, key_end, head_dim);
+            copy_tile_async<D>(s_k, key_cache, table, block_size, row_width, head_offset, key0 + FB_BN, key_stop, head_dim);
             copies_commit();
         }
 
@@ -172,7 +187,35 @@ __device__ __forceinline__ void flash_prefill_bf16(
         }
     }
 
-    flash_store_output<DN>(out_row, o, l, head_dim, t);
+    if (splits == 1)
+    {
+        flash_store_output<DN>(out_row, o, l, head_dim, t);
+        return;
+    }
+
+    // Partial of output row r (= (token * heads + head)) for this split: [r * splits + split]; o is still unnormalised
+    // and m (log2 units, from the scaled q) converts to the natural-log units attention_combine merges in.
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+    {
+        if (out_row[h] == nullptr) continue;
+        const long part = ((out_row[h] - out) / head_dim) * splits + split;
+        if (t == 0)
+        {
+            partial_stats[2 * part] = m[h] == NEG_INF ? NEG_INF : m[h] * FLASH_LN2;
+            partial_stats[2 * part + 1] = l[h];
+        }
+#pragma unroll
+        for (int n = 0; n < DN; n++)
+        {
+            const int d = 8 * n + 2 * t;
+            if (d < head_dim)
+            {
+                partial_out[part * head_dim + d] = o[n][2 * h];
+                partial_out[part * head_dim + d + 1] = o[n][2 * h + 1];
+            }
+        }
+    }
 }
 
 #define FLASH_BF16_KERNEL(D)                                                                                             \
@@ -180,13 +223,14 @@ __device__ __forceinline__ void flash_prefill_bf16(
         const float* __restrict__ q, const u16* __restrict__ key_cache, const u16* __restrict__ value_cache,           \
         float* __restrict__ out, const int* __restrict__ seq_query_start, const int* __restrict__ seq_query_len,       \
         const int* __restrict__ seq_context, const int* __restrict__ seq_table_offset, const int* __restrict__ tables, \
-        int heads, int kv_heads, int head_dim, int block_size, float scale)                                            \
+        int heads, int kv_heads, int head_dim, int block_size, float scale, float* __restrict__ partial_out,           \
+        float* __restrict__ partial_stats, int splits)                                                                 \
     {                                                                                                                  \
         __shared__ uint4 s_k[FB_BN * (D + 8) / 8]; /* uint4: 16-byte aligned */                                       \
         __shared__ uint4 s_v[FB_BN * (D + 8) / 8];                                                                     \
         flash_prefill_bf16<D>(q, key_cache, value_cache, out, seq_query_start, seq_query_len, seq_context,             \
-                              seq_table_offset, tables, heads, kv_heads, head_dim, block_size, scale,                  \
-                              reinterpret_cast<u16*>(s_k), reinterpret_cast<u16*>(s_v));                               \
+                              seq_table_offset, tables, heads, kv_heads, head_dim, block_size, scale, partial_out,     \
+                              partial_stats, splits, reinterpret_cast<u16*>(s_k), reinterpret_cast<u16*>(s_v));        \
     }
 
 FLASH_BF16_KERNEL(64)  // 9 + 9 KB of shared memory

@@ -586,7 +586,7 @@ internal static class Program
         using var y = cuda.Allocate(DType.F32, 1, inter);
         foreach (var (label, limit, tc) in new[] { ("gemv kernel", CudaBackend.GemvMaxTokens, false), ("cuBLAS bf16 (x rounded)", 0, true) })
         {
-            cuda.GemvLimit = limit;
+            cuda.GemvLimitOverride = limit;
             cuda.TensorCoreGemm = tc;
             cuda.MatMul(x, w, null, y);
             var reps = 50;
@@ -600,7 +600,7 @@ internal static class Program
             Console.WriteLine($"T=1 product  [{inter} x {hidden}] bf16 {label,-24} {ms * 1e3:F1} us, {w.ByteCount / (ms * 1e-3) / 1e9:F0} GB/s of weights ({100 * w.ByteCount / (ms * 1e-3) / 1e9 / bandwidth:F0}% of copy bandwidth)");
         }
 
-        cuda.GemvLimit = CudaBackend.GemvMaxTokens;
+        cuda.GemvLimitOverride = null;
         cuda.TensorCoreGemm = false;
         w.Dispose();
     }
