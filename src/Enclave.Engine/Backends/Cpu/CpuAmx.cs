@@ -13,8 +13,11 @@ namespace Enclave.Engine.Backends.Cpu;
 /// </summary>
 internal static unsafe partial class CpuAmx
 {
-    /// <summary>Bytes of scratch one call of a kernel needs (64-byte aligned): two int32 tiles and one fp32 tile.</summary>
-    public const int ScratchBytes = 3 * 1024;
+    /// <summary>
+    /// Bytes of scratch one call of the Q8_0 kernel needs (64-byte aligned) for rows of <paramref name="blocks"/> blocks:
+    /// four int32 tiles, one fp32 tile and the 16 rows' weight scales.
+    /// </summary>
+    public static long Q8_0ScratchBytes(int blocks) => (5 * 1024) + (blocks * 64L);
 
     private const int ArchReqXcompPerm = 0x1023;
     private const int XfeatureXtiledata = 18;
@@ -35,7 +38,7 @@ internal static unsafe partial class CpuAmx
     public static delegate* unmanaged<byte*, long, int, sbyte*, float*, int, int, float*, long, float*, int*, byte*, void> Q8_0 =>
         (delegate* unmanaged<byte*, long, int, sbyte*, float*, int, int, float*, long, float*, int*, byte*, void>)Loaded.Value.Code;
 
-    /// <summary>The 64-byte tile configuration the Q8_0 kernel loads: C tiles 16×64 B, weight tiles 16×32 B, activation tiles 8×64 B.</summary>
+    /// <summary>The 64-byte tile configuration the Q8_0 kernel loads: int32 result tiles 16×64 B, weight tiles 16×32 B, activation tiles 8×64 B.</summary>
     public static byte* Q8_0Config => Loaded.Value.Config;
 
     private sealed class State(byte* code, byte* config, string status)
@@ -97,7 +100,7 @@ internal static unsafe partial class CpuAmx
         }
     }
 
-    /// <summary>Palette 1; tmm0-1 the int32 results (16 rows × 64 B), tmm2-3 weights (16 × 32 B), tmm4-5 activations (8 × 64 B).</summary>
+    /// <summary>Palette 1; tmm0-3 the int32 results (16 rows × 64 B), tmm4-5 weights (16 × 32 B), tmm6-7 activations (8 × 64 B).</summary>
     private static byte* Q8_0TileConfig()
     {
         var config = (byte*)NativeMemory.AlignedAlloc(64, 64);
@@ -105,9 +108,15 @@ internal static unsafe partial class CpuAmx
         config[0] = 1;
         var columnBytes = (ushort*)(config + 16);
         var rows = config + 48;
-        (columnBytes[0], rows[0], columnBytes[1], rows[1]) = ((ushort)64, (byte)16, (ushort)64, (byte)16);
-        (columnBytes[2], rows[2], columnBytes[3], rows[3]) = ((ushort)32, (byte)16, (ushort)32, (byte)16);
-        (columnBytes[4], rows[4], columnBytes[5], rows[5]) = ((ushort)64, (byte)8, (ushort)64, (byte)8);
+        for (var tile = 0; tile < 8; tile++)
+        {
+            (columnBytes[tile], rows[tile]) = tile switch
+            {
+                < 4 => ((ushort)64, (byte)16),
+                < 6 => ((ushort)32, (byte)16),
+                _ => ((ushort)64, (byte)8),
+            };
+        }
         return config;
     }
 

@@ -108,7 +108,7 @@ internal static unsafe class CpuQuantMatMul
 
         /// <summary>
         /// AMX products: the activations in tile layout [token tile][block][8][16 tokens][4] (zero past the last
-        /// token), their scales [token tile][block][16 tokens], and per-worker scratch of <see cref="CpuAmx.ScratchBytes"/>.
+        /// token), their scales [token tile][block][16 tokens], and per-worker scratch of <see cref="AmxScratchBytes"/>.
         /// </summary>
         public sbyte* AmxX;
         public float* AmxScales;
@@ -119,15 +119,16 @@ internal static unsafe class CpuQuantMatMul
         public int AmxItems;
         public int AmxGroupsPerItem;
         public int AmxTokenTiles;
+        public long AmxScratchBytes;
 
         private long _amxCapacity;
-        private int _amxWorkers;
+        private long _amxScratchCapacity;
 
         /// <summary>Products this job has run on AMX tiles (for tests and profiles).</summary>
         public long AmxProducts { get; set; }
 
         /// <summary>Grows the AMX buffers to hold <paramref name="paddedValues"/> activations and scratch for <paramref name="workers"/> threads.</summary>
-        public void EnsureAmx(long paddedValues, int workers)
+        public void EnsureAmx(long paddedValues, int workers, int blocks)
         {
             if (paddedValues > _amxCapacity)
             {
@@ -138,11 +139,12 @@ internal static unsafe class CpuQuantMatMul
                 AmxScales = (float*)NativeMemory.AlignedAlloc((nuint)(paddedValues / 32 * sizeof(float)), 64);
             }
 
-            if (workers > _amxWorkers)
+            AmxScratchBytes = CpuAmx.Q8_0ScratchBytes(blocks);
+            if (workers * AmxScratchBytes > _amxScratchCapacity)
             {
                 NativeMemory.AlignedFree(AmxScratch);
-                _amxWorkers = workers;
-                AmxScratch = (int*)NativeMemory.AlignedAlloc((nuint)(workers * CpuAmx.ScratchBytes), 64);
+                _amxScratchCapacity = workers * AmxScratchBytes;
+                AmxScratch = (int*)NativeMemory.AlignedAlloc((nuint)_amxScratchCapacity, 64);
             }
         }
 
@@ -175,7 +177,7 @@ internal static unsafe class CpuQuantMatMul
             AmxScales = null;
             AmxScratch = null;
             _amxCapacity = 0;
-            _amxWorkers = 0;
+            _amxScratchCapacity = 0;
         }
 
         private void Free()
@@ -263,7 +265,7 @@ internal static unsafe class CpuQuantMatMul
         {
             var kernel = CpuAmx.Q8_0;
             var config = CpuAmx.Q8_0Config;
-            var scratch = AmxScratch + ((long)worker * CpuAmx.ScratchBytes / sizeof(int));
+            var scratch = AmxScratch + (worker * AmxScratchBytes / sizeof(int));
             var last = Math.Min(AmxRowGroups, (index + 1) * AmxGroupsPerItem);
             for (var g = index * AmxGroupsPerItem; g < last; g++)
             {
@@ -482,7 +484,7 @@ internal static unsafe class CpuQuantMatMul
     {
         var blocks = inFeatures / 32;
         var tiles = (tokens + AmxTile - 1) / AmxTile;
-        job.EnsureAmx((long)tiles * AmxTile * inFeatures, workers);
+        job.EnsureAmx((long)tiles * AmxTile * inFeatures, workers, blocks);
         job.AmxTokenTiles = tiles;
         var packed = (int*)job.AmxX;
         for (var tile = 0; tile < tiles; tile++)
