@@ -31,8 +31,8 @@ flags="-O2 -ffreestanding -fno-builtin -fno-asynchronous-unwind-tables -fcf-prot
             exit 1
         fi
         objcopy -O binary -j .text "$work/$name.o" "$work/$name.bin"
-        field=$(echo "${name%_amx}" | sed -E 's/^(.)/\U\1/')
-        echo "    /// <summary>$name.c (SHA-256 $(sha256sum "$src" | cut -c1-16)), $(stat -c %s "$work/$name.bin") bytes.</summary>"
+        field=$(echo "${name%_amx}" | sed -E 's/^(.)/\U\1/; s/_(.)/_\U\1/g')
+        echo "    /// <summary>$name.c (SHA-256 of it and the headers $(cat "$src" "$here"/*.h | sha256sum | cut -c1-16)), $(stat -c %s "$work/$name.bin") bytes.</summary>"
         echo "    public static ReadOnlySpan<byte> $field =>"
         echo "    ["
         od -An -v -tx1 "$work/$name.bin" | sed -E 's/ ([0-9a-f]{2})/0x\1, /g; s/^/        /; s/, $/,/'

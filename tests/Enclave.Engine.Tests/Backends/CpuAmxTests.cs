@@ -7,34 +7,43 @@ using Enclave.Engine.Tests.Support;
 namespace Enclave.Engine.Tests.Backends;
 
 /// <summary>
-/// The AMX Q8_0 product against the AVX-VNNI kernel on the same quantised inputs (both sum the int8 products exactly,
+/// The AMX Q8_0 and Q4_K products against the AVX-VNNI kernels on the same quantised inputs (both sum the int8 products exactly,
 /// so they differ only in the order of the fp32 scale sums), and the committed machine code against its C source.
 /// </summary>
 public sealed class CpuAmxTests
 {
-    public static TheoryData<int, int, int, bool> Shapes() => new()
+    public static TheoryData<DType, int, int, int, bool> Shapes()
     {
         // Tokens: one tile short of full, more than one tile with a padded tail; rows: a remainder past whole groups of 16;
-        // blocks: one (the kernel's single-block tail), three (a pair plus the tail), and a long row.
-        { 8, 32, 16, false },
-        { 17, 96, 45, true },
-        { 77, 1024, 64, false },
-        { 33, 64, 47, true },
-    };
+        // blocks of 32: one (the kernel's single-block tail), three (a pair plus the tail), and long rows.
+        var data = new TheoryData<DType, int, int, int, bool>();
+        foreach (var (tokens, blocks, outFeatures, bias) in new[] { (8, 1, 16, false), (17, 3, 45, true), (77, 32, 64, false), (33, 2, 47, true) })
+        {
+            data.Add(DType.Q8_0, tokens, blocks * 32, outFeatures, bias);
+        }
+
+        // Q4_K: 256 values a super-block (8 blocks); one, three and four super-blocks.
+        foreach (var (tokens, superBlocks, outFeatures, bias) in new[] { (8, 1, 16, false), (17, 3, 45, true), (77, 4, 64, false), (33, 1, 47, true) })
+        {
+            data.Add(DType.Q4_K, tokens, superBlocks * 256, outFeatures, bias);
+        }
+
+        return data;
+    }
 
     [AmxTheory]
     [MemberData(nameof(Shapes))]
-    public void Q8_0_products_on_amx_tiles_agree_with_the_vnni_kernel(int tokens, int inFeatures, int outFeatures, bool withBias)
+    public void Products_on_amx_tiles_agree_with_the_vnni_kernel(DType type, int tokens, int inFeatures, int outFeatures, bool withBias)
     {
         var random = new Random((tokens * 31) + inFeatures + outFeatures);
         var w = Enumerable.Range(0, inFeatures * outFeatures).Select(_ => (float)(random.NextDouble() - 0.5)).ToArray();
         var x = Enumerable.Range(0, tokens * inFeatures).Select(_ => (float)((random.NextDouble() * 4) - 2)).ToArray();
         var bias = withBias ? Enumerable.Range(0, outFeatures).Select(_ => (float)random.NextDouble()).ToArray() : null;
-        var blocks = new byte[DType.Q8_0.StorageBytes(w.Length)];
-        GgmlQuants.Quantize(DType.Q8_0, w, blocks);
+        var blocks = new byte[type.StorageBytes(w.Length)];
+        GgmlQuants.Quantize(type, w, blocks);
 
-        var (amx, amxProducts) = Product(512, tokens, inFeatures, outFeatures, blocks, x, bias);
-        var (vnni, vnniProducts) = Product(256, tokens, inFeatures, outFeatures, blocks, x, bias);
+        var (amx, amxProducts) = Product(type, 512, tokens, inFeatures, outFeatures, blocks, x, bias);
+        var (vnni, vnniProducts) = Product(type, 256, tokens, inFeatures, outFeatures, blocks, x, bias);
         Assert.Equal(1, amxProducts);
         Assert.Equal(0, vnniProducts);
         for (var i = 0; i < amx.Length; i++)
@@ -60,10 +69,10 @@ public sealed class CpuAmxTests
         }
     }
 
-    private static (float[] Y, long AmxProducts) Product(int width, int tokens, int inFeatures, int outFeatures, byte[] blocks, float[] x, float[]? bias)
+    private static (float[] Y, long AmxProducts) Product(DType type, int width, int tokens, int inFeatures, int outFeatures, byte[] blocks, float[] x, float[]? bias)
     {
         using var backend = new CpuBackend(3, width);
-        using var wt = backend.Allocate(DType.Q8_0, outFeatures, inFeatures);
+        using var wt = backend.Allocate(type, outFeatures, inFeatures);
         backend.UploadBytes(blocks, wt);
         using var xt = backend.Allocate(DType.F32, tokens, inFeatures);
         backend.Upload(x, xt);

@@ -19,6 +19,12 @@ internal static unsafe partial class CpuAmx
     /// </summary>
     public static long Q8_0ScratchBytes(int blocks) => (5 * 1024) + (blocks * 64L);
 
+    /// <summary>
+    /// Bytes of scratch one call of the Q4_K kernel needs for rows of <paramref name="superBlocks"/> super-blocks: as
+    /// Q8_0's, plus the 16 rows' block scales and minimums and their levels unpacked to bytes.
+    /// </summary>
+    public static long Q4_KScratchBytes(int superBlocks) => (5 * 1024) + (superBlocks * (1024L + 4096L));
+
     private const int ArchReqXcompPerm = 0x1023;
     private const int XfeatureXtiledata = 18;
     private const int ProtRead = 1, ProtWrite = 2, ProtExec = 4, MapPrivate = 2, MapAnonymous = 0x20;
@@ -38,8 +44,17 @@ internal static unsafe partial class CpuAmx
     public static delegate* unmanaged<byte*, long, int, sbyte*, float*, int, int, float*, long, float*, int*, byte*, void> Q8_0 =>
         (delegate* unmanaged<byte*, long, int, sbyte*, float*, int, int, float*, long, float*, int*, byte*, void>)Loaded.Value.Code;
 
-    /// <summary>The 64-byte tile configuration the Q8_0 kernel loads: int32 result tiles 16×64 B, weight tiles 16×32 B, activation tiles 8×64 B.</summary>
-    public static byte* Q8_0Config => Loaded.Value.Config;
+    /// <summary>
+    /// 16 Q4_K weight rows against every 16-token tile (tools/cpu-kernels/q4_k_amx.c): (w, rowBytes, superBlocks, xq,
+    /// xs, xsum, tokenTiles, tokens, y, yStride, bias, scratch, config).
+    /// </summary>
+    public static delegate* unmanaged<byte*, long, int, sbyte*, float*, float*, int, int, float*, long, float*, int*, byte*, void> Q4_K =>
+        (delegate* unmanaged<byte*, long, int, sbyte*, float*, float*, int, int, float*, long, float*, int*, byte*, void>)(Loaded.Value.Code + Q4_KOffset);
+
+    /// <summary>The 64-byte tile configuration both kernels load: int32 result tiles 16×64 B, weight tiles 16×32 B, activation tiles 8×64 B.</summary>
+    public static byte* Config => Loaded.Value.Config;
+
+    private static int Q4_KOffset => (AmxCode.Q8_0.Length + 63) & ~63;
 
     private sealed class State(byte* code, byte* config, string status)
     {
@@ -78,21 +93,23 @@ internal static unsafe partial class CpuAmx
                 return new(null, null, $"no AMX (the kernel refused the tile data state: errno {Marshal.GetLastPInvokeError()})");
             }
 
-            var code = AmxCode.Q8_0;
-            var pageBytes = (nuint)((code.Length + 4095) & ~4095);
+            // Both kernels in one executable mapping: Q8_0 at 0, Q4_K at the next 64-byte boundary.
+            ReadOnlySpan<byte> q8_0 = AmxCode.Q8_0, q4_k = AmxCode.Q4_K;
+            var pageBytes = (nuint)((Q4_KOffset + q4_k.Length + 4095) & ~4095);
             var memory = Mmap(null, pageBytes, ProtRead | ProtWrite, MapPrivate | MapAnonymous, -1, 0);
             if (memory == (void*)-1)
             {
                 return new(null, null, $"no AMX (mmap failed: errno {Marshal.GetLastPInvokeError()})");
             }
 
-            code.CopyTo(new Span<byte>(memory, code.Length));
+            q8_0.CopyTo(new Span<byte>(memory, q8_0.Length));
+            q4_k.CopyTo(new Span<byte>((byte*)memory + Q4_KOffset, q4_k.Length));
             if (Mprotect(memory, pageBytes, ProtRead | ProtExec) != 0)
             {
                 return new(null, null, $"no AMX (mprotect to executable failed: errno {Marshal.GetLastPInvokeError()})");
             }
 
-            return new((byte*)memory, Q8_0TileConfig(), "AMX int8 tiles for Q8_0 prefill products");
+            return new((byte*)memory, TileConfig(), "AMX int8 tiles for Q8_0 and Q4_K prefill products");
         }
         catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
         {
@@ -101,7 +118,7 @@ internal static unsafe partial class CpuAmx
     }
 
     /// <summary>Palette 1; tmm0-3 the int32 results (16 rows × 64 B), tmm4-5 weights (16 × 32 B), tmm6-7 activations (8 × 64 B).</summary>
-    private static byte* Q8_0TileConfig()
+    private static byte* TileConfig()
     {
         var config = (byte*)NativeMemory.AlignedAlloc(64, 64);
         new Span<byte>(config, 64).Clear();

@@ -17,7 +17,7 @@ namespace Enclave.Engine.Backends.Cpu;
 ///
 /// Output rows are cut into tiles spread over the worker pool. A tile's weight rows stay in L2 while the tokens
 /// stream past in groups of four (Q8_0 with AVX-VNNI: eight): each weight block is unpacked once and dotted with all
-/// the group's tokens (prefill is a tiled matrix product, not repeated vector products). Q8_0 products of
+/// the group's tokens (prefill is a tiled matrix product, not repeated vector products). Q8_0 and Q4_K products of
 /// <see cref="AmxMinTokens"/> or more tokens run on AMX tiles where the CPU has them (<see cref="CpuAmx"/>): 16
 /// weight rows × 16 tokens × one block of 32 a tile product. Buffers grow only, so steady-state calls do not allocate.
 /// </summary>
@@ -32,7 +32,7 @@ internal static unsafe class CpuQuantMatMul
     private const int AmxTile = 16;
 
     /// <summary>
-    /// Tokens from which Q8_0 products run on AMX (the last tile is padded with zero tokens; fewer tokens are decode
+    /// Tokens from which Q8_0 and Q4_K products run on AMX (the last tile is padded with zero tokens; fewer tokens are decode
     /// steps, bound by reading the weights, where the vector kernels already keep up).
     /// </summary>
     internal const int AmxMinTokens = 8;
@@ -108,10 +108,13 @@ internal static unsafe class CpuQuantMatMul
 
         /// <summary>
         /// AMX products: the activations in tile layout [token tile][block][8][16 tokens][4] (zero past the last
-        /// token), their scales [token tile][block][16 tokens], and per-worker scratch of <see cref="AmxScratchBytes"/>.
+        /// token), their scales [token tile][scale block][16 tokens] (per 32 values for Q8_0, per 256 for Q4_K), for
+        /// Q4_K the sums of each block's int8 activations [token tile][block][16 tokens], and per-worker scratch of
+        /// <see cref="AmxScratchBytes"/>.
         /// </summary>
         public sbyte* AmxX;
         public float* AmxScales;
+        public float* AmxSums;
         public int* AmxScratch;
 
         /// <summary>Groups of 16 rows computed on AMX (0: no AMX this call), work items they are cut into, groups per item.</summary>
@@ -128,18 +131,20 @@ internal static unsafe class CpuQuantMatMul
         public long AmxProducts { get; set; }
 
         /// <summary>Grows the AMX buffers to hold <paramref name="paddedValues"/> activations and scratch for <paramref name="workers"/> threads.</summary>
-        public void EnsureAmx(long paddedValues, int workers, int blocks)
+        public void EnsureAmx(long paddedValues, int workers, long scratchBytes)
         {
             if (paddedValues > _amxCapacity)
             {
                 NativeMemory.AlignedFree(AmxX);
                 NativeMemory.AlignedFree(AmxScales);
+                NativeMemory.AlignedFree(AmxSums);
                 _amxCapacity = paddedValues;
                 AmxX = (sbyte*)NativeMemory.AlignedAlloc((nuint)paddedValues, 64);
                 AmxScales = (float*)NativeMemory.AlignedAlloc((nuint)(paddedValues / 32 * sizeof(float)), 64);
+                AmxSums = (float*)NativeMemory.AlignedAlloc((nuint)(paddedValues / 32 * sizeof(float)), 64);
             }
 
-            AmxScratchBytes = CpuAmx.Q8_0ScratchBytes(blocks);
+            AmxScratchBytes = scratchBytes;
             if (workers * AmxScratchBytes > _amxScratchCapacity)
             {
                 NativeMemory.AlignedFree(AmxScratch);
@@ -172,9 +177,11 @@ internal static unsafe class CpuQuantMatMul
             Free();
             NativeMemory.AlignedFree(AmxX);
             NativeMemory.AlignedFree(AmxScales);
+            NativeMemory.AlignedFree(AmxSums);
             NativeMemory.AlignedFree(AmxScratch);
             AmxX = null;
             AmxScales = null;
+            AmxSums = null;
             AmxScratch = null;
             _amxCapacity = 0;
             _amxScratchCapacity = 0;
@@ -263,14 +270,21 @@ internal static unsafe class CpuQuantMatMul
 
         private void RunAmx(int index, int worker)
         {
-            var kernel = CpuAmx.Q8_0;
-            var config = CpuAmx.Q8_0Config;
+            var config = CpuAmx.Config;
             var scratch = AmxScratch + (worker * AmxScratchBytes / sizeof(int));
             var last = Math.Min(AmxRowGroups, (index + 1) * AmxGroupsPerItem);
             for (var g = index * AmxGroupsPerItem; g < last; g++)
             {
                 var row = (long)g * AmxTile;
-                kernel(W + (row * RowBytes), RowBytes, In / 32, AmxX, AmxScales, AmxTokenTiles, Tokens, Y + row, Out, Bias == null ? null : Bias + row, scratch, config);
+                var bias = Bias == null ? null : Bias + row;
+                if (WeightType == DType.Q4_K)
+                {
+                    CpuAmx.Q4_K(W + (row * RowBytes), RowBytes, In / 256, AmxX, AmxScales, AmxSums, AmxTokenTiles, Tokens, Y + row, Out, bias, scratch, config);
+                }
+                else
+                {
+                    CpuAmx.Q8_0(W + (row * RowBytes), RowBytes, In / 32, AmxX, AmxScales, AmxTokenTiles, Tokens, Y + row, Out, bias, scratch, config);
+                }
             }
         }
 
@@ -420,7 +434,7 @@ internal static unsafe class CpuQuantMatMul
         }
 
         var kernel = KernelFor(width);
-        var amx = weight.DType == DType.Q8_0 && width >= 512 && tokens >= AmxMinTokens && outFeatures >= AmxTile && CpuAmx.IsSupported;
+        var amx = weight.DType is DType.Q8_0 or DType.Q4_K && width >= 512 && tokens >= AmxMinTokens && outFeatures >= AmxTile && CpuAmx.IsSupported;
         var octetTokens = weight.DType == DType.Q8_0 && kernel == Kernel.AvxVnni && !amx ? tokens / TokenOctet * TokenOctet : 0;
         if (octetTokens > 0)
         {
@@ -478,13 +492,16 @@ internal static unsafe class CpuQuantMatMul
     /// <summary>
     /// The activations of an AMX product in tile layout: for each 16-token tile and block of 32, eight rows of 64
     /// bytes, row k holding values 4k..4k+3 of each of the 16 tokens side by side (the B operand of
-    /// <c>tdpbssd</c>), zeros for the tokens past the last; and the block scales [tile][block][16 tokens].
+    /// <c>tdpbssd</c>/<c>tdpbusd</c>), zeros for the tokens past the last; the activation scales [tile][scale
+    /// block][16 tokens]; for Q4_K the block sums [tile][block][16 tokens].
     /// </summary>
     private static void PackAmxActivations(Job job, int workers, int tokens, int inFeatures)
     {
         var blocks = inFeatures / 32;
+        var kQuant = job.WeightType == DType.Q4_K;
+        var scaleBlocks = inFeatures / ActivationBlock(job.WeightType);
         var tiles = (tokens + AmxTile - 1) / AmxTile;
-        job.EnsureAmx((long)tiles * AmxTile * inFeatures, workers, blocks);
+        job.EnsureAmx((long)tiles * AmxTile * inFeatures, workers, kQuant ? CpuAmx.Q4_KScratchBytes(inFeatures / 256) : CpuAmx.Q8_0ScratchBytes(blocks));
         job.AmxTokenTiles = tiles;
         var packed = (int*)job.AmxX;
         for (var tile = 0; tile < tiles; tile++)
@@ -502,7 +519,16 @@ internal static unsafe class CpuQuantMatMul
                         destination[k * AmxTile] = quads == null ? 0 : quads[(b * 8) + k];
                     }
 
-                    job.AmxScales[((((long)tile * blocks) + b) * AmxTile) + t] = quads == null ? 0f : job.Dx[((long)token * blocks) + b];
+                    if (kQuant)
+                    {
+                        var sums = job.Sx + ((long)token * (inFeatures / 16)) + (2 * b);
+                        job.AmxSums[((((long)tile * blocks) + b) * AmxTile) + t] = quads == null ? 0f : sums[0] + sums[1];
+                    }
+                }
+
+                for (var s = 0; s < scaleBlocks; s++)
+                {
+                    job.AmxScales[((((long)tile * scaleBlocks) + s) * AmxTile) + t] = quads == null ? 0f : job.Dx[((long)token * scaleBlocks) + s];
                 }
             }
         }

@@ -1,0 +1,87 @@
+// Shared by the AMX kernels of this folder (see q8_0_amx.c for the calling convention and generate.sh for the build).
+//
+// Tiles (the configuration CpuAmx loads): tmm0-3 int32 results, 16 weight rows × 16 tokens; tmm4-5 weights, 16 rows
+// × 32 bytes (one block of 32 values); tmm6-7 activations, 8 rows × 64 bytes (the block's 32 values of 16 tokens,
+// four of a token side by side). Each product covers one block of 32 with scales of its own, so its int32 results
+// are scaled and summed in fp32 by the vector units; two blocks make a step, and the step after is issued to the
+// tile unit before this one is read out, alternating between two pairs of result tiles.
+#include <immintrin.h>
+#include <stdint.h>
+
+#define AMX_TARGET __attribute__((target("amx-tile,amx-int8,avx512f,avx2,f16c")))
+
+// Block pair (b, b + 1) into result tiles C0, C1: weights from WEIGHTS(b) at stride STRIDE, activations from xt;
+// DP is the tile product (_tile_dpbssd for signed levels, _tile_dpbusd for unsigned ones).
+#define AMX_ISSUE(C0, C1, b, WEIGHTS, STRIDE, DP)                                                                      \
+    do                                                                                                                 \
+    {                                                                                                                  \
+        _tile_zero(C0);                                                                                                \
+        _tile_zero(C1);                                                                                                \
+        _tile_loadd(4, WEIGHTS(b), STRIDE);                                                                            \
+        _tile_loadd(6, xt + (long)(b) * 512, 64);                                                                      \
+        DP(C0, 4, 6);                                                                                                  \
+        _tile_loadd(5, WEIGHTS((b) + 1), STRIDE);                                                                      \
+        _tile_loadd(7, xt + (long)((b) + 1) * 512, 64);                                                                \
+        DP(C1, 5, 7);                                                                                                  \
+    } while (0)
+
+// The pipelined walk over `blocks` blocks of one token tile: ISSUE(C0, C1, b) starts pair b, DRAIN(C0, C1, b) stores
+// and reads it out, SINGLE(b) does an odd last block alone.
+#define AMX_BLOCK_PAIRS(blocks, ISSUE, DRAIN, SINGLE)                                                                  \
+    do                                                                                                                 \
+    {                                                                                                                  \
+        int pairs = (blocks) / 2;                                                                                      \
+        if (pairs > 0)                                                                                                 \
+        {                                                                                                              \
+            ISSUE(0, 1, 0);                                                                                            \
+        }                                                                                                              \
+        for (int p = 0; p < pairs; p += 2)                                                                             \
+        {                                                                                                              \
+            if (p + 1 < pairs)                                                                                         \
+            {                                                                                                          \
+                ISSUE(2, 3, 2 * (p + 1));                                                                              \
+            }                                                                                                          \
+            DRAIN(0, 1, 2 * p);                                                                                        \
+            if (p + 1 >= pairs)                                                                                        \
+            {                                                                                                          \
+                break;                                                                                                 \
+            }                                                                                                          \
+            if (p + 2 < pairs)                                                                                         \
+            {                                                                                                          \
+                ISSUE(0, 1, 2 * (p + 2));                                                                              \
+            }                                                                                                          \
+            DRAIN(2, 3, 2 * (p + 1));                                                                                  \
+        }                                                                                                              \
+        if ((blocks) % 2 != 0)                                                                                         \
+        {                                                                                                              \
+            SINGLE((blocks) - 1);                                                                                      \
+        }                                                                                                              \
+    } while (0)
+
+// acc[r] (16 tokens) = fma(C[r], scales · row_scales[r], acc[r]) for the 16 rows of one int32 result tile.
+#define AMX_READ_OUT(tile, scales, row_scales)                                                                         \
+    _Pragma("GCC unroll 16") for (int r = 0; r < 16; r++)                                                              \
+    {                                                                                                                  \
+        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512((tile) + r * 16)),                               \
+                                 _mm512_mul_ps((scales), _mm512_set1_ps((row_scales)[r])), acc[r]);                    \
+    }
+
+// Writes acc (row r = 16 tokens) to y (token-major, y_stride floats a token) for the tile's real tokens, plus bias.
+static inline AMX_TARGET void amx_write_tile(__m512* acc, float* result, int tile, int tokens, float* y, long y_stride, const float* bias)
+{
+#pragma GCC unroll 16
+    for (int r = 0; r < 16; r++)
+    {
+        _mm512_store_ps(result + r * 16, acc[r]);
+    }
+
+    int count = tokens - tile * 16 < 16 ? tokens - tile * 16 : 16;
+    for (int t = 0; t < count; t++)
+    {
+        float* yt = y + (long)(tile * 16 + t) * y_stride;
+        for (int r = 0; r < 16; r++)
+        {
+            yt[r] = result[r * 16 + t] + (bias ? bias[r] : 0.0f);
+        }
+    }
+}

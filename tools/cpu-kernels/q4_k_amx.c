@@ -1,0 +1,113 @@
+// Q4_K weights × int8 activations on AMX tiles, the prefill product of CpuQuantMatMul (see amx_common.h and
+// q8_0_amx.c for the build and the tile layout).
+//
+// A Q4_K super-block (144 bytes) holds 256 values in eight blocks of 32: f16 d and dmin, twelve bytes of 6-bit block
+// scales and minimums, and 128 bytes of 4-bit levels q (value = d·scale_j·q − dmin·min_j). Per block and token,
+//   Σ w·x = dx · (d·scale_j · Σ q·xq − dmin·min_j · Σ xq),
+// with xq the int8 activations and dx their scale (one per 256 values). The tile product gives Σ q·xq (unsigned
+// levels × signed activations, tdpbusd); the minimum term comes off with the block's activation sums.
+//
+// One call computes y[t, r] for the 16 weight rows starting at w and every token tile:
+//   w:      [16 rows] Q4_K rows of row_bytes bytes, supers super-blocks each.
+//   xq:     [token_tiles][8·supers][8][16 tokens][4] int8, as for Q8_0.
+//   xs:     [token_tiles][supers][16 tokens] fp32 activation scales (one per 256 values).
+//   xsum:   [token_tiles][8·supers][16 tokens] fp32: the sum of each block's int8 activations.
+//   scratch: 64-byte aligned: 5 KiB as for Q8_0, then 8·supers × 16 floats of d·scale, as many of dmin·min, then the
+//           levels unpacked to one byte each, [16 rows][256·supers].
+#include "amx_common.h"
+
+#define Q4_K_WEIGHTS(b) (levels + (long)(b) * 32)
+#define Q4_K_ISSUE(C0, C1, b) AMX_ISSUE(C0, C1, b, Q4_K_WEIGHTS, row_values, _tile_dpbusd)
+
+// Block b: acc[r] += C[r] · dx·d·scale − dx·Σxq · dmin·min.
+#define Q4_K_READ_OUT(tile, b)                                                                                         \
+    do                                                                                                                 \
+    {                                                                                                                  \
+        __m512 dx = _mm512_loadu_ps(st + ((b) / 8) * 16);                                                              \
+        __m512 dsum = _mm512_mul_ps(dx, _mm512_loadu_ps(sums + (b) * 16));                                             \
+        const float* sc = scales + (long)(b) * 16;                                                                     \
+        const float* mn = minimums + (long)(b) * 16;                                                                   \
+        _Pragma("GCC unroll 16") for (int r = 0; r < 16; r++)                                                          \
+        {                                                                                                              \
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512((tile) + r * 16)),                           \
+                                     _mm512_mul_ps(dx, _mm512_set1_ps(sc[r])), acc[r]);                                \
+            acc[r] = _mm512_fnmadd_ps(dsum, _mm512_set1_ps(mn[r]), acc[r]);                                            \
+        }                                                                                                              \
+    } while (0)
+#define Q4_K_DRAIN(C0, C1, b)                                                                                          \
+    do                                                                                                                 \
+    {                                                                                                                  \
+        _tile_stored(C0, scratch, 64);                                                                                 \
+        _tile_stored(C1, scratch + 256, 64);                                                                           \
+        Q4_K_READ_OUT(scratch, b);                                                                                     \
+        Q4_K_READ_OUT(scratch + 256, (b) + 1);                                                                         \
+    } while (0)
+#define Q4_K_SINGLE(b)                                                                                                 \
+    do                                                                                                                 \
+    {                                                                                                                  \
+        _tile_zero(0);                                                                                                 \
+        _tile_loadd(4, Q4_K_WEIGHTS(b), row_values);                                                                   \
+        _tile_loadd(6, xt + (long)(b) * 512, 64);                                                                      \
+        _tile_dpbusd(0, 4, 6);                                                                                         \
+        _tile_stored(0, scratch, 64);                                                                                  \
+        Q4_K_READ_OUT(scratch, b);                                                                                     \
+    } while (0)
+
+AMX_TARGET void enclave_q4_k_amx(const uint8_t* w, long row_bytes, int supers, const int8_t* xq, const float* xs, const float* xsum,
+                                 int token_tiles, int tokens, float* y, long y_stride, const float* bias, int32_t* scratch,
+                                 const void* config)
+{
+    _tile_loadconfig(config);
+    float* result = (float*)(scratch + 1024);
+    int blocks = supers * 8;
+    long row_values = (long)supers * 256;
+    float* scales = result + 256;
+    float* minimums = scales + (long)blocks * 16;
+    uint8_t* levels = (uint8_t*)(minimums + (long)blocks * 16);
+
+    // Scales, minimums and levels of the 16 rows once per call: every token tile uses them.
+    const __m256i nibble = _mm256_set1_epi8(0x0F);
+    for (int r = 0; r < 16; r++)
+    {
+        for (int s = 0; s < supers; s++)
+        {
+            const uint8_t* block = w + r * row_bytes + (long)s * 144;
+            float d = _cvtsh_ss(*(const uint16_t*)block), dmin = _cvtsh_ss(*(const uint16_t*)(block + 2));
+            const uint8_t* q = block + 4;
+            for (int j = 0; j < 8; j++)
+            {
+                int scale = j < 4 ? q[j] & 63 : (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
+                int minimum = j < 4 ? q[j + 4] & 63 : (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+                scales[(s * 8 + j) * 16 + r] = d * scale;
+                minimums[(s * 8 + j) * 16 + r] = dmin * minimum;
+            }
+
+            // 64 values per 32 bytes: low nibbles are block 2l, high nibbles block 2l + 1.
+            uint8_t* out = levels + r * row_values + (long)s * 256;
+            for (int l = 0; l < 4; l++)
+            {
+                __m256i packed = _mm256_loadu_si256((const __m256i*)(block + 16 + 32 * l));
+                _mm256_storeu_si256((__m256i*)(out + 64 * l), _mm256_and_si256(packed, nibble));
+                _mm256_storeu_si256((__m256i*)(out + 64 * l + 32), _mm256_and_si256(_mm256_srli_epi16(packed, 4), nibble));
+            }
+        }
+    }
+
+    for (int tile = 0; tile < token_tiles; tile++)
+    {
+        const int8_t* xt = xq + (long)tile * blocks * 512;
+        const float* st = xs + (long)tile * supers * 16;
+        const float* sums = xsum + (long)tile * blocks * 16;
+        __m512 acc[16];
+#pragma GCC unroll 16
+        for (int r = 0; r < 16; r++)
+        {
+            acc[r] = _mm512_setzero_ps();
+        }
+
+        AMX_BLOCK_PAIRS(blocks, Q4_K_ISSUE, Q4_K_DRAIN, Q4_K_SINGLE);
+        amx_write_tile(acc, result, tile, tokens, y, y_stride, bias);
+    }
+
+    _tile_release();
+}
