@@ -1,8 +1,9 @@
 // Shared by the AMX kernels of this folder (see q8_0_amx.c for the calling convention and generate.sh for the build).
 //
-// Tiles (the configuration CpuAmx loads): tmm0-3 int32 results, 16 weight rows × 16 tokens; tmm4-5 weights, 16 rows
-// × 32 bytes (one block of 32 values); tmm6-7 activations, 8 rows × 64 bytes (the block's 32 values of 16 tokens,
-// four of a token side by side). Each product covers one block of 32 with scales of its own, so its int32 results
+// Tiles (the configurations CpuAmx loads): tmm0-3 int32 results, 16 weight rows × 16 tokens; tmm4-5 weights, 16 rows
+// × 32 bytes (one block of 32 values; Q6_K: 16 bytes, its blocks are 16 values); tmm6-7 activations, 8 rows × 64
+// bytes (the block's 32 values of 16 tokens, four of a token side by side; Q6_K: 4 rows). Each product covers one
+// block with scales of its own, so its int32 results
 // are scaled and summed in fp32 by the vector units; two blocks make a step, and the step after is issued to the
 // tile unit before this one is read out, alternating between two pairs of result tiles.
 #include <immintrin.h>
@@ -10,18 +11,18 @@
 
 #define AMX_TARGET __attribute__((target("amx-tile,amx-int8,avx512f,avx2,f16c")))
 
-// Block pair (b, b + 1) into result tiles C0, C1: weights from WEIGHTS(b) at stride STRIDE, activations from xt;
-// DP is the tile product (_tile_dpbssd for signed levels, _tile_dpbusd for unsigned ones).
-#define AMX_ISSUE(C0, C1, b, WEIGHTS, STRIDE, DP)                                                                      \
+// Block pair (b, b + 1) into result tiles C0, C1: weights from WEIGHTS(b) at stride STRIDE, activations from xt
+// (ACT_BYTES a block); DP is the tile product (_tile_dpbssd for signed levels, _tile_dpbusd for unsigned ones).
+#define AMX_ISSUE(C0, C1, b, WEIGHTS, STRIDE, ACT_BYTES, DP)                                                           \
     do                                                                                                                 \
     {                                                                                                                  \
         _tile_zero(C0);                                                                                                \
         _tile_zero(C1);                                                                                                \
         _tile_loadd(4, WEIGHTS(b), STRIDE);                                                                            \
-        _tile_loadd(6, xt + (long)(b) * 512, 64);                                                                      \
+        _tile_loadd(6, xt + (long)(b) * (ACT_BYTES), 64);                                                              \
         DP(C0, 4, 6);                                                                                                  \
         _tile_loadd(5, WEIGHTS((b) + 1), STRIDE);                                                                      \
-        _tile_loadd(7, xt + (long)((b) + 1) * 512, 64);                                                                \
+        _tile_loadd(7, xt + (long)((b) + 1) * (ACT_BYTES), 64);                                                        \
         DP(C1, 5, 7);                                                                                                  \
     } while (0)
 
@@ -65,6 +66,23 @@
         acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512((tile) + r * 16)),                               \
                                  _mm512_mul_ps((scales), _mm512_set1_ps((row_scales)[r])), acc[r]);                    \
     }
+
+// Block b of a format with per-block minimums or offsets (K-quants): acc[r] += C[r] · dx·scale[r] − dx·Σxq · minimum[r],
+// with dx the 16 tokens' activation scales of the block's super-block and sums the tokens' activation sums of the block.
+#define AMX_READ_OUT_OFFSET(tile, b, dx_vector, sums_vector, row_scales, row_minimums)                                 \
+    do                                                                                                                 \
+    {                                                                                                                  \
+        __m512 dx = (dx_vector);                                                                                       \
+        __m512 dsum = _mm512_mul_ps(dx, (sums_vector));                                                                \
+        const float* sc = (row_scales);                                                                                \
+        const float* mn = (row_minimums);                                                                              \
+        _Pragma("GCC unroll 16") for (int r = 0; r < 16; r++)                                                          \
+        {                                                                                                              \
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512((tile) + r * 16)),                           \
+                                     _mm512_mul_ps(dx, _mm512_set1_ps(sc[r])), acc[r]);                                \
+            acc[r] = _mm512_fnmadd_ps(dsum, _mm512_set1_ps(mn[r]), acc[r]);                                            \
+        }                                                                                                              \
+    } while (0)
 
 // Writes acc (row r = 16 tokens) to y (token-major, y_stride floats a token) for the tile's real tokens, plus bias.
 static inline AMX_TARGET void amx_write_tile(__m512* acc, float* result, int tile, int tokens, float* y, long y_stride, const float* bias)

@@ -17,23 +17,12 @@
 #include "amx_common.h"
 
 #define Q4_K_WEIGHTS(b) (levels + (long)(b) * 32)
-#define Q4_K_ISSUE(C0, C1, b) AMX_ISSUE(C0, C1, b, Q4_K_WEIGHTS, row_values, _tile_dpbusd)
+#define Q4_K_ISSUE(C0, C1, b) AMX_ISSUE(C0, C1, b, Q4_K_WEIGHTS, row_values, 512, _tile_dpbusd)
 
 // Block b: acc[r] += C[r] · dx·d·scale − dx·Σxq · dmin·min.
 #define Q4_K_READ_OUT(tile, b)                                                                                         \
-    do                                                                                                                 \
-    {                                                                                                                  \
-        __m512 dx = _mm512_loadu_ps(st + ((b) / 8) * 16);                                                              \
-        __m512 dsum = _mm512_mul_ps(dx, _mm512_loadu_ps(sums + (b) * 16));                                             \
-        const float* sc = scales + (long)(b) * 16;                                                                     \
-        const float* mn = minimums + (long)(b) * 16;                                                                   \
-        _Pragma("GCC unroll 16") for (int r = 0; r < 16; r++)                                                          \
-        {                                                                                                              \
-            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512((tile) + r * 16)),                           \
-                                     _mm512_mul_ps(dx, _mm512_set1_ps(sc[r])), acc[r]);                                \
-            acc[r] = _mm512_fnmadd_ps(dsum, _mm512_set1_ps(mn[r]), acc[r]);                                            \
-        }                                                                                                              \
-    } while (0)
+    AMX_READ_OUT_OFFSET(tile, b, _mm512_loadu_ps(st + ((b) / 8) * 16), _mm512_loadu_ps(sums + (b) * 16),              \
+                        scales + (long)(b) * 16, minimums + (long)(b) * 16)
 #define Q4_K_DRAIN(C0, C1, b)                                                                                          \
     do                                                                                                                 \
     {                                                                                                                  \

@@ -14,7 +14,7 @@
 #include "amx_common.h"
 
 #define Q8_0_WEIGHTS(b) (w + (long)(b) * 34 + 2)
-#define Q8_0_ISSUE(C0, C1, b) AMX_ISSUE(C0, C1, b, Q8_0_WEIGHTS, row_bytes, _tile_dpbssd)
+#define Q8_0_ISSUE(C0, C1, b) AMX_ISSUE(C0, C1, b, Q8_0_WEIGHTS, row_bytes, 512, _tile_dpbssd)
 #define Q8_0_DRAIN(C0, C1, b)                                                                                          \
     do                                                                                                                 \
     {                                                                                                                  \

@@ -7,7 +7,7 @@ using Enclave.Engine.Tests.Support;
 namespace Enclave.Engine.Tests.Backends;
 
 /// <summary>
-/// The AMX Q8_0 and Q4_K products against the AVX-VNNI kernels on the same quantised inputs (both sum the int8 products exactly,
+/// The AMX Q8_0, Q4_K and Q6_K products against the AVX-VNNI kernels on the same quantised inputs (both sum the int8 products exactly,
 /// so they differ only in the order of the fp32 scale sums), and the committed machine code against its C source.
 /// </summary>
 public sealed class CpuAmxTests
@@ -22,10 +22,13 @@ public sealed class CpuAmxTests
             data.Add(DType.Q8_0, tokens, blocks * 32, outFeatures, bias);
         }
 
-        // Q4_K: 256 values a super-block (8 blocks); one, three and four super-blocks.
-        foreach (var (tokens, superBlocks, outFeatures, bias) in new[] { (8, 1, 16, false), (17, 3, 45, true), (77, 4, 64, false), (33, 1, 47, true) })
+        // Q4_K and Q6_K: 256 values a super-block (8 or 16 blocks); one, three and four super-blocks.
+        foreach (var type in new[] { DType.Q4_K, DType.Q6_K })
         {
-            data.Add(DType.Q4_K, tokens, superBlocks * 256, outFeatures, bias);
+            foreach (var (tokens, superBlocks, outFeatures, bias) in new[] { (8, 1, 16, false), (17, 3, 45, true), (77, 4, 64, false), (33, 1, 47, true) })
+            {
+                data.Add(type, tokens, superBlocks * 256, outFeatures, bias);
+            }
         }
 
         return data;

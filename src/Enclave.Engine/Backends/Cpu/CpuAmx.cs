@@ -25,6 +25,9 @@ internal static unsafe partial class CpuAmx
     /// </summary>
     public static long Q4_KScratchBytes(int superBlocks) => (5 * 1024) + (superBlocks * (1024L + 4096L));
 
+    /// <summary>As <see cref="Q4_KScratchBytes"/> for Q6_K, whose blocks are 16 values (twice the scales).</summary>
+    public static long Q6_KScratchBytes(int superBlocks) => (5 * 1024) + (superBlocks * (2048L + 4096L));
+
     private const int ArchReqXcompPerm = 0x1023;
     private const int XfeatureXtiledata = 18;
     private const int ProtRead = 1, ProtWrite = 2, ProtExec = 4, MapPrivate = 2, MapAnonymous = 0x20;
@@ -51,16 +54,27 @@ internal static unsafe partial class CpuAmx
     public static delegate* unmanaged<byte*, long, int, sbyte*, float*, float*, int, int, float*, long, float*, int*, byte*, void> Q4_K =>
         (delegate* unmanaged<byte*, long, int, sbyte*, float*, float*, int, int, float*, long, float*, int*, byte*, void>)(Loaded.Value.Code + Q4_KOffset);
 
-    /// <summary>The 64-byte tile configuration both kernels load: int32 result tiles 16×64 B, weight tiles 16×32 B, activation tiles 8×64 B.</summary>
-    public static byte* Config => Loaded.Value.Config;
+    /// <summary>16 Q6_K weight rows against every 16-token tile (tools/cpu-kernels/q6_k_amx.c), arguments as <see cref="Q4_K"/>.</summary>
+    public static delegate* unmanaged<byte*, long, int, sbyte*, float*, float*, int, int, float*, long, float*, int*, byte*, void> Q6_K =>
+        (delegate* unmanaged<byte*, long, int, sbyte*, float*, float*, int, int, float*, long, float*, int*, byte*, void>)(Loaded.Value.Code + Q6_KOffset);
+
+    /// <summary>
+    /// The 64-byte tile configuration a kernel loads: int32 result tiles 16×64 B, weight tiles 16 rows × one block,
+    /// activation tiles one block deep (32 values for Q8_0 and Q4_K, 16 for Q6_K).
+    /// </summary>
+    public static byte* ConfigFor(DType type) => type == DType.Q6_K ? Loaded.Value.Config16 : Loaded.Value.Config32;
 
     private static int Q4_KOffset => (AmxCode.Q8_0.Length + 63) & ~63;
 
-    private sealed class State(byte* code, byte* config, string status)
+    private static int Q6_KOffset => (Q4_KOffset + AmxCode.Q4_K.Length + 63) & ~63;
+
+    private sealed class State(byte* code, byte* config32, byte* config16, string status)
     {
         public byte* Code { get; } = code;
 
-        public byte* Config { get; } = config;
+        public byte* Config32 { get; } = config32;
+
+        public byte* Config16 { get; } = config16;
 
         public string Status { get; } = status;
     }
@@ -69,12 +83,12 @@ internal static unsafe partial class CpuAmx
     {
         if (Environment.GetEnvironmentVariable("ENCLAVE_CPU_AMX") == "0")
         {
-            return new(null, null, "AMX off (ENCLAVE_CPU_AMX=0)");
+            return new(null, null, null, "AMX off (ENCLAVE_CPU_AMX=0)");
         }
 
         if (!OperatingSystem.IsLinux() || RuntimeInformation.ProcessArchitecture != Architecture.X64)
         {
-            return new(null, null, "no AMX kernels (they run on Linux x64)");
+            return new(null, null, null, "no AMX kernels (they run on Linux x64)");
         }
 
         var (_, _, features1, _) = X86Base.CpuId(1, 0);
@@ -82,7 +96,7 @@ internal static unsafe partial class CpuAmx
         bool tile = (features7 & (1 << 24)) != 0, int8 = (features7 & (1 << 25)) != 0, f16c = (features1 & (1 << 29)) != 0;
         if (!tile || !int8 || !Avx512F.IsSupported || !f16c)
         {
-            return new(null, null, "no AMX (the CPU lacks AMX-TILE, AMX-INT8, AVX-512F or F16C)");
+            return new(null, null, null, "no AMX (the CPU lacks AMX-TILE, AMX-INT8, AVX-512F or F16C)");
         }
 
         try
@@ -90,35 +104,39 @@ internal static unsafe partial class CpuAmx
             // Tile data is a dynamically enabled state on Linux: the process must ask for it before the first tile instruction.
             if (ArchPrctl(ArchReqXcompPerm, XfeatureXtiledata) != 0)
             {
-                return new(null, null, $"no AMX (the kernel refused the tile data state: errno {Marshal.GetLastPInvokeError()})");
+                return new(null, null, null, $"no AMX (the kernel refused the tile data state: errno {Marshal.GetLastPInvokeError()})");
             }
 
-            // Both kernels in one executable mapping: Q8_0 at 0, Q4_K at the next 64-byte boundary.
-            ReadOnlySpan<byte> q8_0 = AmxCode.Q8_0, q4_k = AmxCode.Q4_K;
-            var pageBytes = (nuint)((Q4_KOffset + q4_k.Length + 4095) & ~4095);
+            // The kernels in one executable mapping, each at a 64-byte boundary: Q8_0, Q4_K, Q6_K.
+            ReadOnlySpan<byte> q8_0 = AmxCode.Q8_0, q4_k = AmxCode.Q4_K, q6_k = AmxCode.Q6_K;
+            var pageBytes = (nuint)((Q6_KOffset + q6_k.Length + 4095) & ~4095);
             var memory = Mmap(null, pageBytes, ProtRead | ProtWrite, MapPrivate | MapAnonymous, -1, 0);
             if (memory == (void*)-1)
             {
-                return new(null, null, $"no AMX (mmap failed: errno {Marshal.GetLastPInvokeError()})");
+                return new(null, null, null, $"no AMX (mmap failed: errno {Marshal.GetLastPInvokeError()})");
             }
 
             q8_0.CopyTo(new Span<byte>(memory, q8_0.Length));
             q4_k.CopyTo(new Span<byte>((byte*)memory + Q4_KOffset, q4_k.Length));
+            q6_k.CopyTo(new Span<byte>((byte*)memory + Q6_KOffset, q6_k.Length));
             if (Mprotect(memory, pageBytes, ProtRead | ProtExec) != 0)
             {
-                return new(null, null, $"no AMX (mprotect to executable failed: errno {Marshal.GetLastPInvokeError()})");
+                return new(null, null, null, $"no AMX (mprotect to executable failed: errno {Marshal.GetLastPInvokeError()})");
             }
 
-            return new((byte*)memory, TileConfig(), "AMX int8 tiles for Q8_0 and Q4_K prefill products");
+            return new((byte*)memory, TileConfig(32), TileConfig(16), "AMX int8 tiles for Q8_0, Q4_K and Q6_K prefill products");
         }
         catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
         {
-            return new(null, null, $"no AMX ({e.Message})");
+            return new(null, null, null, $"no AMX ({e.Message})");
         }
     }
 
-    /// <summary>Palette 1; tmm0-3 the int32 results (16 rows × 64 B), tmm4-5 weights (16 × 32 B), tmm6-7 activations (8 × 64 B).</summary>
-    private static byte* TileConfig()
+    /// <summary>
+    /// Palette 1; tmm0-3 the int32 results (16 rows × 64 B), tmm4-5 weights (16 rows × <paramref name="blockValues"/>
+    /// bytes), tmm6-7 activations (<paramref name="blockValues"/>/4 rows × 64 B).
+    /// </summary>
+    private static byte* TileConfig(int blockValues)
     {
         var config = (byte*)NativeMemory.AlignedAlloc(64, 64);
         new Span<byte>(config, 64).Clear();
@@ -130,8 +148,8 @@ internal static unsafe partial class CpuAmx
             (columnBytes[tile], rows[tile]) = tile switch
             {
                 < 4 => ((ushort)64, (byte)16),
-                < 6 => ((ushort)32, (byte)16),
-                _ => ((ushort)64, (byte)8),
+                < 6 => ((ushort)blockValues, (byte)16),
+                _ => ((ushort)64, (byte)(blockValues / 4)),
             };
         }
         return config;

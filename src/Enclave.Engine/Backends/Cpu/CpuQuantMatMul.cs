@@ -17,7 +17,7 @@ namespace Enclave.Engine.Backends.Cpu;
 ///
 /// Output rows are cut into tiles spread over the worker pool. A tile's weight rows stay in L2 while the tokens
 /// stream past in groups of four (Q8_0 with AVX-VNNI: eight): each weight block is unpacked once and dotted with all
-/// the group's tokens (prefill is a tiled matrix product, not repeated vector products). Q8_0 and Q4_K products of
+/// the group's tokens (prefill is a tiled matrix product, not repeated vector products). Q8_0, Q4_K and Q6_K products of
 /// <see cref="AmxMinTokens"/> or more tokens run on AMX tiles where the CPU has them (<see cref="CpuAmx"/>): 16
 /// weight rows × 16 tokens × one block of 32 a tile product. Buffers grow only, so steady-state calls do not allocate.
 /// </summary>
@@ -32,7 +32,7 @@ internal static unsafe class CpuQuantMatMul
     private const int AmxTile = 16;
 
     /// <summary>
-    /// Tokens from which Q8_0 and Q4_K products run on AMX (the last tile is padded with zero tokens; fewer tokens are decode
+    /// Tokens from which Q8_0, Q4_K and Q6_K products run on AMX (the last tile is padded with zero tokens; fewer tokens are decode
     /// steps, bound by reading the weights, where the vector kernels already keep up).
     /// </summary>
     internal const int AmxMinTokens = 8;
@@ -108,8 +108,9 @@ internal static unsafe class CpuQuantMatMul
 
         /// <summary>
         /// AMX products: the activations in tile layout [token tile][block][8][16 tokens][4] (zero past the last
-        /// token), their scales [token tile][scale block][16 tokens] (per 32 values for Q8_0, per 256 for Q4_K), for
-        /// Q4_K the sums of each block's int8 activations [token tile][block][16 tokens], and per-worker scratch of
+        /// token), their scales [token tile][scale block][16 tokens] (per 32 values for Q8_0, per 256 for the
+        /// K-quants), for the K-quants the sums of each block's int8 activations [token tile][block][16 tokens] (blocks
+        /// of 32 for Q4_K, 16 for Q6_K), and per-worker scratch of
         /// <see cref="AmxScratchBytes"/>.
         /// </summary>
         public sbyte* AmxX;
@@ -141,7 +142,7 @@ internal static unsafe class CpuQuantMatMul
                 _amxCapacity = paddedValues;
                 AmxX = (sbyte*)NativeMemory.AlignedAlloc((nuint)paddedValues, 64);
                 AmxScales = (float*)NativeMemory.AlignedAlloc((nuint)(paddedValues / 32 * sizeof(float)), 64);
-                AmxSums = (float*)NativeMemory.AlignedAlloc((nuint)(paddedValues / 32 * sizeof(float)), 64);
+                AmxSums = (float*)NativeMemory.AlignedAlloc((nuint)(paddedValues / 16 * sizeof(float)), 64);
             }
 
             AmxScratchBytes = scratchBytes;
@@ -270,14 +271,18 @@ internal static unsafe class CpuQuantMatMul
 
         private void RunAmx(int index, int worker)
         {
-            var config = CpuAmx.Config;
+            var config = CpuAmx.ConfigFor(WeightType);
             var scratch = AmxScratch + (worker * AmxScratchBytes / sizeof(int));
             var last = Math.Min(AmxRowGroups, (index + 1) * AmxGroupsPerItem);
             for (var g = index * AmxGroupsPerItem; g < last; g++)
             {
                 var row = (long)g * AmxTile;
                 var bias = Bias == null ? null : Bias + row;
-                if (WeightType == DType.Q4_K)
+                if (WeightType == DType.Q6_K)
+                {
+                    CpuAmx.Q6_K(W + (row * RowBytes), RowBytes, In / 256, AmxX, AmxScales, AmxSums, AmxTokenTiles, Tokens, Y + row, Out, bias, scratch, config);
+                }
+                else if (WeightType == DType.Q4_K)
                 {
                     CpuAmx.Q4_K(W + (row * RowBytes), RowBytes, In / 256, AmxX, AmxScales, AmxSums, AmxTokenTiles, Tokens, Y + row, Out, bias, scratch, config);
                 }
@@ -434,7 +439,7 @@ internal static unsafe class CpuQuantMatMul
         }
 
         var kernel = KernelFor(width);
-        var amx = weight.DType is DType.Q8_0 or DType.Q4_K && width >= 512 && tokens >= AmxMinTokens && outFeatures >= AmxTile && CpuAmx.IsSupported;
+        var amx = weight.DType is DType.Q8_0 or DType.Q4_K or DType.Q6_K && width >= 512 && tokens >= AmxMinTokens && outFeatures >= AmxTile && CpuAmx.IsSupported;
         var octetTokens = weight.DType == DType.Q8_0 && kernel == Kernel.AvxVnni && !amx ? tokens / TokenOctet * TokenOctet : 0;
         if (octetTokens > 0)
         {
@@ -493,15 +498,22 @@ internal static unsafe class CpuQuantMatMul
     /// The activations of an AMX product in tile layout: for each 16-token tile and block of 32, eight rows of 64
     /// bytes, row k holding values 4k..4k+3 of each of the 16 tokens side by side (the B operand of
     /// <c>tdpbssd</c>/<c>tdpbusd</c>), zeros for the tokens past the last; the activation scales [tile][scale
-    /// block][16 tokens]; for Q4_K the block sums [tile][block][16 tokens].
+    /// block][16 tokens]; for the K-quants the block sums [tile][block][16 tokens] (of 32 values for Q4_K, 16 for Q6_K).
     /// </summary>
     private static void PackAmxActivations(Job job, int workers, int tokens, int inFeatures)
     {
         var blocks = inFeatures / 32;
-        var kQuant = job.WeightType == DType.Q4_K;
+        var kQuant = job.WeightType is DType.Q4_K or DType.Q6_K;
+        var sumBlocks = job.WeightType == DType.Q6_K ? inFeatures / 16 : blocks;
         var scaleBlocks = inFeatures / ActivationBlock(job.WeightType);
         var tiles = (tokens + AmxTile - 1) / AmxTile;
-        job.EnsureAmx((long)tiles * AmxTile * inFeatures, workers, kQuant ? CpuAmx.Q4_KScratchBytes(inFeatures / 256) : CpuAmx.Q8_0ScratchBytes(blocks));
+        var scratchBytes = job.WeightType switch
+        {
+            DType.Q4_K => CpuAmx.Q4_KScratchBytes(inFeatures / 256),
+            DType.Q6_K => CpuAmx.Q6_KScratchBytes(inFeatures / 256),
+            _ => CpuAmx.Q8_0ScratchBytes(blocks),
+        };
+        job.EnsureAmx((long)tiles * AmxTile * inFeatures, workers, scratchBytes);
         job.AmxTokenTiles = tiles;
         var packed = (int*)job.AmxX;
         for (var tile = 0; tile < tiles; tile++)
@@ -519,11 +531,14 @@ internal static unsafe class CpuQuantMatMul
                         destination[k * AmxTile] = quads == null ? 0 : quads[(b * 8) + k];
                     }
 
-                    if (kQuant)
-                    {
-                        var sums = job.Sx + ((long)token * (inFeatures / 16)) + (2 * b);
-                        job.AmxSums[((((long)tile * blocks) + b) * AmxTile) + t] = quads == null ? 0f : sums[0] + sums[1];
-                    }
+                }
+
+                // Activation sums of each block: the sums of 16 as they are (Q6_K), or in pairs (Q4_K).
+                var sums16 = job.Sx + ((long)token * (inFeatures / 16));
+                for (var b = 0; kQuant && b < sumBlocks; b++)
+                {
+                    var sum = quads == null ? 0f : sumBlocks == blocks ? sums16[2 * b] + sums16[(2 * b) + 1] : sums16[b];
+                    job.AmxSums[((((long)tile * sumBlocks) + b) * AmxTile) + t] = sum;
                 }
 
                 for (var s = 0; s < scaleBlocks; s++)
