@@ -9,7 +9,7 @@
 #include <immintrin.h>
 #include <stdint.h>
 
-#define AMX_TARGET __attribute__((target("amx-tile,amx-int8,avx512f,avx2,f16c")))
+#define AMX_TARGET __attribute__((target("amx-tile,amx-int8,avx512f,avx2,bmi2,f16c")))
 
 // Block pair (b, b + 1) into result tiles C0, C1: weights from WEIGHTS(b) at stride STRIDE, activations from xt
 // (ACT_BYTES a block); DP is the tile product (_tile_dpbssd for signed levels, _tile_dpbusd for unsigned ones).

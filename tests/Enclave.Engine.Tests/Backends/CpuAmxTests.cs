@@ -7,7 +7,7 @@ using Enclave.Engine.Tests.Support;
 namespace Enclave.Engine.Tests.Backends;
 
 /// <summary>
-/// The AMX Q8_0, Q4_K and Q6_K products against the AVX-VNNI kernels on the same quantised inputs (both sum the int8 products exactly,
+/// The AMX Q8_0, Q5_0, Q4_K and Q6_K products against the AVX-VNNI kernels on the same quantised inputs (both sum the int8 products exactly,
 /// so they differ only in the order of the fp32 scale sums), and the committed machine code against its C source.
 /// </summary>
 public sealed class CpuAmxTests
@@ -17,9 +17,12 @@ public sealed class CpuAmxTests
         // Tokens: one tile short of full, more than one tile with a padded tail; rows: a remainder past whole groups of 16;
         // blocks of 32: one (the kernel's single-block tail), three (a pair plus the tail), and long rows.
         var data = new TheoryData<DType, int, int, int, bool>();
-        foreach (var (tokens, blocks, outFeatures, bias) in new[] { (8, 1, 16, false), (17, 3, 45, true), (77, 32, 64, false), (33, 2, 47, true) })
+        foreach (var type in new[] { DType.Q8_0, DType.Q5_0 })
         {
-            data.Add(DType.Q8_0, tokens, blocks * 32, outFeatures, bias);
+            foreach (var (tokens, blocks, outFeatures, bias) in new[] { (8, 1, 16, false), (17, 3, 45, true), (77, 32, 64, false), (33, 2, 47, true) })
+            {
+                data.Add(type, tokens, blocks * 32, outFeatures, bias);
+            }
         }
 
         // Q4_K and Q6_K: 256 values a super-block (8 or 16 blocks); one, three and four super-blocks.

@@ -7,7 +7,7 @@ namespace Enclave.Engine.Backends.Cpu;
 /// Intel AMX tile products for the CPU backend (Sapphire Rapids and later Xeons). .NET has no AMX intrinsics, so the
 /// kernels are C (tools/cpu-kernels) compiled ahead of time into position-independent machine code
 /// (<see cref="AmxCode"/>, regenerated and compared by the test suite) that is copied once into executable memory and
-/// called through a function pointer. Used on Linux x64 when CPUID reports AMX-TILE and AMX-INT8 with AVX-512F and
+/// called through a function pointer. Used on Linux x64 when CPUID reports AMX-TILE and AMX-INT8 with AVX-512F, BMI2 and
 /// F16C and the kernel grants the process the tile data state (arch_prctl ARCH_REQ_XCOMP_PERM); ENCLAVE_CPU_AMX=0
 /// turns it off, for comparisons.
 /// </summary>
@@ -24,6 +24,9 @@ internal static unsafe partial class CpuAmx
     /// Q8_0's, plus the 16 rows' block scales and minimums and their levels unpacked to bytes.
     /// </summary>
     public static long Q4_KScratchBytes(int superBlocks) => (5 * 1024) + (superBlocks * (1024L + 4096L));
+
+    /// <summary>As <see cref="Q4_KScratchBytes"/> for Q5_0 rows of <paramref name="blocks"/> blocks of 32.</summary>
+    public static long Q5_0ScratchBytes(int blocks) => (5 * 1024) + (blocks * (128L + 512L));
 
     /// <summary>As <see cref="Q4_KScratchBytes"/> for Q6_K, whose blocks are 16 values (twice the scales).</summary>
     public static long Q6_KScratchBytes(int superBlocks) => (5 * 1024) + (superBlocks * (2048L + 4096L));
@@ -54,6 +57,13 @@ internal static unsafe partial class CpuAmx
     public static delegate* unmanaged<byte*, long, int, sbyte*, float*, float*, int, int, float*, long, float*, int*, byte*, void> Q4_K =>
         (delegate* unmanaged<byte*, long, int, sbyte*, float*, float*, int, int, float*, long, float*, int*, byte*, void>)(Loaded.Value.Code + Q4_KOffset);
 
+    /// <summary>
+    /// 16 Q5_0 weight rows against every 16-token tile (tools/cpu-kernels/q5_0_amx.c), arguments as <see cref="Q4_K"/>
+    /// but blocks of 32 where it takes super-blocks.
+    /// </summary>
+    public static delegate* unmanaged<byte*, long, int, sbyte*, float*, float*, int, int, float*, long, float*, int*, byte*, void> Q5_0 =>
+        (delegate* unmanaged<byte*, long, int, sbyte*, float*, float*, int, int, float*, long, float*, int*, byte*, void>)(Loaded.Value.Code + Q5_0Offset);
+
     /// <summary>16 Q6_K weight rows against every 16-token tile (tools/cpu-kernels/q6_k_amx.c), arguments as <see cref="Q4_K"/>.</summary>
     public static delegate* unmanaged<byte*, long, int, sbyte*, float*, float*, int, int, float*, long, float*, int*, byte*, void> Q6_K =>
         (delegate* unmanaged<byte*, long, int, sbyte*, float*, float*, int, int, float*, long, float*, int*, byte*, void>)(Loaded.Value.Code + Q6_KOffset);
@@ -67,6 +77,8 @@ internal static unsafe partial class CpuAmx
     private static int Q4_KOffset => (AmxCode.Q8_0.Length + 63) & ~63;
 
     private static int Q6_KOffset => (Q4_KOffset + AmxCode.Q4_K.Length + 63) & ~63;
+
+    private static int Q5_0Offset => (Q6_KOffset + AmxCode.Q6_K.Length + 63) & ~63;
 
     private sealed class State(byte* code, byte* config32, byte* config16, string status)
     {
@@ -94,9 +106,9 @@ internal static unsafe partial class CpuAmx
         var (_, _, features1, _) = X86Base.CpuId(1, 0);
         var (_, _, _, features7) = X86Base.CpuId(7, 0);
         bool tile = (features7 & (1 << 24)) != 0, int8 = (features7 & (1 << 25)) != 0, f16c = (features1 & (1 << 29)) != 0;
-        if (!tile || !int8 || !Avx512F.IsSupported || !f16c)
+        if (!tile || !int8 || !Avx512F.IsSupported || !Bmi2.X64.IsSupported || !f16c)
         {
-            return new(null, null, null, "no AMX (the CPU lacks AMX-TILE, AMX-INT8, AVX-512F or F16C)");
+            return new(null, null, null, "no AMX (the CPU lacks AMX-TILE, AMX-INT8, AVX-512F, BMI2 or F16C)");
         }
 
         try
@@ -107,9 +119,9 @@ internal static unsafe partial class CpuAmx
                 return new(null, null, null, $"no AMX (the kernel refused the tile data state: errno {Marshal.GetLastPInvokeError()})");
             }
 
-            // The kernels in one executable mapping, each at a 64-byte boundary: Q8_0, Q4_K, Q6_K.
-            ReadOnlySpan<byte> q8_0 = AmxCode.Q8_0, q4_k = AmxCode.Q4_K, q6_k = AmxCode.Q6_K;
-            var pageBytes = (nuint)((Q6_KOffset + q6_k.Length + 4095) & ~4095);
+            // The kernels in one executable mapping, each at a 64-byte boundary: Q8_0, Q4_K, Q6_K, Q5_0.
+            ReadOnlySpan<byte> q8_0 = AmxCode.Q8_0, q4_k = AmxCode.Q4_K, q6_k = AmxCode.Q6_K, q5_0 = AmxCode.Q5_0;
+            var pageBytes = (nuint)((Q5_0Offset + q5_0.Length + 4095) & ~4095);
             var memory = Mmap(null, pageBytes, ProtRead | ProtWrite, MapPrivate | MapAnonymous, -1, 0);
             if (memory == (void*)-1)
             {
@@ -119,12 +131,13 @@ internal static unsafe partial class CpuAmx
             q8_0.CopyTo(new Span<byte>(memory, q8_0.Length));
             q4_k.CopyTo(new Span<byte>((byte*)memory + Q4_KOffset, q4_k.Length));
             q6_k.CopyTo(new Span<byte>((byte*)memory + Q6_KOffset, q6_k.Length));
+            q5_0.CopyTo(new Span<byte>((byte*)memory + Q5_0Offset, q5_0.Length));
             if (Mprotect(memory, pageBytes, ProtRead | ProtExec) != 0)
             {
                 return new(null, null, null, $"no AMX (mprotect to executable failed: errno {Marshal.GetLastPInvokeError()})");
             }
 
-            return new((byte*)memory, TileConfig(32), TileConfig(16), "AMX int8 tiles for Q8_0, Q4_K and Q6_K prefill products");
+            return new((byte*)memory, TileConfig(32), TileConfig(16), "AMX int8 tiles for Q8_0, Q5_0, Q4_K and Q6_K prefill products");
         }
         catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
         {

@@ -17,7 +17,7 @@ namespace Enclave.Engine.Backends.Cpu;
 ///
 /// Output rows are cut into tiles spread over the worker pool. A tile's weight rows stay in L2 while the tokens
 /// stream past in groups of four (Q8_0 with AVX-VNNI: eight): each weight block is unpacked once and dotted with all
-/// the group's tokens (prefill is a tiled matrix product, not repeated vector products). Q8_0, Q4_K and Q6_K products of
+/// the group's tokens (prefill is a tiled matrix product, not repeated vector products). Q8_0, Q5_0, Q4_K and Q6_K products of
 /// <see cref="AmxMinTokens"/> or more tokens run on AMX tiles where the CPU has them (<see cref="CpuAmx"/>): 16
 /// weight rows × 16 tokens × one block of 32 a tile product. Buffers grow only, so steady-state calls do not allocate.
 /// </summary>
@@ -32,7 +32,7 @@ internal static unsafe class CpuQuantMatMul
     private const int AmxTile = 16;
 
     /// <summary>
-    /// Tokens from which Q8_0, Q4_K and Q6_K products run on AMX (the last tile is padded with zero tokens; fewer tokens are decode
+    /// Tokens from which Q8_0, Q5_0, Q4_K and Q6_K products run on AMX (the last tile is padded with zero tokens; fewer tokens are decode
     /// steps, bound by reading the weights, where the vector kernels already keep up).
     /// </summary>
     internal const int AmxMinTokens = 8;
@@ -108,9 +108,9 @@ internal static unsafe class CpuQuantMatMul
 
         /// <summary>
         /// AMX products: the activations in tile layout [token tile][block][8][16 tokens][4] (zero past the last
-        /// token), their scales [token tile][scale block][16 tokens] (per 32 values for Q8_0, per 256 for the
-        /// K-quants), for the K-quants the sums of each block's int8 activations [token tile][block][16 tokens] (blocks
-        /// of 32 for Q4_K, 16 for Q6_K), and per-worker scratch of
+        /// token), their scales [token tile][scale block][16 tokens] (per 32 values for Q8_0 and Q5_0, per 256 for
+        /// the K-quants), for the formats with offsets or minimums the sums of each block's int8 activations [token
+        /// tile][block][16 tokens] (blocks of 32; 16 for Q6_K), and per-worker scratch of
         /// <see cref="AmxScratchBytes"/>.
         /// </summary>
         public sbyte* AmxX;
@@ -278,7 +278,11 @@ internal static unsafe class CpuQuantMatMul
             {
                 var row = (long)g * AmxTile;
                 var bias = Bias == null ? null : Bias + row;
-                if (WeightType == DType.Q6_K)
+                if (WeightType == DType.Q5_0)
+                {
+                    CpuAmx.Q5_0(W + (row * RowBytes), RowBytes, In / 32, AmxX, AmxScales, AmxSums, AmxTokenTiles, Tokens, Y + row, Out, bias, scratch, config);
+                }
+                else if (WeightType == DType.Q6_K)
                 {
                     CpuAmx.Q6_K(W + (row * RowBytes), RowBytes, In / 256, AmxX, AmxScales, AmxSums, AmxTokenTiles, Tokens, Y + row, Out, bias, scratch, config);
                 }
@@ -439,7 +443,7 @@ internal static unsafe class CpuQuantMatMul
         }
 
         var kernel = KernelFor(width);
-        var amx = weight.DType is DType.Q8_0 or DType.Q4_K or DType.Q6_K && width >= 512 && tokens >= AmxMinTokens && outFeatures >= AmxTile && CpuAmx.IsSupported;
+        var amx = weight.DType is DType.Q8_0 or DType.Q5_0 or DType.Q4_K or DType.Q6_K && width >= 512 && tokens >= AmxMinTokens && outFeatures >= AmxTile && CpuAmx.IsSupported;
         var octetTokens = weight.DType == DType.Q8_0 && kernel == Kernel.AvxVnni && !amx ? tokens / TokenOctet * TokenOctet : 0;
         if (octetTokens > 0)
         {
@@ -498,12 +502,13 @@ internal static unsafe class CpuQuantMatMul
     /// The activations of an AMX product in tile layout: for each 16-token tile and block of 32, eight rows of 64
     /// bytes, row k holding values 4k..4k+3 of each of the 16 tokens side by side (the B operand of
     /// <c>tdpbssd</c>/<c>tdpbusd</c>), zeros for the tokens past the last; the activation scales [tile][scale
-    /// block][16 tokens]; for the K-quants the block sums [tile][block][16 tokens] (of 32 values for Q4_K, 16 for Q6_K).
+    /// block][16 tokens]; for the formats with offsets or minimums the block sums [tile][block][16 tokens] (of 32
+    /// values; 16 for Q6_K).
     /// </summary>
     private static void PackAmxActivations(Job job, int workers, int tokens, int inFeatures)
     {
         var blocks = inFeatures / 32;
-        var kQuant = job.WeightType is DType.Q4_K or DType.Q6_K;
+        var withSums = job.WeightType is DType.Q5_0 or DType.Q4_K or DType.Q6_K;
         var sumBlocks = job.WeightType == DType.Q6_K ? inFeatures / 16 : blocks;
         var scaleBlocks = inFeatures / ActivationBlock(job.WeightType);
         var tiles = (tokens + AmxTile - 1) / AmxTile;
@@ -511,6 +516,7 @@ internal static unsafe class CpuQuantMatMul
         {
             DType.Q4_K => CpuAmx.Q4_KScratchBytes(inFeatures / 256),
             DType.Q6_K => CpuAmx.Q6_KScratchBytes(inFeatures / 256),
+            DType.Q5_0 => CpuAmx.Q5_0ScratchBytes(blocks),
             _ => CpuAmx.Q8_0ScratchBytes(blocks),
         };
         job.EnsureAmx((long)tiles * AmxTile * inFeatures, workers, scratchBytes);
@@ -535,7 +541,7 @@ internal static unsafe class CpuQuantMatMul
 
                 // Activation sums of each block: the sums of 16 as they are (Q6_K), or in pairs (Q4_K).
                 var sums16 = job.Sx + ((long)token * (inFeatures / 16));
-                for (var b = 0; kQuant && b < sumBlocks; b++)
+                for (var b = 0; withSums && b < sumBlocks; b++)
                 {
                     var sum = quads == null ? 0f : sumBlocks == blocks ? sums16[2 * b] + sums16[(2 * b) + 1] : sums16[b];
                     job.AmxSums[((((long)tile * sumBlocks) + b) * AmxTile) + t] = sum;
