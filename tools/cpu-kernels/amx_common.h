@@ -59,6 +59,51 @@
         }                                                                                                              \
     } while (0)
 
+// Stores result tiles C0, C1 (block pair b) and reads them out with READ_OUT(tile, block).
+#define AMX_DRAIN(C0, C1, b, READ_OUT)                                                                                 \
+    do                                                                                                                 \
+    {                                                                                                                  \
+        _tile_stored(C0, scratch, 64);                                                                                 \
+        _tile_stored(C1, scratch + 256, 64);                                                                           \
+        READ_OUT(scratch, b);                                                                                          \
+        READ_OUT(scratch + 256, (b) + 1);                                                                              \
+    } while (0)
+
+// Block b alone (an odd last block), in result tile 0.
+#define AMX_SINGLE(b, WEIGHTS, STRIDE, ACT_BYTES, DP, READ_OUT)                                                        \
+    do                                                                                                                 \
+    {                                                                                                                  \
+        _tile_zero(0);                                                                                                 \
+        _tile_loadd(4, WEIGHTS(b), STRIDE);                                                                            \
+        _tile_loadd(6, xt + (long)(b) * (ACT_BYTES), 64);                                                              \
+        DP(0, 4, 6);                                                                                                   \
+        _tile_stored(0, scratch, 64);                                                                                  \
+        READ_OUT(scratch, b);                                                                                          \
+    } while (0)
+
+// Every token tile of a call: acc[16] (row r = 16 tokens) summed over `blocks` blocks through the pipelined walk, then
+// written to y; xt, st and sums point at the tile's activations (ACT_BYTES a block), its scales (SCALE_BLOCKS a
+// token) and block sums (xsum may be null). Ends the call's use of the tiles.
+#define AMX_TOKEN_TILES(blocks, ACT_BYTES, SCALE_BLOCKS, ISSUE, DRAIN, SINGLE)                                         \
+    do                                                                                                                 \
+    {                                                                                                                  \
+        for (int tile = 0; tile < token_tiles; tile++)                                                                 \
+        {                                                                                                              \
+            const int8_t* xt = xq + (long)tile * (blocks) * (ACT_BYTES);                                               \
+            const float* st = xs + (long)tile * (SCALE_BLOCKS) * 16;                                                   \
+            const float* sums = xsum ? xsum + (long)tile * (blocks) * 16 : 0;                                          \
+            (void)sums;                                                                                                \
+            __m512 acc[16];                                                                                            \
+            _Pragma("GCC unroll 16") for (int r = 0; r < 16; r++)                                                      \
+            {                                                                                                          \
+                acc[r] = _mm512_setzero_ps();                                                                          \
+            }                                                                                                          \
+            AMX_BLOCK_PAIRS(blocks, ISSUE, DRAIN, SINGLE);                                                             \
+            amx_write_tile(acc, result, tile, tokens, y, y_stride, bias);                                              \
+        }                                                                                                              \
+        _tile_release();                                                                                               \
+    } while (0)
+
 // acc[r] (16 tokens) = fma(C[r], scales · row_scales[r], acc[r]) for the 16 rows of one int32 result tile.
 #define AMX_READ_OUT(tile, scales, row_scales)                                                                         \
     _Pragma("GCC unroll 16") for (int r = 0; r < 16; r++)                                                              \

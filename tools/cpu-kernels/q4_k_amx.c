@@ -23,24 +23,9 @@
 #define Q4_K_READ_OUT(tile, b)                                                                                         \
     AMX_READ_OUT_OFFSET(tile, b, _mm512_loadu_ps(st + ((b) / 8) * 16), _mm512_loadu_ps(sums + (b) * 16),              \
                         scales + (long)(b) * 16, minimums + (long)(b) * 16)
-#define Q4_K_DRAIN(C0, C1, b)                                                                                          \
-    do                                                                                                                 \
-    {                                                                                                                  \
-        _tile_stored(C0, scratch, 64);                                                                                 \
-        _tile_stored(C1, scratch + 256, 64);                                                                           \
-        Q4_K_READ_OUT(scratch, b);                                                                                     \
-        Q4_K_READ_OUT(scratch + 256, (b) + 1);                                                                         \
-    } while (0)
-#define Q4_K_SINGLE(b)                                                                                                 \
-    do                                                                                                                 \
-    {                                                                                                                  \
-        _tile_zero(0);                                                                                                 \
-        _tile_loadd(4, Q4_K_WEIGHTS(b), row_values);                                                                   \
-        _tile_loadd(6, xt + (long)(b) * 512, 64);                                                                      \
-        _tile_dpbusd(0, 4, 6);                                                                                         \
-        _tile_stored(0, scratch, 64);                                                                                  \
-        Q4_K_READ_OUT(scratch, b);                                                                                     \
-    } while (0)
+
+#define Q4_K_DRAIN(C0, C1, b) AMX_DRAIN(C0, C1, b, Q4_K_READ_OUT)
+#define Q4_K_SINGLE(b) AMX_SINGLE(b, Q4_K_WEIGHTS, row_values, 512, _tile_dpbusd, Q4_K_READ_OUT)
 
 AMX_TARGET void enclave_q4_k_amx(const uint8_t* w, long row_bytes, int supers, const int8_t* xq, const float* xs, const float* xsum,
                                  int token_tiles, int tokens, float* y, long y_stride, const float* bias, int32_t* scratch,
@@ -82,21 +67,5 @@ AMX_TARGET void enclave_q4_k_amx(const uint8_t* w, long row_bytes, int supers, c
         }
     }
 
-    for (int tile = 0; tile < token_tiles; tile++)
-    {
-        const int8_t* xt = xq + (long)tile * blocks * 512;
-        const float* st = xs + (long)tile * supers * 16;
-        const float* sums = xsum + (long)tile * blocks * 16;
-        __m512 acc[16];
-#pragma GCC unroll 16
-        for (int r = 0; r < 16; r++)
-        {
-            acc[r] = _mm512_setzero_ps();
-        }
-
-        AMX_BLOCK_PAIRS(blocks, Q4_K_ISSUE, Q4_K_DRAIN, Q4_K_SINGLE);
-        amx_write_tile(acc, result, tile, tokens, y, y_stride, bias);
-    }
-
-    _tile_release();
+    AMX_TOKEN_TILES(blocks, 512, supers, Q4_K_ISSUE, Q4_K_DRAIN, Q4_K_SINGLE);
 }

@@ -21,24 +21,9 @@
 #define Q5_0_READ_OUT(tile, b)                                                                                         \
     AMX_READ_OUT_OFFSET(tile, b, _mm512_loadu_ps(st + (b) * 16), _mm512_loadu_ps(sums + (b) * 16),                    \
                         scales + (long)(b) * 16, offsets + (long)(b) * 16)
-#define Q5_0_DRAIN(C0, C1, b)                                                                                          \
-    do                                                                                                                 \
-    {                                                                                                                  \
-        _tile_stored(C0, scratch, 64);                                                                                 \
-        _tile_stored(C1, scratch + 256, 64);                                                                           \
-        Q5_0_READ_OUT(scratch, b);                                                                                     \
-        Q5_0_READ_OUT(scratch + 256, (b) + 1);                                                                         \
-    } while (0)
-#define Q5_0_SINGLE(b)                                                                                                 \
-    do                                                                                                                 \
-    {                                                                                                                  \
-        _tile_zero(0);                                                                                                 \
-        _tile_loadd(4, Q5_0_WEIGHTS(b), row_values);                                                                   \
-        _tile_loadd(6, xt + (long)(b) * 512, 64);                                                                      \
-        _tile_dpbusd(0, 4, 6);                                                                                         \
-        _tile_stored(0, scratch, 64);                                                                                  \
-        Q5_0_READ_OUT(scratch, b);                                                                                     \
-    } while (0)
+
+#define Q5_0_DRAIN(C0, C1, b) AMX_DRAIN(C0, C1, b, Q5_0_READ_OUT)
+#define Q5_0_SINGLE(b) AMX_SINGLE(b, Q5_0_WEIGHTS, row_values, 512, _tile_dpbusd, Q5_0_READ_OUT)
 
 AMX_TARGET void enclave_q5_0_amx(const uint8_t* w, long row_bytes, int blocks, const int8_t* xq, const float* xs, const float* xsum,
                                  int token_tiles, int tokens, float* y, long y_stride, const float* bias, int32_t* scratch,
@@ -74,21 +59,5 @@ AMX_TARGET void enclave_q5_0_amx(const uint8_t* w, long row_bytes, int blocks, c
         }
     }
 
-    for (int tile = 0; tile < token_tiles; tile++)
-    {
-        const int8_t* xt = xq + (long)tile * blocks * 512;
-        const float* st = xs + (long)tile * blocks * 16;
-        const float* sums = xsum + (long)tile * blocks * 16;
-        __m512 acc[16];
-#pragma GCC unroll 16
-        for (int r = 0; r < 16; r++)
-        {
-            acc[r] = _mm512_setzero_ps();
-        }
-
-        AMX_BLOCK_PAIRS(blocks, Q5_0_ISSUE, Q5_0_DRAIN, Q5_0_SINGLE);
-        amx_write_tile(acc, result, tile, tokens, y, y_stride, bias);
-    }
-
-    _tile_release();
+    AMX_TOKEN_TILES(blocks, 512, blocks, Q5_0_ISSUE, Q5_0_DRAIN, Q5_0_SINGLE);
 }

@@ -15,30 +15,15 @@
 
 #define Q8_0_WEIGHTS(b) (w + (long)(b) * 34 + 2)
 #define Q8_0_ISSUE(C0, C1, b) AMX_ISSUE(C0, C1, b, Q8_0_WEIGHTS, row_bytes, 512, _tile_dpbssd)
-#define Q8_0_DRAIN(C0, C1, b)                                                                                          \
-    do                                                                                                                 \
-    {                                                                                                                  \
-        _tile_stored(C0, scratch, 64);                                                                                 \
-        _tile_stored(C1, scratch + 256, 64);                                                                           \
-        __m512 s0 = _mm512_loadu_ps(st + (b) * 16), s1 = _mm512_loadu_ps(st + ((b) + 1) * 16);                        \
-        AMX_READ_OUT(scratch, s0, wscale + (long)(b) * 16);                                                            \
-        AMX_READ_OUT(scratch + 256, s1, wscale + (long)((b) + 1) * 16);                                                \
-    } while (0)
-#define Q8_0_SINGLE(b)                                                                                                 \
-    do                                                                                                                 \
-    {                                                                                                                  \
-        _tile_zero(0);                                                                                                 \
-        _tile_loadd(4, Q8_0_WEIGHTS(b), row_bytes);                                                                    \
-        _tile_loadd(6, xt + (long)(b) * 512, 64);                                                                      \
-        _tile_dpbssd(0, 4, 6);                                                                                         \
-        _tile_stored(0, scratch, 64);                                                                                  \
-        __m512 s0 = _mm512_loadu_ps(st + (b) * 16);                                                                    \
-        AMX_READ_OUT(scratch, s0, wscale + (long)(b) * 16);                                                            \
-    } while (0)
+#define Q8_0_READ_OUT(tile, b) AMX_READ_OUT(tile, _mm512_loadu_ps(st + (b) * 16), wscale + (long)(b) * 16)
+
+#define Q8_0_DRAIN(C0, C1, b) AMX_DRAIN(C0, C1, b, Q8_0_READ_OUT)
+#define Q8_0_SINGLE(b) AMX_SINGLE(b, Q8_0_WEIGHTS, row_bytes, 512, _tile_dpbssd, Q8_0_READ_OUT)
 
 AMX_TARGET void enclave_q8_0_amx(const uint8_t* w, long row_bytes, int blocks, const int8_t* xq, const float* xs, int token_tiles,
                                  int tokens, float* y, long y_stride, const float* bias, int32_t* scratch, const void* config)
 {
+    const float* xsum = 0; // Q8_0 has no offsets: no block sums
     _tile_loadconfig(config);
     float* result = (float*)(scratch + 1024);
     float* wscale = result + 256;
@@ -52,20 +37,5 @@ AMX_TARGET void enclave_q8_0_amx(const uint8_t* w, long row_bytes, int blocks, c
         }
     }
 
-    for (int tile = 0; tile < token_tiles; tile++)
-    {
-        const int8_t* xt = xq + (long)tile * blocks * 512;
-        const float* st = xs + (long)tile * blocks * 16;
-        __m512 acc[16];
-#pragma GCC unroll 16
-        for (int r = 0; r < 16; r++)
-        {
-            acc[r] = _mm512_setzero_ps();
-        }
-
-        AMX_BLOCK_PAIRS(blocks, Q8_0_ISSUE, Q8_0_DRAIN, Q8_0_SINGLE);
-        amx_write_tile(acc, result, tile, tokens, y, y_stride, bias);
-    }
-
-    _tile_release();
+    AMX_TOKEN_TILES(blocks, 512, blocks, Q8_0_ISSUE, Q8_0_DRAIN, Q8_0_SINGLE);
 }

@@ -452,19 +452,7 @@ internal static unsafe class CpuQuantMatMul
 
         if (ActivationBlock(weight.DType) == 32 && tokens >= TokenGroup)
         {
-            var blocks = inFeatures / 32;
-            for (var g = 0; g < tokens / TokenGroup; g++)
-            {
-                var groupScales = job.GroupScales + ((long)g * blocks * TokenGroup);
-                for (var k = 0; k < TokenGroup; k++)
-                {
-                    var tokenScales = job.Dx + ((long)((g * TokenGroup) + k) * blocks);
-                    for (var b = 0; b < blocks; b++)
-                    {
-                        groupScales[(b * TokenGroup) + k] = tokenScales[b];
-                    }
-                }
-            }
+            RegroupScales(job.Dx, job.GroupScales, tokens, inFeatures / 32, TokenGroup);
         }
 
         var rowBytes = weight.DType.RowBytes(inFeatures);
@@ -574,16 +562,24 @@ internal static unsafe class CpuQuantMatMul
             job.OffsetQx[i] = (byte)(job.Qx[i] ^ unchecked((sbyte)0x80));
         }
 
-        var blocks = inFeatures / 32;
-        for (var g = 0; g < tokens / TokenOctet; g++)
+        RegroupScales(job.Dx, job.OctetScales, tokens, inFeatures / 32, TokenOctet);
+    }
+
+    /// <summary>
+    /// Per-32 activation scales [token][block] regrouped [token group][block][group] for the whole groups of
+    /// <paramref name="group"/> tokens, so that a kernel reads a block's scales for all the group's tokens as one vector.
+    /// </summary>
+    private static void RegroupScales(float* scales, float* regrouped, int tokens, int blocks, int group)
+    {
+        for (var g = 0; g < tokens / group; g++)
         {
-            var octetScales = job.OctetScales + ((long)g * blocks * TokenOctet);
-            for (var k = 0; k < TokenOctet; k++)
+            var destination = regrouped + ((long)g * blocks * group);
+            for (var k = 0; k < group; k++)
             {
-                var tokenScales = job.Dx + ((long)((g * TokenOctet) + k) * blocks);
+                var tokenScales = scales + ((long)((g * group) + k) * blocks);
                 for (var b = 0; b < blocks; b++)
                 {
-                    octetScales[(b * TokenOctet) + k] = tokenScales[b];
+                    destination[(b * group) + k] = tokenScales[b];
                 }
             }
         }
