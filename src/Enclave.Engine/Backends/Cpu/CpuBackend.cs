@@ -26,6 +26,7 @@ public sealed class CpuBackend : IBackend
     private readonly CpuTanh.Job _tanh = new();
     private readonly CpuBidirectionalAttention.Job _bidirectionalAttention = new();
     private int[] _tokenSequence = new int[64];
+    private (CpuTensor Weight, CpuTensor? Bias, CpuTensor Output)[] _sharedProducts = new (CpuTensor, CpuTensor?, CpuTensor)[3];
     private bool _disposed;
 
     /// <param name="threads">Worker threads, the caller included; 0 uses every logical processor.</param>
@@ -128,6 +129,44 @@ public sealed class CpuBackend : IBackend
         {
             CpuMatMul.Run(_pool, _matMul, _width, Cpu(x), Cpu(weight), bias == null ? null : Cpu(bias), Cpu(output));
         }
+    }
+
+    /// <summary>
+    /// Block-typed weights of one type (a GGUF model's q/k/v or gate/up) share one quantisation of x; other weights run
+    /// one product at a time.
+    /// </summary>
+    public void MatMulShared(DeviceTensor x, ReadOnlySpan<MatMulTarget> targets)
+    {
+        var type = targets.Length > 0 ? targets[0].Weight.DType : DType.F32;
+        var shared = type.IsQuantized();
+        foreach (var target in targets)
+        {
+            shared &= target.Weight.DType == type;
+        }
+
+        if (!shared)
+        {
+            foreach (var target in targets)
+            {
+                MatMul(x, target.Weight, target.Bias, target.Output);
+            }
+
+            return;
+        }
+
+        if (_sharedProducts.Length < targets.Length)
+        {
+            _sharedProducts = new (CpuTensor, CpuTensor?, CpuTensor)[targets.Length];
+        }
+
+        var products = _sharedProducts.AsSpan(0, targets.Length);
+        for (var i = 0; i < targets.Length; i++)
+        {
+            products[i] = (Cpu(targets[i].Weight), targets[i].Bias == null ? null : Cpu(targets[i].Bias!), Cpu(targets[i].Output));
+        }
+
+        CpuQuantMatMul.RunShared(_pool, _quantMatMul, _width, Cpu(x), products);
+        products.Clear();
     }
 
     public void QuantizedMatMul(DeviceTensor x, QuantizedWeight weight, DeviceTensor? bias, DeviceTensor output) =>

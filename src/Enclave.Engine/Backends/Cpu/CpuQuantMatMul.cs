@@ -128,6 +128,9 @@ internal static unsafe class CpuQuantMatMul
         private long _amxCapacity;
         private long _amxScratchCapacity;
 
+        /// <summary>Whether x is packed for AMX (<see cref="AmxX"/>); products of 16 rows or more then run there.</summary>
+        public bool AmxPacked;
+
         /// <summary>Products this job has run on AMX tiles (for tests and profiles).</summary>
         public long AmxProducts { get; set; }
 
@@ -401,6 +404,51 @@ internal static unsafe class CpuQuantMatMul
 
     public static void Run(CpuWorkerPool pool, Job job, int width, CpuTensor x, CpuTensor weight, CpuTensor? bias, CpuTensor output)
     {
+        var tokens = Validate(x, weight, bias, output);
+        if (tokens == 0 || weight.Shape[0] == 0)
+        {
+            return;
+        }
+
+        Prepare(pool, job, width, x, weight.DType, tokens);
+        Launch(pool, job, weight, bias, output);
+    }
+
+    /// <summary>
+    /// Products of one x with weights of one block type and width (q/k/v, gate/up): x is quantised, regrouped and packed
+    /// once for all of them; the results equal separate <see cref="Run"/> calls.
+    /// </summary>
+    public static void RunShared(CpuWorkerPool pool, Job job, int width, CpuTensor x, ReadOnlySpan<(CpuTensor Weight, CpuTensor? Bias, CpuTensor Output)> targets)
+    {
+        var tokens = 0;
+        foreach (var (weight, bias, output) in targets)
+        {
+            if (weight.DType != targets[0].Weight.DType)
+            {
+                throw new ArgumentException($"shared products need one weight type, got {targets[0].Weight.DType} and {weight.DType}");
+            }
+
+            tokens = Validate(x, weight, bias, output);
+        }
+
+        if (tokens == 0)
+        {
+            return;
+        }
+
+        Prepare(pool, job, width, x, targets[0].Weight.DType, tokens);
+        foreach (var (weight, bias, output) in targets)
+        {
+            if (weight.Shape[0] > 0)
+            {
+                Launch(pool, job, weight, bias, output);
+            }
+        }
+    }
+
+    /// <summary>The token count of a product after checking the shapes and types of its operands.</summary>
+    private static int Validate(CpuTensor x, CpuTensor weight, CpuTensor? bias, CpuTensor output)
+    {
         x.RequireDType(DType.F32);
         output.RequireDType(DType.F32);
         if (weight.Rank != 2)
@@ -426,14 +474,16 @@ internal static unsafe class CpuQuantMatMul
             throw new ArgumentException($"bias {bias} is not F32[{outFeatures}]");
         }
 
-        if (tokens == 0 || outFeatures == 0)
-        {
-            return;
-        }
+        return tokens;
+    }
 
+    /// <summary>Everything a product needs from x for weights of <paramref name="weightType"/>: its int8 blocks and their scales, sums and regroupings.</summary>
+    private static void Prepare(CpuWorkerPool pool, Job job, int width, CpuTensor x, DType weightType, int tokens)
+    {
+        var inFeatures = checked((int)x.Columns);
         job.Ensure((long)tokens * inFeatures);
-        QuantizeActivations(x.F32Pointer, (long)tokens * inFeatures, ActivationBlock(weight.DType), job.Qx, job.Dx, job.Sx);
-        if (weight.DType is DType.Q4_1 or DType.Q5_1)
+        QuantizeActivations(x.F32Pointer, (long)tokens * inFeatures, ActivationBlock(weightType), job.Qx, job.Dx, job.Sx);
+        if (weightType is DType.Q4_1 or DType.Q5_1)
         {
             // Σ_b m_b · dx_b · (sum of block b) needs dx_b · sum once per activation block, not once per weight row.
             for (long b = 0; b < (long)tokens * inFeatures / 32; b++)
@@ -443,39 +493,48 @@ internal static unsafe class CpuQuantMatMul
         }
 
         var kernel = KernelFor(width);
-        var amx = weight.DType is DType.Q8_0 or DType.Q5_0 or DType.Q4_K or DType.Q6_K && width >= 512 && tokens >= AmxMinTokens && outFeatures >= AmxTile && CpuAmx.IsSupported;
-        var octetTokens = weight.DType == DType.Q8_0 && kernel == Kernel.AvxVnni && !amx ? tokens / TokenOctet * TokenOctet : 0;
+        var amx = weightType is DType.Q8_0 or DType.Q5_0 or DType.Q4_K or DType.Q6_K && width >= 512 && tokens >= AmxMinTokens && CpuAmx.IsSupported;
+        var octetTokens = weightType == DType.Q8_0 && kernel == Kernel.AvxVnni && !amx ? tokens / TokenOctet * TokenOctet : 0;
         if (octetTokens > 0)
         {
             OffsetAndRegroup(job, octetTokens, inFeatures);
         }
 
-        if (ActivationBlock(weight.DType) == 32 && tokens >= TokenGroup)
+        if (ActivationBlock(weightType) == 32 && tokens >= TokenGroup)
         {
             RegroupScales(job.Dx, job.GroupScales, tokens, inFeatures / 32, TokenGroup);
         }
 
-        var rowBytes = weight.DType.RowBytes(inFeatures);
-        var tileRows = (int)Math.Clamp(TileBytes / rowBytes, 1, 256);
-        var perThread = (outFeatures + (pool.ThreadCount * 8) - 1) / (pool.ThreadCount * 8);
-        tileRows = Math.Max(1, Math.Min(tileRows, perThread));
-        job.W = weight.Pointer;
-        job.Bias = bias == null ? null : bias.F32Pointer;
-        job.Y = output.F32Pointer;
         job.Tokens = tokens;
         job.In = inFeatures;
-        job.Out = outFeatures;
-        job.TileRows = tileRows;
-        job.RowBytes = rowBytes;
-        job.WeightType = weight.DType;
+        job.WeightType = weightType;
         job.Kernel = kernel;
         job.OctetTokens = octetTokens;
-        job.AmxRowGroups = 0;
+        job.AmxPacked = amx;
         if (amx)
         {
             PackAmxActivations(job, pool.ThreadCount, tokens, inFeatures);
+        }
+    }
+
+    /// <summary>One product over the prepared x: rows in tiles, or in groups of 16 on AMX (the rows past the last group on the vector kernels).</summary>
+    private static void Launch(CpuWorkerPool pool, Job job, CpuTensor weight, CpuTensor? bias, CpuTensor output)
+    {
+        var outFeatures = weight.Shape[0];
+        var rowBytes = weight.DType.RowBytes(job.In);
+        var tileRows = (int)Math.Clamp(TileBytes / rowBytes, 1, 256);
+        var perThread = (outFeatures + (pool.ThreadCount * 8) - 1) / (pool.ThreadCount * 8);
+        job.W = weight.Pointer;
+        job.Bias = bias == null ? null : bias.F32Pointer;
+        job.Y = output.F32Pointer;
+        job.Out = outFeatures;
+        job.TileRows = Math.Max(1, Math.Min(tileRows, perThread));
+        job.RowBytes = rowBytes;
+        job.AmxRowGroups = 0;
+        var groups = job.AmxPacked ? outFeatures / AmxTile : 0;
+        if (groups > 0)
+        {
             job.AmxProducts++;
-            var groups = outFeatures / AmxTile;
             job.AmxGroupsPerItem = (groups + (pool.ThreadCount * 8) - 1) / (pool.ThreadCount * 8);
             job.AmxItems = (groups + job.AmxGroupsPerItem - 1) / job.AmxGroupsPerItem;
             job.AmxRowGroups = groups;
@@ -483,7 +542,7 @@ internal static unsafe class CpuQuantMatMul
             return;
         }
 
-        pool.Run(job, (outFeatures + tileRows - 1) / tileRows);
+        pool.Run(job, (outFeatures + job.TileRows - 1) / job.TileRows);
     }
 
     /// <summary>
