@@ -7,7 +7,7 @@ using Enclave.Engine.Tests.Support;
 namespace Enclave.Engine.Tests.Backends;
 
 /// <summary>
-/// The AMX Q8_0, Q5_0, Q4_K and Q6_K products against the AVX-VNNI kernels on the same quantised inputs (both sum the int8 products exactly,
+/// The AMX Q8_0, Q5_0, Q4_K, Q5_K and Q6_K products against the AVX-VNNI kernels on the same quantised inputs (both sum the int8 products exactly,
 /// so they differ only in the order of the fp32 scale sums), and the committed machine code against its C source.
 /// </summary>
 public sealed class CpuAmxTests
@@ -25,8 +25,8 @@ public sealed class CpuAmxTests
             }
         }
 
-        // Q4_K and Q6_K: 256 values a super-block (8 or 16 blocks); one, three and four super-blocks.
-        foreach (var type in new[] { DType.Q4_K, DType.Q6_K })
+        // Q4_K, Q5_K and Q6_K: 256 values a super-block (8 or 16 blocks); one, three and four super-blocks.
+        foreach (var type in new[] { DType.Q4_K, DType.Q5_K, DType.Q6_K })
         {
             foreach (var (tokens, superBlocks, outFeatures, bias) in new[] { (8, 1, 16, false), (17, 3, 45, true), (77, 4, 64, false), (33, 1, 47, true) })
             {

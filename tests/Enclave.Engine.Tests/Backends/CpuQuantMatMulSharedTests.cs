@@ -16,7 +16,7 @@ public sealed class CpuQuantMatMulSharedTests
         var data = new TheoryData<DType, int, int>();
         foreach (var width in new[] { 512, 256, 128, 1 }.Where(CpuSimd.IsSupported))
         {
-            foreach (var type in new[] { DType.Q8_0, DType.Q5_0, DType.Q4_K, DType.Q6_K })
+            foreach (var type in new[] { DType.Q8_0, DType.Q5_0, DType.Q4_K, DType.Q5_K, DType.Q6_K })
             {
                 data.Add(type, width, 17);
                 data.Add(type, width, 3);

@@ -20,7 +20,7 @@ internal static unsafe partial class CpuAmx
     public static long Q8_0ScratchBytes(int blocks) => (5 * 1024) + (blocks * 64L);
 
     /// <summary>
-    /// Bytes of scratch one call of the Q4_K kernel needs for rows of <paramref name="superBlocks"/> super-blocks: as
+    /// Bytes of scratch one call of the Q4_K or Q5_K kernel needs for rows of <paramref name="superBlocks"/> super-blocks: as
     /// Q8_0's, plus the 16 rows' block scales and minimums and their levels unpacked to bytes.
     /// </summary>
     public static long Q4_KScratchBytes(int superBlocks) => (5 * 1024) + (superBlocks * (1024L + 4096L));
@@ -64,6 +64,10 @@ internal static unsafe partial class CpuAmx
     public static delegate* unmanaged<byte*, long, int, sbyte*, float*, float*, int, int, float*, long, float*, int*, byte*, void> Q5_0 =>
         (delegate* unmanaged<byte*, long, int, sbyte*, float*, float*, int, int, float*, long, float*, int*, byte*, void>)(Loaded.Value.Code + Q5_0Offset);
 
+    /// <summary>16 Q5_K weight rows against every 16-token tile (tools/cpu-kernels/q5_k_amx.c), arguments as <see cref="Q4_K"/>.</summary>
+    public static delegate* unmanaged<byte*, long, int, sbyte*, float*, float*, int, int, float*, long, float*, int*, byte*, void> Q5_K =>
+        (delegate* unmanaged<byte*, long, int, sbyte*, float*, float*, int, int, float*, long, float*, int*, byte*, void>)(Loaded.Value.Code + Q5_KOffset);
+
     /// <summary>16 Q6_K weight rows against every 16-token tile (tools/cpu-kernels/q6_k_amx.c), arguments as <see cref="Q4_K"/>.</summary>
     public static delegate* unmanaged<byte*, long, int, sbyte*, float*, float*, int, int, float*, long, float*, int*, byte*, void> Q6_K =>
         (delegate* unmanaged<byte*, long, int, sbyte*, float*, float*, int, int, float*, long, float*, int*, byte*, void>)(Loaded.Value.Code + Q6_KOffset);
@@ -79,6 +83,8 @@ internal static unsafe partial class CpuAmx
     private static int Q6_KOffset => (Q4_KOffset + AmxCode.Q4_K.Length + 63) & ~63;
 
     private static int Q5_0Offset => (Q6_KOffset + AmxCode.Q6_K.Length + 63) & ~63;
+
+    private static int Q5_KOffset => (Q5_0Offset + AmxCode.Q5_0.Length + 63) & ~63;
 
     private sealed class State(byte* code, byte* config32, byte* config16, string status)
     {
@@ -119,9 +125,9 @@ internal static unsafe partial class CpuAmx
                 return new(null, null, null, $"no AMX (the kernel refused the tile data state: errno {Marshal.GetLastPInvokeError()})");
             }
 
-            // The kernels in one executable mapping, each at a 64-byte boundary: Q8_0, Q4_K, Q6_K, Q5_0.
-            ReadOnlySpan<byte> q8_0 = AmxCode.Q8_0, q4_k = AmxCode.Q4_K, q6_k = AmxCode.Q6_K, q5_0 = AmxCode.Q5_0;
-            var pageBytes = (nuint)((Q5_0Offset + q5_0.Length + 4095) & ~4095);
+            // The kernels in one executable mapping, each at a 64-byte boundary: Q8_0, Q4_K, Q6_K, Q5_0, Q5_K.
+            ReadOnlySpan<byte> q8_0 = AmxCode.Q8_0, q4_k = AmxCode.Q4_K, q6_k = AmxCode.Q6_K, q5_0 = AmxCode.Q5_0, q5_k = AmxCode.Q5_K;
+            var pageBytes = (nuint)((Q5_KOffset + q5_k.Length + 4095) & ~4095);
             var memory = Mmap(null, pageBytes, ProtRead | ProtWrite, MapPrivate | MapAnonymous, -1, 0);
             if (memory == (void*)-1)
             {
@@ -132,12 +138,13 @@ internal static unsafe partial class CpuAmx
             q4_k.CopyTo(new Span<byte>((byte*)memory + Q4_KOffset, q4_k.Length));
             q6_k.CopyTo(new Span<byte>((byte*)memory + Q6_KOffset, q6_k.Length));
             q5_0.CopyTo(new Span<byte>((byte*)memory + Q5_0Offset, q5_0.Length));
+            q5_k.CopyTo(new Span<byte>((byte*)memory + Q5_KOffset, q5_k.Length));
             if (Mprotect(memory, pageBytes, ProtRead | ProtExec) != 0)
             {
                 return new(null, null, null, $"no AMX (mprotect to executable failed: errno {Marshal.GetLastPInvokeError()})");
             }
 
-            return new((byte*)memory, TileConfig(32), TileConfig(16), "AMX int8 tiles for Q8_0, Q5_0, Q4_K and Q6_K prefill products");
+            return new((byte*)memory, TileConfig(32), TileConfig(16), "AMX int8 tiles for Q8_0, Q5_0, Q4_K, Q5_K and Q6_K prefill products");
         }
         catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
         {

@@ -17,7 +17,7 @@ namespace Enclave.Engine.Backends.Cpu;
 ///
 /// Output rows are cut into tiles spread over the worker pool. A tile's weight rows stay in L2 while the tokens
 /// stream past in groups of four (Q8_0 with AVX-VNNI: eight): each weight block is unpacked once and dotted with all
-/// the group's tokens (prefill is a tiled matrix product, not repeated vector products). Q8_0, Q5_0, Q4_K and Q6_K products of
+/// the group's tokens (prefill is a tiled matrix product, not repeated vector products). Q8_0, Q5_0, Q4_K, Q5_K and Q6_K products of
 /// <see cref="AmxMinTokens"/> or more tokens run on AMX tiles where the CPU has them (<see cref="CpuAmx"/>): 16
 /// weight rows × 16 tokens × one block of 32 a tile product. Buffers grow only, so steady-state calls do not allocate.
 /// </summary>
@@ -32,7 +32,7 @@ internal static unsafe class CpuQuantMatMul
     private const int AmxTile = 16;
 
     /// <summary>
-    /// Tokens from which Q8_0, Q5_0, Q4_K and Q6_K products run on AMX (the last tile is padded with zero tokens; fewer tokens are decode
+    /// Tokens from which Q8_0, Q5_0, Q4_K, Q5_K and Q6_K products run on AMX (the last tile is padded with zero tokens; fewer tokens are decode
     /// steps, bound by reading the weights, where the vector kernels already keep up).
     /// </summary>
     internal const int AmxMinTokens = 8;
@@ -289,6 +289,10 @@ internal static unsafe class CpuQuantMatMul
                 {
                     CpuAmx.Q6_K(W + (row * RowBytes), RowBytes, In / 256, AmxX, AmxScales, AmxSums, AmxTokenTiles, Tokens, Y + row, Out, bias, scratch, config);
                 }
+                else if (WeightType == DType.Q5_K)
+                {
+                    CpuAmx.Q5_K(W + (row * RowBytes), RowBytes, In / 256, AmxX, AmxScales, AmxSums, AmxTokenTiles, Tokens, Y + row, Out, bias, scratch, config);
+                }
                 else if (WeightType == DType.Q4_K)
                 {
                     CpuAmx.Q4_K(W + (row * RowBytes), RowBytes, In / 256, AmxX, AmxScales, AmxSums, AmxTokenTiles, Tokens, Y + row, Out, bias, scratch, config);
@@ -493,7 +497,7 @@ internal static unsafe class CpuQuantMatMul
         }
 
         var kernel = KernelFor(width);
-        var amx = weightType is DType.Q8_0 or DType.Q5_0 or DType.Q4_K or DType.Q6_K && width >= 512 && tokens >= AmxMinTokens && CpuAmx.IsSupported;
+        var amx = weightType is DType.Q8_0 or DType.Q5_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K && width >= 512 && tokens >= AmxMinTokens && CpuAmx.IsSupported;
         var octetTokens = weightType == DType.Q8_0 && kernel == Kernel.AvxVnni && !amx ? tokens / TokenOctet * TokenOctet : 0;
         if (octetTokens > 0)
         {
@@ -555,13 +559,13 @@ internal static unsafe class CpuQuantMatMul
     private static void PackAmxActivations(Job job, int workers, int tokens, int inFeatures)
     {
         var blocks = inFeatures / 32;
-        var withSums = job.WeightType is DType.Q5_0 or DType.Q4_K or DType.Q6_K;
+        var withSums = job.WeightType is DType.Q5_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K;
         var sumBlocks = job.WeightType == DType.Q6_K ? inFeatures / 16 : blocks;
         var scaleBlocks = inFeatures / ActivationBlock(job.WeightType);
         var tiles = (tokens + AmxTile - 1) / AmxTile;
         var scratchBytes = job.WeightType switch
         {
-            DType.Q4_K => CpuAmx.Q4_KScratchBytes(inFeatures / 256),
+            DType.Q4_K or DType.Q5_K => CpuAmx.Q4_KScratchBytes(inFeatures / 256),
             DType.Q6_K => CpuAmx.Q6_KScratchBytes(inFeatures / 256),
             DType.Q5_0 => CpuAmx.Q5_0ScratchBytes(blocks),
             _ => CpuAmx.Q8_0ScratchBytes(blocks),

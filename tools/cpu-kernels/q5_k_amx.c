@@ -1,0 +1,5 @@
+// Q5_K weights × int8 activations on AMX tiles, the prefill product of CpuQuantMatMul (the kernel is q45_k_amx.h).
+#define Q45_K_NAME enclave_q5_k_amx
+#define Q45_K_BLOCK_BYTES 176
+#define Q45_K_FIFTH_BIT 1
+#include "q45_k_amx.h"
