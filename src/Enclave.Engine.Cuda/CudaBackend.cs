@@ -1169,9 +1169,8 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
 
     private bool MmaDecode(DType cache, int group, int kvHeads, int headDim, int maxQueryLength)
     {
-        var minBlocks = MmaDecodeMinBlocks;
-        return minBlocks > 0 && TensorCoreGemm && cache == DType.BF16 && headDim % 8 == 0 && headDim <= 128
-            && (long)maxQueryLength * group <= FlashRowsPerBlock && (long)_sequences * kvHeads >= minBlocks;
+        return MmaDecodeMinBlocks > 0 && TensorCoreGemm && cache == DType.BF16 && headDim % 8 == 0 && headDim <= 128
+            && (long)maxQueryLength * group <= FlashRowsPerBlock && (long)_sequences * kvHeads >= MmaDecodeMinBlocks;
     }
 
     /// <summary>Packed query rows (query × head in group) of one MMA prefill attention block.</summary>

@@ -20,10 +20,11 @@
 #define Q8_0_DRAIN(C0, C1, b) AMX_DRAIN(C0, C1, b, Q8_0_READ_OUT)
 #define Q8_0_SINGLE(b) AMX_SINGLE(b, Q8_0_WEIGHTS, row_bytes, 512, _tile_dpbssd, Q8_0_READ_OUT)
 
-AMX_TARGET void enclave_q8_0_amx(const uint8_t* w, long row_bytes, int blocks, const int8_t* xq, const float* xs, int token_tiles,
-                                 int tokens, float* y, long y_stride, const float* bias, int32_t* scratch, const void* config)
+// xsum is not read (Q8_0 levels have no offset); it is there so that every kernel is called the same way.
+AMX_TARGET void enclave_q8_0_amx(const uint8_t* w, long row_bytes, int blocks, const int8_t* xq, const float* xs, const float* xsum,
+                                 int token_tiles, int tokens, float* y, long y_stride, const float* bias, int32_t* scratch,
+                                 const void* config)
 {
-    const float* xsum = 0; // Q8_0 has no offsets: no block sums
     _tile_loadconfig(config);
     float* result = (float*)(scratch + 1024);
     float* wscale = result + 256;

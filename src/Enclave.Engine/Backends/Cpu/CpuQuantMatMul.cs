@@ -128,8 +128,8 @@ internal static unsafe class CpuQuantMatMul
         private long _amxCapacity;
         private long _amxScratchCapacity;
 
-        /// <summary>Whether x is packed for AMX (<see cref="AmxX"/>); products of 16 rows or more then run there.</summary>
-        public bool AmxPacked;
+        /// <summary>The AMX kernel x is packed for (<see cref="AmxX"/>), or null; products of 16 rows or more then run there.</summary>
+        public CpuAmx.Kernel? Amx;
 
         /// <summary>Products this job has run on AMX tiles (for tests and profiles).</summary>
         public long AmxProducts { get; set; }
@@ -274,33 +274,14 @@ internal static unsafe class CpuQuantMatMul
 
         private void RunAmx(int index, int worker)
         {
-            var config = CpuAmx.ConfigFor(WeightType);
+            var kernel = Amx!.Value;
             var scratch = AmxScratch + (worker * AmxScratchBytes / sizeof(int));
             var last = Math.Min(AmxRowGroups, (index + 1) * AmxGroupsPerItem);
             for (var g = index * AmxGroupsPerItem; g < last; g++)
             {
                 var row = (long)g * AmxTile;
-                var bias = Bias == null ? null : Bias + row;
-                if (WeightType == DType.Q5_0)
-                {
-                    CpuAmx.Q5_0(W + (row * RowBytes), RowBytes, In / 32, AmxX, AmxScales, AmxSums, AmxTokenTiles, Tokens, Y + row, Out, bias, scratch, config);
-                }
-                else if (WeightType == DType.Q6_K)
-                {
-                    CpuAmx.Q6_K(W + (row * RowBytes), RowBytes, In / 256, AmxX, AmxScales, AmxSums, AmxTokenTiles, Tokens, Y + row, Out, bias, scratch, config);
-                }
-                else if (WeightType == DType.Q5_K)
-                {
-                    CpuAmx.Q5_K(W + (row * RowBytes), RowBytes, In / 256, AmxX, AmxScales, AmxSums, AmxTokenTiles, Tokens, Y + row, Out, bias, scratch, config);
-                }
-                else if (WeightType == DType.Q4_K)
-                {
-                    CpuAmx.Q4_K(W + (row * RowBytes), RowBytes, In / 256, AmxX, AmxScales, AmxSums, AmxTokenTiles, Tokens, Y + row, Out, bias, scratch, config);
-                }
-                else
-                {
-                    CpuAmx.Q8_0(W + (row * RowBytes), RowBytes, In / 32, AmxX, AmxScales, AmxTokenTiles, Tokens, Y + row, Out, bias, scratch, config);
-                }
+                kernel.Entry(W + (row * RowBytes), RowBytes, In / kernel.BlockValues, AmxX, AmxScales, AmxSums, AmxTokenTiles, Tokens, Y + row, Out,
+                    Bias == null ? null : Bias + row, scratch, kernel.Config);
             }
         }
 
@@ -497,8 +478,8 @@ internal static unsafe class CpuQuantMatMul
         }
 
         var kernel = KernelFor(width);
-        var amx = weightType is DType.Q8_0 or DType.Q5_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K && width >= 512 && tokens >= AmxMinTokens && CpuAmx.IsSupported;
-        var octetTokens = weightType == DType.Q8_0 && kernel == Kernel.AvxVnni && !amx ? tokens / TokenOctet * TokenOctet : 0;
+        var amx = width >= 512 && tokens >= AmxMinTokens ? CpuAmx.For(weightType) : null;
+        var octetTokens = weightType == DType.Q8_0 && kernel == Kernel.AvxVnni && amx == null ? tokens / TokenOctet * TokenOctet : 0;
         if (octetTokens > 0)
         {
             OffsetAndRegroup(job, octetTokens, inFeatures);
@@ -514,10 +495,10 @@ internal static unsafe class CpuQuantMatMul
         job.WeightType = weightType;
         job.Kernel = kernel;
         job.OctetTokens = octetTokens;
-        job.AmxPacked = amx;
-        if (amx)
+        job.Amx = amx;
+        if (amx is { } amxKernel)
         {
-            PackAmxActivations(job, pool.ThreadCount, tokens, inFeatures);
+            PackAmxActivations(job, amxKernel, pool.ThreadCount, tokens, inFeatures);
         }
     }
 
@@ -535,7 +516,7 @@ internal static unsafe class CpuQuantMatMul
         job.TileRows = Math.Max(1, Math.Min(tileRows, perThread));
         job.RowBytes = rowBytes;
         job.AmxRowGroups = 0;
-        var groups = job.AmxPacked ? outFeatures / AmxTile : 0;
+        var groups = job.Amx != null ? outFeatures / AmxTile : 0;
         if (groups > 0)
         {
             job.AmxProducts++;
@@ -556,21 +537,13 @@ internal static unsafe class CpuQuantMatMul
     /// block][16 tokens]; for the formats with offsets or minimums the block sums [tile][block][16 tokens] (of 32
     /// values; 16 for Q6_K).
     /// </summary>
-    private static void PackAmxActivations(Job job, int workers, int tokens, int inFeatures)
+    private static void PackAmxActivations(Job job, CpuAmx.Kernel kernel, int workers, int tokens, int inFeatures)
     {
         var blocks = inFeatures / 32;
-        var withSums = job.WeightType is DType.Q5_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K;
-        var sumBlocks = job.WeightType == DType.Q6_K ? inFeatures / 16 : blocks;
+        var sumBlocks = kernel.SumValues == 0 ? 0 : inFeatures / kernel.SumValues;
         var scaleBlocks = inFeatures / ActivationBlock(job.WeightType);
         var tiles = (tokens + AmxTile - 1) / AmxTile;
-        var scratchBytes = job.WeightType switch
-        {
-            DType.Q4_K or DType.Q5_K => CpuAmx.Q4_KScratchBytes(inFeatures / 256),
-            DType.Q6_K => CpuAmx.Q6_KScratchBytes(inFeatures / 256),
-            DType.Q5_0 => CpuAmx.Q5_0ScratchBytes(blocks),
-            _ => CpuAmx.Q8_0ScratchBytes(blocks),
-        };
-        job.EnsureAmx((long)tiles * AmxTile * inFeatures, workers, scratchBytes);
+        job.EnsureAmx((long)tiles * AmxTile * inFeatures, workers, kernel.ScratchBytes(inFeatures));
         job.AmxTokenTiles = tiles;
         var packed = (int*)job.AmxX;
         for (var tile = 0; tile < tiles; tile++)
@@ -590,9 +563,9 @@ internal static unsafe class CpuQuantMatMul
 
                 }
 
-                // Activation sums of each block: the sums of 16 as they are (Q6_K), or in pairs (Q4_K).
+                // Activation sums of each block: the sums of 16 as they are (Q6_K), or in pairs (blocks of 32).
                 var sums16 = job.Sx + ((long)token * (inFeatures / 16));
-                for (var b = 0; withSums && b < sumBlocks; b++)
+                for (var b = 0; b < sumBlocks; b++)
                 {
                     var sum = quads == null ? 0f : sumBlocks == blocks ? sums16[2 * b] + sums16[(2 * b) + 1] : sums16[b];
                     job.AmxSums[((((long)tile * sumBlocks) + b) * AmxTile) + t] = sum;
