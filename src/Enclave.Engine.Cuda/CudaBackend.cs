@@ -25,6 +25,13 @@ public sealed record CudaBackendOptions
     /// <see cref="IDecodeGraphs"/>). False is vLLM's --enforce-eager: every op is launched from the host every step.
     /// </summary>
     public bool CudaGraphs { get; init; } = true;
+
+    /// <summary>
+    /// Launch kernels with programmatic stream serialisation where the device allows it (compute capability 9.0+): a
+    /// kernel's blocks start, and stream the weights they will read, while the kernel before it finishes. On by default;
+    /// ENCLAVE_CUDA_PDL=0 turns it off (for comparisons).
+    /// </summary>
+    public bool ProgrammaticLaunch { get; init; } = true;
 }
 
 /// <summary>
@@ -109,11 +116,11 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
     public CudaBackend(CudaBackendOptions? options = null)
     {
         _options = options ?? new CudaBackendOptions();
-        _ctx = new CudaContext(_options.Device, _options.KernelCacheDirectory);
+        _ctx = new CudaContext(_options.Device, _options.KernelCacheDirectory, _options.ProgrammaticLaunch);
         TensorCoreGemm = _options.TensorCoreGemm;
         var p = _ctx.Probe;
         Name = $"cuda:{p.Ordinal} ({p.Name}, sm_{p.ComputeMajor}{p.ComputeMinor}, {_ctx.MultiprocessorCount} SMs, {_ctx.Nvrtc.LibraryName}, {_ctx.Cublas.LibraryName}"
-               + (_options.TensorCoreGemm ? ", tensor-core GEMM)" : ")");
+               + (_options.TensorCoreGemm ? ", tensor-core GEMM" : "") + (_ctx.ProgrammaticLaunch ? ", programmatic launch)" : ")");
     }
 
     public string Name { get; }

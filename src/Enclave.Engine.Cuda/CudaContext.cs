@@ -20,7 +20,7 @@ internal sealed unsafe class CudaContext : IDisposable
     private nint _stream;
     private nint _cublasHandle;
 
-    public CudaContext(int ordinal, string? cacheDirectory = null)
+    public CudaContext(int ordinal, string? cacheDirectory = null, bool programmaticLaunch = true)
     {
         Probe = CudaDevice.Probe(ordinal);
         if (!Probe.Usable)
@@ -49,7 +49,15 @@ internal sealed unsafe class CudaContext : IDisposable
         Driver.Check(Driver.DeviceGetAttribute(&sms, CudaDriver.AttributeMultiprocessorCount, device), "cuDeviceGetAttribute(multiprocessors)");
         MultiprocessorCount = sms;
         Kernels = new KernelCache(Nvrtc, Probe.ComputeMajor, Probe.ComputeMinor, cacheDirectory);
+        ProgrammaticLaunch = programmaticLaunch && Probe.ComputeMajor >= 9 && Driver.LaunchKernelEx != null;
     }
+
+    /// <summary>
+    /// Whether kernels are launched with programmatic stream serialisation (Hopper and later, CUDA 12+): the next
+    /// kernel on the stream may start while the previous one finishes, and waits in griddepcontrol.wait before it
+    /// touches anything the previous one wrote (every kernel source does so; see common.cuh).
+    /// </summary>
+    public bool ProgrammaticLaunch { get; }
 
     public CudaProbe Probe { get; }
 
@@ -173,7 +181,19 @@ internal sealed unsafe class CudaContext : IDisposable
             return;
         }
 
-        Driver.Check(Driver.LaunchKernel(function, gridX, gridY, gridZ, blockX, 1, 1, sharedBytes, _stream, args, null), "cuLaunchKernel(" + name + ")");
+        if (!ProgrammaticLaunch)
+        {
+            Driver.Check(Driver.LaunchKernel(function, gridX, gridY, gridZ, blockX, 1, 1, sharedBytes, _stream, args, null), "cuLaunchKernel(" + name + ")");
+            return;
+        }
+
+        var attribute = new CudaDriver.LaunchAttribute { Id = CudaDriver.LaunchAttributeProgrammaticStreamSerialization, Value = 1 };
+        var config = new CudaDriver.LaunchConfig
+        {
+            GridX = gridX, GridY = gridY, GridZ = gridZ, BlockX = blockX, BlockY = 1, BlockZ = 1,
+            SharedBytes = sharedBytes, Stream = _stream, Attributes = &attribute, AttributeCount = 1,
+        };
+        Driver.Check(Driver.LaunchKernelEx(&config, function, args, null), "cuLaunchKernelEx(" + name + ")");
     }
 
     public void Dispose()

@@ -68,10 +68,14 @@ public static class DeviceSelection
         var mmaDecode = WholeNumber("ENCLAVE_CUDA_MMA_DECODE", 0);
         var mmaDecodeSplits = WholeNumber("ENCLAVE_CUDA_MMA_DECODE_SPLITS", 1);
         var gemvTokens = WholeNumber("ENCLAVE_CUDA_GEMV_TOKENS", 0);
+        var programmaticLaunch = WholeNumber("ENCLAVE_CUDA_PDL", 0);
 
         try
         {
-            var backend = new CudaBackend(new CudaBackendOptions { Device = ordinal, TensorCoreGemm = tensorCores, CudaGraphs = !enforceEager });
+            var backend = new CudaBackend(new CudaBackendOptions
+            {
+                Device = ordinal, TensorCoreGemm = tensorCores, CudaGraphs = !enforceEager, ProgrammaticLaunch = programmaticLaunch != 0,
+            });
             if (splitKLimit > 0)
             {
                 backend.SplitKLimit = splitKLimit;

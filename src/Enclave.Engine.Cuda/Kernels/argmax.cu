@@ -30,6 +30,7 @@ __device__ __forceinline__ void warp_argmax(float& value, int& index)
 // logits: [rows, vocab]; ids: [rows]. grid (rows), blockDim.x a multiple of 32, at most 1024.
 extern "C" __global__ void argmax_rows(const float* __restrict__ logits, int* __restrict__ ids, int vocab)
 {
+    launch_gate();
     __shared__ float s_value[32];
     __shared__ int s_index[32];
     const float* row = logits + (long)blockIdx.x * vocab;

@@ -46,11 +46,13 @@ __device__ __forceinline__ void kv_write_impl(const float* k, const float* v, ty
 
 extern "C" __global__ void kv_write(const float* k, const float* v, float* key_cache, float* value_cache, const int* slots, int tokens, int row_width)
 {
+    launch_gate();
     kv_write_impl<KvF32>(k, v, key_cache, value_cache, slots, tokens, row_width);
 }
 
 extern "C" __global__ void kv_write_kvbf16(const float* k, const float* v, u16* key_cache, u16* value_cache, const int* slots, int tokens, int row_width)
 {
+    launch_gate();
     kv_write_impl<KvBf16>(k, v, key_cache, value_cache, slots, tokens, row_width);
 }
 
@@ -180,6 +182,7 @@ __device__ __forceinline__ void paged_attention_impl(DECODE_ATTENTION_PARAMS(typ
 #define PAGED_ATTENTION(NAME, KV, STORAGE)                                                                             \
     extern "C" __global__ void __launch_bounds__(ATTN_WARPS * 32) NAME(DECODE_ATTENTION_PARAMS(STORAGE))               \
     {                                                                                                                  \
+        launch_gate();                                                                                                 \
         paged_attention_impl<KV>(DECODE_ATTENTION_ARGS);                                                               \
     }
 
@@ -329,6 +332,7 @@ __device__ __forceinline__ void paged_attention_group_impl(DECODE_ATTENTION_PARA
 #define PAGED_ATTENTION_GROUP(NAME, KV, STORAGE, DIM)                                                                 \
     extern "C" __global__ void __launch_bounds__(ATTN_WARPS * 32) NAME(DECODE_ATTENTION_PARAMS(STORAGE))               \
     {                                                                                                                  \
+        launch_gate();                                                                                                 \
         paged_attention_group_impl<KV, DIM / 32>(DECODE_ATTENTION_ARGS);                                               \
     }
 
@@ -343,6 +347,7 @@ DECODE_ATTENTION_VARIANTS(PAGED_ATTENTION_GROUP, paged_attention_group)
 extern "C" __global__ void attention_combine(const float* __restrict__ partial_out, const float* __restrict__ partial_stats,
                                              float* __restrict__ out, int heads, int head_dim, int splits)
 {
+    launch_gate();
     __shared__ float s_weight[ATTN_COMBINE_MAX_SPLITS];
     const long row = (long)blockIdx.y * heads + blockIdx.x;
     const float* stats = partial_stats + row * splits * 2;

@@ -4,6 +4,22 @@
 
 typedef unsigned short u16;
 
+// Programmatic dependent launch (compute capability 9.0+, CudaContext.ProgrammaticLaunch): each kernel is launched so
+// that the next kernel on the stream may start before it ends. So every kernel calls launch_gate() before it reads
+// anything an earlier kernel wrote and before it writes anything; only weights, which no kernel writes, may be read
+// before it. launch_gate() waits until the previous kernel has finished and its writes are visible, then lets the next
+// kernel start: its blocks take the multiprocessor slots this kernel leaves free, so the next launch's latency, and the
+// first weight loads it issues before its own gate, overlap this kernel's tail. Waiting first keeps the look-ahead to
+// one kernel, so a kernel is never waited on by one that started before it. Without the launch attribute, or before
+// sm_90, both instructions are no-ops.
+__device__ __forceinline__ void launch_gate()
+{
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
+
 __device__ __forceinline__ float bf16_to_f32(u16 v) { return __uint_as_float(((unsigned int)v) << 16); }
 
 __device__ __forceinline__ float f16_to_f32(u16 v)

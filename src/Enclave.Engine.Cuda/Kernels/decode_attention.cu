@@ -286,6 +286,7 @@ __device__ __forceinline__ void decode_attention_impl(DECODE_ATTENTION_PARAMS(ty
 #define DECODE_ATTENTION(NAME, KV, STORAGE, DIM)                                                                       \
     extern "C" __global__ void __launch_bounds__(DECODE_WARPS * 32) NAME(DECODE_ATTENTION_PARAMS(STORAGE))             \
     {                                                                                                                  \
+        launch_gate();                                                                                                 \
         decode_attention_impl<KV, DIM>(DECODE_ATTENTION_ARGS);                                                         \
     }
 

@@ -11,5 +11,5 @@ __device__ void embedding(const typename W::storage* __restrict__ table, const i
 }
 
 #define EMBEDDING(S, W) \
-    extern "C" __global__ void embedding_##S(const W::storage* table, const int* ids, float* out, int n) { embedding<W>(table, ids, out, n); }
+    extern "C" __global__ void embedding_##S(const W::storage* table, const int* ids, float* out, int n) { launch_gate(); embedding<W>(table, ids, out, n); }
 ENCLAVE_FOR_WEIGHT_TYPES(EMBEDDING)

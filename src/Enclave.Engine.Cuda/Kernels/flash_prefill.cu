@@ -265,6 +265,7 @@ __device__ __forceinline__ void flash_prefill(
     {                                                                                                                  \
         __shared__ float4 s_q[BM * D / 4]; /* float4: 16-byte aligned for the vector stores */                        \
         __shared__ float4 s_kv[BN * D / 4];                                                                            \
+        launch_gate();                                                                                                 \
         flash_prefill<KV, D, BM, BN>(q, key_cache, value_cache, out, seq_query_start, seq_query_len, seq_context,      \
                                      seq_table_offset, tables, heads, kv_heads, head_dim, block_size, scale,           \
                                      reinterpret_cast<float*>(s_q), reinterpret_cast<float*>(s_kv));                   \

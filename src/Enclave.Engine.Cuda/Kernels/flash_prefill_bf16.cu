@@ -228,6 +228,7 @@ __device__ __forceinline__ void flash_prefill_bf16(
     {                                                                                                                  \
         __shared__ uint4 s_k[FB_BN * (D + 8) / 8]; /* uint4: 16-byte aligned */                                       \
         __shared__ uint4 s_v[FB_BN * (D + 8) / 8];                                                                     \
+        launch_gate();                                                                                                 \
         flash_prefill_bf16<D>(q, key_cache, value_cache, out, seq_query_start, seq_query_len, seq_context,             \
                               seq_table_offset, tables, heads, kv_heads, head_dim, block_size, scale, partial_out,     \
                               partial_stats, splits, reinterpret_cast<u16*>(s_k), reinterpret_cast<u16*>(s_v));        \

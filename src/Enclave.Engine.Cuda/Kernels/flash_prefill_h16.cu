@@ -166,6 +166,7 @@ __device__ __forceinline__ void flash_prefill_h16(
     {                                                                                                                  \
         __shared__ uint4 s_k[H_BN * (D + 8) / 8]; /* uint4: 16-byte aligned */                                        \
         __shared__ uint4 s_vt[D * (H_BN + 8) / 8];                                                                     \
+        launch_gate();                                                                                                 \
         flash_prefill_h16<KV, D>(q, key_cache, value_cache, out, seq_query_start, seq_query_len, seq_context,          \
                                  seq_table_offset, tables, heads, kv_heads, head_dim, block_size, scale,               \
                                  reinterpret_cast<u16*>(s_k), reinterpret_cast<u16*>(s_vt));                           \

@@ -5,6 +5,7 @@
 // its lanes striding the input dimension, then a warp reduction.
 extern "C" __global__ void head_matmul(const float* x, const float* w, float* out, int heads, int in, int outDim)
 {
+    launch_gate();
     const int h = blockIdx.x, t = blockIdx.y;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
     const float* xv = x + ((long)t * heads + h) * in;

@@ -8,6 +8,7 @@
 // cache[slots[t], :] = latent[t, :].
 extern "C" __global__ void latent_write(const float* latent, float* cache, const int* slots, int tokens, int width)
 {
+    launch_gate();
     const long n = (long)tokens * width;
     for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
     {
@@ -24,6 +25,7 @@ extern "C" __global__ void latent_attention(const float* q, const float* cache, 
     const int* tokenSeq, const int* qStart, const int* qLen, const int* contextLen, const int* tableOffset, const int* tables,
     int heads, int width, int valueDim, int blockSize, float scale)
 {
+    launch_gate();
     const int h = blockIdx.x, t = blockIdx.y;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int s = tokenSeq[t];

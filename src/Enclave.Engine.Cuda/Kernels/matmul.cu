@@ -26,11 +26,22 @@ __device__ __forceinline__ void gemv_row(const float* __restrict__ x, const type
     {
         int k = lane * 8;
         constexpr int U = 4;
-        for (; k + (U - 1) * 256 < in; k += U * 256)
+        // The first chunks of the row are weights, which no kernel writes: fetch them before the gate, so they stream
+        // in while the kernel that produced x finishes.
+        typename W::raw raw[U];
+        if (k + (U - 1) * 256 < in)
         {
-            typename W::raw raw[U];
 #pragma unroll
             for (int u = 0; u < U; u++) raw[u] = W::fetch8(wr + k + u * 256);
+        }
+        launch_gate();
+        for (; k + (U - 1) * 256 < in; k += U * 256)
+        {
+            if (k != lane * 8)
+            {
+#pragma unroll
+                for (int u = 0; u < U; u++) raw[u] = W::fetch8(wr + k + u * 256);
+            }
 #pragma unroll
             for (int u = 0; u < U; u++)
             {
@@ -60,6 +71,7 @@ __device__ __forceinline__ void gemv_row(const float* __restrict__ x, const type
     }
     else
     {
+        launch_gate();
         for (int k = lane; k < in; k += 32)
         {
             const float wv = W::load(wr, k);
@@ -181,7 +193,7 @@ __device__ void gemm(const float* __restrict__ x, const typename W::storage* __r
 
 #define GEMM(S, W) \
     extern "C" __global__ void __launch_bounds__(256) gemm_##S(const float* x, const W::storage* w, const float* bias, float* y, int tokens, int in, int out) \
-    { gemm<W>(x, w, bias, y, tokens, in, out); }
+    { launch_gate(); gemm<W>(x, w, bias, y, tokens, in, out); }
 ENCLAVE_FOR_WEIGHT_TYPES(GEMM)
 
 // x rounded to a 16-bit type for the tensor-core products. Four elements a thread at a time (16-byte loads, 8-byte
@@ -216,12 +228,13 @@ __device__ __forceinline__ void convert_to_16(const float* __restrict__ x, u16* 
     for (long i = 4 * n4 + first; i < n; i += stride) y[i] = Bf16 ? f32_to_bf16(x[i]) : f32_to_f16(x[i]);
 }
 
-extern "C" __global__ void convert_to_bf16(const float* __restrict__ x, u16* __restrict__ y, long n) { convert_to_16<true>(x, y, n); }
+extern "C" __global__ void convert_to_bf16(const float* __restrict__ x, u16* __restrict__ y, long n) { launch_gate(); convert_to_16<true>(x, y, n); }
 
-extern "C" __global__ void convert_to_f16(const float* __restrict__ x, u16* __restrict__ y, long n) { convert_to_16<false>(x, y, n); }
+extern "C" __global__ void convert_to_f16(const float* __restrict__ x, u16* __restrict__ y, long n) { launch_gate(); convert_to_16<false>(x, y, n); }
 
 extern "C" __global__ void bias_add(float* y, const float* bias, int tokens, int out)
 {
+    launch_gate();
     const long idx = (long)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx < (long)tokens * out) y[idx] += bias[idx % out];
 }
@@ -233,6 +246,7 @@ extern "C" __global__ void split_columns(const float* __restrict__ src, int tota
                                          float* __restrict__ y1, const float* __restrict__ b1, int n1,
                                          float* __restrict__ y2, const float* __restrict__ b2, int n2)
 {
+    launch_gate();
     for (long idx = (long)blockIdx.x * blockDim.x + threadIdx.x; idx < (long)tokens * total; idx += (long)gridDim.x * blockDim.x)
     {
         const long t = idx / total;
@@ -258,6 +272,7 @@ extern "C" __global__ void split_columns(const float* __restrict__ src, int tota
 extern "C" __global__ void sum_partials(const float* __restrict__ partial, const float* __restrict__ bias, float* __restrict__ y,
                                         long count, int out, int splits)
 {
+    launch_gate();
     for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += (long)gridDim.x * blockDim.x)
     {
         float v = bias != nullptr ? bias[i % out] : 0.f;

@@ -91,7 +91,7 @@ __device__ __forceinline__ void rmsnorm(float* __restrict__ residual, const floa
 
 #define RMSNORM(S, W)                                                                                               \
     extern "C" __global__ void rmsnorm_##S(const float* x, const W::storage* w, float* out, int n, float eps)          \
-    { rmsnorm<W, false>(nullptr, x, w, out, n, eps); }                                                              \
+    { launch_gate(); rmsnorm<W, false>(nullptr, x, w, out, n, eps); }                                                              \
     extern "C" __global__ void add_rmsnorm_##S(float* residual, const float* x, const W::storage* w, float* out, int n, float eps) \
-    { rmsnorm<W, true>(residual, x, w, out, n, eps); }
+    { launch_gate(); rmsnorm<W, true>(residual, x, w, out, n, eps); }
 ENCLAVE_FOR_WEIGHT_TYPES(RMSNORM)

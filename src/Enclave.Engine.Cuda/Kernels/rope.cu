@@ -1,8 +1,10 @@
 // Rotary position embedding in place on x [tokens, heads, head_dim]: one thread per rotated pair.
 // interleaved = 0: GPT-NeoX pairs (i, i + rotary_dim/2); 1: GPT-J pairs (2i, 2i+1). scaling multiplies cos and sin.
+#include "common.cuh"
 extern "C" __global__ void rope(float* x, const int* positions, const float* inv_freq, int tokens, int heads, int head_dim,
                                 int rotary_dim, int interleaved, float scaling)
 {
+    launch_gate();
     const int half = rotary_dim / 2;
     const long idx = (long)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= (long)tokens * heads * half) return;

@@ -9,6 +9,7 @@ __device__ __forceinline__ float silu_times(float g, float u) { return g / (1.0f
 
 extern "C" __global__ void silu_mul(const float* gate, const float* up, float* out, long n)
 {
+    launch_gate();
     const long stride = (long)gridDim.x * blockDim.x, first = (long)blockIdx.x * blockDim.x + threadIdx.x;
     const bool vector = (((unsigned long)gate | (unsigned long)up | (unsigned long)out) & 15) == 0;
     const long n4 = vector ? n / 4 : 0;

@@ -60,6 +60,7 @@ internal sealed unsafe class CudaDriver
         GraphLaunch = (delegate* unmanaged<nint, nint, int>)NativeLibraries.TryExport(lib, "cuGraphLaunch");
         GraphExecDestroy = (delegate* unmanaged<nint, int>)NativeLibraries.TryExport(lib, "cuGraphExecDestroy");
         GraphDestroy = (delegate* unmanaged<nint, int>)NativeLibraries.TryExport(lib, "cuGraphDestroy");
+        LaunchKernelEx = (delegate* unmanaged<LaunchConfig*, nint, void**, void**, int>)NativeLibraries.TryExport(lib, "cuLaunchKernelEx");
     }
 
     public delegate* unmanaged<uint, int> Init { get; }
@@ -141,6 +142,30 @@ internal sealed unsafe class CudaDriver
     public delegate* unmanaged<nint, int> GraphExecDestroy { get; }
 
     public delegate* unmanaged<nint, int> GraphDestroy { get; }
+
+    /// <summary>cuLaunchKernelEx(&amp;config, function, params, extra) (CUDA 12.0+; null on older drivers).</summary>
+    public delegate* unmanaged<LaunchConfig*, nint, void**, void**, int> LaunchKernelEx { get; }
+
+    /// <summary>CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION.</summary>
+    public const int LaunchAttributeProgrammaticStreamSerialization = 6;
+
+    /// <summary>CUlaunchAttribute: an id, padding to 8 bytes, then a 64-byte value union.</summary>
+    [StructLayout(LayoutKind.Explicit, Size = 72)]
+    public struct LaunchAttribute
+    {
+        [FieldOffset(0)] public int Id;
+        [FieldOffset(8)] public int Value;
+    }
+
+    /// <summary>CUlaunchConfig.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct LaunchConfig
+    {
+        public uint GridX, GridY, GridZ, BlockX, BlockY, BlockZ, SharedBytes;
+        public nint Stream;
+        public LaunchAttribute* Attributes;
+        public uint AttributeCount;
+    }
 
     /// <summary>The process-wide driver binding, or null with the reason when libcuda.so.1 cannot be loaded or initialised.</summary>
     public static CudaDriver? TryGet(out string error)

@@ -65,6 +65,86 @@ public sealed partial class CudaKernelSourceTests
         }
     }
 
+    [Fact]
+    public void Every_kernel_passes_the_launch_gate()
+    {
+        // Kernels are launched so that the next one may start early (programmatic dependent launch); one that reads or
+        // writes activations without launch_gate() first would race the kernel before it.
+        var assembly = typeof(CudaBackend).Assembly;
+        const string prefix = "Enclave.Engine.Cuda.Kernels.";
+        var kernels = 0;
+        var ungated = new List<string>();
+        foreach (var name in assembly.GetManifestResourceNames().Where(n => n.StartsWith(prefix, StringComparison.Ordinal) && n.EndsWith(".cu", StringComparison.Ordinal)))
+        {
+            foreach (var kernel in UngatedKernels(Read(assembly, name), ref kernels))
+            {
+                ungated.Add($"{name[prefix.Length..]}: {kernel}");
+            }
+        }
+
+        Assert.True(kernels >= 30, $"only {kernels} kernels found");
+        Assert.True(ungated.Count == 0, "kernels without launch_gate(): " + string.Join(", ", ungated));
+    }
+
+    [Fact]
+    public void The_gate_check_catches_a_kernel_without_the_gate()
+    {
+        var kernels = 0;
+        const string source = """
+            __device__ void helper(float* y) { launch_gate(); y[0] = 1; }
+            extern "C" __global__ void gated(float* y) { helper(y); }
+            extern "C" __global__ void ungated(float* y) { y[0] = 2; }
+            """;
+        Assert.Equal(["ungated"], UngatedKernels(source, ref kernels));
+        Assert.Equal(2, kernels);
+    }
+
+    /// <summary>
+    /// Names the kernels of one source whose text neither calls launch_gate() nor calls a device function of the same
+    /// source that does (directly or through another such function). Each kernel's text runs to the next kernel.
+    /// </summary>
+    private static List<string> UngatedKernels(string source, ref int kernels)
+    {
+        var gating = new HashSet<string>(StringComparer.Ordinal) { "launch_gate" };
+        var starts = KernelName().Matches(source).ToArray();
+        var functions = DeviceFunction().Matches(source).Select(m => (Name: m.Groups[1].Value, Start: m.Index)).ToArray();
+        for (var changed = true; changed;)
+        {
+            changed = false;
+            for (var i = 0; i < functions.Length; i++)
+            {
+                // A function's text runs to the next function or kernel, whichever comes first.
+                var end = i + 1 < functions.Length ? functions[i + 1].Start : source.Length;
+                end = starts.Select(k => k.Index).Where(k => k > functions[i].Start).DefaultIfEmpty(end).Min() is var k0 && k0 < end ? k0 : end;
+                var body = source[functions[i].Start..end];
+                if (!gating.Contains(functions[i].Name) && gating.Any(g => Regex.IsMatch(body, $@"\b{g}\s*(<[^;()]*>)?\s*\(")))
+                {
+                    changed = gating.Add(functions[i].Name);
+                }
+            }
+        }
+
+        kernels += starts.Length;
+        var ungated = new List<string>();
+        for (var i = 0; i < starts.Length; i++)
+        {
+            var end = i + 1 < starts.Length ? starts[i + 1].Index : source.Length;
+            var text = source[(starts[i].Index + starts[i].Length)..end];
+            if (!gating.Any(g => Regex.IsMatch(text, $@"\b{g}\s*(<[^;()]*>)?\s*\(")))
+            {
+                ungated.Add(starts[i].Groups[1].Value);
+            }
+        }
+
+        return ungated;
+    }
+
+    [GeneratedRegex(@"__device__\s+(?:__forceinline__\s+)?[\w:<>,\s\*&]*?\b(\w+)\s*\(")]
+    private static partial Regex DeviceFunction();
+
+    [GeneratedRegex(@"__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s+)?(\w+)")]
+    private static partial Regex KernelName();
+
     private static string Shim => Path.Combine(AppContext.BaseDirectory, "Backends", "KernelSyntax", "cuda_host_shim.h");
 
     private static string Read(Assembly assembly, string name)
