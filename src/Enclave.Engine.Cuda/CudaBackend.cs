@@ -687,6 +687,37 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
     }
 
     /// <summary>
+    /// The gate and up products of a gated MLP with the activation as their epilogue, in one GEMV launch for
+    /// decode-sized T (each warp streams one row of both weights): no [T, intermediate] products are stored and no
+    /// silu_mul kernel runs. Larger T: one shared product, then <see cref="SiluMul"/>.
+    /// </summary>
+    public void SiluGatedMatMul(DeviceTensor x, MatMulTarget gate, MatMulTarget up)
+    {
+        var xt = Cuda(x);
+        var wg = Cuda(gate.Weight);
+        var wu = Cuda(up.Weight);
+        var o = Cuda(gate.Output);
+        int inDim = xt.Columns, tokens = (int)xt.Rows, outDim = wg.Shape[0];
+        var fits = tokens > 0 && tokens <= GemvLimit && xt.DType == DType.F32 && wg.DType is DType.F32 or DType.F16 or DType.BF16
+                   && wu.DType == wg.DType && wg.Columns == inDim && wu.Columns == inDim && wu.Shape[0] == outDim
+                   && o.DType == DType.F32 && o.Rows == tokens && o.Columns == outDim
+                   && (gate.Bias is null || (gate.Bias.DType == DType.F32 && gate.Bias.ElementCount == outDim))
+                   && (up.Bias is null || (up.Bias.DType == DType.F32 && up.Bias.ElementCount == outDim));
+        if (!fits)
+        {
+            MatMulShared(x, [gate, up]);
+            SiluMul(gate.Output, up.Output, gate.Output);
+            return;
+        }
+
+        ulong px = xt.Pointer, pg = wg.Pointer, pu = wu.Pointer, py = o.Pointer;
+        ulong bg = gate.Bias is { } gb ? Cuda(gb).Pointer : 0, bu = up.Bias is { } ub ? Cuda(ub).Pointer : 0;
+        var vec = inDim % 8 == 0 && (px | pg | pu) % 16 == 0 ? 1 : 0;
+        void** args = stackalloc void*[] { &px, &pg, &bg, &pu, &bu, &py, &inDim, &outDim, &vec };
+        Launch("matmul.cu", SiluGatedGemvKernels[tokens][TypeIndex(wg.DType)], (uint)((outDim + 7) / 8), 1, 256, args);
+    }
+
+    /// <summary>
     /// Products of one x: up to three weights of one type in a single GEMV launch for decode-sized T (q/k/v or
     /// gate/up: the small k and v products no longer leave most multiprocessors idle), and one rounding of x to
     /// bf16/f16 shared by the cuBLAS products of larger T. Anything else runs as separate <see cref="MatMul"/> calls.
@@ -1002,13 +1033,29 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
     public void Rope(DeviceTensor x, ForwardBatch batch, RopeSpec rope)
     {
         var xt = Cuda(x);
-        Require(xt, DType.F32);
         EnsurePrepared(batch);
+        CheckRope(xt, rope);
+        var frequencies = RopeFrequencies(rope);
+        ulong px = xt.Pointer, positions = Meta(_tokens);
+        int tokens = _tokens, heads = xt.Shape[1], headDim = xt.Shape[2], rotary = rope.RotaryDim, interleaved = rope.Interleaved ? 1 : 0;
+        var scaling = rope.AttentionScaling;
+        void** args = stackalloc void*[] { &px, &positions, &frequencies, &tokens, &heads, &headDim, &rotary, &interleaved, &scaling };
+        var pairs = (long)tokens * heads * (rotary / 2);
+        Launch("rope.cu", "rope", (uint)((pairs + 255) / 256), 1, 256, args);
+    }
+
+    private void CheckRope(CudaTensor xt, RopeSpec rope)
+    {
+        Require(xt, DType.F32);
         if (xt.Rank != 3 || xt.Shape[0] != _tokens || rope.RotaryDim > xt.Shape[2] || rope.RotaryDim % 2 != 0 || rope.InverseFrequencies.Length < rope.RotaryDim / 2)
         {
             throw new ArgumentException($"rope shape mismatch: x {xt}, rotary dim {rope.RotaryDim}, {_tokens} tokens");
         }
+    }
 
+    /// <summary>The device copy of a rotary table's inverse frequencies, uploaded on first use.</summary>
+    private ulong RopeFrequencies(RopeSpec rope)
+    {
         if (!_ropeFrequencies.TryGetValue(rope, out var frequencies))
         {
             RequireEager("uploading rotary frequencies");
@@ -1021,12 +1068,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
             _ropeFrequencies[rope] = frequencies;
         }
 
-        ulong px = xt.Pointer, positions = Meta(_tokens);
-        int tokens = _tokens, heads = xt.Shape[1], headDim = xt.Shape[2], rotary = rope.RotaryDim, interleaved = rope.Interleaved ? 1 : 0;
-        var scaling = rope.AttentionScaling;
-        void** args = stackalloc void*[] { &px, &positions, &frequencies, &tokens, &heads, &headDim, &rotary, &interleaved, &scaling };
-        var pairs = (long)tokens * heads * (rotary / 2);
-        Launch("rope.cu", "rope", (uint)((pairs + 255) / 256), 1, 256, args);
+        return frequencies;
     }
 
     public void SiluMul(DeviceTensor gate, DeviceTensor up, DeviceTensor output) => Elementwise("silu_mul.cu", "silu_mul", gate, up, output);
@@ -1054,6 +1096,36 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
 
     public void Attention(DeviceTensor q, DeviceTensor k, DeviceTensor v, DeviceTensor keyCache, DeviceTensor valueCache, ForwardBatch batch, float scale, DeviceTensor output)
     {
+        var (qt, kc, vc, o) = CheckAttention(q, k, v, keyCache, valueCache, batch, output);
+        int tokens = _tokens, rowWidth = k.Shape[1] * k.Shape[2];
+        ulong pk = Cuda(k).Pointer, pv = Cuda(v).Pointer, pkc = kc.Pointer, pvc = vc.Pointer, slots = Meta(2 * tokens);
+        void** writeArgs = stackalloc void*[] { &pk, &pv, &pkc, &pvc, &slots, &tokens, &rowWidth };
+        Launch("attention.cu", KvWriteKernels[kc.DType == DType.BF16 ? 1 : 0], (uint)(((long)tokens * rowWidth + 255) / 256), 1, 256, writeArgs);
+        Attend(qt, kc, vc, o, k.Shape[1], batch, scale);
+    }
+
+    /// <summary>
+    /// Rotates q in place and k on its way into the cache in one kernel (rope_kv_write), then attends: two rope
+    /// launches and the cache write become one. k itself is left unrotated, as <see cref="IBackend.RopeAttention"/> allows.
+    /// </summary>
+    public void RopeAttention(DeviceTensor q, DeviceTensor k, DeviceTensor v, DeviceTensor keyCache, DeviceTensor valueCache, ForwardBatch batch, RopeSpec rope, float scale, DeviceTensor output)
+    {
+        var (qt, kc, vc, o) = CheckAttention(q, k, v, keyCache, valueCache, batch, output);
+        CheckRope(qt, rope);
+        CheckRope(Cuda(k), rope);
+        var frequencies = RopeFrequencies(rope);
+        int tokens = _tokens, heads = qt.Shape[1], kvHeads = k.Shape[1], headDim = qt.Shape[2], rotary = rope.RotaryDim, interleaved = rope.Interleaved ? 1 : 0;
+        var scaling = rope.AttentionScaling;
+        ulong pq = qt.Pointer, pk = Cuda(k).Pointer, pv = Cuda(v).Pointer, pkc = kc.Pointer, pvc = vc.Pointer, positions = Meta(_tokens), slots = Meta(2 * tokens);
+        void** args = stackalloc void*[] { &pq, &pk, &pv, &pkc, &pvc, &positions, &slots, &frequencies, &tokens, &heads, &kvHeads, &headDim, &rotary, &interleaved, &scaling };
+        var work = ((long)tokens * heads * (rotary / 2)) + ((long)tokens * kvHeads * headDim);
+        Launch("rope.cu", kc.DType == DType.BF16 ? "rope_kv_write_kvbf16" : "rope_kv_write", (uint)((work + 255) / 256), 1, 256, args);
+        Attend(qt, kc, vc, o, kvHeads, batch, scale);
+    }
+
+    private (CudaTensor Q, CudaTensor KeyCache, CudaTensor ValueCache, CudaTensor Output) CheckAttention(DeviceTensor q, DeviceTensor k, DeviceTensor v,
+        DeviceTensor keyCache, DeviceTensor valueCache, ForwardBatch batch, DeviceTensor output)
+    {
         var qt = Cuda(q);
         var kt = Cuda(k);
         var vt = Cuda(v);
@@ -1061,7 +1133,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         var vc = Cuda(valueCache);
         var o = Cuda(output);
         EnsurePrepared(batch);
-        int tokens = _tokens, heads = qt.Shape[1], headDim = qt.Shape[2], kvHeads = kt.Shape[1], blockSize = kc.Shape[1];
+        int tokens = _tokens, heads = qt.Shape[1], headDim = qt.Shape[2], kvHeads = kt.Shape[1];
         if (qt.Shape[0] != tokens || kt.Shape[0] != tokens || vt.ElementCount != kt.ElementCount || kt.Shape[2] != headDim
             || kc.Shape[2] != kvHeads || kc.Shape[3] != headDim || vc.ElementCount != kc.ElementCount || o.ElementCount != qt.ElementCount
             || kvHeads == 0 || heads % kvHeads != 0)
@@ -1083,13 +1155,16 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
             throw new ArgumentException($"attention: the key and value caches must both be F32 or both BF16 (key {kc.DType}, value {vc.DType})");
         }
 
-        // Kernels for a bf16 cache carry the suffix _kvbf16 (same arithmetic, rows rounded on write, widened on read).
-        var bf16 = kc.DType == DType.BF16 ? 1 : 0;
-        ulong pk = kt.Pointer, pv = vt.Pointer, pkc = kc.Pointer, pvc = vc.Pointer, slots = Meta(2 * tokens);
-        var rowWidth = kvHeads * headDim;
-        void** writeArgs = stackalloc void*[] { &pk, &pv, &pkc, &pvc, &slots, &tokens, &rowWidth };
-        Launch("attention.cu", KvWriteKernels[bf16], (uint)(((long)tokens * rowWidth + 255) / 256), 1, 256, writeArgs);
+        return (qt, kc, vc, o);
+    }
 
+    /// <summary>Attention of q over the cache, whose rows for this step's tokens are already written. Kernels for a bf16
+    /// cache carry the suffix _kvbf16 (same arithmetic, rows rounded on write, widened on read).</summary>
+    private void Attend(CudaTensor qt, CudaTensor kc, CudaTensor vc, CudaTensor o, int kvHeads, ForwardBatch batch, float scale)
+    {
+        int tokens = _tokens, heads = qt.Shape[1], headDim = qt.Shape[2], blockSize = kc.Shape[1];
+        ulong pkc = kc.Pointer, pvc = vc.Pointer;
+        var bf16 = kc.DType == DType.BF16 ? 1 : 0;
         var maxQueryLength = MaxQueryLength(batch);
         if (headDim % 4 == 0 && maxQueryLength > FlashMinQueryLength)
         {
@@ -1456,6 +1531,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
     ];
     private static readonly string[][] GemvKernels = [.. Enumerable.Range(0, GemvMaxTokens + 1).Select(tokens => PerWeightType("gemv_", "_" + tokens))];
     private static readonly string[][] SharedGemvKernels = [.. Enumerable.Range(0, GemvMaxTokens + 1).Select(tokens => PerWeightType("gemv_shared_", "_" + tokens))];
+    private static readonly string[][] SiluGatedGemvKernels = [.. Enumerable.Range(0, GemvMaxTokens + 1).Select(tokens => PerWeightType("gemv_silu_gated_", "_" + tokens))];
 
     private static string[] PerWeightType(string prefix, string suffix = "") => [prefix + "f32" + suffix, prefix + "f16" + suffix, prefix + "bf16" + suffix];
 

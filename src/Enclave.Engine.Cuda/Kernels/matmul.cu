@@ -6,19 +6,19 @@
 //
 // gemv_shared_<type>_<T>: the same for up to three weights that share x (q/k/v, gate/up), in one launch.
 //
+// gemv_silu_gated_<type>_<T>: a gated MLP's gate and up products with silu(gate) * up applied before the store.
+//
 // gemm_<type> (larger T): a 64x64 output tile per block of 256 threads, 16-deep k slices staged in shared memory as
 // float, 4x4 outputs per thread. Plain FMA, no tensor cores: exact fp32 arithmetic for the default path.
 //
 // convert_to_bf16 / convert_to_f16, bias_add, split_columns and sum_partials (split-K) serve the cuBLAS tensor-core path.
 #include "common.cuh"
 
+// acc[t] = x[t, :] · wr (one weight row), summed over the warp: every lane gets the totals.
 template <class W, int T>
-__device__ __forceinline__ void gemv_row(const float* __restrict__ x, const typename W::storage* __restrict__ w, const float* __restrict__ bias,
-                                         float* __restrict__ y, int in, int out, int row, int vec)
+__device__ __forceinline__ void gemv_dot(const float* __restrict__ x, const typename W::storage* __restrict__ wr, int in, int vec, float acc[T])
 {
     const int lane = threadIdx.x & 31;
-    const typename W::storage* wr = w + (long)row * in;
-    float acc[T];
 #pragma unroll
     for (int t = 0; t < T; t++) acc[t] = 0.f;
 
@@ -81,10 +81,38 @@ __device__ __forceinline__ void gemv_row(const float* __restrict__ x, const type
     }
 
 #pragma unroll
+    for (int t = 0; t < T; t++) acc[t] = warp_sum(acc[t]);
+}
+
+template <class W, int T>
+__device__ __forceinline__ void gemv_row(const float* __restrict__ x, const typename W::storage* __restrict__ w, const float* __restrict__ bias,
+                                         float* __restrict__ y, int in, int out, int row, int vec)
+{
+    float acc[T];
+    gemv_dot<W, T>(x, w + (long)row * in, in, vec, acc);
+    if ((threadIdx.x & 31) != 0) return;
+#pragma unroll
+    for (int t = 0; t < T; t++) y[(long)t * out + row] = acc[t] + (bias != nullptr ? bias[row] : 0.f);
+}
+
+// The gate and up products of a gated MLP with silu(gate) * up as the epilogue: warp j streams row j of both weights
+// and writes y[t, j] = silu(x·gate_j + bg_j) * (x·up_j + bu_j), so neither product is stored and no silu_mul runs.
+template <class W, int T>
+__device__ void gemv_silu_gated(const float* __restrict__ x, const typename W::storage* __restrict__ wg, const float* __restrict__ bg,
+                                const typename W::storage* __restrict__ wu, const float* __restrict__ bu, float* __restrict__ y,
+                                int in, int out, int vec)
+{
+    const int row = (int)(((long)blockIdx.x * blockDim.x + threadIdx.x) >> 5);
+    if (row >= out) return;
+    float g[T], u[T];
+    gemv_dot<W, T>(x, wg + (long)row * in, in, vec, g);
+    gemv_dot<W, T>(x, wu + (long)row * in, in, vec, u);
+    if ((threadIdx.x & 31) != 0) return;
+#pragma unroll
     for (int t = 0; t < T; t++)
     {
-        const float v = warp_sum(acc[t]);
-        if (lane == 0) y[(long)t * out + row] = v + (bias != nullptr ? bias[row] : 0.f);
+        const float gv = g[t] + (bg != nullptr ? bg[row] : 0.f);
+        y[(long)t * out + row] = gv / (1.0f + expf(-gv)) * (u[t] + (bu != nullptr ? bu[row] : 0.f));
     }
 }
 
@@ -127,7 +155,10 @@ __device__ void gemv_shared(const float* __restrict__ x, int in, int vec,
     extern "C" __global__ void __launch_bounds__(256) gemv_shared_##S##_##T(const float* x, int in, int vec, \
         const W::storage* w0, const float* b0, float* y0, int out0, const W::storage* w1, const float* b1, float* y1, int out1, \
         const W::storage* w2, const float* b2, float* y2, int out2) \
-    { gemv_shared<W, T>(x, in, vec, w0, b0, y0, out0, w1, b1, y1, out1, w2, b2, y2, out2); }
+    { gemv_shared<W, T>(x, in, vec, w0, b0, y0, out0, w1, b1, y1, out1, w2, b2, y2, out2); } \
+    extern "C" __global__ void __launch_bounds__(256) gemv_silu_gated_##S##_##T(const float* x, const W::storage* wg, const float* bg, \
+        const W::storage* wu, const float* bu, float* y, int in, int out, int vec) \
+    { gemv_silu_gated<W, T>(x, wg, bg, wu, bu, y, in, out, vec); }
 #define GEMV(S, W) GEMV_T(S, W, 1) GEMV_T(S, W, 2) GEMV_T(S, W, 3) GEMV_T(S, W, 4) GEMV_T(S, W, 5) GEMV_T(S, W, 6) GEMV_T(S, W, 7) GEMV_T(S, W, 8)
 ENCLAVE_FOR_WEIGHT_TYPES(GEMV)
 

@@ -1,5 +1,6 @@
-// Rotary position embedding in place on x [tokens, heads, head_dim]: one thread per rotated pair.
+// rope: rotary position embedding in place on x [tokens, heads, head_dim], one thread per rotated pair.
 // interleaved = 0: GPT-NeoX pairs (i, i + rotary_dim/2); 1: GPT-J pairs (2i, 2i+1). scaling multiplies cos and sin.
+// rope_kv_write: the same rotation of q and k fused with the cache write of k and v (see below).
 #include "common.cuh"
 extern "C" __global__ void rope(float* x, const int* positions, const float* inv_freq, int tokens, int heads, int head_dim,
                                 int rotary_dim, int interleaved, float scaling)
@@ -19,3 +20,64 @@ extern "C" __global__ void rope(float* x, const int* positions, const float* inv
     head[a] = x0 * c - x1 * s;
     head[b] = x1 * c + x0 * s;
 }
+
+// Rotates q in place and writes k (rotated) and v into the paged cache rows of this step's tokens, in one launch
+// instead of rope(q), rope(k) and kv_write. Threads [0, tokens * heads * half) rotate one q pair each, as rope does;
+// the rest write one cache element of k and v each (a k element under rotary_dim reads its pair partner, so k is
+// never written: another thread may still be reading it). q: [tokens, heads, head_dim]; k, v: [tokens, kv_heads,
+// head_dim]; caches: [slots, kv_heads * head_dim].
+template <class KV>
+__device__ __forceinline__ void rope_kv_write_impl(float* q, const float* k, const float* v, typename KV::storage* key_cache,
+    typename KV::storage* value_cache, const int* positions, const int* slots, const float* inv_freq, int tokens, int heads,
+    int kv_heads, int head_dim, int rotary_dim, int interleaved, float scaling)
+{
+    launch_gate();
+    const int half = rotary_dim / 2;
+    const long idx = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    const long q_pairs = (long)tokens * heads * half;
+    if (idx < q_pairs)
+    {
+        const int i = (int)(idx % half);
+        const long th = idx / half;
+        const int t = (int)(th / heads);
+        const float angle = (float)positions[t] * inv_freq[i];
+        const float c = cosf(angle) * scaling, s = sinf(angle) * scaling;
+        float* head = q + th * head_dim;
+        const int a = interleaved ? 2 * i : i, b = interleaved ? 2 * i + 1 : i + half;
+        const float x0 = head[a], x1 = head[b];
+        head[a] = x0 * c - x1 * s;
+        head[b] = x1 * c + x0 * s;
+        return;
+    }
+
+    const int row_width = kv_heads * head_dim;
+    const long e = idx - q_pairs;
+    if (e >= (long)tokens * row_width) return;
+    const int t = (int)(e / row_width), j = (int)(e % row_width), d = j % head_dim;
+    float value = k[e];
+    if (d < rotary_dim)
+    {
+        // d is the first (a) or second (b) element of pair i; rope writes a = x_a c - x_b s and b = x_b c + x_a s.
+        const bool first = interleaved ? (d & 1) == 0 : d < half;
+        const int i = interleaved ? d >> 1 : (first ? d : d - half);
+        const int partner = interleaved ? (d ^ 1) : (first ? d + half : d - half);
+        const float angle = (float)positions[t] * inv_freq[i];
+        const float c = cosf(angle) * scaling, s = sinf(angle) * scaling;
+        const float other = k[e - d + partner];
+        value = first ? value * c - other * s : value * c + other * s;
+    }
+    const long dst = (long)slots[t] * row_width + j;
+    key_cache[dst] = KV::store(value);
+    value_cache[dst] = KV::store(v[e]);
+}
+
+#define ROPE_KV_WRITE(NAME, KV)                                                                                           \
+    extern "C" __global__ void NAME(float* q, const float* k, const float* v, KV::storage* key_cache, KV::storage* value_cache, \
+        const int* positions, const int* slots, const float* inv_freq, int tokens, int heads, int kv_heads, int head_dim,       \
+        int rotary_dim, int interleaved, float scaling)                                                                      \
+    {                                                                                                                        \
+        rope_kv_write_impl<KV>(q, k, v, key_cache, value_cache, positions, slots, inv_freq, tokens, heads, kv_heads, head_dim, \
+                               rotary_dim, interleaved, scaling);                                                            \
+    }
+ROPE_KV_WRITE(rope_kv_write, KvF32)
+ROPE_KV_WRITE(rope_kv_write_kvbf16, KvBf16)

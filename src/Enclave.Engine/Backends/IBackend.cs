@@ -93,6 +93,17 @@ public interface IBackend : IDisposable
     /// <summary>output = silu(gate) * up, element-wise. gate, up, output: [T, n].</summary>
     void SiluMul(DeviceTensor gate, DeviceTensor up, DeviceTensor output);
 
+    /// <summary>
+    /// A gated MLP's first half: gate.Output = silu(x · gateᵀ + b_gate) * (x · upᵀ + b_up), with the shapes and types
+    /// of <see cref="MatMul"/>. up.Output is scratch the backend may leave unwritten. A backend may fuse the two products
+    /// and the activation (the default runs them as <see cref="MatMulShared"/> and <see cref="SiluMul"/>).
+    /// </summary>
+    void SiluGatedMatMul(DeviceTensor x, MatMulTarget gate, MatMulTarget up)
+    {
+        MatMulShared(x, [gate, up]);
+        SiluMul(gate.Output, up.Output, gate.Output);
+    }
+
     /// <summary>output = a + b, element-wise, same shapes (output may alias a).</summary>
     void Add(DeviceTensor a, DeviceTensor b, DeviceTensor output);
 
@@ -103,6 +114,18 @@ public interface IBackend : IDisposable
     /// output: [T, heads, headDim]. scale multiplies q·k before softmax.
     /// </summary>
     void Attention(DeviceTensor q, DeviceTensor k, DeviceTensor v, DeviceTensor keyCache, DeviceTensor valueCache, ForwardBatch batch, float scale, DeviceTensor output);
+
+    /// <summary>
+    /// <see cref="Rope"/> on q and k, then <see cref="Attention"/>, as one call so that a backend may rotate k on its way
+    /// into the cache. q ends rotated in place; k ends holding either its rotated or its given values (nothing reads it
+    /// after attention). Shapes as <see cref="Attention"/>.
+    /// </summary>
+    void RopeAttention(DeviceTensor q, DeviceTensor k, DeviceTensor v, DeviceTensor keyCache, DeviceTensor valueCache, ForwardBatch batch, RopeSpec rope, float scale, DeviceTensor output)
+    {
+        Rope(q, batch, rope);
+        Rope(k, batch, rope);
+        Attention(q, k, v, keyCache, valueCache, batch, scale, output);
+    }
 
     /// <summary>output[i, :] = x[batch.LogitRows[i], :]. x: [T, n]; output: [batch.LogitRows.Length, n].</summary>
     void GatherLogitRows(DeviceTensor x, ForwardBatch batch, DeviceTensor output);

@@ -157,6 +157,13 @@ public sealed class ProfilingBackend : IBackend
         Stop(t, "silu*mul", tokens: gate.Shape[0]);
     }
 
+    public void SiluGatedMatMul(DeviceTensor x, MatMulTarget gate, MatMulTarget up)
+    {
+        var t = Start();
+        Inner.SiluGatedMatMul(x, gate, up);
+        Stop(t, "matmul silu-gated", gate.Weight, x.Shape[0]);
+    }
+
     public void Add(DeviceTensor a, DeviceTensor b, DeviceTensor output)
     {
         var t = Start();
@@ -169,6 +176,13 @@ public sealed class ProfilingBackend : IBackend
         var t = Start();
         Inner.Attention(q, k, v, keyCache, valueCache, batch, scale, output);
         Stop(t, "attention", tokens: batch.TokenCount);
+    }
+
+    public void RopeAttention(DeviceTensor q, DeviceTensor k, DeviceTensor v, DeviceTensor keyCache, DeviceTensor valueCache, ForwardBatch batch, RopeSpec rope, float scale, DeviceTensor output)
+    {
+        var t = Start();
+        Inner.RopeAttention(q, k, v, keyCache, valueCache, batch, rope, scale, output);
+        Stop(t, "rope+attention", tokens: batch.TokenCount);
     }
 
     public void GatherLogitRows(DeviceTensor x, ForwardBatch batch, DeviceTensor output)

@@ -122,6 +122,16 @@ internal static class BackendOpCases
             cases[$"matmul/{d}/t40/2048to130+bias"] = (b => MatMul(b, dtype, 40, 2048, 130, true), 1e-5);
             cases[$"matmul/{d}/t64/4096to300"] = (b => MatMul(b, dtype, 64, 4096, 300, false), 1e-5);
             cases[$"matmul_shared/{d}/t24/stacked-qkv-1024to256+64+64+bias"] = (b => MatMulShared(b, dtype, 24, 1024, [256, 64, 64], true, stacked: true), 1e-5);
+            // A gated MLP's gate/up products with silu(gate) * up: decode sizes (fused on CUDA), odd widths without
+            // the vector path, a stacked gate/up pair, and a prefill size that runs as a shared product plus silu_mul.
+            foreach (var tokens in new[] { 1, 2, 3 })
+            {
+                cases[$"silu_gated_matmul/{d}/t{tokens}/1024to300+bias"] = (b => SiluGatedMatMul(b, dtype, tokens, 1024, 300, true), 1e-5);
+            }
+
+            cases[$"silu_gated_matmul/{d}/t1/odd-70to9"] = (b => SiluGatedMatMul(b, dtype, 1, 70, 9, false), 1e-5);
+            cases[$"silu_gated_matmul/{d}/t2/stacked-512to136"] = (b => SiluGatedMatMul(b, dtype, 2, 512, 136, false, stacked: true), 1e-5);
+            cases[$"silu_gated_matmul/{d}/t40/256to72+bias"] = (b => SiluGatedMatMul(b, dtype, 40, 256, 72, true), 1e-5);
         }
 
         // FP8 blocks with partial edge blocks (45 rows / 16, 72 columns / 32) and 4-bit groups, dequantized on the fly.
@@ -214,6 +224,13 @@ internal static class BackendOpCases
 
         cases["attention/gqa4/d256/bs16/prefill-prefix"] = (b => Attention(b, 8, 2, 256, 16, [(130, 200), (2, 2)]), 1e-5);
         cases["attention/mha/d96/bs7/prefill-chunk"] = (b => Attention(b, 3, 3, 96, 7, [(40, 95), (17, 17)]), 1e-5);
+        // Rotary embedding with the cache write (one kernel on CUDA): full and partial rotation, both pair layouts, both
+        // cache types, decode and prefill steps. Positions are the tokens' places in their sequences. A bf16 cache stores
+        // the rotated keys rounded, which the reference's f32 cache does not: bf16 rounding, not 1e-5, bounds those.
+        cases["rope_attention/gqa7/d128/bs16/neox/decode-batch"] = (b => Attention(b, 14, 2, 128, 16, [(1, 1), (1, 17), (1, 300), (2, 64)], rope: TestRope(128, false, 1f)), 1e-5);
+        cases["rope_attention/gqa3/d64/bs16/partial-interleaved-scaled/prefill"] = (b => Attention(b, 6, 2, 64, 16, [(1, 50), (77, 77), (30, 45)], rope: TestRope(32, true, 1.1f)), 1e-5);
+        cases["rope_attention_kvbf16/gqa7/d128/bs16/neox/decode-batch"] = (b => Attention(b, 14, 2, 128, 16, [(1, 1), (1, 17), (1, 300), (2, 64)], DType.BF16, TestRope(128, false, 1f)), 1e-2);
+        cases["rope_attention_kvbf16/gqa2/d30/bs3/partial-neox/odd-dim"] = (b => Attention(b, 4, 2, 30, 3, [(4, 4), (1, 9), (3, 40)], DType.BF16, TestRope(16, false, 1f)), 1e-2);
         cases["layernorm/3x1000"] = (b => LayerNorm(b, 3, 1000, inPlace: false), 1e-5);
         cases["layernorm/in-place/7x333"] = (b => LayerNorm(b, 7, 333, inPlace: true), 1e-5);
         cases["gelu/1001"] = (b => Activation(b, 1001, gelu: true), 1e-6);
@@ -434,6 +451,23 @@ internal static class BackendOpCases
         }
     }
 
+    private static float[][] SiluGatedMatMul(IBackend b, DType dtype, int tokens, int inFeatures, int outFeatures, bool bias, bool stacked = false)
+    {
+        var random = new Random((tokens * 7907) + inFeatures + outFeatures);
+        var gateValues = Values(random, inFeatures * outFeatures, 0.5f);
+        var upValues = Values(random, inFeatures * outFeatures, 0.5f);
+        using var stack = stacked ? Weight(b, dtype, [.. gateValues, .. upValues], 2 * outFeatures, inFeatures) : null;
+        using var gate = stack is null ? Weight(b, dtype, gateValues, outFeatures, inFeatures) : stack.SliceRows(0, outFeatures);
+        using var up = stack is null ? Weight(b, dtype, upValues, outFeatures, inFeatures) : stack.SliceRows(outFeatures, outFeatures);
+        using var gateBias = bias ? F32(b, Values(random, outFeatures), outFeatures) : null;
+        using var upBias = bias ? F32(b, Values(random, outFeatures), outFeatures) : null;
+        using var x = F32(b, Values(random, tokens * inFeatures), tokens, inFeatures);
+        using var output = Poisoned(b, tokens, outFeatures);
+        using var scratch = Poisoned(b, tokens, outFeatures);
+        b.SiluGatedMatMul(x, new MatMulTarget(gate, gateBias, output), new MatMulTarget(up, upBias, scratch));
+        return [Read(b, output)];
+    }
+
     private static float[][] QuantizedMatMul(IBackend b, WeightEncoding encoding, int tokens, int inFeatures, int outFeatures, int blockRows, int blockColumns, bool bias)
     {
         var random = new Random((tokens * 31) + inFeatures + outFeatures);
@@ -550,7 +584,8 @@ internal static class BackendOpCases
     /// Several sequences in one step, each with earlier tokens already cached in shuffled blocks and this step's
     /// tokens arriving as k/v inputs. Spare cache blocks hold NaN, so reading outside the block table shows.
     /// </summary>
-    private static float[][] Attention(IBackend b, int heads, int kvHeads, int headDim, int blockSize, (int Query, int Context)[] sequences, DType cacheType = DType.F32)
+    private static float[][] Attention(IBackend b, int heads, int kvHeads, int headDim, int blockSize, (int Query, int Context)[] sequences, DType cacheType = DType.F32,
+        RopeSpec? rope = null)
     {
         var random = new Random((heads * 131) + (headDim * 7) + blockSize);
         var rowFloats = kvHeads * headDim;
@@ -573,9 +608,24 @@ internal static class BackendOpCases
         using var vc = nativeBf16 ? Weight(b, DType.BF16, cache[1], blocks, blockSize, kvHeads, headDim) : F32(b, cache[1], blocks, blockSize, kvHeads, headDim);
         using var output = Poisoned(b, tokens, heads, headDim);
         b.PrepareStep(batch);
-        b.Attention(q, kt, vt, kc, vc, batch, 1f / MathF.Sqrt(headDim), output);
+        if (rope is null)
+        {
+            b.Attention(q, kt, vt, kc, vc, batch, 1f / MathF.Sqrt(headDim), output);
+        }
+        else
+        {
+            b.RopeAttention(q, kt, vt, kc, vc, batch, rope, 1f / MathF.Sqrt(headDim), output);
+        }
+
         // A bf16 cache is checked through the output (which attends to the rows this step wrote); f32 caches directly.
         return bf16 ? [Read(b, output)] : [Read(b, output), Read(b, kc), Read(b, vc)];
+    }
+
+    /// <summary>Inverse frequencies theta^(-2i/rotary) with theta 10000, as RotaryEmbedding builds them for default rope.</summary>
+    private static RopeSpec TestRope(int rotary, bool interleaved, float scaling)
+    {
+        var frequencies = Enumerable.Range(0, rotary / 2).Select(i => (float)Math.Pow(10000, -2.0 * i / rotary)).ToArray();
+        return new RopeSpec(frequencies, rotary, interleaved, scaling);
     }
 
     /// <summary>Rounds in place to the nearest bf16 (ties to even), as a bf16 cache stores values; NaN stays NaN.</summary>

@@ -27,8 +27,7 @@ public sealed class GatedMlp : IFeedForward
         var tokens = (int)x.Rows;
         var g = scratch.Get("mlp.gate", tokens, gate.OutFeatures, gate.OutFeatures); // [T, intermediate]
         var u = scratch.Get("mlp.up", tokens, up.OutFeatures, up.OutFeatures);     // [T, intermediate]
-        Linear.ForwardShared(backend, x, gate, g, up, u);
-        backend.SiluMul(g, u, g);
+        Linear.ForwardSiluGated(backend, x, gate, g, up, u);
         down.Forward(backend, g, output);
     }
 }

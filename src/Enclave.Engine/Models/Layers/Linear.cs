@@ -59,6 +59,24 @@ public sealed class Linear
         }
     }
 
+    /// <summary>
+    /// A gated MLP's gate and up products and its activation: outputGate = silu(x · gateᵀ + b) * (x · upᵀ + b). Plain
+    /// weights go to the backend as one operation (<see cref="IBackend.SiluGatedMatMul"/>), which may fuse them;
+    /// outputUp is scratch then. x: [T, in]; outputs: [T, out].
+    /// </summary>
+    public static void ForwardSiluGated(IBackend backend, DeviceTensor x, Linear gate, DeviceTensor outputGate, Linear up, DeviceTensor outputUp)
+    {
+        if (gate.weight is null || up.weight is null)
+        {
+            gate.Forward(backend, x, outputGate);
+            up.Forward(backend, x, outputUp);
+            backend.SiluMul(outputGate, outputUp, outputGate);
+            return;
+        }
+
+        backend.SiluGatedMatMul(x, new(gate.weight, gate.Bias, outputGate), new(up.weight, up.Bias, outputUp));
+    }
+
     /// <summary>output = x · Wᵀ + b. x: [T, in]; output: [T, out].</summary>
     public void Forward(IBackend backend, DeviceTensor x, DeviceTensor output)
     {

@@ -59,9 +59,7 @@ public sealed class SelfAttention
 
         var q3 = q.Reshape(tokens, heads, headDim);
         var k3 = k.Reshape(tokens, kvHeads, headDim);
-        backend.Rope(q3, batch, rope);
-        backend.Rope(k3, batch, rope);
-        backend.Attention(q3, k3, v.Reshape(tokens, kvHeads, headDim), keyCache, valueCache, batch, scale,
+        backend.RopeAttention(q3, k3, v.Reshape(tokens, kvHeads, headDim), keyCache, valueCache, batch, rope, scale,
             o.Reshape(tokens, heads, headDim));
         oProj.Forward(backend, o, output);
     }
