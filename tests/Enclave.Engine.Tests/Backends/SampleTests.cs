@@ -53,6 +53,39 @@ public sealed class SampleTests
     }
 
     [Fact]
+    public void The_gpu_sampling_check_passes_exactly_on_the_cpu_backend()
+    {
+        // The CPU backend runs the host sampler itself: every row must match, near a boundary or not.
+        using var cpu = new CpuBackend(1);
+        var results = SampleCheck.Run(cpu, [1, 7, 1000]).ToList();
+        Assert.Equal(12, results.Count);
+        foreach (var result in results)
+        {
+            Assert.True(result.Passed && result.Matches == result.Cases, result.ToString());
+        }
+
+        Assert.Contains(results, r => r.NearBoundary > 0); // the grid reaches boundaries (ties, cuts) the flags must see
+    }
+
+    [Fact]
+    public void The_gpu_sampling_check_fails_a_backend_that_draws_differently()
+    {
+        // The check must be able to fail: the same rows with the draw moved on, as a kernel that misreads u would.
+        var c = SampleCheck.Cases([1000], 2).First(x => x.Name.Contains("0.3", StringComparison.Ordinal));
+        var shifted = c with { Rows = [.. c.Rows.Select(r => r with { U = 1 - r.U })] };
+        var host = new Sampler();
+        var ids = new int[c.Rows.Length];
+        for (var r = 0; r < ids.Length; r++)
+        {
+            ids[r] = host.SampleRow(shifted.Logits.AsSpan(r * c.Vocab, c.Vocab), shifted.Rows[r]);
+        }
+
+        var result = SampleCheck.Compare(c, ids);
+        Assert.False(result.Passed, result.ToString());
+        Assert.Contains("host", result.Failures[0], StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Host_sampler_follows_the_documented_semantics()
     {
         var random = new Random(11);
