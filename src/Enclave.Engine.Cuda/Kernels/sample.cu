@@ -343,7 +343,14 @@ extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS) sample_rows(const f
     s.inv_sum = 1.0;
     double sum = 0;
     for (int i = threadIdx.x; i < vocab; i += blockDim.x) sum += exp_term(row[i], s);
-    s.inv_sum = 1.0 / block_sum_double(sum);
+    sum = block_sum_double(sum);
+    if (!(sum > 0))
+    {
+        // Only a +inf logit gets here ((inf - inf) is NaN, every other term 0): the host takes the argmax then too.
+        if (threadIdx.x == 0) ids[blockIdx.x] = max_index;
+        return;
+    }
+    s.inv_sum = 1.0 / sum;
 
     const bool filtered = p.top_k > 0 || p.top_p < 1.0 || p.min_p > 0;
     if (!filtered)

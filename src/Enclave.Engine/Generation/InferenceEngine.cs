@@ -112,8 +112,9 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
     public bool DecodeGraphs { get; }
 
     /// <summary>
-    /// Samples every row on the host from downloaded logits even when all of a step's rows are plain greedy, so tests
-    /// can hold the device argmax path to the host sampler's tokens.
+    /// Samples every row on the host from downloaded logits even when the backend could choose the step's tokens (by
+    /// <see cref="IBackend.Argmax"/> or <see cref="IBackend.Sample"/>), so tests can hold those paths to the host
+    /// sampler's tokens.
     /// </summary>
     internal bool ForceHostSampling { get; set; }
 

@@ -200,6 +200,13 @@ public sealed class Sampler
             sum += e;
         }
 
+        if (!(sum > 0))
+        {
+            // Only a +inf logit gets here ((inf - inf) is NaN, every other term 0), or a temperature so small that
+            // 1 / T overflows: the limit of the draw is the argmax.
+            return ArgMax(logits);
+        }
+
         var probs = probabilities.AsSpan(0, n);
         for (var i = 0; i < n; i++)
         {

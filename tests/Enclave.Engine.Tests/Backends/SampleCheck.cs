@@ -249,7 +249,7 @@ internal static class SampleCheck
         return "draw beyond the kept mass";
     }
 
-    /// <summary>The host sampler's probabilities (float exp of (l - max) / T, double sum, float p), or null for a row with nothing above -inf.</summary>
+    /// <summary>The host sampler's probabilities (float exp of (l - max) / T, double sum, float p), or null where the host takes the argmax.</summary>
     private static float[]? Probabilities(ReadOnlySpan<float> logits, RowSampling row)
     {
         var max = float.NegativeInfinity;
@@ -271,6 +271,11 @@ internal static class SampleCheck
             var x = MathF.Exp((logits[i] - max) * invT);
             e[i] = float.IsNaN(x) ? 0 : x;
             sum += e[i];
+        }
+
+        if (!(sum > 0))
+        {
+            return null; // a +inf logit: the argmax, no boundary
         }
 
         var p = new float[e.Length];

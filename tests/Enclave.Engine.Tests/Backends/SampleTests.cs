@@ -154,6 +154,8 @@ public sealed class SampleTests
         }
 
         Assert.Equal(0, host.SampleRow([float.NegativeInfinity, float.NegativeInfinity], new RowSampling(1, 0, 1, 0, 0.5)));
+        Assert.Equal(1, host.SampleRow([0f, float.PositiveInfinity, 3f, float.PositiveInfinity], new RowSampling(1, 5, 0.9, 0, 0.5)));
+        Assert.Equal(2, host.SampleRow([0f, 1f, 3f], new RowSampling(1e-300, 0, 1, 0, 0.5)));
     }
 
     /// <summary>Rows of random logits (some of them -inf) and one parameter set per row from the grid.</summary>
@@ -210,6 +212,11 @@ public sealed class SampleTests
             e[i] = MathF.Exp((logits[i] - max) * invT);
             e[i] = float.IsNaN(e[i]) ? 0 : e[i];
             sum += e[i];
+        }
+
+        if (!(sum > 0))
+        {
+            return Sampler.ArgMax(logits);
         }
 
         var p = e.Select(x => (float)(x / sum)).ToArray();
