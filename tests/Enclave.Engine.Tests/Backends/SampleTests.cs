@@ -186,7 +186,7 @@ public sealed class SampleTests
     /// min-p (p >= p_max * min_p, at least one), top-p (shortest prefix whose mass reaches top_p), then the first kept
     /// token whose cumulative mass reaches u * total and whose p is not 0.
     /// </summary>
-    private static int Definition(ReadOnlySpan<float> logits, RowSampling row)
+    internal static int Definition(ReadOnlySpan<float> logits, RowSampling row)
     {
         if (row.IsGreedy)
         {
