@@ -94,6 +94,9 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
     private float[] _biasHost = [];
     private ulong _argmaxIds;
     private long _argmaxIdsBytes;
+    private ulong _sampleParams;
+    private long _sampleParamsBytes;
+    private SampleRowParams[] _sampleParamsHost = [];
     private ulong _cublasWorkspace;
     private bool _disposed;
 
@@ -318,6 +321,73 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
             return;
         }
 
+        EnsureTokenIds(rows);
+        ulong pl = t.Pointer, ids = _argmaxIds;
+        void** args = stackalloc void*[] { &pl, &ids, &vocab };
+        Launch("argmax.cu", "argmax_rows", (uint)rows, 1, 1024, args);
+        fixed (int* p = tokenIds)
+        {
+            _ctx.Driver.Check(_ctx.Driver.MemcpyDtoHAsync(p, _argmaxIds, (nuint)(rows * 4), _ctx.Stream), "cuMemcpyDtoHAsync(argmax)");
+        }
+
+        _ctx.Synchronize();
+    }
+
+    public bool SamplesOnBackend => true;
+
+    /// <summary>
+    /// sample.cu's sample_rows, one block per row: the per-row parameters go up in one copy into a buffer reused from
+    /// step to step, and only the ids come back. Runs after the step like <see cref="Argmax"/> (it ends a recorded or
+    /// replayed decode step first).
+    /// </summary>
+    public void Sample(DeviceTensor logits, ReadOnlySpan<Sampling.RowSampling> rows, Span<int> tokenIds)
+    {
+        var t = Cuda(logits);
+        Require(t, DType.F32);
+        int vocab = t.Columns, count = rows.Length;
+        if (count != t.Rows || tokenIds.Length != count || vocab == 0)
+        {
+            throw new ArgumentException($"Sample: {count} rows and {tokenIds.Length} ids for logits {t}");
+        }
+
+        EndGraphStep();
+        if (count == 0)
+        {
+            return;
+        }
+
+        EnsureTokenIds(count);
+        if (_sampleParamsHost.Length < count)
+        {
+            _sampleParamsHost = new SampleRowParams[Math.Max(count, 256)];
+        }
+
+        for (var r = 0; r < count; r++)
+        {
+            _sampleParamsHost[r] = SampleRowParams.From(rows[r]);
+        }
+
+        // At least 256 rows' worth at once, so a growing batch does not free and reallocate it step after step.
+        var parameters = Grow(ref _sampleParams, ref _sampleParamsBytes, (long)Math.Max(count, 256) * sizeof(SampleRowParams));
+        fixed (SampleRowParams* p = _sampleParamsHost)
+        {
+            _ctx.Driver.Check(_ctx.Driver.MemcpyHtoDAsync(parameters, p, (nuint)(count * sizeof(SampleRowParams)), _ctx.Stream), "cuMemcpyHtoDAsync(sample parameters)");
+        }
+
+        ulong pl = t.Pointer, pp = parameters, ids = _argmaxIds;
+        void** args = stackalloc void*[] { &pl, &pp, &ids, &vocab };
+        Launch("sample.cu", "sample_rows", (uint)count, 1, 1024, args);
+        fixed (int* p = tokenIds)
+        {
+            _ctx.Driver.Check(_ctx.Driver.MemcpyDtoHAsync(p, _argmaxIds, (nuint)(count * 4), _ctx.Stream), "cuMemcpyDtoHAsync(sample)");
+        }
+
+        _ctx.Synchronize();
+    }
+
+    /// <summary>Grows the device buffer the argmax and sample kernels write their ids to. ids: [rows] int.</summary>
+    private void EnsureTokenIds(int rows)
+    {
         if (_argmaxIdsBytes < rows * 4L)
         {
             if (_argmaxIds != 0)
@@ -329,16 +399,23 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
             _argmaxIdsBytes = Math.Max(rows * 4L, 1024);
             _argmaxIds = _ctx.Alloc(_argmaxIdsBytes);
         }
+    }
 
-        ulong pl = t.Pointer, ids = _argmaxIds;
-        void** args = stackalloc void*[] { &pl, &ids, &vocab };
-        Launch("argmax.cu", "argmax_rows", (uint)rows, 1, 1024, args);
-        fixed (int* p = tokenIds)
-        {
-            _ctx.Driver.Check(_ctx.Driver.MemcpyDtoHAsync(p, _argmaxIds, (nuint)(rows * 4), _ctx.Stream), "cuMemcpyDtoHAsync(argmax)");
-        }
+    /// <summary>
+    /// One row's parameters as sample.cu's SampleParams reads them (32 bytes). InverseTemperature is the host sampler's
+    /// (float)(1 / temperature), computed here exactly as there; 0 marks a greedy row.
+    /// </summary>
+    [System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Sequential)]
+    private readonly struct SampleRowParams(float inverseTemperature, int topK, double topP, double minP, double u)
+    {
+        public readonly float InverseTemperature = inverseTemperature;
+        public readonly int TopK = topK;
+        public readonly double TopP = topP;
+        public readonly double MinP = minP;
+        public readonly double U = u;
 
-        _ctx.Synchronize();
+        public static SampleRowParams From(in Sampling.RowSampling row) =>
+            row.IsGreedy ? default : new SampleRowParams((float)(1.0 / row.Temperature), row.TopK, row.TopP, row.MinP, row.U);
     }
 
     /// <summary>
@@ -1420,6 +1497,11 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         if (_argmaxIds != 0)
         {
             _ctx.Free(_argmaxIds);
+        }
+
+        if (_sampleParams != 0)
+        {
+            _ctx.Free(_sampleParams);
         }
 
         if (_cublasWorkspace != 0)

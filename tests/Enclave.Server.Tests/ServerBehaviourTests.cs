@@ -229,6 +229,20 @@ public sealed class ServerBehaviourTests
     }
 
     [Fact]
+    public async Task BenchServeSendsSampledRequests()
+    {
+        await using var server = await TestServer.StartAsync();
+        var options = new ServeBenchmarkOptions(server.Address, Concurrency: 4, Requests: 8, InputLength: 16, OutputLength: 8)
+        {
+            Temperature = 0.8, TopP = 0.9, TopK = 20, MinP = 0.05, SamplingSeed = 7,
+        };
+        var result = await ServeBenchmark.RunAsync(options);
+        Assert.Empty(result.Errors);
+        Assert.Equal(8, result.Completed);
+        Assert.Equal(8 * 8, result.OutputTokens);
+    }
+
+    [Fact]
     public async Task BenchServeMeasuresEveryRequest()
     {
         await using var server = await TestServer.StartAsync();

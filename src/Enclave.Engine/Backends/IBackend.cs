@@ -39,6 +39,24 @@ public interface IBackend : IDisposable
     /// </summary>
     void Argmax(DeviceTensor logits, Span<int> tokenIds);
 
+    /// <summary>
+    /// Token choice on the backend for rows that only the raw logits and one uniform draw decide:
+    /// tokenIds[r] = <see cref="Sampling.Sampler.SampleRow"/>(logits row r, rows[r]) — the argmax for a greedy row
+    /// (exactly <see cref="Argmax"/>), else softmax at the temperature, top-k, min-p, top-p and the draw rows[r].U,
+    /// with the host sampler's semantics. A backend that computes the probabilities in its own arithmetic may differ
+    /// from the host only where a decision lies within float rounding of a boundary (a cumulative mass within ~1e-5 of
+    /// top_p or of the draw, probabilities within a few ulp of each other or of the min_p threshold). Logits are
+    /// finite or -inf; NaN is never chosen. Waits for queued work like <see cref="Download"/>, but only the ids cross
+    /// to the host. logits: [rows, vocab] F32; rows, tokenIds: [rows].
+    /// </summary>
+    void Sample(DeviceTensor logits, ReadOnlySpan<Sampling.RowSampling> rows, Span<int> tokenIds);
+
+    /// <summary>
+    /// Whether <see cref="Sample"/> saves work over downloading the logits and sampling on the host (false by default),
+    /// so the engine prefers it whenever every row of a step qualifies.
+    /// </summary>
+    bool SamplesOnBackend => false;
+
     /// <summary>Called once at the start of each step: copies the batch's ids, positions, slots and block tables to wherever the kernels read them.</summary>
     void PrepareStep(ForwardBatch batch);
 

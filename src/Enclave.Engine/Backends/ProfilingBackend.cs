@@ -94,6 +94,15 @@ public sealed class ProfilingBackend : IBackend
         Stop(t, "argmax");
     }
 
+    public void Sample(DeviceTensor logits, ReadOnlySpan<Sampling.RowSampling> rows, Span<int> tokenIds)
+    {
+        var t = Start();
+        Inner.Sample(logits, rows, tokenIds);
+        Stop(t, "sample");
+    }
+
+    public bool SamplesOnBackend => Inner.SamplesOnBackend;
+
     public void PrepareStep(ForwardBatch batch)
     {
         var t = Start();

@@ -29,6 +29,7 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
     private readonly DeviceTensor logits;
     private readonly float[] hostLogits;
     private readonly int[] greedyIds;
+    private readonly RowSampling[] rowSampling;
     private readonly int[] eosTokenIds;
     private volatile bool stopping;
     private long nextId;
@@ -43,6 +44,7 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
     private long stepDeviceTicks;
     private long stepHostTicks;
     private long argmaxSteps;
+    private long backendSampleSteps;
 
     /// <summary>The cache element type --kv-cache-dtype asks for, refused with the reason where the backend or model cannot keep it.</summary>
     public static DType KvCacheType(string requested, CausalLM model)
@@ -95,6 +97,7 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
         logits = model.Backend.Allocate(DType.F32, options.MaxNumSeqs, model.Config.VocabSize);
         hostLogits = new float[options.MaxNumSeqs * model.Config.VocabSize];
         greedyIds = new int[options.MaxNumSeqs];
+        rowSampling = new RowSampling[options.MaxNumSeqs];
         DecodeGraphs = ConfigureDecodeGraphs(model, options, MaxModelLen, this.logger);
         this.logger.LogInformation(
             "KV cache: {Blocks} blocks of {BlockSize} tokens ({Tokens} tokens, {MiB:F1} MiB, {BytesPerToken} bytes per token)",
@@ -109,13 +112,17 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
     public bool DecodeGraphs { get; }
 
     /// <summary>
-    /// Samples every row on the host from downloaded logits even when all of a step's rows are plain greedy, so tests
-    /// can hold the device argmax path to the host sampler's tokens.
+    /// Samples every row on the host from downloaded logits even when the backend could choose the step's tokens (by
+    /// <see cref="IBackend.Argmax"/> or <see cref="IBackend.Sample"/>), so tests can hold those paths to the host
+    /// sampler's tokens.
     /// </summary>
     internal bool ForceHostSampling { get; set; }
 
     /// <summary>Steps whose tokens were chosen by <see cref="IBackend.Argmax"/> without downloading logits.</summary>
     internal long ArgmaxSteps => Interlocked.Read(ref argmaxSteps);
+
+    /// <summary>Steps whose tokens were chosen by <see cref="IBackend.Sample"/> without downloading logits.</summary>
+    internal long BackendSampleSteps => Interlocked.Read(ref backendSampleSteps);
 
     public CausalLM Model => model;
 
@@ -282,12 +289,29 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
 
         var forwardStart = Stopwatch.GetTimestamp();
         model.Forward(batch, cache, logitView);
-        // When every row is plain greedy only the chosen ids cross to the host, not [rows, vocab] logits.
-        var onDevice = rows > 0 && !ForceHostSampling && AllPlainGreedy(step);
-        if (onDevice)
+        // When every row is plain greedy only the chosen ids cross to the host, not [rows, vocab] logits; likewise when
+        // every row is decided by its raw logits and one uniform draw and the backend samples itself.
+        var path = rows > 0 && !ForceHostSampling ? ChoosePath(step, model.Backend.SamplesOnBackend) : TokenPath.Host;
+        if (path == TokenPath.Argmax)
         {
             model.Backend.Argmax(logitView, greedyIds.AsSpan(0, rows));
             Interlocked.Increment(ref argmaxSteps);
+        }
+        else if (path == TokenPath.Sample)
+        {
+            // Each sampled row takes the one draw the host sampler would take from its request's stream, so the same
+            // seed gives the same tokens on either path.
+            var index = 0;
+            foreach (var (s, _, samples) in step.Entries)
+            {
+                if (samples)
+                {
+                    rowSampling[index++] = RowSampling.For(s.Parameters, s.Random);
+                }
+            }
+
+            model.Backend.Sample(logitView, rowSampling.AsSpan(0, rows), greedyIds.AsSpan(0, rows));
+            Interlocked.Increment(ref backendSampleSteps);
         }
         else if (rows > 0)
         {
@@ -317,9 +341,9 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
             }
 
             SampledToken sampled;
-            if (onDevice)
+            if (path != TokenPath.Host)
             {
-                // What the sampler returns for a greedy row without log-probabilities: the argmax, log-probability 0.
+                // What the sampler returns for a row without log-probabilities: the token, log-probability 0.
                 sampled = new SampledToken(greedyIds[index], 0f, null);
             }
             else
@@ -350,11 +374,14 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
     }
 
     /// <summary>
-    /// Whether the sampler would reduce to a bare argmax for every row that samples in this step
-    /// (<see cref="Sampler.ReducesToArgMax"/>, with the stop tokens suppressed before min_tokens counting as suppression).
+    /// Where this step's tokens are chosen: by the backend's argmax when the sampler would reduce to a bare argmax for
+    /// every row that samples (<see cref="Sampler.ReducesToArgMax"/>), by the backend's sampler when every row reduces
+    /// to the raw logits and one draw (<see cref="Sampler.ReducesToRowSampling"/>) and the backend samples itself, else
+    /// on the host from downloaded logits. The stop tokens suppressed before min_tokens count as suppression.
     /// </summary>
-    private static bool AllPlainGreedy(ScheduledStep step)
+    private static TokenPath ChoosePath(ScheduledStep step, bool backendSamples)
     {
+        var allGreedy = true;
         foreach (var (s, _, samples) in step.Entries)
         {
             if (!samples)
@@ -362,13 +389,22 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
                 continue;
             }
 
-            if (!Sampler.ReducesToArgMax(s.Parameters, s.OutputLength < s.Parameters.MinTokens && s.StopTokenIds.Length > 0))
+            if (!Sampler.ReducesToRowSampling(s.Parameters, s.OutputLength < s.Parameters.MinTokens && s.StopTokenIds.Length > 0))
             {
-                return false;
+                return TokenPath.Host;
             }
+
+            allGreedy &= s.Parameters.IsGreedy;
         }
 
-        return true;
+        return allGreedy ? TokenPath.Argmax : backendSamples ? TokenPath.Sample : TokenPath.Host;
+    }
+
+    private enum TokenPath
+    {
+        Host,
+        Argmax,
+        Sample,
     }
 
     /// <summary>

@@ -60,7 +60,7 @@ public sealed class Sampler
             }
         }
 
-        var token = p.IsGreedy ? ArgMax(logits) : Draw(logits, p, random);
+        var token = SampleRow(logits, RowSampling.For(p, random));
         var logprob = hasRaw ? rawLogits[token] - logNormaliser : 0f;
         return new SampledToken(token, logprob, top);
     }
@@ -70,8 +70,24 @@ public sealed class Sampler
     /// log-probabilities, no penalty that <see cref="ApplyPenalties"/> would apply, and nothing to suppress. Callers
     /// that can take the argmax elsewhere (on the device) ask here, so the two stay in step.
     /// </summary>
-    public static bool ReducesToArgMax(SamplingParams p, bool suppressesTokens) =>
-        p.IsGreedy && p.Logprobs is null && p.RepetitionPenalty == 1.0 && p.FrequencyPenalty == 0 && p.PresencePenalty == 0 && !suppressesTokens;
+    public static bool ReducesToArgMax(SamplingParams p, bool suppressesTokens) => p.IsGreedy && ReducesToRowSampling(p, suppressesTokens);
+
+    /// <summary>
+    /// Whether <see cref="Sample"/> reduces to <see cref="SampleRow"/> of the raw logits with
+    /// <see cref="RowSampling.For"/>: no log-probabilities, no penalty that <see cref="ApplyPenalties"/> would apply, and
+    /// nothing to suppress; greedy or not. Callers that can sample elsewhere (<see cref="Backends.IBackend.Sample"/>)
+    /// ask here, so the two stay in step.
+    /// </summary>
+    public static bool ReducesToRowSampling(SamplingParams p, bool suppressesTokens) =>
+        p.Logprobs is null && p.RepetitionPenalty == 1.0 && p.FrequencyPenalty == 0 && p.PresencePenalty == 0 && !suppressesTokens;
+
+    /// <summary>
+    /// One token from one row of logits: the argmax for a greedy row, else the draw <paramref name="row"/>.U through
+    /// softmax at the temperature, top-k, min-p and top-p. The host definition of <see cref="Backends.IBackend.Sample"/>.
+    /// logits: [vocab], finite or -inf (a NaN is never chosen).
+    /// </summary>
+    public int SampleRow(ReadOnlySpan<float> logits, in RowSampling row) =>
+        row.IsGreedy ? ArgMax(logits) : Draw(logits, row);
 
     public static int ArgMax(ReadOnlySpan<float> values)
     {
@@ -149,7 +165,7 @@ public sealed class Sampler
         return stamp;
     }
 
-    private int Draw(Span<float> logits, SamplingParams p, Random random)
+    private int Draw(ReadOnlySpan<float> logits, in RowSampling p)
     {
         var n = logits.Length;
         if (probabilities.Length < n)
@@ -160,18 +176,35 @@ public sealed class Sampler
 
         // Softmax at the temperature, in float64 for the normaliser.
         var inverseTemperature = (float)(1.0 / p.Temperature);
+        // NaN is skipped (probability 0), and a row with nothing above -inf gives 0 as the argmax does.
         var max = float.NegativeInfinity;
         foreach (var v in logits)
         {
-            max = Math.Max(max, v);
+            if (v > max)
+            {
+                max = v;
+            }
+        }
+
+        if (!(max > float.NegativeInfinity))
+        {
+            return 0;
         }
 
         double sum = 0;
         for (var i = 0; i < n; i++)
         {
             var e = MathF.Exp((logits[i] - max) * inverseTemperature);
+            e = float.IsNaN(e) ? 0 : e;
             probabilities[i] = e;
             sum += e;
+        }
+
+        if (!(sum > 0))
+        {
+            // Only a +inf logit gets here ((inf - inf) is NaN, every other term 0), or a temperature so small that
+            // 1 / T overflows: the limit of the draw is the argmax.
+            return ArgMax(logits);
         }
 
         var probs = probabilities.AsSpan(0, n);
@@ -226,11 +259,13 @@ public sealed class Sampler
             total += probs[id];
         }
 
-        var r = random.NextDouble() * total;
+        // The first token whose cumulative probability reaches the draw; one of probability 0 (masked) never is, which
+        // matters only for a draw of exactly 0.
+        var r = p.U * total;
         foreach (var id in candidates)
         {
             r -= probs[id];
-            if (r <= 0)
+            if (r <= 0 && probs[id] > 0)
             {
                 return id;
             }
@@ -244,11 +279,10 @@ public sealed class Sampler
     /// filter every token is a candidate and no sort is needed. With filters, only tokens above a probability floor
     /// are sorted, the floor being lowered until the kept set provably contains everything the filters could keep.
     /// </summary>
-    private int SortCandidates(Span<float> probs, SamplingParams p)
+    private int SortCandidates(Span<float> probs, in RowSampling p)
     {
         var n = probs.Length;
-        var filtered = p.TopK > 0 || p.TopP < 1.0 || p.MinP > 0;
-        if (!filtered)
+        if (!p.Filtered)
         {
             for (var i = 0; i < n; i++)
             {

@@ -21,6 +21,22 @@ public sealed record ServeBenchmarkOptions(Uri Url, int Concurrency, int Request
 
     public int TokenHigh { get; init; } = 900;
 
+    /// <summary>Sampling temperature of every request: 0 (the default) is greedy, anything above draws (top_p, top_k, seeds apply).</summary>
+    public double Temperature { get; init; }
+
+    public double TopP { get; init; } = 1.0;
+
+    /// <summary>0 disables top-k.</summary>
+    public int TopK { get; init; }
+
+    public double MinP { get; init; }
+
+    /// <summary>
+    /// With a temperature above 0, request i is sent with seed SamplingSeed + i, so sampled runs are reproducible; null
+    /// sends no seed.
+    /// </summary>
+    public long? SamplingSeed { get; init; }
+
     public TimeSpan Timeout { get; init; } = TimeSpan.FromMinutes(10);
 }
 
@@ -144,12 +160,12 @@ public static class ServeBenchmark
         var completed = 0;
         using var gate = new SemaphoreSlim(o.Concurrency);
         var wall = Stopwatch.StartNew();
-        var tasks = prompts.Select(async prompt =>
+        var tasks = prompts.Select(async (prompt, index) =>
         {
             await gate.WaitAsync(cancellationToken);
             try
             {
-                var r = await OneRequest(http, model, prompt, o.OutputLength, cancellationToken);
+                var r = await OneRequest(http, model, prompt, o, index, cancellationToken);
                 lock (errors)
                 {
                     if (r.Error is not null)
@@ -191,18 +207,38 @@ public static class ServeBenchmark
 
     private sealed record Outcome(string? Error, int PromptTokens, int OutputTokens, double Ttft, double E2e, List<double> Itl);
 
-    private static async Task<Outcome> OneRequest(HttpClient http, string model, int[] prompt, int outputLength, CancellationToken cancellationToken)
+    private static async Task<Outcome> OneRequest(HttpClient http, string model, int[] prompt, ServeBenchmarkOptions o, int index, CancellationToken cancellationToken)
     {
         var body = new JsonObject
         {
             ["model"] = model,
             ["prompt"] = new JsonArray([.. prompt.Select(i => (JsonNode)i)]),
-            ["max_tokens"] = outputLength,
-            ["temperature"] = 0,
+            ["max_tokens"] = o.OutputLength,
+            ["temperature"] = o.Temperature,
             ["ignore_eos"] = true,
             ["stream"] = true,
             ["stream_options"] = new JsonObject { ["include_usage"] = true },
         };
+        if (o.Temperature > 0)
+        {
+            // Sampled requests (the server chooses these tokens by drawing, not by argmax): the filters as given.
+            body["top_p"] = o.TopP;
+            if (o.TopK > 0)
+            {
+                body["top_k"] = o.TopK;
+            }
+
+            if (o.MinP > 0)
+            {
+                body["min_p"] = o.MinP;
+            }
+
+            if (o.SamplingSeed is { } seed)
+            {
+                body["seed"] = seed + index;
+            }
+        }
+
         var start = Stopwatch.GetTimestamp();
         try
         {

@@ -17,9 +17,14 @@ public static class BenchServeCommand
         var apiKey = new Option<string?>("--api-key") { Description = "Bearer key (default: ENCLAVE_API_KEY)" };
         var seed = new Option<int>("--seed") { Description = "Seed of the random prompts", DefaultValueFactory = _ => 1 };
         var json = new Option<bool>("--json") { Description = "Print one JSON object instead of the table" };
+        var temperature = new Option<double>("--temperature") { Description = "Sampling temperature of every request (0: greedy, the default)", DefaultValueFactory = _ => 0 };
+        var topP = new Option<double>("--top-p") { Description = "top_p of sampled requests (needs --temperature > 0)", DefaultValueFactory = _ => 1.0 };
+        var topK = new Option<int>("--top-k") { Description = "top_k of sampled requests, 0 for none (needs --temperature > 0)", DefaultValueFactory = _ => 0 };
+        var minP = new Option<double>("--min-p") { Description = "min_p of sampled requests (needs --temperature > 0)", DefaultValueFactory = _ => 0 };
+        var samplingSeed = new Option<long?>("--sampling-seed") { Description = "Seed of sampled requests: request i gets seed N + i (default: none)" };
         var command = new Command("serve", "Benchmark an OpenAI-compatible server: throughput, TTFT, TPOT, ITL and end-to-end latency")
         {
-            url, model, concurrency, requests, inputLen, outputLen, apiKey, seed, json,
+            url, model, concurrency, requests, inputLen, outputLen, apiKey, seed, json, temperature, topP, topK, minP, samplingSeed,
         };
         command.SetAction(async (result, cancellationToken) =>
         {
@@ -30,7 +35,16 @@ public static class BenchServeCommand
                 Model = result.GetValue(model),
                 ApiKey = result.GetValue(apiKey) ?? Environment.GetEnvironmentVariable("ENCLAVE_API_KEY"),
                 Seed = result.GetValue(seed),
+                Temperature = result.GetValue(temperature),
+                TopP = result.GetValue(topP),
+                TopK = result.GetValue(topK),
+                MinP = result.GetValue(minP),
+                SamplingSeed = result.GetValue(samplingSeed),
             };
+            if (options.Temperature < 0 || options.TopP is <= 0 or > 1 || options.TopK < 0 || options.MinP is < 0 or > 1)
+            {
+                throw new ArgumentException("--temperature must be ≥ 0, --top-p in (0, 1], --top-k ≥ 0 and --min-p in [0, 1]");
+            }
             var r = await ServeBenchmark.RunAsync(options, cancellationToken);
             Console.WriteLine(result.GetValue(json) ? r.ToJson().ToJsonString() : r.Format());
             foreach (var e in r.Errors.Take(5))

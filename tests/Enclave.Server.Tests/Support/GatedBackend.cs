@@ -42,6 +42,10 @@ public sealed class GatedBackend : IBackend
 
     public void Argmax(DeviceTensor logits, Span<int> tokenIds) => inner.Argmax(logits, tokenIds);
 
+    public void Sample(DeviceTensor logits, ReadOnlySpan<Enclave.Engine.Sampling.RowSampling> rows, Span<int> tokenIds) => inner.Sample(logits, rows, tokenIds);
+
+    public bool SamplesOnBackend => inner.SamplesOnBackend;
+
     public void Embedding(DeviceTensor table, ForwardBatch batch, DeviceTensor output) => inner.Embedding(table, batch, output);
 
     public void RmsNorm(DeviceTensor x, DeviceTensor weight, float eps, DeviceTensor output) => inner.RmsNorm(x, weight, eps, output);

@@ -137,6 +137,72 @@ internal static class Program
 
         cuda.MmaDecodeMinBlocks = mmaDecode;
         cuda.TensorCoreGemm = false;
+        Sampling(cuda);
+    }
+
+    /// <summary>
+    /// The sampling kernel against the host sampler for the same draws (<see cref="SampleCheck"/>): every row must give
+    /// the host's token except rows the host reference flags as within float rounding of a boundary, which are counted
+    /// apart. Then the time of one sampling call at the serving shape against downloading its logits.
+    /// </summary>
+    private static void Sampling(CudaBackend cuda)
+    {
+        Console.WriteLine("== sampling: cuda sample_rows vs the host sampler for the same draw (rows within float rounding of a boundary counted apart)");
+        int cases = 0, matches = 0, near = 0, nearDiffering = 0, failed = 0;
+        foreach (var result in SampleCheck.Run(cuda, [1, 7, 1000, 152064]))
+        {
+            Console.WriteLine(result);
+            if (!result.Passed)
+            {
+                failures++;
+            }
+
+            cases += result.Cases;
+            matches += result.Matches;
+            near += result.NearBoundary;
+            nearDiffering += result.NearBoundaryDiffering;
+            failed += result.Failures.Count;
+        }
+
+        Console.WriteLine($"sampling summary: {cases} cases, {matches} match the host sampler, {near} near a boundary ({nearDiffering} of them differ), {failed} failures");
+
+        const int rows = 256, vocab = 152064;
+        using var logits = cuda.Allocate(DType.F32, rows, vocab);
+        var random = new Random(3);
+        var values = new float[rows * vocab];
+        for (var i = 0; i < values.Length; i++)
+        {
+            values[i] = (float)(random.NextDouble() * 20 - 10);
+        }
+
+        cuda.Upload(values, logits);
+        var ids = new int[rows];
+        foreach (var (label, row) in new[]
+        {
+            ("greedy", RowSampling.Greedy),
+            ("temperature 1", new RowSampling(1, 0, 1, 0, 0.5)),
+            ("top_k 50, top_p 0.9, min_p 0.05", new RowSampling(0.8, 50, 0.9, 0.05, 0.5)),
+            ("top_p 0.9", new RowSampling(0.8, 0, 0.9, 0, 0.5)),
+        })
+        {
+            var parameters = Enumerable.Repeat(row, rows).ToArray();
+            cuda.Sample(logits, parameters, ids);
+            var clock = Stopwatch.StartNew();
+            for (var i = 0; i < 10; i++)
+            {
+                cuda.Sample(logits, parameters, ids);
+            }
+
+            Console.WriteLine($"sample {rows} x {vocab}, {label}: {clock.Elapsed.TotalMilliseconds / 10:F3} ms a call");
+        }
+
+        var watch = Stopwatch.StartNew();
+        for (var i = 0; i < 10; i++)
+        {
+            cuda.Download(logits, values);
+        }
+
+        Console.WriteLine($"download {rows} x {vocab} logits (what host sampling needs first): {watch.Elapsed.TotalMilliseconds / 10:F3} ms a call");
     }
 
     private static void Report(BackendOpCases.Result result)

@@ -26,7 +26,7 @@ internal static unsafe class CpuArgmax
         }
     }
 
-    private static int Row(int width, float* row, int n)
+    public static int Row(int width, float* row, int n)
     {
         var max = width switch
         {

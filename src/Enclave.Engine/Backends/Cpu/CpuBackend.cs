@@ -27,6 +27,7 @@ public sealed class CpuBackend : IBackend
     private readonly CpuBidirectionalAttention.Job _bidirectionalAttention = new();
     private int[] _tokenSequence = new int[64];
     private (CpuTensor Weight, CpuTensor? Bias, CpuTensor Output)[] _sharedProducts = new (CpuTensor, CpuTensor?, CpuTensor)[3];
+    private readonly Sampling.Sampler _sampler = new();
     private bool _disposed;
 
     /// <param name="threads">Worker threads, the caller included; 0 uses every logical processor.</param>
@@ -106,6 +107,30 @@ public sealed class CpuBackend : IBackend
     }
 
     public void Argmax(DeviceTensor logits, Span<int> tokenIds) => CpuArgmax.Run(_width, Cpu(logits), tokenIds);
+
+    /// <summary>
+    /// The host sampler on the rows in place (greedy rows through the vector argmax): the same tokens as downloading the
+    /// logits and sampling them, without the copy.
+    /// </summary>
+    public unsafe void Sample(DeviceTensor logits, ReadOnlySpan<Sampling.RowSampling> rows, Span<int> tokenIds)
+    {
+        var t = Cpu(logits);
+        t.RequireDType(DType.F32);
+        var vocab = t.Columns;
+        if (rows.Length != t.Rows || tokenIds.Length != t.Rows || vocab == 0)
+        {
+            throw new ArgumentException($"Sample: {rows.Length} rows and {tokenIds.Length} ids for logits {t}");
+        }
+
+        var data = t.F32Pointer;
+        for (var r = 0; r < rows.Length; r++)
+        {
+            var row = data + ((long)r * vocab);
+            tokenIds[r] = rows[r].IsGreedy ? CpuArgmax.Row(_width, row, vocab) : _sampler.SampleRow(new ReadOnlySpan<float>(row, vocab), rows[r]);
+        }
+    }
+
+    public bool SamplesOnBackend => true;
 
     /// <summary>The kernels read the batch's host arrays directly, so there is nothing to stage.</summary>
     public void PrepareStep(ForwardBatch batch) => ArgumentNullException.ThrowIfNull(batch);

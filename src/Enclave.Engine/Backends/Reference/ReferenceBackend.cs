@@ -72,6 +72,26 @@ public sealed class ReferenceBackend : IBackend
         }
     }
 
+    private readonly Sampling.Sampler sampler = new();
+
+    /// <summary>The definition: the host sampler row by row.</summary>
+    public void Sample(DeviceTensor logits, ReadOnlySpan<Sampling.RowSampling> rows, Span<int> tokenIds)
+    {
+        var values = ((HostTensor)logits).Span;
+        var vocab = logits.Columns;
+        if (rows.Length != logits.Rows || tokenIds.Length != logits.Rows)
+        {
+            throw new ArgumentException($"Sample: {rows.Length} rows and {tokenIds.Length} ids for logits {logits}");
+        }
+
+        for (var r = 0; r < rows.Length; r++)
+        {
+            tokenIds[r] = sampler.SampleRow(values.Slice(r * vocab, vocab), rows[r]);
+        }
+    }
+
+    public bool SamplesOnBackend => true;
+
     public void PrepareStep(ForwardBatch batch)
     {
     }
