@@ -325,6 +325,7 @@ __device__ Selection radix_select(const float* row, int vocab, const Softmax& s,
 // logits: [rows, vocab]; params: [rows]; ids: [rows]. grid (rows), blockDim.x SAMPLE_THREADS.
 extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS) sample_rows(const float* __restrict__ logits, const SampleParams* __restrict__ params, int* __restrict__ ids, int vocab)
 {
+    launch_gate();
     const float* row = logits + (long)blockIdx.x * vocab;
     const SampleParams p = params[blockIdx.x];
     float max_value;
