@@ -69,6 +69,9 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
         this.model = model;
         this.logger = logger ?? NullLogger.Instance;
         Options = options;
+        // A benchmark knob, like ENCLAVE_CUDA_PDL: ENCLAVE_HOST_SAMPLING=1 measures the download-and-sample path beside the
+        // backend's own sampling under the same load.
+        ForceHostSampling = Environment.GetEnvironmentVariable("ENCLAVE_HOST_SAMPLING") == "1";
         MaxModelLen = options.MaxModelLen > 0 ? options.MaxModelLen : model.Config.MaxPositionEmbeddings;
         this.eosTokenIds = [.. eosTokenIds];
         var spec = model.KvCacheSpec with { DType = KvCacheType(options.KvCacheDtype, model) };
@@ -114,7 +117,7 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
     /// <summary>
     /// Samples every row on the host from downloaded logits even when the backend could choose the step's tokens (by
     /// <see cref="IBackend.Argmax"/> or <see cref="IBackend.Sample"/>), so tests can hold those paths to the host
-    /// sampler's tokens.
+    /// sampler's tokens, and benchmarks can compare (ENCLAVE_HOST_SAMPLING=1).
     /// </summary>
     internal bool ForceHostSampling { get; set; }
 
