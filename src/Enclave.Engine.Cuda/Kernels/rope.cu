@@ -2,15 +2,14 @@
 // interleaved = 0: GPT-NeoX pairs (i, i + rotary_dim/2); 1: GPT-J pairs (2i, 2i+1). scaling multiplies cos and sin.
 // rope_kv_write: the same rotation of q and k fused with the cache write of k and v (see below).
 #include "common.cuh"
-extern "C" __global__ void rope(float* x, const int* positions, const float* inv_freq, int tokens, int heads, int head_dim,
-                                int rotary_dim, int interleaved, float scaling)
+
+// Rotates pair `pair` of x [tokens, heads, head_dim] in place (pairs numbered token-major, then head, then i < half):
+// a = x_a cos - x_b sin, b = x_b cos + x_a sin, both scaled.
+__device__ __forceinline__ void rope_pair(float* x, long pair, const int* positions, const float* inv_freq, int heads, int head_dim,
+                                          int half, int interleaved, float scaling)
 {
-    launch_gate();
-    const int half = rotary_dim / 2;
-    const long idx = (long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= (long)tokens * heads * half) return;
-    const int i = (int)(idx % half);
-    const long th = idx / half;
+    const int i = (int)(pair % half);
+    const long th = pair / half;
     const int t = (int)(th / heads);
     const float angle = (float)positions[t] * inv_freq[i];
     const float c = cosf(angle) * scaling, s = sinf(angle) * scaling;
@@ -19,6 +18,15 @@ extern "C" __global__ void rope(float* x, const int* positions, const float* inv
     const float x0 = head[a], x1 = head[b];
     head[a] = x0 * c - x1 * s;
     head[b] = x1 * c + x0 * s;
+}
+extern "C" __global__ void rope(float* x, const int* positions, const float* inv_freq, int tokens, int heads, int head_dim,
+                                int rotary_dim, int interleaved, float scaling)
+{
+    launch_gate();
+    const int half = rotary_dim / 2;
+    const long idx = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (long)tokens * heads * half) return;
+    rope_pair(x, idx, positions, inv_freq, heads, head_dim, half, interleaved, scaling);
 }
 
 // Rotates q in place and writes k (rotated) and v into the paged cache rows of this step's tokens, in one launch
@@ -37,16 +45,7 @@ __device__ __forceinline__ void rope_kv_write_impl(float* q, const float* k, con
     const long q_pairs = (long)tokens * heads * half;
     if (idx < q_pairs)
     {
-        const int i = (int)(idx % half);
-        const long th = idx / half;
-        const int t = (int)(th / heads);
-        const float angle = (float)positions[t] * inv_freq[i];
-        const float c = cosf(angle) * scaling, s = sinf(angle) * scaling;
-        float* head = q + th * head_dim;
-        const int a = interleaved ? 2 * i : i, b = interleaved ? 2 * i + 1 : i + half;
-        const float x0 = head[a], x1 = head[b];
-        head[a] = x0 * c - x1 * s;
-        head[b] = x1 * c + x0 * s;
+        rope_pair(q, idx, positions, inv_freq, heads, head_dim, half, interleaved, scaling);
         return;
     }
 

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Enclave.Engine.Backends.Cpu;
 using Enclave.Engine.Backends;
 using Enclave.Engine.Formats.Gguf;
@@ -65,7 +64,7 @@ public sealed class CpuAmxTests
         var generated = Path.Combine(Path.GetTempPath(), $"enclave-amx-{Environment.ProcessId}.cs");
         try
         {
-            var (exitCode, output) = Run("bash", GccFactAttribute.Script, generated);
+            var (exitCode, output) = ExternalProcess.Run("bash", GccFactAttribute.Script, generated);
             Assert.True(exitCode == 0, output);
             Assert.Equal(File.ReadAllText(GccFactAttribute.Committed), File.ReadAllText(generated));
         }
@@ -95,21 +94,6 @@ public sealed class CpuAmxTests
         backend.Download(yt, y);
         return (y, backend.AmxProducts);
     }
-
-    internal static (int ExitCode, string Output) Run(string program, params string[] arguments)
-    {
-        var start = new ProcessStartInfo(program) { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
-        foreach (var argument in arguments)
-        {
-            start.ArgumentList.Add(argument);
-        }
-
-        using var process = Process.Start(start)!;
-        var errors = process.StandardError.ReadToEndAsync();
-        var output = process.StandardOutput.ReadToEnd();
-        process.WaitForExit();
-        return (process.ExitCode, output + errors.Result);
-    }
 }
 
 /// <summary>A theory skipped, with the reason, where the AMX kernels do not run (no AMX, another OS, turned off).</summary>
@@ -136,7 +120,7 @@ public sealed class GccFactAttribute : FactAttribute
         string? installed;
         try
         {
-            var (exitCode, output) = CpuAmxTests.Run("gcc", "--version");
+            var (exitCode, output) = ExternalProcess.Run("gcc", "--version");
             installed = exitCode == 0 ? output.Split('\n')[0].Trim() : null;
         }
         catch (System.ComponentModel.Win32Exception)

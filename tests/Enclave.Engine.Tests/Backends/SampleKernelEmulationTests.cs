@@ -1,8 +1,8 @@
-using System.Diagnostics;
 using System.Reflection;
 using System.Text.RegularExpressions;
 using Enclave.Engine.Cuda;
 using Enclave.Engine.Sampling;
+using Enclave.Engine.Tests.Support;
 
 namespace Enclave.Engine.Tests.Backends;
 
@@ -32,7 +32,7 @@ public sealed partial class SampleKernelEmulationTests
 
             var emulation = Path.Combine(AppContext.BaseDirectory, "Backends", "KernelEmulation");
             var exe = Path.Combine(directory.FullName, "sample_rows");
-            var (code, output) = Run("g++", "-O2", "-std=c++20", "-pthread", "-w", "-I", directory.FullName, "-I", emulation, Path.Combine(emulation, "sample_rows_main.cpp"), "-o", exe);
+            var (code, output) = ExternalProcess.Run("g++", "-O2", "-std=c++20", "-pthread", "-w", "-I", directory.FullName, "-I", emulation, Path.Combine(emulation, "sample_rows_main.cpp"), "-o", exe);
             Assert.True(code == 0, "g++ failed (g++ with C++20 <barrier> is needed; .ci/run installs it):\n" + output);
 
             var rowsChecked = 0;
@@ -67,7 +67,7 @@ public sealed partial class SampleKernelEmulationTests
                     }
                 }
 
-                (code, output) = Run(exe, input, result, "64");
+                (code, output) = ExternalProcess.Run(exe, input, result, "64");
                 Assert.True(code == 0, $"{c.Name}: the emulated kernel failed:\n{output}");
                 var bytes = File.ReadAllBytes(result);
                 var ids = new int[c.Rows.Length];
@@ -89,21 +89,6 @@ public sealed partial class SampleKernelEmulationTests
         {
             directory.Delete(recursive: true);
         }
-    }
-
-    private static (int ExitCode, string Output) Run(string file, params string[] arguments)
-    {
-        var start = new ProcessStartInfo(file) { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
-        foreach (var argument in arguments)
-        {
-            start.ArgumentList.Add(argument);
-        }
-
-        using var process = Process.Start(start)!;
-        var errors = process.StandardError.ReadToEndAsync();
-        var output = process.StandardOutput.ReadToEnd();
-        process.WaitForExit();
-        return (process.ExitCode, output + errors.Result);
     }
 
     [GeneratedRegex(@"\basm\s*(volatile\s*)?\(")]
