@@ -27,6 +27,7 @@ public sealed class CpuBackend : IBackend
     private readonly CpuBidirectionalAttention.Job _bidirectionalAttention = new();
     private int[] _tokenSequence = new int[64];
     private (CpuTensor Weight, CpuTensor? Bias, CpuTensor Output)[] _sharedProducts = new (CpuTensor, CpuTensor?, CpuTensor)[3];
+    private readonly bool _groupQ8_0;
     private bool _disposed;
 
     /// <param name="threads">Worker threads, the caller included; 0 uses every logical processor.</param>
@@ -38,8 +39,12 @@ public sealed class CpuBackend : IBackend
     /// <summary>Block-quantised products this backend has run on AMX tiles (see <see cref="CpuAmx"/>).</summary>
     internal long AmxProducts => _quantMatMul.AmxProducts;
 
-    /// <summary>Pins the vector width (512, 256, 128 or 1 for scalar) so each code path can be exercised.</summary>
-    internal CpuBackend(int threads, int simdWidth)
+    /// <summary>
+    /// Pins the vector width (512, 256, 128 or 1 for scalar) so each code path can be exercised; <paramref name="groupQ8_0"/>
+    /// false keeps Q8_0 weights in the file's layout where they would be regrouped (<see cref="CpuQ8_0Groups"/>), and
+    /// <paramref name="amx"/> false keeps products off the AMX tiles.
+    /// </summary>
+    internal CpuBackend(int threads, int simdWidth, bool groupQ8_0 = true, bool amx = true)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(threads);
         if (!CpuSimd.IsSupported(simdWidth))
@@ -48,6 +53,8 @@ public sealed class CpuBackend : IBackend
         }
 
         _width = simdWidth;
+        _groupQ8_0 = groupQ8_0 && CpuQ8_0Groups.IsSupported(simdWidth);
+        _quantMatMul.AllowAmx = amx;
         _pool = new CpuWorkerPool(threads == 0 ? Environment.ProcessorCount : threads);
         Name = $"cpu ({CpuSimd.Describe(simdWidth)}, {_pool.ThreadCount} threads)";
     }
@@ -60,8 +67,29 @@ public sealed class CpuBackend : IBackend
 
     public DeviceTensor Allocate(DType dtype, params int[] shape) => new CpuTensor(dtype, shape);
 
+    /// <summary>Whether this backend keeps Q8_0 weights in 16-row groups (<see cref="CpuQ8_0Groups"/>).</summary>
+    internal bool GroupsQ8_0 => _groupQ8_0;
+
+    /// <summary>
+    /// Weights are read in place from the mapped file, except Q8_0 matrices on machines where they are regrouped:
+    /// those are copied once into the grouped layout (the same size) and their pages of the mapping dropped, so the
+    /// model stays resident once.
+    /// </summary>
     public unsafe DeviceTensor LoadWeight(CheckpointTensor source)
     {
+        if (_groupQ8_0 && CpuQ8_0Groups.Applies(source.DType, source.Shape) && source.ByteCount == source.DType.RowBytes(source.Shape[1]) * source.Shape[0])
+        {
+            var grouped = new CpuTensor(source.DType, source.Shape);
+            if (CpuQ8_0Groups.Pack(source.Data, grouped.Pointer, source.Shape[0], source.Shape[1], source.Mapped))
+            {
+                grouped.Q8_0Grouped = true;
+                return grouped;
+            }
+
+            // A scale that is not finite: the weights stay in the file's layout, read in place.
+            grouped.Dispose();
+        }
+
         var tensor = new CpuTensor(source.DType, source.Shape, source.Data, source);
         if (tensor.ByteCount != source.ByteCount)
         {
@@ -71,12 +99,26 @@ public sealed class CpuBackend : IBackend
         return tensor;
     }
 
-    public void UploadBytes(ReadOnlySpan<byte> source, DeviceTensor destination)
+    public unsafe void UploadBytes(ReadOnlySpan<byte> source, DeviceTensor destination)
     {
         var tensor = Cpu(destination);
         if (source.Length != tensor.ByteCount)
         {
             throw new ArgumentException($"{source.Length} bytes for {tensor} of {tensor.ByteCount} bytes");
+        }
+
+        tensor.Q8_0Grouped = false;
+        if (_groupQ8_0 && CpuQ8_0Groups.Applies(tensor.DType, tensor.Shape))
+        {
+            fixed (byte* bytes = source)
+            {
+                tensor.Q8_0Grouped = CpuQ8_0Groups.Pack(bytes, tensor.Pointer, tensor.Shape[0], tensor.Shape[1], releaseSource: false);
+            }
+
+            if (tensor.Q8_0Grouped)
+            {
+                return;
+            }
         }
 
         source.CopyTo(tensor.Bytes);

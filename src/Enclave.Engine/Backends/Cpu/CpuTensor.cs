@@ -55,6 +55,13 @@ public sealed unsafe class CpuTensor : DeviceTensor
     /// <summary>Forgets the result of the finiteness scan: the contents were overwritten.</summary>
     internal void ContentsChanged() => _halfFinite = 0;
 
+    /// <summary>
+    /// For Q8_0 weights: whether the bytes are in the 16-row grouped layout of <see cref="CpuQ8_0Groups"/> rather than
+    /// the file's, which every reader of the tensor (products, embedding rows) then follows. Such a tensor is not
+    /// sliced or reshaped.
+    /// </summary>
+    internal bool Q8_0Grouped { get; set; }
+
     /// <summary>Whether this tensor frees its memory on dispose (false for views and mapped weights).</summary>
     public bool OwnsData => _ownsData;
 
@@ -89,6 +96,7 @@ public sealed unsafe class CpuTensor : DeviceTensor
     public override DeviceTensor Reshape(params int[] shape)
     {
         CheckReshape(ElementCount, shape);
+        RequireFileLayout();
         return new CpuTensor(DType, shape, Pointer, this);
     }
 
@@ -104,9 +112,18 @@ public sealed unsafe class CpuTensor : DeviceTensor
             throw new ArgumentOutOfRangeException(nameof(start), $"rows [{start}, {start + count}) outside {this}");
         }
 
+        RequireFileLayout();
         var shape = (int[])Shape.Clone();
         shape[0] = count;
         return new CpuTensor(DType, shape, Pointer + (start * FirstDimStrideBytes), this);
+    }
+
+    private void RequireFileLayout()
+    {
+        if (Q8_0Grouped)
+        {
+            throw new InvalidOperationException($"{this} holds Q8_0 weights in 16-row groups, which cannot be viewed in part or reshaped");
+        }
     }
 
     internal void RequireDType(DType dtype)
