@@ -6,7 +6,8 @@
 // memory, so here the activations are the A tiles and the results come out token by token:
 //   w:      one group of 16 weight rows: [blocks][8 quads][16 rows][4] levels + 128 as unsigned bytes, then
 //           [blocks][16 rows] fp16 scales. row_bytes is not read (the grouped layout has no row stride).
-//   xq:     [token_tiles × 16 tokens][blocks × 32] int8 activations as quantised, padding tokens zero.
+//   xq:     [token_tiles][blocks][16 tokens][32] int8 activations as quantised (an A tile is 512 contiguous bytes),
+//           padding tokens zero.
 //   xs:     [token_tiles][blocks][16 tokens] fp32 activation scales.
 //   xsum:   [token_tiles][blocks][16 tokens] 128 × the sum of the block's int8 activations, as fp32 (exact).
 //   y:      [tokens, y_stride] fp32, the group's 16 outputs written for t < tokens (bias added when not null).
@@ -16,16 +17,16 @@
 // Both sides of the subtraction are integers below 2^24, so it is exact in fp32.
 #include "amx_common.h"
 
-// Block pair (b, b + 1) into result tiles C0, C1: activations at the row stride x_stride, weights 512 bytes a block.
+// Block pair (b, b + 1) into result tiles C0, C1: activations and weights both 512 bytes a block.
 #define Q8_0_ISSUE(C0, C1, b)                                                                                          \
     do                                                                                                                 \
     {                                                                                                                  \
         _tile_zero(C0);                                                                                                \
         _tile_zero(C1);                                                                                                \
-        _tile_loadd(4, xt + (long)(b) * 32, x_stride);                                                                 \
+        _tile_loadd(4, xt + (long)(b) * 512, 32);                                                                      \
         _tile_loadd(6, w + (long)(b) * 512, 64);                                                                       \
         _tile_dpbsud(C0, 4, 6);                                                                                        \
-        _tile_loadd(5, xt + (long)((b) + 1) * 32, x_stride);                                                           \
+        _tile_loadd(5, xt + (long)((b) + 1) * 512, 32);                                                                \
         _tile_loadd(7, w + (long)((b) + 1) * 512, 64);                                                                 \
         _tile_dpbsud(C1, 5, 7);                                                                                        \
     } while (0)
@@ -50,7 +51,7 @@
     do                                                                                                                 \
     {                                                                                                                  \
         _tile_zero(0);                                                                                                 \
-        _tile_loadd(4, xt + (long)(b) * 32, x_stride);                                                                 \
+        _tile_loadd(4, xt + (long)(b) * 512, 32);                                                                      \
         _tile_loadd(6, w + (long)(b) * 512, 64);                                                                       \
         _tile_dpbsud(0, 4, 6);                                                                                         \
         _tile_stored(0, scratch, 64);                                                                                  \
@@ -63,12 +64,11 @@ AMX_TARGET void enclave_q8_0_amx(const uint8_t* w, long row_bytes, int blocks, c
 {
     (void)row_bytes;
     _tile_loadconfig(config);
-    const long x_stride = (long)blocks * 32;
     const uint16_t* wscales = (const uint16_t*)(w + (long)blocks * 512);
     __m512 biases = bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
     for (int tile = 0; tile < token_tiles; tile++)
     {
-        const int8_t* xt = xq + (long)tile * 16 * x_stride;
+        const int8_t* xt = xq + (long)tile * blocks * 512;
         const float* st = xs + (long)tile * blocks * 16;
         const float* sums = xsum + (long)tile * blocks * 16;
         __m512 acc[16];

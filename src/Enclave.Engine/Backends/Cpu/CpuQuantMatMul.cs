@@ -668,19 +668,15 @@ internal static unsafe class CpuQuantMatMul
 
     /// <summary>
     /// The activations of a Q8_0 AMX product, whose weights are the B tiles (<see cref="CpuQ8_0Groups"/>): the int8
-    /// activations as quantised, [token tile][16 tokens][in] (the A tile of a block is 16 tokens' 32 values at the row
-    /// stride), zero past the last token; their scales and 128·Σx per block [tile][block][16 tokens].
+    /// activations as quantised, [token tile][block][16 tokens][32] (the A tile of a block, 512 contiguous bytes), zero
+    /// past the last token; their scales and 128·Σx per block [tile][block][16 tokens].
     /// </summary>
     private static void PackAmxQ8_0(Job job, CpuAmx.Kernel kernel, int workers, int tokens, int inFeatures)
     {
         var blocks = inFeatures / 32;
         var tiles = (tokens + AmxTile - 1) / AmxTile;
-        var padded = (long)tiles * AmxTile * inFeatures;
-        var values = (long)tokens * inFeatures;
-        job.EnsureAmx(padded, workers, kernel.ScratchBytes(inFeatures));
+        job.EnsureAmx((long)tiles * AmxTile * inFeatures, workers, kernel.ScratchBytes(inFeatures));
         job.AmxTokenTiles = tiles;
-        Buffer.MemoryCopy(job.Qx, job.AmxX, padded, values);
-        new Span<sbyte>(job.AmxX + values, (int)(padded - values)).Clear();
         for (var tile = 0; tile < tiles; tile++)
         {
             for (var t = 0; t < AmxTile; t++)
@@ -690,8 +686,19 @@ internal static unsafe class CpuQuantMatMul
                 {
                     var at = ((((long)tile * blocks) + b) * AmxTile) + t;
                     var source = ((long)token * blocks) + b;
-                    job.AmxScales[at] = token < tokens ? job.Dx[source] : 0f;
-                    job.AmxSums[at] = token < tokens ? job.Offsets[source] : 0f;
+                    var destination = job.AmxX + (at * 32);
+                    if (token < tokens)
+                    {
+                        Vector256.Load(job.Qx + (source * 32)).Store(destination);
+                        job.AmxScales[at] = job.Dx[source];
+                        job.AmxSums[at] = job.Offsets[source];
+                    }
+                    else
+                    {
+                        Vector256<sbyte>.Zero.Store(destination);
+                        job.AmxScales[at] = 0f;
+                        job.AmxSums[at] = 0f;
+                    }
                 }
             }
         }
