@@ -106,6 +106,37 @@ public sealed unsafe class CpuQ8_0GroupsTests
     }
 
     [Q8_0GroupsFact]
+    public void Checkpoint_weights_are_grouped_at_their_first_product()
+    {
+        // A loaded weight stays a window onto the checkpoint (an embedding table that is not the output head is never
+        // grouped) until a product reads it; then it is copied into groups, and the product is the same.
+        const int tokens = 3, inFeatures = 128, outFeatures = 48;
+        var (blocks, x, _) = Inputs(tokens, inFeatures, outFeatures, withBias: false);
+        var (expected, _, _) = Product(groups: false, amx: false, tokens, inFeatures, outFeatures, blocks, x, null);
+        fixed (byte* data = blocks)
+        {
+            using var backend = new CpuBackend(2, 512, groupQ8_0: true, amx: false);
+            var source = new Enclave.Engine.Formats.CheckpointTensor("w", DType.Q8_0, [outFeatures, inFeatures], data, blocks.Length, "memory");
+            using var weight = (CpuTensor)backend.LoadWeight(source);
+            Assert.False(weight.Q8_0Grouped);
+            using var xt = backend.Allocate(DType.F32, tokens, inFeatures);
+            backend.Upload(x, xt);
+            using var yt = backend.Allocate(DType.F32, tokens, outFeatures);
+            backend.MatMul(xt, weight, null, yt);
+            Assert.True(weight.Q8_0Grouped);
+            Assert.True(weight.OwnsData);
+            var y = new float[tokens * outFeatures];
+            backend.Download(yt, y);
+            AssertClose(expected, y, outFeatures, inFeatures);
+
+            // The checkpoint's bytes are untouched (it was not a file mapping, so nothing was dropped either).
+            var original = new byte[blocks.Length];
+            Inputs(tokens, inFeatures, outFeatures, withBias: false).Blocks.CopyTo(original, 0);
+            Assert.Equal(original, blocks);
+        }
+    }
+
+    [Q8_0GroupsFact]
     public void Embedding_rows_come_from_a_grouped_table()
     {
         // A tied embedding is also the output head, so it is grouped; 40 rows leave 8 in the file's layout.

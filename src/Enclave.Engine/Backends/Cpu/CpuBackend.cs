@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using Enclave.Engine.Formats;
 
 namespace Enclave.Engine.Backends.Cpu;
@@ -28,6 +29,13 @@ public sealed class CpuBackend : IBackend
     private int[] _tokenSequence = new int[64];
     private (CpuTensor Weight, CpuTensor? Bias, CpuTensor Output)[] _sharedProducts = new (CpuTensor, CpuTensor?, CpuTensor)[3];
     private readonly bool _groupQ8_0;
+
+    /// <summary>
+    /// Ranges of the file mappings whose weights were copied into grouped tensors, dropped from the process once more
+    /// at the next step: a fault anywhere in the file (grouping the next tensor, reading an embedding row) may map a
+    /// whole large page-cache folio back in, neighbours included.
+    /// </summary>
+    private readonly List<(nint Start, long Bytes)> _copiedRanges = [];
     private bool _disposed;
 
     /// <param name="threads">Worker threads, the caller included; 0 uses every logical processor.</param>
@@ -71,26 +79,32 @@ public sealed class CpuBackend : IBackend
     internal bool GroupsQ8_0 => _groupQ8_0;
 
     /// <summary>
-    /// Weights are read in place from the mapped file, except Q8_0 matrices on machines where they are regrouped:
-    /// those are copied once into the grouped layout (the same size) and their pages of the mapping dropped, so the
-    /// model stays resident once.
+    /// Tensors up to this size (norms, biases) are copied out of the mapping where Q8_0 weights are grouped: read in
+    /// place every step, they would keep mapping the large page-cache folios around them, and with them the pages of
+    /// the neighbouring weights that grouping dropped.
+    /// </summary>
+    private const long SmallTensorBytes = 1 << 20;
+
+    /// <summary>
+    /// Weights are read in place from the mapped file. Q8_0 matrices on machines where they are regrouped are copied
+    /// into the grouped layout (the same size) at their first product (<see cref="Group"/>), so an embedding table
+    /// that is not also the output head stays in the mapping, resident only in the rows read.
     /// </summary>
     public unsafe DeviceTensor LoadWeight(CheckpointTensor source)
     {
-        if (_groupQ8_0 && CpuQ8_0Groups.Applies(source.DType, source.Shape) && source.ByteCount == source.DType.RowBytes(source.Shape[1]) * source.Shape[0])
+        if (_groupQ8_0 && source.Mapped && !source.DType.IsQuantized() && source.ByteCount <= SmallTensorBytes)
         {
-            var grouped = new CpuTensor(source.DType, source.Shape);
-            if (CpuQ8_0Groups.Pack(source.Data, grouped.Pointer, source.Shape[0], source.Shape[1], source.Mapped))
+            var copy = new CpuTensor(source.DType, source.Shape);
+            if (copy.ByteCount == source.ByteCount)
             {
-                grouped.Q8_0Grouped = true;
-                return grouped;
+                source.Bytes.CopyTo(copy.Bytes);
+                return copy;
             }
 
-            // A scale that is not finite: the weights stay in the file's layout, read in place.
-            grouped.Dispose();
+            copy.Dispose();
         }
 
-        var tensor = new CpuTensor(source.DType, source.Shape, source.Data, source);
+        var tensor = new CpuTensor(source.DType, source.Shape, source.Data, source) { MappedWeights = source.Mapped };
         if (tensor.ByteCount != source.ByteCount)
         {
             throw new ArgumentException($"{source} in {source.File} holds {source.ByteCount} bytes, its shape needs {tensor.ByteCount}");
@@ -108,6 +122,7 @@ public sealed class CpuBackend : IBackend
         }
 
         tensor.Q8_0Grouped = false;
+        tensor.GroupingChecked = true;
         if (_groupQ8_0 && CpuQ8_0Groups.Applies(tensor.DType, tensor.Shape))
         {
             fixed (byte* bytes = source)
@@ -149,8 +164,23 @@ public sealed class CpuBackend : IBackend
 
     public void Argmax(DeviceTensor logits, Span<int> tokenIds) => CpuArgmax.Run(_width, Cpu(logits), tokenIds);
 
-    /// <summary>The kernels read the batch's host arrays directly, so there is nothing to stage.</summary>
-    public void PrepareStep(ForwardBatch batch) => ArgumentNullException.ThrowIfNull(batch);
+    /// <summary>
+    /// The kernels read the batch's host arrays directly, so there is nothing to stage; the step after weights were
+    /// grouped drops their mapped pages once more (<see cref="_copiedRanges"/>).
+    /// </summary>
+    public unsafe void PrepareStep(ForwardBatch batch)
+    {
+        ArgumentNullException.ThrowIfNull(batch);
+        if (_copiedRanges.Count > 0)
+        {
+            foreach (var (start, bytes) in _copiedRanges)
+            {
+                CpuQ8_0Groups.Release((byte*)start, bytes);
+            }
+
+            _copiedRanges.Clear();
+        }
+    }
 
     public void Embedding(DeviceTensor table, ForwardBatch batch, DeviceTensor output) =>
         CpuEmbedding.Embedding(_width, Cpu(table), batch.TokenIds, Cpu(output));
@@ -161,10 +191,41 @@ public sealed class CpuBackend : IBackend
     public void AddRmsNorm(DeviceTensor residual, DeviceTensor x, DeviceTensor weight, float eps, DeviceTensor output) =>
         CpuRmsNorm.Run(_pool, _rmsNorm, _width, Cpu(residual), Cpu(x), Cpu(weight), eps, Cpu(output));
 
+    /// <summary>
+    /// Regroups a Q8_0 weight in the file's layout before its first product where this backend groups them
+    /// (<see cref="CpuQ8_0Groups"/>): a copy of the same size, after which the pages of the mapping it came from are
+    /// dropped, so the model stays resident once. Tensors with a scale that is not finite stay as they are.
+    /// </summary>
+    private unsafe void Group(CpuTensor weight)
+    {
+        if (!_groupQ8_0 || weight.Q8_0Grouped || weight.GroupingChecked || !CpuQ8_0Groups.Applies(weight.DType, weight.Shape))
+        {
+            return;
+        }
+
+        weight.GroupingChecked = true;
+        var source = weight.Pointer;
+        var grouped = (byte*)NativeMemory.AlignedAlloc((nuint)weight.ByteCount, 64);
+        if (!CpuQ8_0Groups.Pack(source, grouped, weight.Shape[0], weight.Shape[1], weight.MappedWeights))
+        {
+            NativeMemory.AlignedFree(grouped);
+            return;
+        }
+
+        if (weight.MappedWeights)
+        {
+            _copiedRanges.Add(((nint)source, weight.ByteCount));
+        }
+
+        weight.Adopt(grouped);
+        weight.Q8_0Grouped = true;
+    }
+
     public void MatMul(DeviceTensor x, DeviceTensor weight, DeviceTensor? bias, DeviceTensor output)
     {
         if (weight.DType.IsQuantized())
         {
+            Group(Cpu(weight));
             CpuQuantMatMul.Run(_pool, _quantMatMul, _width, Cpu(x), Cpu(weight), bias == null ? null : Cpu(bias), Cpu(output));
         }
         else
@@ -204,6 +265,7 @@ public sealed class CpuBackend : IBackend
         var products = _sharedProducts.AsSpan(0, targets.Length);
         for (var i = 0; i < targets.Length; i++)
         {
+            Group(Cpu(targets[i].Weight));
             products[i] = (Cpu(targets[i].Weight), targets[i].Bias == null ? null : Cpu(targets[i].Bias!), Cpu(targets[i].Output));
         }
 

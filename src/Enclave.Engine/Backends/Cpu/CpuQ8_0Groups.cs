@@ -117,7 +117,7 @@ internal static unsafe partial class CpuQ8_0Groups
     }
 
     /// <summary>Drops the whole pages inside [start, start + bytes) of a read-only file mapping from the process.</summary>
-    private static void Release(byte* start, long bytes)
+    internal static void Release(byte* start, long bytes)
     {
         if (!OperatingSystem.IsLinux())
         {

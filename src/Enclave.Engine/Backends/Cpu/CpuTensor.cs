@@ -9,7 +9,7 @@ namespace Enclave.Engine.Backends.Cpu;
 public sealed unsafe class CpuTensor : DeviceTensor
 {
     private byte* _data;
-    private readonly bool _ownsData;
+    private bool _ownsData;
 
     // Keeps the owner of borrowed memory reachable for as long as this view is.
     private readonly object? _owner;
@@ -61,6 +61,29 @@ public sealed unsafe class CpuTensor : DeviceTensor
     /// sliced or reshaped.
     /// </summary>
     internal bool Q8_0Grouped { get; set; }
+
+    /// <summary>Whether the bytes are a window onto a read-only file mapping (a checkpoint's weights).</summary>
+    internal bool MappedWeights { get; init; }
+
+    /// <summary>Whether the backend has already looked at grouping this Q8_0 tensor (it does so once, at its first product).</summary>
+    internal bool GroupingChecked { get; set; }
+
+    /// <summary>
+    /// Takes <paramref name="owned"/> (64-byte aligned native memory of <see cref="DeviceTensor.ByteCount"/> bytes) as
+    /// this tensor's bytes from now on, freed on dispose; the memory read before is left to its owner.
+    /// </summary>
+    internal void Adopt(byte* owned)
+    {
+        ObjectDisposedException.ThrowIf(_data == null, this);
+        if (_ownsData)
+        {
+            NativeMemory.AlignedFree(_data);
+        }
+
+        _data = owned;
+        _ownsData = true;
+        GC.ReRegisterForFinalize(this);
+    }
 
     /// <summary>Whether this tensor frees its memory on dispose (false for views and mapped weights).</summary>
     public bool OwnsData => _ownsData;
