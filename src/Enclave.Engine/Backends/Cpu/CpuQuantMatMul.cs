@@ -7,7 +7,8 @@ namespace Enclave.Engine.Backends.Cpu;
 
 /// <summary>
 /// y[T, out] = x[T, in] · W[out, in]ᵀ (+ bias) with W in a ggml block format (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K,
-/// Q5_K, Q6_K), read in place: weights are never expanded to floats. As llama.cpp does, x is first quantised once per call to int8 in
+/// Q5_K, Q6_K), read in place (Q8_0 in the 16-row groups of <see cref="CpuQ8_0Groups"/> where the backend keeps it
+/// so): weights are never expanded to floats. As llama.cpp does, x is first quantised once per call to int8 in
 /// blocks of 32 (one fp32 scale per block, plus the sum of each 16 values for the formats whose levels are offset),
 /// then every weight block is dotted with it in integers: unsigned weight levels times signed activations with
 /// AVX-VNNI's <c>vpdpbusd</c> where present, AVX2's <c>vpmaddubsw</c>/<c>vpmaddwd</c> otherwise, or a scalar loop.
@@ -17,7 +18,8 @@ namespace Enclave.Engine.Backends.Cpu;
 ///
 /// Output rows are cut into tiles spread over the worker pool. A tile's weight rows stay in L2 while the tokens
 /// stream past in groups of four (Q8_0 with AVX-VNNI: eight): each weight block is unpacked once and dotted with all
-/// the group's tokens (prefill is a tiled matrix product, not repeated vector products). Q8_0, Q5_0, Q4_K, Q5_K and Q6_K products of
+/// the group's tokens (prefill is a tiled matrix product, not repeated vector products). Grouped Q8_0 weights go
+/// 16 rows at a time to <see cref="CpuQ8_0Groups.Product"/>, up to four tokens a call. Q8_0, Q5_0, Q4_K, Q5_K and Q6_K products of
 /// <see cref="AmxMinTokens"/> or more tokens run on AMX tiles where the CPU has them (<see cref="CpuAmx"/>): 16
 /// weight rows × 16 tokens × one block of 32 a tile product. Buffers grow only, so steady-state calls do not allocate.
 /// </summary>
@@ -612,11 +614,10 @@ internal static unsafe class CpuQuantMatMul
     }
 
     /// <summary>
-    /// The activations of an AMX product in tile layout: for each 16-token tile and block of 32, eight rows of 64
-    /// bytes, row k holding values 4k..4k+3 of each of the 16 tokens side by side (the B operand of
-    /// <c>tdpbssd</c>/<c>tdpbusd</c>), zeros for the tokens past the last; the activation scales [tile][scale
-    /// block][16 tokens]; for the formats with offsets or minimums the block sums [tile][block][16 tokens] (of 32
-    /// values; 16 for Q6_K).
+    /// The activations of an AMX product in tile layout (Q8_0: <see cref="PackAmxQ8_0"/>): for each 16-token tile and
+    /// block of 32, eight rows of 64 bytes, row k holding values 4k..4k+3 of each of the 16 tokens side by side (the B
+    /// operand of <c>tdpbssd</c>/<c>tdpbusd</c>), zeros for the tokens past the last; the activation scales [tile][scale
+    /// block][16 tokens]; the block sums [tile][block][16 tokens] (of 32 values; 16 for Q6_K) for the offsets or minimums.
     /// </summary>
     private static void PackAmxActivations(Job job, CpuAmx.Kernel kernel, int workers, int tokens, int inFeatures)
     {
@@ -627,7 +628,7 @@ internal static unsafe class CpuQuantMatMul
             return;
         }
 
-        var sumBlocks = kernel.SumValues == 0 ? 0 : inFeatures / kernel.SumValues;
+        var sumBlocks = inFeatures / kernel.SumValues;
         var scaleBlocks = inFeatures / ActivationBlock(job.WeightType);
         var tiles = (tokens + AmxTile - 1) / AmxTile;
         job.EnsureAmx((long)tiles * AmxTile * inFeatures, workers, kernel.ScratchBytes(inFeatures));
