@@ -205,7 +205,7 @@ public sealed class CpuBackend : IBackend
 
         weight.GroupingChecked = true;
         var source = weight.Pointer;
-        var grouped = (byte*)NativeMemory.AlignedAlloc((nuint)weight.ByteCount, 64);
+        var grouped = CpuQ8_0Groups.Allocate(weight.ByteCount);
         if (!CpuQ8_0Groups.Pack(source, grouped, weight.Shape[0], weight.Shape[1], weight.MappedWeights))
         {
             NativeMemory.AlignedFree(grouped);

@@ -36,6 +36,7 @@ internal static unsafe partial class CpuQ8_0Groups
     public const int MaxTokens = 4;
 
     private const int MadvDontneed = 4;
+    private const int MadvHugepage = 14;
     private const int PageBytes = 4096;
 
     /// <summary>Whether a backend with <paramref name="simdWidth"/>-bit vectors regroups Q8_0 weights on this machine.</summary>
@@ -131,6 +132,27 @@ internal static unsafe partial class CpuQ8_0Groups
             // Advice only: where the kernel refuses, the pages stay resident and nothing else changes.
             _ = Madvise((void*)first, (nuint)(end - first), MadvDontneed);
         }
+    }
+
+    /// <summary>
+    /// Native memory for a grouped copy of <paramref name="bytes"/> bytes (freed with NativeMemory.AlignedFree): from
+    /// 2 MiB up, aligned to 2 MiB and its whole 2 MiB pages marked for transparent huge pages, so the copy costs a
+    /// fault per 2 MiB instead of per 4 KiB and the products' streaming reads miss the TLB less.
+    /// </summary>
+    public static byte* Allocate(long bytes)
+    {
+        const long huge = 2 << 20;
+        if (bytes < huge || !OperatingSystem.IsLinux())
+        {
+            return (byte*)NativeMemory.AlignedAlloc((nuint)Math.Max(bytes, 1), 64);
+        }
+
+        var memory = (byte*)NativeMemory.AlignedAlloc((nuint)bytes, (nuint)huge);
+
+        // Advice only: without it (or where THP is off) the pages are 4 KiB and nothing else changes. The whole huge
+        // pages only: a partly used last one would be resident in full (about 1 MiB a tensor).
+        _ = Madvise(memory, (nuint)(bytes & ~(huge - 1)), MadvHugepage);
+        return memory;
     }
 
     [LibraryImport("libc", EntryPoint = "madvise")]
