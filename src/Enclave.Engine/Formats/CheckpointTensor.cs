@@ -8,8 +8,9 @@ namespace Enclave.Engine.Formats;
 /// </summary>
 public sealed unsafe class CheckpointTensor
 {
-    public CheckpointTensor(string name, DType dtype, int[] shape, byte* data, long byteCount, string file)
+    public CheckpointTensor(string name, DType dtype, int[] shape, byte* data, long byteCount, string file, bool mapped = false)
     {
+        Mapped = mapped;
         Name = name;
         DType = dtype;
         Shape = shape;
@@ -28,6 +29,12 @@ public sealed unsafe class CheckpointTensor
     public byte* Data { get; }
 
     public long ByteCount { get; }
+
+    /// <summary>
+    /// Whether <see cref="Data"/> lies in a read-only file mapping (not in memory a loader owns), so that a backend
+    /// which keeps its own copy may drop those pages from the process: they read back from the file if touched again.
+    /// </summary>
+    public bool Mapped { get; }
 
     /// <summary>Path of the file the tensor came from, for error messages.</summary>
     public string File { get; }

@@ -169,7 +169,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
                 $"{Path}: tensor '{name}' ends at byte {end} of the data section, but the file holds only {dataLength} data bytes (truncated file?)");
         }
 
-        var tensor = new CheckpointTensor(name, dtype, shape, basePointer + dataStart + begin, expected, Path);
+        var tensor = new CheckpointTensor(name, dtype, shape, basePointer + dataStart + begin, expected, Path, mapped: true);
         return (tensor, begin, end);
     }
 

@@ -39,7 +39,8 @@ internal static unsafe partial class CpuAmx
     /// <summary>
     /// One AMX kernel (tools/cpu-kernels/*_amx.c): 16 weight rows against every 16-token tile of the packed
     /// activations, called as (w, rowBytes, blocks, xq, xs, xsum, tokenTiles, tokens, y, yStride, bias, scratch,
-    /// config) with blocks counted in <see cref="BlockValues"/> values (Q8_0 reads no xsum).
+    /// config) with blocks counted in <see cref="BlockValues"/> values. Q8_0's reads one group of
+    /// <see cref="CpuQ8_0Groups"/> (no row stride) and the activations token by token, with 128·Σx per block as xsum.
     /// </summary>
     internal readonly struct Kernel(byte* entry, byte* config, int blockValues, int sumValues, int scratchBytesPerValue)
     {
@@ -52,12 +53,13 @@ internal static unsafe partial class CpuAmx
         /// <summary>Values of the kernel's blocks argument: 32, or 256 for the K-quants' super-blocks.</summary>
         public int BlockValues { get; } = blockValues;
 
-        /// <summary>Values per activation sum the kernel reads (32, 16 for Q6_K); 0 for none (Q8_0, whose levels have no offset).</summary>
+        /// <summary>Values per activation sum the kernel reads in the shared tile layout (32, 16 for Q6_K); 0 for Q8_0, whose activations have a layout of their own.</summary>
         public int SumValues { get; } = sumValues;
 
         /// <summary>
         /// Bytes of 64-byte aligned scratch one call needs for rows of <paramref name="inFeatures"/> values: four int32
-        /// tiles and one fp32 tile, then per value the 16 rows' scales (and minimums or offsets) and unpacked levels.
+        /// tiles and one fp32 tile, then per value the 16 rows' scales (and minimums or offsets) and unpacked levels
+        /// (none for Q8_0).
         /// </summary>
         public long ScratchBytes(int inFeatures) => (5 * 1024) + ((long)inFeatures * scratchBytesPerValue);
     }
@@ -133,12 +135,13 @@ internal static unsafe partial class CpuAmx
                 return new(null, $"no AMX (mprotect to executable failed: errno {Marshal.GetLastPInvokeError()})");
             }
 
-            // Tiles one block deep: 32 values, 16 for Q6_K. Scratch per value: the scales (Q8_0: 16 rows × 4 bytes a
-            // block of 32); with minimums or offsets twice that, plus 16 rows of unpacked levels.
+            // Tiles one block deep: 32 values, 16 for Q6_K. Scratch per value: none for Q8_0 (its grouped weights are
+            // the B tiles as they lie, with their fp16 scales); the scales and minimums or offsets, plus 16 rows of
+            // unpacked levels for the others.
             byte* config32 = TileConfig(32), config16 = TileConfig(16);
             Kernel[] kernels =
             [
-                new(memory + offsets[0], config32, 32, 0, 2),
+                new(memory + offsets[0], config32, 32, 0, 0),
                 new(memory + offsets[1], config32, 32, 32, 20),
                 new(memory + offsets[2], config32, 256, 32, 20),
                 new(memory + offsets[3], config32, 256, 32, 20),

@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using Enclave.Engine.Formats;
 
 namespace Enclave.Engine.Backends.Cpu;
@@ -28,6 +29,14 @@ public sealed class CpuBackend : IBackend
     private int[] _tokenSequence = new int[64];
     private (CpuTensor Weight, CpuTensor? Bias, CpuTensor Output)[] _sharedProducts = new (CpuTensor, CpuTensor?, CpuTensor)[3];
     private readonly Sampling.Sampler _sampler = new();
+    private readonly bool _groupQ8_0;
+
+    /// <summary>
+    /// Ranges of the file mappings whose weights were copied into grouped tensors, dropped from the process once more
+    /// at the next step: a fault anywhere in the file (grouping the next tensor, reading an embedding row) may map a
+    /// whole large page-cache folio back in, neighbours included.
+    /// </summary>
+    private readonly List<(nint Start, long Bytes)> _copiedRanges = [];
     private bool _disposed;
 
     /// <param name="threads">Worker threads, the caller included; 0 uses every logical processor.</param>
@@ -39,8 +48,12 @@ public sealed class CpuBackend : IBackend
     /// <summary>Block-quantised products this backend has run on AMX tiles (see <see cref="CpuAmx"/>).</summary>
     internal long AmxProducts => _quantMatMul.AmxProducts;
 
-    /// <summary>Pins the vector width (512, 256, 128 or 1 for scalar) so each code path can be exercised.</summary>
-    internal CpuBackend(int threads, int simdWidth)
+    /// <summary>
+    /// Pins the vector width (512, 256, 128 or 1 for scalar) so each code path can be exercised; <paramref name="groupQ8_0"/>
+    /// false keeps Q8_0 weights in the file's layout where they would be regrouped (<see cref="CpuQ8_0Groups"/>), and
+    /// <paramref name="amx"/> false keeps products off the AMX tiles.
+    /// </summary>
+    internal CpuBackend(int threads, int simdWidth, bool groupQ8_0 = true, bool amx = true)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(threads);
         if (!CpuSimd.IsSupported(simdWidth))
@@ -49,6 +62,8 @@ public sealed class CpuBackend : IBackend
         }
 
         _width = simdWidth;
+        _groupQ8_0 = groupQ8_0 && CpuQ8_0Groups.IsSupported(simdWidth);
+        _quantMatMul.AllowAmx = amx;
         _pool = new CpuWorkerPool(threads == 0 ? Environment.ProcessorCount : threads);
         Name = $"cpu ({CpuSimd.Describe(simdWidth)}, {_pool.ThreadCount} threads)";
     }
@@ -61,9 +76,36 @@ public sealed class CpuBackend : IBackend
 
     public DeviceTensor Allocate(DType dtype, params int[] shape) => new CpuTensor(dtype, shape);
 
+    /// <summary>Whether this backend keeps Q8_0 weights in 16-row groups (<see cref="CpuQ8_0Groups"/>).</summary>
+    internal bool GroupsQ8_0 => _groupQ8_0;
+
+    /// <summary>
+    /// Tensors up to this size (norms, biases) are copied out of the mapping where Q8_0 weights are grouped: read in
+    /// place every step, they would keep mapping the large page-cache folios around them, and with them the pages of
+    /// the neighbouring weights that grouping dropped.
+    /// </summary>
+    private const long SmallTensorBytes = 1 << 20;
+
+    /// <summary>
+    /// Weights are read in place from the mapped file. Q8_0 matrices on machines where they are regrouped are copied
+    /// into the grouped layout (the same size) at their first product (<see cref="Group"/>), so an embedding table
+    /// that is not also the output head stays in the mapping, resident only in the rows read.
+    /// </summary>
     public unsafe DeviceTensor LoadWeight(CheckpointTensor source)
     {
-        var tensor = new CpuTensor(source.DType, source.Shape, source.Data, source);
+        if (_groupQ8_0 && source.Mapped && !source.DType.IsQuantized() && source.ByteCount <= SmallTensorBytes)
+        {
+            var copy = new CpuTensor(source.DType, source.Shape);
+            if (copy.ByteCount == source.ByteCount)
+            {
+                source.Bytes.CopyTo(copy.Bytes);
+                return copy;
+            }
+
+            copy.Dispose();
+        }
+
+        var tensor = new CpuTensor(source.DType, source.Shape, source.Data, source) { MappedWeights = source.Mapped };
         if (tensor.ByteCount != source.ByteCount)
         {
             throw new ArgumentException($"{source} in {source.File} holds {source.ByteCount} bytes, its shape needs {tensor.ByteCount}");
@@ -72,12 +114,27 @@ public sealed class CpuBackend : IBackend
         return tensor;
     }
 
-    public void UploadBytes(ReadOnlySpan<byte> source, DeviceTensor destination)
+    public unsafe void UploadBytes(ReadOnlySpan<byte> source, DeviceTensor destination)
     {
         var tensor = Cpu(destination);
         if (source.Length != tensor.ByteCount)
         {
             throw new ArgumentException($"{source.Length} bytes for {tensor} of {tensor.ByteCount} bytes");
+        }
+
+        tensor.Q8_0Grouped = false;
+        tensor.GroupingChecked = true;
+        if (_groupQ8_0 && CpuQ8_0Groups.Applies(tensor.DType, tensor.Shape))
+        {
+            fixed (byte* bytes = source)
+            {
+                tensor.Q8_0Grouped = CpuQ8_0Groups.Pack(bytes, tensor.Pointer, tensor.Shape[0], tensor.Shape[1], releaseSource: false);
+            }
+
+            if (tensor.Q8_0Grouped)
+            {
+                return;
+            }
         }
 
         source.CopyTo(tensor.Bytes);
@@ -132,8 +189,23 @@ public sealed class CpuBackend : IBackend
 
     public bool SamplesOnBackend => true;
 
-    /// <summary>The kernels read the batch's host arrays directly, so there is nothing to stage.</summary>
-    public void PrepareStep(ForwardBatch batch) => ArgumentNullException.ThrowIfNull(batch);
+    /// <summary>
+    /// The kernels read the batch's host arrays directly, so there is nothing to stage; the step after weights were
+    /// grouped drops their mapped pages once more (<see cref="_copiedRanges"/>).
+    /// </summary>
+    public unsafe void PrepareStep(ForwardBatch batch)
+    {
+        ArgumentNullException.ThrowIfNull(batch);
+        if (_copiedRanges.Count > 0)
+        {
+            foreach (var (start, bytes) in _copiedRanges)
+            {
+                CpuQ8_0Groups.Release((byte*)start, bytes);
+            }
+
+            _copiedRanges.Clear();
+        }
+    }
 
     public void Embedding(DeviceTensor table, ForwardBatch batch, DeviceTensor output) =>
         CpuEmbedding.Embedding(_width, Cpu(table), batch.TokenIds, Cpu(output));
@@ -144,10 +216,41 @@ public sealed class CpuBackend : IBackend
     public void AddRmsNorm(DeviceTensor residual, DeviceTensor x, DeviceTensor weight, float eps, DeviceTensor output) =>
         CpuRmsNorm.Run(_pool, _rmsNorm, _width, Cpu(residual), Cpu(x), Cpu(weight), eps, Cpu(output));
 
+    /// <summary>
+    /// Regroups a Q8_0 weight in the file's layout before its first product where this backend groups them
+    /// (<see cref="CpuQ8_0Groups"/>): a copy of the same size, after which the pages of the mapping it came from are
+    /// dropped, so the model stays resident once. Tensors with a scale that is not finite stay as they are.
+    /// </summary>
+    private unsafe void Group(CpuTensor weight)
+    {
+        if (!_groupQ8_0 || weight.Q8_0Grouped || weight.GroupingChecked || !CpuQ8_0Groups.Applies(weight.DType, weight.Shape))
+        {
+            return;
+        }
+
+        weight.GroupingChecked = true;
+        var source = weight.Pointer;
+        var grouped = CpuQ8_0Groups.Allocate(weight.ByteCount);
+        if (!CpuQ8_0Groups.Pack(source, grouped, weight.Shape[0], weight.Shape[1], weight.MappedWeights))
+        {
+            NativeMemory.AlignedFree(grouped);
+            return;
+        }
+
+        if (weight.MappedWeights)
+        {
+            _copiedRanges.Add(((nint)source, weight.ByteCount));
+        }
+
+        weight.Adopt(grouped);
+        weight.Q8_0Grouped = true;
+    }
+
     public void MatMul(DeviceTensor x, DeviceTensor weight, DeviceTensor? bias, DeviceTensor output)
     {
         if (weight.DType.IsQuantized())
         {
+            Group(Cpu(weight));
             CpuQuantMatMul.Run(_pool, _quantMatMul, _width, Cpu(x), Cpu(weight), bias == null ? null : Cpu(bias), Cpu(output));
         }
         else
@@ -187,6 +290,7 @@ public sealed class CpuBackend : IBackend
         var products = _sharedProducts.AsSpan(0, targets.Length);
         for (var i = 0; i < targets.Length; i++)
         {
+            Group(Cpu(targets[i].Weight));
             products[i] = (Cpu(targets[i].Weight), targets[i].Bias == null ? null : Cpu(targets[i].Bias!), Cpu(targets[i].Output));
         }
 

@@ -3,7 +3,7 @@ using System.Runtime.Intrinsics;
 namespace Enclave.Engine.Backends.Cpu;
 
 /// <summary>
-/// Gathers rows of an F32, F16 or BF16 table into F32 rows (token embeddings), and copies selected rows of an
+/// Gathers rows of an F32, F16, BF16 or block-typed table into F32 rows (token embeddings), and copies selected rows of an
 /// activation (the rows whose logits are needed). Both are a few rows per step, so they run on the calling thread.
 /// </summary>
 internal static unsafe class CpuEmbedding
@@ -36,6 +36,13 @@ internal static unsafe class CpuEmbedding
 
             var row = source + (id * rowBytes);
             var y = destination + ((nint)t * hidden);
+            if (table.Q8_0Grouped)
+            {
+                // A tied Q8_0 table is also the output head, so it is kept in the products' grouped layout.
+                CpuQ8_0Groups.DequantizeRow(source, vocab, hidden, id, new Span<float>(y, hidden));
+                continue;
+            }
+
             if (table.DType.IsQuantized())
             {
                 // One row per token: the reference dequantisation is cheap next to the step.

@@ -7,7 +7,8 @@ namespace Enclave.Engine.Backends.Cpu;
 
 /// <summary>
 /// y[T, out] = x[T, in] · W[out, in]ᵀ (+ bias) with W in a ggml block format (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K,
-/// Q5_K, Q6_K), read in place: weights are never expanded to floats. As llama.cpp does, x is first quantised once per call to int8 in
+/// Q5_K, Q6_K), read in place (Q8_0 in the 16-row groups of <see cref="CpuQ8_0Groups"/> where the backend keeps it
+/// so): weights are never expanded to floats. As llama.cpp does, x is first quantised once per call to int8 in
 /// blocks of 32 (one fp32 scale per block, plus the sum of each 16 values for the formats whose levels are offset),
 /// then every weight block is dotted with it in integers: unsigned weight levels times signed activations with
 /// AVX-VNNI's <c>vpdpbusd</c> where present, AVX2's <c>vpmaddubsw</c>/<c>vpmaddwd</c> otherwise, or a scalar loop.
@@ -17,7 +18,8 @@ namespace Enclave.Engine.Backends.Cpu;
 ///
 /// Output rows are cut into tiles spread over the worker pool. A tile's weight rows stay in L2 while the tokens
 /// stream past in groups of four (Q8_0 with AVX-VNNI: eight): each weight block is unpacked once and dotted with all
-/// the group's tokens (prefill is a tiled matrix product, not repeated vector products). Q8_0, Q5_0, Q4_K, Q5_K and Q6_K products of
+/// the group's tokens (prefill is a tiled matrix product, not repeated vector products). Grouped Q8_0 weights go
+/// 16 rows at a time to <see cref="CpuQ8_0Groups.Product"/>, up to four tokens a call. Q8_0, Q5_0, Q4_K, Q5_K and Q6_K products of
 /// <see cref="AmxMinTokens"/> or more tokens run on AMX tiles where the CPU has them (<see cref="CpuAmx"/>): 16
 /// weight rows × 16 tokens × one block of 32 a tile product. Buffers grow only, so steady-state calls do not allocate.
 /// </summary>
@@ -92,6 +94,9 @@ internal static unsafe class CpuQuantMatMul
         /// </summary>
         public byte* OffsetQx;
         public float* OctetScales;
+
+        /// <summary>Q8_0 products: per token and block of 32, 128 times the sum of its int8 activations [tokens][blocks], which the grouped weights' offset levels add.</summary>
+        public int* Offsets;
         public byte* W;
         public float* Bias;
         public float* Y;
@@ -118,10 +123,19 @@ internal static unsafe class CpuQuantMatMul
         public float* AmxSums;
         public int* AmxScratch;
 
-        /// <summary>Groups of 16 rows computed on AMX (0: no AMX this call), work items they are cut into, groups per item.</summary>
-        public int AmxRowGroups;
-        public int AmxItems;
-        public int AmxGroupsPerItem;
+        /// <summary>
+        /// Groups of 16 rows computed together, on AMX or from grouped Q8_0 weights (0: rows in tiles this call), the
+        /// work items they are cut into and groups per item.
+        /// </summary>
+        public int Groups;
+        public int GroupItems;
+        public int GroupsPerItem;
+
+        /// <summary>Whether this call's groups run on AMX (else they are grouped Q8_0 weights on the vector units).</summary>
+        public bool GroupsOnAmx;
+
+        /// <summary>Whether products may run on AMX tiles at all (tests turn it off to compare the vector kernels).</summary>
+        public bool AllowAmx { get; set; } = true;
         public int AmxTokenTiles;
         public long AmxScratchBytes;
 
@@ -174,6 +188,7 @@ internal static unsafe class CpuQuantMatMul
             GroupScales = (float*)NativeMemory.AlignedAlloc((nuint)(values / 32 * sizeof(float)) + 64, 64);
             OffsetQx = (byte*)NativeMemory.AlignedAlloc((nuint)values, 64);
             OctetScales = (float*)NativeMemory.AlignedAlloc((nuint)(values / 32 * sizeof(float)) + 64, 64);
+            Offsets = (int*)NativeMemory.AlignedAlloc((nuint)(values / 32 * sizeof(int)) + 64, 64);
         }
 
         public void Dispose()
@@ -200,6 +215,7 @@ internal static unsafe class CpuQuantMatMul
             NativeMemory.AlignedFree(GroupScales);
             NativeMemory.AlignedFree(OffsetQx);
             NativeMemory.AlignedFree(OctetScales);
+            NativeMemory.AlignedFree(Offsets);
             Qx = null;
             Dx = null;
             Sx = null;
@@ -207,6 +223,7 @@ internal static unsafe class CpuQuantMatMul
             GroupScales = null;
             OffsetQx = null;
             OctetScales = null;
+            Offsets = null;
             _capacity = 0;
         }
 
@@ -216,16 +233,24 @@ internal static unsafe class CpuQuantMatMul
         public override void Execute(int index, int worker)
         {
             int rowStart, rowEnd;
-            if (AmxRowGroups > 0)
+            if (Groups > 0)
             {
-                if (index < AmxItems)
+                if (index < GroupItems)
                 {
-                    RunAmx(index, worker);
+                    if (GroupsOnAmx)
+                    {
+                        RunAmx(index, worker);
+                    }
+                    else
+                    {
+                        RunGroups(index);
+                    }
+
                     return;
                 }
 
-                // The one item after the AMX items: the rows past the last whole group of 16.
-                rowStart = AmxRowGroups * AmxTile;
+                // The one item after the group items: the rows past the last whole group of 16.
+                rowStart = Groups * AmxTile;
                 rowEnd = Out;
             }
             else
@@ -272,12 +297,48 @@ internal static unsafe class CpuQuantMatMul
             }
         }
 
+        /// <summary>Work item <paramref name="index"/> over grouped Q8_0 weights: each group of 16 rows against every token, four at a time.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void RunGroups(int index)
+        {
+            var blocks = In / 32;
+            var last = Math.Min(Groups, (index + 1) * GroupsPerItem);
+            for (var g = index * GroupsPerItem; g < last; g++)
+            {
+                var row = (long)g * CpuQ8_0Groups.Rows;
+                var group = W + (row * RowBytes);
+                var bias = Bias == null ? null : Bias + row;
+                for (var t = 0; t < Tokens; t += CpuQ8_0Groups.MaxTokens)
+                {
+                    var qx = Qx + ((long)t * In);
+                    var offsets = Offsets + ((long)t * blocks);
+                    var dx = Dx + ((long)t * blocks);
+                    var y = Y + ((long)t * Out) + row;
+                    switch (Math.Min(CpuQ8_0Groups.MaxTokens, Tokens - t))
+                    {
+                        case 1:
+                            CpuQ8_0Groups.Product<CpuQ8_0Groups.One>(group, blocks, qx, In, offsets, dx, y, Out, bias);
+                            break;
+                        case 2:
+                            CpuQ8_0Groups.Product<CpuQ8_0Groups.Two>(group, blocks, qx, In, offsets, dx, y, Out, bias);
+                            break;
+                        case 3:
+                            CpuQ8_0Groups.Product<CpuQ8_0Groups.Three>(group, blocks, qx, In, offsets, dx, y, Out, bias);
+                            break;
+                        default:
+                            CpuQ8_0Groups.Product<CpuQ8_0Groups.Four>(group, blocks, qx, In, offsets, dx, y, Out, bias);
+                            break;
+                    }
+                }
+            }
+        }
+
         private void RunAmx(int index, int worker)
         {
             var kernel = Amx!.Value;
             var scratch = AmxScratch + (worker * AmxScratchBytes / sizeof(int));
-            var last = Math.Min(AmxRowGroups, (index + 1) * AmxGroupsPerItem);
-            for (var g = index * AmxGroupsPerItem; g < last; g++)
+            var last = Math.Min(Groups, (index + 1) * GroupsPerItem);
+            for (var g = index * GroupsPerItem; g < last; g++)
             {
                 var row = (long)g * AmxTile;
                 kernel.Entry(W + (row * RowBytes), RowBytes, In / kernel.BlockValues, AmxX, AmxScales, AmxSums, AmxTokenTiles, Tokens, Y + row, Out,
@@ -477,9 +538,20 @@ internal static unsafe class CpuQuantMatMul
             }
         }
 
+        if (weightType == DType.Q8_0)
+        {
+            // The grouped weights' levels are offset by 128: their integer sums lose 128·Σx per block.
+            for (long b = 0; b < (long)tokens * inFeatures / 32; b++)
+            {
+                job.Offsets[b] = 128 * (job.Sx[2 * b] + job.Sx[(2 * b) + 1]);
+            }
+        }
+
         var kernel = KernelFor(width);
-        var amx = width >= 512 && tokens >= AmxMinTokens ? CpuAmx.For(weightType) : null;
-        var octetTokens = weightType == DType.Q8_0 && kernel == Kernel.AvxVnni && amx == null ? tokens / TokenOctet * TokenOctet : 0;
+        var amx = width >= 512 && tokens >= AmxMinTokens && job.AllowAmx ? CpuAmx.For(weightType) : null;
+
+        // Q8_0 rows in the file's layout never run on AMX (its kernel reads grouped weights), so they may need the octets even with AMX.
+        var octetTokens = weightType == DType.Q8_0 && kernel == Kernel.AvxVnni ? tokens / TokenOctet * TokenOctet : 0;
         if (octetTokens > 0)
         {
             OffsetAndRegroup(job, octetTokens, inFeatures);
@@ -502,7 +574,10 @@ internal static unsafe class CpuQuantMatMul
         }
     }
 
-    /// <summary>One product over the prepared x: rows in tiles, or in groups of 16 on AMX (the rows past the last group on the vector kernels).</summary>
+    /// <summary>
+    /// One product over the prepared x: rows in tiles, or in groups of 16 on AMX or from grouped Q8_0 weights (the rows
+    /// past the last group on the row kernels).
+    /// </summary>
     private static void Launch(CpuWorkerPool pool, Job job, CpuTensor weight, CpuTensor? bias, CpuTensor output)
     {
         var outFeatures = weight.Shape[0];
@@ -515,15 +590,23 @@ internal static unsafe class CpuQuantMatMul
         job.Out = outFeatures;
         job.TileRows = Math.Max(1, Math.Min(tileRows, perThread));
         job.RowBytes = rowBytes;
-        job.AmxRowGroups = 0;
-        var groups = job.Amx != null ? outFeatures / AmxTile : 0;
+        job.Groups = 0;
+
+        // The Q8_0 AMX kernel reads grouped weights only; weights left in the file's layout take the vector kernels.
+        var amx = job.Amx != null && (weight.DType != DType.Q8_0 || weight.Q8_0Grouped);
+        var groups = amx || weight.Q8_0Grouped ? outFeatures / AmxTile : 0;
         if (groups > 0)
         {
-            job.AmxProducts++;
-            job.AmxGroupsPerItem = (groups + (pool.ThreadCount * 8) - 1) / (pool.ThreadCount * 8);
-            job.AmxItems = (groups + job.AmxGroupsPerItem - 1) / job.AmxGroupsPerItem;
-            job.AmxRowGroups = groups;
-            pool.Run(job, job.AmxItems + (outFeatures % AmxTile == 0 ? 0 : 1));
+            if (amx)
+            {
+                job.AmxProducts++;
+            }
+
+            job.GroupsOnAmx = amx;
+            job.GroupsPerItem = (groups + (pool.ThreadCount * 8) - 1) / (pool.ThreadCount * 8);
+            job.GroupItems = (groups + job.GroupsPerItem - 1) / job.GroupsPerItem;
+            job.Groups = groups;
+            pool.Run(job, job.GroupItems + (outFeatures % AmxTile == 0 ? 0 : 1));
             return;
         }
 
@@ -531,16 +614,21 @@ internal static unsafe class CpuQuantMatMul
     }
 
     /// <summary>
-    /// The activations of an AMX product in tile layout: for each 16-token tile and block of 32, eight rows of 64
-    /// bytes, row k holding values 4k..4k+3 of each of the 16 tokens side by side (the B operand of
-    /// <c>tdpbssd</c>/<c>tdpbusd</c>), zeros for the tokens past the last; the activation scales [tile][scale
-    /// block][16 tokens]; for the formats with offsets or minimums the block sums [tile][block][16 tokens] (of 32
-    /// values; 16 for Q6_K).
+    /// The activations of an AMX product in tile layout (Q8_0: <see cref="PackAmxQ8_0"/>): for each 16-token tile and
+    /// block of 32, eight rows of 64 bytes, row k holding values 4k..4k+3 of each of the 16 tokens side by side (the B
+    /// operand of <c>tdpbssd</c>/<c>tdpbusd</c>), zeros for the tokens past the last; the activation scales [tile][scale
+    /// block][16 tokens]; the block sums [tile][block][16 tokens] (of 32 values; 16 for Q6_K) for the offsets or minimums.
     /// </summary>
     private static void PackAmxActivations(Job job, CpuAmx.Kernel kernel, int workers, int tokens, int inFeatures)
     {
         var blocks = inFeatures / 32;
-        var sumBlocks = kernel.SumValues == 0 ? 0 : inFeatures / kernel.SumValues;
+        if (job.WeightType == DType.Q8_0)
+        {
+            PackAmxQ8_0(job, kernel, workers, tokens, inFeatures);
+            return;
+        }
+
+        var sumBlocks = inFeatures / kernel.SumValues;
         var scaleBlocks = inFeatures / ActivationBlock(job.WeightType);
         var tiles = (tokens + AmxTile - 1) / AmxTile;
         job.EnsureAmx((long)tiles * AmxTile * inFeatures, workers, kernel.ScratchBytes(inFeatures));
@@ -574,6 +662,44 @@ internal static unsafe class CpuQuantMatMul
                 for (var s = 0; s < scaleBlocks; s++)
                 {
                     job.AmxScales[((((long)tile * scaleBlocks) + s) * AmxTile) + t] = quads == null ? 0f : job.Dx[((long)token * scaleBlocks) + s];
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// The activations of a Q8_0 AMX product, whose weights are the B tiles (<see cref="CpuQ8_0Groups"/>): the int8
+    /// activations as quantised, [token tile][block][16 tokens][32] (the A tile of a block, 512 contiguous bytes), zero
+    /// past the last token; their scales and 128·Σx per block [tile][block][16 tokens].
+    /// </summary>
+    private static void PackAmxQ8_0(Job job, CpuAmx.Kernel kernel, int workers, int tokens, int inFeatures)
+    {
+        var blocks = inFeatures / 32;
+        var tiles = (tokens + AmxTile - 1) / AmxTile;
+        job.EnsureAmx((long)tiles * AmxTile * inFeatures, workers, kernel.ScratchBytes(inFeatures));
+        job.AmxTokenTiles = tiles;
+        for (var tile = 0; tile < tiles; tile++)
+        {
+            for (var t = 0; t < AmxTile; t++)
+            {
+                var token = (tile * AmxTile) + t;
+                for (var b = 0; b < blocks; b++)
+                {
+                    var at = ((((long)tile * blocks) + b) * AmxTile) + t;
+                    var source = ((long)token * blocks) + b;
+                    var destination = job.AmxX + (at * 32);
+                    if (token < tokens)
+                    {
+                        Vector256.Load(job.Qx + (source * 32)).Store(destination);
+                        job.AmxScales[at] = job.Dx[source];
+                        job.AmxSums[at] = job.Offsets[source];
+                    }
+                    else
+                    {
+                        Vector256<sbyte>.Zero.Store(destination);
+                        job.AmxScales[at] = 0f;
+                        job.AmxSums[at] = 0f;
+                    }
                 }
             }
         }

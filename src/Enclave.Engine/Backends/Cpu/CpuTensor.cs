@@ -9,7 +9,7 @@ namespace Enclave.Engine.Backends.Cpu;
 public sealed unsafe class CpuTensor : DeviceTensor
 {
     private byte* _data;
-    private readonly bool _ownsData;
+    private bool _ownsData;
 
     // Keeps the owner of borrowed memory reachable for as long as this view is.
     private readonly object? _owner;
@@ -55,6 +55,36 @@ public sealed unsafe class CpuTensor : DeviceTensor
     /// <summary>Forgets the result of the finiteness scan: the contents were overwritten.</summary>
     internal void ContentsChanged() => _halfFinite = 0;
 
+    /// <summary>
+    /// For Q8_0 weights: whether the bytes are in the 16-row grouped layout of <see cref="CpuQ8_0Groups"/> rather than
+    /// the file's, which every reader of the tensor (products, embedding rows) then follows. Such a tensor is not
+    /// sliced or reshaped.
+    /// </summary>
+    internal bool Q8_0Grouped { get; set; }
+
+    /// <summary>Whether the bytes are a window onto a read-only file mapping (a checkpoint's weights).</summary>
+    internal bool MappedWeights { get; init; }
+
+    /// <summary>Whether the backend has already looked at grouping this Q8_0 tensor (it does so once, at its first product).</summary>
+    internal bool GroupingChecked { get; set; }
+
+    /// <summary>
+    /// Takes <paramref name="owned"/> (64-byte aligned native memory of <see cref="DeviceTensor.ByteCount"/> bytes) as
+    /// this tensor's bytes from now on, freed on dispose; the memory read before is left to its owner.
+    /// </summary>
+    internal void Adopt(byte* owned)
+    {
+        ObjectDisposedException.ThrowIf(_data == null, this);
+        if (_ownsData)
+        {
+            NativeMemory.AlignedFree(_data);
+        }
+
+        _data = owned;
+        _ownsData = true;
+        GC.ReRegisterForFinalize(this);
+    }
+
     /// <summary>Whether this tensor frees its memory on dispose (false for views and mapped weights).</summary>
     public bool OwnsData => _ownsData;
 
@@ -89,6 +119,7 @@ public sealed unsafe class CpuTensor : DeviceTensor
     public override DeviceTensor Reshape(params int[] shape)
     {
         CheckReshape(ElementCount, shape);
+        RequireFileLayout();
         return new CpuTensor(DType, shape, Pointer, this);
     }
 
@@ -104,9 +135,18 @@ public sealed unsafe class CpuTensor : DeviceTensor
             throw new ArgumentOutOfRangeException(nameof(start), $"rows [{start}, {start + count}) outside {this}");
         }
 
+        RequireFileLayout();
         var shape = (int[])Shape.Clone();
         shape[0] = count;
         return new CpuTensor(DType, shape, Pointer + (start * FirstDimStrideBytes), this);
+    }
+
+    private void RequireFileLayout()
+    {
+        if (Q8_0Grouped)
+        {
+            throw new InvalidOperationException($"{this} holds Q8_0 weights in 16-row groups, which cannot be viewed in part or reshaped");
+        }
     }
 
     internal void RequireDType(DType dtype)

@@ -255,7 +255,7 @@ public sealed unsafe class GgufFile : IDisposable
             }
 
             extents.Add((offset, offset + (ulong)bytes, name));
-            var tensor = new CheckpointTensor(name, dtype, shape, basePointer + DataOffset + (long)offset, bytes, Path);
+            var tensor = new CheckpointTensor(name, dtype, shape, basePointer + DataOffset + (long)offset, bytes, Path, mapped: true);
             if (!tensors.TryAdd(name, tensor))
             {
                 throw new CheckpointFormatException($"{Path}: tensor '{name}' appears twice");

@@ -74,7 +74,7 @@ public sealed unsafe class GgufModel : IWeightSource
 
             tensors[hf] = Architecture == "llama" && (t.Name.EndsWith(".attn_q.weight", StringComparison.Ordinal) || t.Name.EndsWith(".attn_k.weight", StringComparison.Ordinal))
                 ? Unpermute(t, hf, t.Name.EndsWith(".attn_q.weight", StringComparison.Ordinal) ? Config.NumAttentionHeads : Config.NumKeyValueHeads)
-                : new CheckpointTensor(hf, t.DType, t.Shape, t.Data, t.ByteCount, t.File);
+                : new CheckpointTensor(hf, t.DType, t.Shape, t.Data, t.ByteCount, t.File, t.Mapped);
         }
 
         if (Architecture == "deepseek2")
@@ -293,7 +293,7 @@ public sealed unsafe class GgufModel : IWeightSource
         for (var e = 0; e < experts; e++)
         {
             var name = GgufNames.ExpertName(stacked.Name, e)!;
-            tensors[name] = new CheckpointTensor(name, stacked.DType, shape, stacked.Data + (e * bytes), bytes, stacked.File);
+            tensors[name] = new CheckpointTensor(name, stacked.DType, shape, stacked.Data + (e * bytes), bytes, stacked.File, stacked.Mapped);
         }
     }
 
