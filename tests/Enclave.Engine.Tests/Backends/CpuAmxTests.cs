@@ -79,7 +79,15 @@ public sealed class CpuAmxTests
     private static (float[] Y, long AmxProducts) Product(DType type, int width, int tokens, int inFeatures, int outFeatures, byte[] blocks, float[] x, float[]? bias)
     {
         using var backend = new CpuBackend(3, width);
-        using var wt = backend.Allocate(type, outFeatures, inFeatures);
+        var (y, amxProducts, _) = Product(backend, type, tokens, inFeatures, outFeatures, blocks, x, bias);
+        return (y, amxProducts);
+    }
+
+    /// <summary>y = x · wᵀ (+ bias) on <paramref name="backend"/> for raw weight blocks, with the backend's AMX product count
+    /// and whether the weight ended in the grouped Q8_0 layout. Outputs start NaN, so an unwritten one shows.</summary>
+    internal static (float[] Y, long AmxProducts, bool Grouped) Product(CpuBackend backend, DType type, int tokens, int inFeatures, int outFeatures, byte[] blocks, float[] x, float[]? bias)
+    {
+        using var wt = (CpuTensor)backend.Allocate(type, outFeatures, inFeatures);
         backend.UploadBytes(blocks, wt);
         using var xt = backend.Allocate(DType.F32, tokens, inFeatures);
         backend.Upload(x, xt);
@@ -94,7 +102,7 @@ public sealed class CpuAmxTests
         backend.MatMul(xt, wt, bt, yt);
         var y = new float[tokens * outFeatures];
         backend.Download(yt, y);
-        return (y, backend.AmxProducts);
+        return (y, backend.AmxProducts, wt.Q8_0Grouped);
     }
 }
 

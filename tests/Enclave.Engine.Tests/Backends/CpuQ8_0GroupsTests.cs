@@ -190,22 +190,7 @@ public sealed unsafe class CpuQ8_0GroupsTests
     private static (float[] Y, long AmxProducts, bool Grouped) Product(bool groups, bool amx, int tokens, int inFeatures, int outFeatures, byte[] blocks, float[] x, float[]? bias)
     {
         using var backend = new CpuBackend(3, 512, groups, amx);
-        using var wt = (CpuTensor)backend.Allocate(DType.Q8_0, outFeatures, inFeatures);
-        backend.UploadBytes(blocks, wt);
-        using var xt = backend.Allocate(DType.F32, tokens, inFeatures);
-        backend.Upload(x, xt);
-        using var bt = bias == null ? null : backend.Allocate(DType.F32, outFeatures);
-        if (bt != null)
-        {
-            backend.Upload(bias!, bt);
-        }
-
-        using var yt = backend.Allocate(DType.F32, tokens, outFeatures);
-        backend.Upload(Enumerable.Repeat(float.NaN, tokens * outFeatures).ToArray(), yt);
-        backend.MatMul(xt, wt, bt, yt);
-        var y = new float[tokens * outFeatures];
-        backend.Download(yt, y);
-        return (y, backend.AmxProducts, wt.Q8_0Grouped);
+        return CpuAmxTests.Product(backend, DType.Q8_0, tokens, inFeatures, outFeatures, blocks, x, bias);
     }
 }
 

@@ -184,35 +184,9 @@ internal static unsafe partial class CpuQ8_0Groups
         }
     }
 
-    /// <summary>A compile-time token count (1 to <see cref="MaxTokens"/>) for <see cref="Product"/>.</summary>
-    internal interface ITokens
-    {
-        static abstract int Count { get; }
-    }
-
-    internal readonly struct One : ITokens
-    {
-        public static int Count => 1;
-    }
-
-    internal readonly struct Two : ITokens
-    {
-        public static int Count => 2;
-    }
-
-    internal readonly struct Three : ITokens
-    {
-        public static int Count => 3;
-    }
-
-    internal readonly struct Four : ITokens
-    {
-        public static int Count => 4;
-    }
-
     /// <summary>
     /// y[t, 16 rows] = Σ_b (Σ_k (w + 128)·x − 128·Σx) · scale_w · scale_x (+ bias) for the 16 rows of one group and
-    /// <typeparamref name="TTokens"/> tokens. Each quad of levels is loaded once (two 256-bit halves: rows 0-7 and
+    /// <typeparamref name="TTokens"/> tokens (1 to <see cref="MaxTokens"/>). Each quad of levels is loaded once (two 256-bit halves: rows 0-7 and
     /// 8-15) and dotted with every token's four activations broadcast; a block's int32 sums of 16 rows meet in one
     /// 512-bit vector for the offset, the conversion and the FMA by its 16 scales (converted from fp16 once for all
     /// the tokens). Blocks start their integer sums from zero, so the out-of-order core overlaps consecutive blocks.
@@ -225,9 +199,9 @@ internal static unsafe partial class CpuQ8_0Groups
     /// <param name="bias">The group's 16 biases, or null.</param>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void Product<TTokens>(byte* group, int blocks, sbyte* qx, int n, int* offsets, float* dx, float* y, long yStride, float* bias)
-        where TTokens : struct, ITokens
+        where TTokens : struct, ITokenCount
     {
-        var count = TTokens.Count;
+        var count = TTokens.N;
         var scales = (ushort*)(group + ((long)blocks * BlockLevelBytes));
         Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
         for (var b = 0; b < blocks; b++)

@@ -317,16 +317,16 @@ internal static unsafe class CpuQuantMatMul
                     switch (Math.Min(CpuQ8_0Groups.MaxTokens, Tokens - t))
                     {
                         case 1:
-                            CpuQ8_0Groups.Product<CpuQ8_0Groups.One>(group, blocks, qx, In, offsets, dx, y, Out, bias);
+                            CpuQ8_0Groups.Product<One>(group, blocks, qx, In, offsets, dx, y, Out, bias);
                             break;
                         case 2:
-                            CpuQ8_0Groups.Product<CpuQ8_0Groups.Two>(group, blocks, qx, In, offsets, dx, y, Out, bias);
+                            CpuQ8_0Groups.Product<Two>(group, blocks, qx, In, offsets, dx, y, Out, bias);
                             break;
                         case 3:
-                            CpuQ8_0Groups.Product<CpuQ8_0Groups.Three>(group, blocks, qx, In, offsets, dx, y, Out, bias);
+                            CpuQ8_0Groups.Product<Three>(group, blocks, qx, In, offsets, dx, y, Out, bias);
                             break;
                         default:
-                            CpuQ8_0Groups.Product<CpuQ8_0Groups.Four>(group, blocks, qx, In, offsets, dx, y, Out, bias);
+                            CpuQ8_0Groups.Product<Four>(group, blocks, qx, In, offsets, dx, y, Out, bias);
                             break;
                     }
                 }
