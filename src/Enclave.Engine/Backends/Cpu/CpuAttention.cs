@@ -66,6 +66,7 @@ internal static unsafe class CpuAttention
             var kvStride = (nint)KvHeads * d;
 
             var scores = stackalloc float[KeyBlock];
+            var rows = stackalloc nint[KeyBlock]; // the block's key and value rows: slot × row stride + this KV head
             var acc = stackalloc float[d];
             new Span<float>(acc, d).Clear();
             var max = float.NegativeInfinity;
@@ -77,8 +78,8 @@ internal static unsafe class CpuAttention
                 var blockMax = float.NegativeInfinity;
                 for (var j = 0; j < n; j++)
                 {
-                    var slot = Slot(table, j0 + j);
-                    var s = Dot<TS, TV>(q, KeyCache + (slot * kvStride) + ((nint)kvHead * d), d) * Scale;
+                    rows[j] = (Slot(table, j0 + j) * kvStride) + ((nint)kvHead * d);
+                    var s = Dot<TS, TV>(q, KeyCache + rows[j], d) * Scale;
                     scores[j] = s;
                     blockMax = MathF.Max(blockMax, s);
                 }
@@ -108,10 +109,10 @@ internal static unsafe class CpuAttention
 
                 for (var j = 0; j < n; j++)
                 {
-                    var slot = Slot(table, j0 + j);
                     sum += weights[j];
-                    Axpy<TS, TV>(weights[j], ValueCache + (slot * kvStride) + ((nint)kvHead * d), acc, d);
                 }
+
+                AccumulateRows<TS, TV>(acc, scores, ValueCache, rows, n, d);
             }
 
             var output = Output + (((nint)t * Heads) + h) * d;
@@ -264,6 +265,47 @@ internal static unsafe class CpuAttention
         }
 
         return sum;
+    }
+
+    /// <summary>
+    /// acc[i] += Σ_j weights[j] · values[rows[j] + i] for j = 0..n−1 in order, four vectors of acc held in registers
+    /// across the keys instead of loaded and stored per key: element by element the same additions in the same order
+    /// as n calls of <see cref="Axpy"/>, so the same result. acc: [d]; weights: [n]; rows: [n] offsets into values.
+    /// </summary>
+    internal static void AccumulateRows<TS, TV>(float* acc, float* weights, float* values, nint* rows, int n, int d)
+        where TS : ISimd<TV>
+        where TV : struct
+    {
+        var i = 0;
+        for (; i <= d - (4 * TS.Count); i += 4 * TS.Count)
+        {
+            TV a0 = TS.Load(acc + i), a1 = TS.Load(acc + i + TS.Count), a2 = TS.Load(acc + i + (2 * TS.Count)), a3 = TS.Load(acc + i + (3 * TS.Count));
+            for (var j = 0; j < n; j++)
+            {
+                var w = TS.Broadcast(weights[j]);
+                var v = values + rows[j] + i;
+                a0 = TS.MultiplyAdd(w, TS.Load(v), a0);
+                a1 = TS.MultiplyAdd(w, TS.Load(v + TS.Count), a1);
+                a2 = TS.MultiplyAdd(w, TS.Load(v + (2 * TS.Count)), a2);
+                a3 = TS.MultiplyAdd(w, TS.Load(v + (3 * TS.Count)), a3);
+            }
+
+            TS.Store(a0, acc + i);
+            TS.Store(a1, acc + i + TS.Count);
+            TS.Store(a2, acc + i + (2 * TS.Count));
+            TS.Store(a3, acc + i + (3 * TS.Count));
+        }
+
+        for (; i < d; i++)
+        {
+            var a = acc[i];
+            for (var j = 0; j < n; j++)
+            {
+                a = MathF.FusedMultiplyAdd(weights[j], values[rows[j] + i], a);
+            }
+
+            acc[i] = a;
+        }
     }
 
     internal static void Axpy<TS, TV>(float alpha, float* x, float* y, int n)
