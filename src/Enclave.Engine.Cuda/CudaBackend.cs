@@ -325,12 +325,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         ulong pl = t.Pointer, ids = _argmaxIds;
         void** args = stackalloc void*[] { &pl, &ids, &vocab };
         Launch("argmax.cu", "argmax_rows", (uint)rows, 1, 1024, args);
-        fixed (int* p = tokenIds)
-        {
-            _ctx.Driver.Check(_ctx.Driver.MemcpyDtoHAsync(p, _argmaxIds, (nuint)(rows * 4), _ctx.Stream), "cuMemcpyDtoHAsync(argmax)");
-        }
-
-        _ctx.Synchronize();
+        ReadTokenIds(tokenIds);
     }
 
     public bool SamplesOnBackend => true;
@@ -377,9 +372,15 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         ulong pl = t.Pointer, pp = parameters, ids = _argmaxIds;
         void** args = stackalloc void*[] { &pl, &pp, &ids, &vocab };
         Launch("sample.cu", "sample_rows", (uint)count, 1, 1024, args);
+        ReadTokenIds(tokenIds);
+    }
+
+    /// <summary>Copies the ids the argmax or sample kernel wrote to the host and waits for them: the step's one sync.</summary>
+    private void ReadTokenIds(Span<int> tokenIds)
+    {
         fixed (int* p = tokenIds)
         {
-            _ctx.Driver.Check(_ctx.Driver.MemcpyDtoHAsync(p, _argmaxIds, (nuint)(count * 4), _ctx.Stream), "cuMemcpyDtoHAsync(sample)");
+            _ctx.Driver.Check(_ctx.Driver.MemcpyDtoHAsync(p, _argmaxIds, (nuint)(tokenIds.Length * 4), _ctx.Stream), "cuMemcpyDtoHAsync(token ids)");
         }
 
         _ctx.Synchronize();

@@ -14,7 +14,7 @@
 //   xq:     [token_tiles][8·supers][8][16 tokens][4] int8, as for Q8_0.
 //   xs:     [token_tiles][supers][16 tokens] fp32 activation scales (one per 256 values).
 //   xsum:   [token_tiles][8·supers][16 tokens] fp32: the sum of each block's int8 activations.
-//   scratch: 64-byte aligned: 5 KiB as for Q8_0, then 8·supers × 16 floats of d·scale, as many of dmin·min, then the
+//   scratch: 64-byte aligned: 5 KiB (the two int32 read-out tiles, then from 4 KiB one tile of fp32 results), then 8·supers × 16 floats of d·scale, as many of dmin·min, then the
 //           levels unpacked to one byte each, [16 rows][256·supers].
 #include "amx_common.h"
 

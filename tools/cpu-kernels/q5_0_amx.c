@@ -12,7 +12,7 @@
 //   xq:     [token_tiles][blocks][8][16 tokens][4] int8, as for Q8_0.
 //   xs:     [token_tiles][blocks][16 tokens] fp32 activation scales (one per 32 values).
 //   xsum:   [token_tiles][blocks][16 tokens] fp32: the sum of each block's int8 activations.
-//   scratch: 64-byte aligned: 5 KiB as for Q8_0, then blocks × 16 floats of d, as many of 16·d, then the levels
+//   scratch: 64-byte aligned: 5 KiB (the two int32 read-out tiles, then from 4 KiB one tile of fp32 results), then blocks × 16 floats of d, as many of 16·d, then the levels
 //           unpacked to one byte each, [16 rows][32·blocks].
 #include "amx_common.h"
 

@@ -13,7 +13,7 @@
 //   xq:     [token_tiles][8·supers][8][16 tokens][4] int8, as for Q8_0 (a block of 16 is half of one of 32).
 //   xs:     [token_tiles][supers][16 tokens] fp32 activation scales (one per 256 values).
 //   xsum:   [token_tiles][16·supers][16 tokens] fp32: the sum of each block's int8 activations.
-//   scratch: 64-byte aligned: 5 KiB as for Q8_0, then 16·supers × 16 floats of d·scale, as many of 32·d·scale, then
+//   scratch: 64-byte aligned: 5 KiB (the two int32 read-out tiles, then from 4 KiB one tile of fp32 results), then 16·supers × 16 floats of d·scale, as many of 32·d·scale, then
 //           the levels unpacked to one byte each, [16 rows][256·supers].
 #include "amx_common.h"
 
@@ -22,7 +22,6 @@
 #define Q6_K_READ_OUT(tile, b)                                                                                         \
     AMX_READ_OUT_OFFSET(tile, b, _mm512_loadu_ps(st + ((b) / 16) * 16), _mm512_loadu_ps(sums + (b) * 16),             \
                         scales + (long)(b) * 16, offsets + (long)(b) * 16)
-
 
 #define Q6_K_DRAIN(C0, C1, b) AMX_DRAIN(C0, C1, b, Q6_K_READ_OUT)
 #define Q6_K_SINGLE(b) AMX_SINGLE(b, Q6_K_WEIGHTS, row_values, 256, _tile_dpbusd, Q6_K_READ_OUT)
