@@ -750,7 +750,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         {
             var vec = inDim % 8 == 0 && px % 16 == 0 && pw % 16 == 0 ? 1 : 0;
             void** args = stackalloc void*[] { &px, &pw, &pb, &po, &inDim, &outDim, &vec };
-            Launch("matmul.cu", GemvKernels[tokens][TypeIndex(w.DType)], (uint)((outDim + 7) / 8), 1, 256, args);
+            Launch("matmul.cu", GemvKernels[tokens][TypeIndex(w.DType)], GemvBlocks(GemvWarps(outDim, w.DType)), 1, 256, args);
             return;
         }
 
@@ -792,7 +792,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         ulong bg = gate.Bias is { } gb ? Cuda(gb).Pointer : 0, bu = up.Bias is { } ub ? Cuda(ub).Pointer : 0;
         var vec = inDim % 8 == 0 && (px | pg | pu) % 16 == 0 ? 1 : 0;
         void** args = stackalloc void*[] { &px, &pg, &bg, &pu, &bu, &py, &inDim, &outDim, &vec };
-        Launch("matmul.cu", SiluGatedGemvKernels[tokens][TypeIndex(wg.DType)], (uint)((outDim + 7) / 8), 1, 256, args);
+        Launch("matmul.cu", SiluGatedGemvKernels[tokens][TypeIndex(wg.DType)], GemvBlocks(outDim), 1, 256, args); // a warp a (gate, up) row pair
     }
 
     /// <summary>
@@ -833,6 +833,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
             Span<ulong> y = stackalloc ulong[3];
             Span<int> rows = stackalloc int[3];
             var total = 0L;
+            var warps = 0L;
             for (var i = 0; i < targets.Length; i++)
             {
                 w[i] = Cuda(targets[i].Weight).Pointer;
@@ -841,6 +842,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
                 rows[i] = targets[i].Weight.Shape[0];
                 vec = w[i] % 16 == 0 ? vec : 0;
                 total += rows[i];
+                warps += GemvWarps(rows[i], dtype);
             }
 
             if (total == 0)
@@ -851,7 +853,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
             ulong w0 = w[0], b0 = b[0], y0 = y[0], w1 = w[1], b1 = b[1], y1 = y[1], w2 = w[2], b2 = b[2], y2 = y[2];
             int out0 = rows[0], out1 = rows[1], out2 = rows[2];
             void** args = stackalloc void*[] { &px, &inDim, &vec, &w0, &b0, &y0, &out0, &w1, &b1, &y1, &out1, &w2, &b2, &y2, &out2 };
-            Launch("matmul.cu", SharedGemvKernels[tokens][TypeIndex(dtype)], (uint)((total + 7) / 8), 1, 256, args);
+            Launch("matmul.cu", SharedGemvKernels[tokens][TypeIndex(dtype)], GemvBlocks(warps), 1, 256, args);
             return;
         }
 
@@ -1612,6 +1614,12 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
             ("flash_prefill.cu", "flash_prefill_d64_kvbf16"), ("flash_prefill.cu", "flash_prefill_d128_kvbf16"), ("flash_prefill.cu", "flash_prefill_d256_kvbf16"),
         ],
     ];
+    /// <summary>Warps a GEMV of <paramref name="rows"/> output rows takes: matmul.cu's W::warp_rows rows a warp (2 for 16-bit weights).</summary>
+    private static long GemvWarps(long rows, DType weightType) => weightType == DType.F32 ? rows : (rows + 1) / 2;
+
+    /// <summary>Blocks of 256 threads (8 warps) for a GEMV launch of <paramref name="warps"/> warps.</summary>
+    private static uint GemvBlocks(long warps) => (uint)((warps + 7) / 8);
+
     private static readonly string[][] GemvKernels = [.. Enumerable.Range(0, GemvMaxTokens + 1).Select(tokens => PerWeightType("gemv_", "_" + tokens))];
     private static readonly string[][] SharedGemvKernels = [.. Enumerable.Range(0, GemvMaxTokens + 1).Select(tokens => PerWeightType("gemv_shared_", "_" + tokens))];
     private static readonly string[][] SiluGatedGemvKernels = [.. Enumerable.Range(0, GemvMaxTokens + 1).Select(tokens => PerWeightType("gemv_silu_gated_", "_" + tokens))];
