@@ -122,6 +122,18 @@ public interface IBackend : IDisposable
         SiluMul(gate.Output, up.Output, gate.Output);
     }
 
+    /// <summary>
+    /// A whole gated MLP: down.Output = (silu(x · gateᵀ + b_gate) * (x · upᵀ + b_up)) · downᵀ + b_down, with the shapes
+    /// and types of <see cref="MatMul"/>. gate.Output and up.Output ([T, intermediate] F32) are scratch for the
+    /// intermediate and hold nothing defined afterwards, so a backend may keep the intermediate in a narrower type there
+    /// (the default runs <see cref="SiluGatedMatMul"/> into gate.Output, then <see cref="MatMul"/>).
+    /// </summary>
+    void SiluGatedMlp(DeviceTensor x, MatMulTarget gate, MatMulTarget up, MatMulTarget down)
+    {
+        SiluGatedMatMul(x, gate, up);
+        MatMul(gate.Output, down.Weight, down.Bias, down.Output);
+    }
+
     /// <summary>output = a + b, element-wise, same shapes (output may alias a).</summary>
     void Add(DeviceTensor a, DeviceTensor b, DeviceTensor output);
 

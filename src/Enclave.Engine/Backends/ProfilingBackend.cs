@@ -173,6 +173,13 @@ public sealed class ProfilingBackend : IBackend
         Stop(t, "matmul silu-gated", gate.Weight, x.Shape[0]);
     }
 
+    public void SiluGatedMlp(DeviceTensor x, MatMulTarget gate, MatMulTarget up, MatMulTarget down)
+    {
+        var t = Start();
+        Inner.SiluGatedMlp(x, gate, up, down);
+        Stop(t, "gated mlp", gate.Weight, x.Shape[0]);
+    }
+
     public void Add(DeviceTensor a, DeviceTensor b, DeviceTensor output)
     {
         var t = Start();

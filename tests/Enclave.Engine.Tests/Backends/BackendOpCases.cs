@@ -132,6 +132,12 @@ internal static class BackendOpCases
             cases[$"silu_gated_matmul/{d}/t1/odd-70to9"] = (b => SiluGatedMatMul(b, dtype, 1, 70, 9, false), 1e-5);
             cases[$"silu_gated_matmul/{d}/t2/stacked-512to136"] = (b => SiluGatedMatMul(b, dtype, 2, 512, 136, false, stacked: true), 1e-5);
             cases[$"silu_gated_matmul/{d}/t40/256to72+bias"] = (b => SiluGatedMatMul(b, dtype, 40, 256, 72, true), 1e-5);
+            // A whole gated MLP: decode size, prefill sizes with stacked or separate gate/up (kept 16-bit between the
+            // products by a tensor-core backend), biases, and an intermediate width off the 8-element vector path.
+            cases[$"silu_gated_mlp/{d}/t1/256to136to200+bias"] = (b => SiluGatedMlp(b, dtype, 1, 256, 136, 200, true, stacked: true), 1e-5);
+            cases[$"silu_gated_mlp/{d}/t40/stacked-256to136to200+bias"] = (b => SiluGatedMlp(b, dtype, 40, 256, 136, 200, true, stacked: true), 1e-5);
+            cases[$"silu_gated_mlp/{d}/t33/512to264to128"] = (b => SiluGatedMlp(b, dtype, 33, 512, 264, 128, false, stacked: false), 1e-5);
+            cases[$"silu_gated_mlp/{d}/t17/stacked-128to70to64+bias"] = (b => SiluGatedMlp(b, dtype, 17, 128, 70, 64, true, stacked: true), 1e-5);
         }
 
         // FP8 blocks with partial edge blocks (45 rows / 16, 72 columns / 32) and 4-bit groups, dequantized on the fly.
@@ -465,6 +471,26 @@ internal static class BackendOpCases
         using var output = Poisoned(b, tokens, outFeatures);
         using var scratch = Poisoned(b, tokens, outFeatures);
         b.SiluGatedMatMul(x, new MatMulTarget(gate, gateBias, output), new MatMulTarget(up, upBias, scratch));
+        return [Read(b, output)];
+    }
+
+    private static float[][] SiluGatedMlp(IBackend b, DType dtype, int tokens, int inFeatures, int inner, int outFeatures, bool bias, bool stacked)
+    {
+        var random = new Random((tokens * 7919) + inFeatures + inner + outFeatures);
+        var gateValues = Values(random, inFeatures * inner, 0.5f);
+        var upValues = Values(random, inFeatures * inner, 0.5f);
+        using var stack = stacked ? Weight(b, dtype, [.. gateValues, .. upValues], 2 * inner, inFeatures) : null;
+        using var gate = stack is null ? Weight(b, dtype, gateValues, inner, inFeatures) : stack.SliceRows(0, inner);
+        using var up = stack is null ? Weight(b, dtype, upValues, inner, inFeatures) : stack.SliceRows(inner, inner);
+        using var down = Weight(b, dtype, Values(random, inner * outFeatures, 0.5f), outFeatures, inner);
+        using var gateBias = bias ? F32(b, Values(random, inner), inner) : null;
+        using var upBias = bias ? F32(b, Values(random, inner), inner) : null;
+        using var downBias = bias ? F32(b, Values(random, outFeatures), outFeatures) : null;
+        using var x = F32(b, Values(random, tokens * inFeatures), tokens, inFeatures);
+        using var gateScratch = Poisoned(b, tokens, inner);
+        using var upScratch = Poisoned(b, tokens, inner);
+        using var output = Poisoned(b, tokens, outFeatures);
+        b.SiluGatedMlp(x, new MatMulTarget(gate, gateBias, gateScratch), new MatMulTarget(up, upBias, upScratch), new MatMulTarget(down, downBias, output));
         return [Read(b, output)];
     }
 

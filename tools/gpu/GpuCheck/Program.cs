@@ -114,7 +114,8 @@ internal static class Program
 
         cuda.TensorCoreGemm = true;
         Console.WriteLine("== matmul through cuBLAS tensor cores (activations rounded to the weight type; tolerance 2e-2)");
-        foreach (var name in BackendOpCases.Names.Where(n => (n.StartsWith("matmul/", StringComparison.Ordinal) || n.StartsWith("matmul_shared/", StringComparison.Ordinal)) && !n.Contains("/t1/", StringComparison.Ordinal)))
+        string[] tensorCoreProducts = ["matmul/", "matmul_shared/", "silu_gated_matmul/", "silu_gated_mlp/"];
+        foreach (var name in BackendOpCases.Names.Where(n => tensorCoreProducts.Any(p => n.StartsWith(p, StringComparison.Ordinal)) && !n.Contains("/t1/", StringComparison.Ordinal)))
         {
             Report(BackendOpCases.Run(name, cuda, reference, 2e-2));
         }

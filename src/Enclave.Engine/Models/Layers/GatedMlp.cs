@@ -16,8 +16,10 @@ public sealed class GatedMlp : IFeedForward
             throw new ModelConfigException($"{loader.Config.Path}: hidden_act '{loader.Config.HiddenAct}' is not supported (supported: silu)");
         }
 
-        gate = Linear.Load(loader, prefix + ".gate_proj", hidden, intermediate, bias);
-        up = Linear.Load(loader, prefix + ".up_proj", hidden, intermediate, bias);
+        // gate and up read the same input: stacked where the backend can, so that larger products of them run as one.
+        var gateUp = loader.LoadLinears([prefix + ".gate_proj", prefix + ".up_proj"], hidden, [intermediate, intermediate], bias);
+        gate = gateUp[0];
+        up = gateUp[1];
         down = Linear.Load(loader, prefix + ".down_proj", intermediate, hidden, bias);
     }
 
@@ -27,7 +29,10 @@ public sealed class GatedMlp : IFeedForward
         var tokens = (int)x.Rows;
         var g = scratch.Get("mlp.gate", tokens, gate.OutFeatures, gate.OutFeatures); // [T, intermediate]
         var u = scratch.Get("mlp.up", tokens, up.OutFeatures, up.OutFeatures);     // [T, intermediate]
-        Linear.ForwardSiluGated(backend, x, gate, g, up, u);
-        down.Forward(backend, g, output);
+        if (!Linear.ForwardSiluGatedMlp(backend, x, gate, g, up, u, down, output))
+        {
+            Linear.ForwardSiluGated(backend, x, gate, g, up, u);
+            down.Forward(backend, g, output);
+        }
     }
 }

@@ -77,6 +77,22 @@ public sealed class Linear
         backend.SiluGatedMatMul(x, new(gate.weight, gate.Bias, outputGate), new(up.weight, up.Bias, outputUp));
     }
 
+    /// <summary>
+    /// A whole gated MLP through <see cref="IBackend.SiluGatedMlp"/> when all three layers are plain weights (false, and
+    /// nothing run, otherwise). outputGate and outputUp are the intermediate's scratch. x: [T, in]; output: [T, in].
+    /// </summary>
+    public static bool ForwardSiluGatedMlp(IBackend backend, DeviceTensor x, Linear gate, DeviceTensor outputGate, Linear up, DeviceTensor outputUp,
+        Linear down, DeviceTensor output)
+    {
+        if (gate.weight is null || up.weight is null || down.weight is null)
+        {
+            return false;
+        }
+
+        backend.SiluGatedMlp(x, new(gate.weight, gate.Bias, outputGate), new(up.weight, up.Bias, outputUp), new(down.weight, down.Bias, output));
+        return true;
+    }
+
     /// <summary>output = x · Wᵀ + b. x: [T, in]; output: [T, out].</summary>
     public void Forward(IBackend backend, DeviceTensor x, DeviceTensor output)
     {
