@@ -12,14 +12,16 @@ REPS=${REPS:-20}
 mkdir -p "$OUT" "$BUILD"
 exec > >(tee "$OUT/log.txt") 2>&1
 nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
+pids=()
 for v in $VARIANTS; do # builds in parallel
     IFS=: read -r name dir flags <<<"$v"
     mkdir -p "$BUILD/$name"
     cp "$dir/flash_prefill_bf16.cu" "$dir/flash_mma.cuh" "$dir/common.cuh" "$BUILD/$name/"
     nvcc -O3 -arch=sm_90a -std=c++17 -Xptxas -v -I"$BUILD/$name" ${flags//,/ } -o "$BUILD/$name/harness" "$HERE/harness.cu" \
         >"$BUILD/$name/ptxas.txt" 2>&1 &
+    pids+=($!)
 done
-wait
+wait "${pids[@]}"
 for v in $VARIANTS; do
     IFS=: read -r name dir flags <<<"$v"
     echo "== $name ($dir ${flags//,/ })"
