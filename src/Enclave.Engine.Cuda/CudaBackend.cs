@@ -1414,6 +1414,13 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
     /// <summary>Steps whose longest query is longer than this run attention on the tiled prefill kernel.</summary>
     internal const int FlashMinQueryLength = 16;
 
+    /// <summary>Packed query rows a block of the bf16 MMA prefill kernel takes (FB_ROWS in flash_prefill_bf16.cu).</summary>
+    internal const int FlashBf16Rows = 128;
+
+    /// <summary>Dynamic shared memory of the bf16 MMA prefill kernel at head-dim bound d (FB_SMEM_BYTES in flash_prefill_bf16.cu):
+    /// the block's Q rows and two stages of a 64-key K and V tile, rows of d + 8 bf16.</summary>
+    internal static uint FlashBf16SharedBytes(int d) => (uint)((FlashBf16Rows + (2 * 2 * 64)) * (d + 8) * 2);
+
     private static int MaxQueryLength(ForwardBatch batch)
     {
         var longest = 0;
@@ -1439,7 +1446,8 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
     {
         // Per head-dim bound: (kernel, query rows per block), as instantiated in flash_prefill.cu. In tensor-core mode
         // (prefill products already round activations to bf16) q·k and p·v run on MMA where the head dim allows: f16 over
-        // an fp32 cache, bf16 over a bf16 cache (its tiles copied as stored).
+        // an fp32 cache, bf16 over a bf16 cache (its tiles copied as stored; FlashBf16Rows rows a block, with dynamic
+        // shared memory past the 48 KB default).
         var (variant, rowsPerBlock) = (TensorCoreGemm && headDim % 8 == 0 && headDim <= 128, headDim) switch
         {
             (true, <= 64) => (0, 64),
@@ -1449,6 +1457,14 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
             _ => (4, 32),
         };
         var (source, kernel) = FlashPrefillKernels[kc.DType == DType.BF16 ? 1 : 0][variant];
+        var bf16Mma = kc.DType == DType.BF16 && variant <= 1;
+        var sharedBytes = 0u;
+        if (bf16Mma)
+        {
+            rowsPerBlock = FlashBf16Rows;
+            sharedBytes = FlashBf16SharedBytes(variant == 0 ? 64 : 128);
+        }
+
         var group = heads / kvHeads;
         var rowTiles = (uint)((((long)maxQueryLength * group) + rowsPerBlock - 1) / rowsPerBlock);
         int tokens = _tokens, s = _sequences, seqBase = (4 * tokens) + _logitRows;
@@ -1469,7 +1485,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
             &pq, &pkc, &pvc, &po, &qStart, &qLen, &context, &tableOffset, &tables, &heads, &kvHeads, &headDim, &blockSize, &scale,
             &partialOut, &partialStats, &splits,
         };
-        Launch(source, kernel, rowTiles * (uint)splits, (uint)s, (uint)kvHeads, 128, args);
+        Launch(source, kernel, rowTiles * (uint)splits, (uint)s, (uint)kvHeads, 128, args, sharedBytes);
         if (splits > 1)
         {
             void** combineArgs = stackalloc void*[] { &partialOut, &partialStats, &po, &heads, &headDim, &splits };
@@ -1586,9 +1602,10 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
     /// Queues a kernel, or during a replayed decode step only adds it to the step's signature (the recording runs it).
     /// Recording and replay fold the same values, so a replay whose calls differ from its recording is caught.
     /// </summary>
-    private void Launch(string source, string kernel, uint gridX, uint gridY, uint gridZ, uint block, void** args)
+    private void Launch(string source, string kernel, uint gridX, uint gridY, uint gridZ, uint block, void** args, uint sharedBytes = 0)
     {
         var function = _ctx.Function(source, kernel);
+        _ctx.AllowDynamicShared(function, sharedBytes);
         if (_mode is StepMode.Capture or StepMode.Replay)
         {
             Fold((ulong)function);
@@ -1602,12 +1619,12 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
 
         if (KernelTimes is null || _mode == StepMode.Capture)
         {
-            _ctx.Launch(function, kernel, gridX, gridY, block, args, gridZ: gridZ);
+            _ctx.Launch(function, kernel, gridX, gridY, block, args, sharedBytes, gridZ);
             return;
         }
 
         var timing = StartTiming();
-        _ctx.Launch(function, kernel, gridX, gridY, block, args, gridZ: gridZ);
+        _ctx.Launch(function, kernel, gridX, gridY, block, args, sharedBytes, gridZ);
         StopTiming(timing, $"{kernel} grid {gridX}x{gridY}x{gridZ}");
     }
 

@@ -9,12 +9,16 @@ namespace Enclave.Engine.Cuda;
 /// </summary>
 internal sealed unsafe class CudaContext : IDisposable
 {
+    /// <summary>The dynamic shared memory a function may use without <see cref="AllowDynamicShared"/>.</summary>
+    private const uint DefaultDynamicSharedBytes = 48 * 1024;
+
     [ThreadStatic]
     private static nint t_current;
 
     private readonly Dictionary<string, nint> _modules = new(StringComparer.Ordinal);
     // Keyed by (source, kernel name) without joining them: every kernel launch looks its function up here.
     private readonly Dictionary<(string Source, string Name), nint> _functions = [];
+    private readonly Dictionary<nint, uint> _dynamicShared = [];
     private readonly int _device;
     private nint _context;
     private nint _stream;
@@ -172,6 +176,22 @@ internal sealed unsafe class CudaContext : IDisposable
 
         _functions[key] = function;
         return function;
+    }
+
+    /// <summary>
+    /// Lets launches of <paramref name="function"/> ask for up to <paramref name="bytes"/> of dynamic shared memory (past
+    /// the 48 KB a function gets by default); once per function and size.
+    /// </summary>
+    public void AllowDynamicShared(nint function, uint bytes)
+    {
+        if (bytes <= DefaultDynamicSharedBytes || _dynamicShared.TryGetValue(function, out var allowed) && allowed >= bytes)
+        {
+            return;
+        }
+
+        Bind();
+        Driver.Check(Driver.FuncSetAttribute(function, CudaDriver.FuncAttributeMaxDynamicSharedSizeBytes, (int)bytes), "cuFuncSetAttribute");
+        _dynamicShared[function] = bytes;
     }
 
     public void Launch(nint function, string name, uint gridX, uint gridY, uint blockX, void** args, uint sharedBytes = 0, uint gridZ = 1)

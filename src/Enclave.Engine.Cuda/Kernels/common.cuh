@@ -166,3 +166,9 @@ struct KvBf16
     static __device__ __forceinline__ float load(const u16* p) { return bf16_to_f32(*p); }
     static __device__ __forceinline__ u16 store(float v) { return f32_to_bf16(v); }
 };
+
+// A kernel's dynamic shared memory (sized at launch; past 48 KB the function's limit must be raised first). The host
+// syntax check's shim, which turns __shared__ into static, defines its own.
+#ifndef ENCLAVE_DYNAMIC_SHARED
+#define ENCLAVE_DYNAMIC_SHARED(type, name) extern __shared__ type name[]
+#endif

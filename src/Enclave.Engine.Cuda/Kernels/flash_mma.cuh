@@ -9,7 +9,8 @@
 #define FLASH_LN2 0.6931471805599453f
 
 // The two 16-bit operand types: Mma::pack rounds two floats into one 32-bit register (the first in the low half) and
-// Mma::mma is mma.sync m16n8k16 with fp32 accumulation, c += a . b.
+// Mma::mma is mma.sync m16n8k16 with fp32 accumulation, c += a . b (not volatile: a pure register operation, so the
+// compiler may schedule fragment loads around it).
 template <bool Bf16>
 struct Mma16
 {
@@ -27,40 +28,39 @@ struct Mma16
                                                unsigned int b0, unsigned int b1)
     {
         if constexpr (Bf16)
-            asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
-                         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+            asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+                : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
         else
-            asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
-                         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+            asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+                : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
     }
 };
 
 typedef Mma16<false> MmaF16;
 typedef Mma16<true> MmaBf16;
 
-// The work of a prefill attention block: sequence blockIdx.y, KV head blockIdx.z and 64 packed rows (row = query *
-// group + head in group) from row0, row tile `row_tile` of `row_tiles` taken from the last (they see the most keys, so
-// they start earliest). key_end is one past the last key any of the block's rows sees. False when the sequence has no
-// rows for this block.
+// The work of a prefill attention block of one KV head: sequence s and block_rows packed rows (row = query * group +
+// head in group) from row0, row tile `row_tile` of `row_tiles` taken from the last (they see the most
+// keys, so they start earliest). key_end is one past the last key any of the block's rows sees. False when the
+// sequence has no rows for this block.
 __device__ __forceinline__ bool flash_block(const int* __restrict__ seq_query_start, const int* __restrict__ seq_query_len,
                                             const int* __restrict__ seq_context, const int* __restrict__ seq_table_offset,
-                                            const int* __restrict__ tables, int heads, int kv_heads, int row_tile, int row_tiles,
-                                            int& group, int& rows, int& row0, int& first_position, int& q_start, int& key_end,
-                                            const int*& table)
+                                            const int* __restrict__ tables, int heads, int kv_heads, int s, int row_tile,
+                                            int row_tiles, int block_rows, int& group, int& rows, int& row0, int& first_position, int& q_start,
+                                            int& key_end, const int*& table)
 {
-    const int s = blockIdx.y;
     const int query_len = seq_query_len[s];
     group = heads / kv_heads;
     rows = query_len * group;
-    row0 = (row_tiles - 1 - row_tile) * 64;
+    row0 = (row_tiles - 1 - row_tile) * block_rows;
     if (row0 >= rows) return false;
 
     first_position = seq_context[s] - query_len;
     q_start = seq_query_start[s];
     table = tables + seq_table_offset[s];
-    key_end = first_position + (min(row0 + 64, rows) - 1) / group + 1;
+    key_end = first_position + (min(row0 + block_rows, rows) - 1) / group + 1;
     return true;
 }
 

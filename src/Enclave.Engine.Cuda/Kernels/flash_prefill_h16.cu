@@ -34,7 +34,7 @@ __device__ __forceinline__ void flash_prefill_h16(
 
     int group, rows, row0, first_position, q_start, key_end;
     const int* table;
-    if (!flash_block(seq_query_start, seq_query_len, seq_context, seq_table_offset, tables, heads, kv_heads, blockIdx.x, gridDim.x,
+    if (!flash_block(seq_query_start, seq_query_len, seq_context, seq_table_offset, tables, heads, kv_heads, blockIdx.y, blockIdx.x, gridDim.x, 64,
                      group, rows, row0, first_position, q_start, key_end, table))
         return;
 

@@ -48,6 +48,7 @@ internal sealed unsafe class CudaDriver
         ModuleLoadData = (delegate* unmanaged<nint*, void*, int>)NativeLibraries.Export(lib, L, "cuModuleLoadData");
         ModuleUnload = (delegate* unmanaged<nint, int>)NativeLibraries.Export(lib, L, "cuModuleUnload");
         ModuleGetFunction = (delegate* unmanaged<nint*, nint, byte*, int>)NativeLibraries.Export(lib, L, "cuModuleGetFunction");
+        FuncSetAttribute = (delegate* unmanaged<nint, int, int, int>)NativeLibraries.Export(lib, L, "cuFuncSetAttribute");
         LaunchKernel = (delegate* unmanaged<nint, uint, uint, uint, uint, uint, uint, uint, nint, void**, void**, int>)NativeLibraries.Export(lib, L, "cuLaunchKernel");
         EventCreate = (delegate* unmanaged<nint*, uint, int>)NativeLibraries.Export(lib, L, "cuEventCreate");
         EventDestroy = (delegate* unmanaged<nint, int>)NativeLibraries.Export(lib, L, "cuEventDestroy_v2");
@@ -110,6 +111,12 @@ internal sealed unsafe class CudaDriver
     public delegate* unmanaged<nint, int> ModuleUnload { get; }
 
     public delegate* unmanaged<nint*, nint, byte*, int> ModuleGetFunction { get; }
+
+    /// <summary>cuFuncSetAttribute(function, attribute, value).</summary>
+    public delegate* unmanaged<nint, int, int, int> FuncSetAttribute { get; }
+
+    /// <summary>CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES: the most dynamic shared memory a launch may ask for (48 KB unless raised).</summary>
+    public const int FuncAttributeMaxDynamicSharedSizeBytes = 8;
 
     public delegate* unmanaged<nint, uint, uint, uint, uint, uint, uint, uint, nint, void**, void**, int> LaunchKernel { get; }
 

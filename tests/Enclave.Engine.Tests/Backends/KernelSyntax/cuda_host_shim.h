@@ -6,6 +6,7 @@
 #define __global__
 #define __forceinline__ inline
 #define __shared__ static
+#define ENCLAVE_DYNAMIC_SHARED(type, name) static type name[1]
 #define __restrict__
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
@@ -25,6 +26,7 @@ int __shfl_xor_sync(unsigned int, int, int);
 float __shfl_down_sync(unsigned int, float, int);
 int __shfl_down_sync(unsigned int, int, int);
 void __syncthreads();
+int __any_sync(unsigned int, int);
 void __syncwarp();
 float __uint_as_float(unsigned int);
 unsigned int __float_as_uint(float);
