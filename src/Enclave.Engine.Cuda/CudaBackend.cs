@@ -750,7 +750,8 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         {
             var vec = inDim % 8 == 0 && px % 16 == 0 && pw % 16 == 0 ? 1 : 0;
             void** args = stackalloc void*[] { &px, &pw, &pb, &po, &inDim, &outDim, &vec };
-            Launch("matmul.cu", GemvKernels[tokens][TypeIndex(w.DType)], GemvBlocks(GemvWarps(outDim, w.DType)), 1, 256, args);
+            var (blocks, threads) = GemvGrid(GemvWarps(outDim, w.DType));
+            Launch("matmul.cu", GemvKernels[tokens][TypeIndex(w.DType)], blocks, 1, threads, args);
             return;
         }
 
@@ -792,7 +793,8 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         ulong bg = gate.Bias is { } gb ? Cuda(gb).Pointer : 0, bu = up.Bias is { } ub ? Cuda(ub).Pointer : 0;
         var vec = inDim % 8 == 0 && (px | pg | pu) % 16 == 0 ? 1 : 0;
         void** args = stackalloc void*[] { &px, &pg, &bg, &pu, &bu, &py, &inDim, &outDim, &vec };
-        Launch("matmul.cu", SiluGatedGemvKernels[tokens][TypeIndex(wg.DType)], GemvBlocks(outDim), 1, 256, args); // a warp a (gate, up) row pair
+        var (blocks, threads) = GemvGrid(outDim); // a warp a (gate, up) row pair
+        Launch("matmul.cu", SiluGatedGemvKernels[tokens][TypeIndex(wg.DType)], blocks, 1, threads, args);
     }
 
     /// <summary>
@@ -908,7 +910,8 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
             ulong w0 = w[0], b0 = b[0], y0 = y[0], w1 = w[1], b1 = b[1], y1 = y[1], w2 = w[2], b2 = b[2], y2 = y[2];
             int out0 = rows[0], out1 = rows[1], out2 = rows[2];
             void** args = stackalloc void*[] { &px, &inDim, &vec, &w0, &b0, &y0, &out0, &w1, &b1, &y1, &out1, &w2, &b2, &y2, &out2 };
-            Launch("matmul.cu", SharedGemvKernels[tokens][TypeIndex(dtype)], GemvBlocks(warps), 1, 256, args);
+            var (blocks, threads) = GemvGrid(warps);
+            Launch("matmul.cu", SharedGemvKernels[tokens][TypeIndex(dtype)], blocks, 1, threads, args);
             return;
         }
 
@@ -1698,8 +1701,21 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
     /// <summary>Warps a GEMV of <paramref name="rows"/> output rows takes: matmul.cu's W::warp_rows rows a warp (2 for 16-bit weights).</summary>
     private static long GemvWarps(long rows, DType weightType) => weightType == DType.F32 ? rows : (rows + 1) / 2;
 
-    /// <summary>Blocks of 256 threads (8 warps) for a GEMV launch of <paramref name="warps"/> warps.</summary>
-    private static uint GemvBlocks(long warps) => (uint)((warps + 7) / 8);
+    /// <summary>
+    /// The grid of a GEMV launch of <paramref name="warps"/> warps: blocks of 8 warps, or of 4, 2 or 1 where 8 would
+    /// give fewer blocks than multiprocessors. A small model's products (1536 rows on the 1.5B shape: 768 warps at two
+    /// rows a warp, 96 blocks) would otherwise leave a third of an H100's multiprocessors without a block.
+    /// </summary>
+    private (uint Blocks, uint Threads) GemvGrid(long warps)
+    {
+        var perBlock = 8L;
+        while (perBlock > 1 && warps / perBlock < _ctx.MultiprocessorCount)
+        {
+            perBlock /= 2;
+        }
+
+        return ((uint)((warps + perBlock - 1) / perBlock), (uint)(32 * perBlock));
+    }
 
     private static readonly string[][] GemvKernels = [.. Enumerable.Range(0, GemvMaxTokens + 1).Select(tokens => PerWeightType("gemv_", "_" + tokens))];
     private static readonly string[][] SharedGemvKernels = [.. Enumerable.Range(0, GemvMaxTokens + 1).Select(tokens => PerWeightType("gemv_shared_", "_" + tokens))];
