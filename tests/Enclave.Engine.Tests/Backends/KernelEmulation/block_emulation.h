@@ -25,6 +25,7 @@ inline edim3 blockIdx, blockDim, gridDim;
 struct float4 { float x, y, z, w; };
 struct uint4 { unsigned int x, y, z, w; };
 struct uint2 { unsigned int x, y; };
+inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
 inline std::barrier<>* g_block;
 inline std::barrier<>* g_warp[32];
 inline unsigned int g_xch[32][32];
