@@ -42,6 +42,31 @@ public sealed class CpuBackendOpsTests
         Ops[op](backend);
     }
 
+    public static TheoryData<string, int> AttentionTableCases()
+    {
+        var data = new TheoryData<string, int>();
+        foreach (var width in new[] { 512, 256, 128, 1 }.Where(CpuSimd.IsSupported))
+        {
+            foreach (var name in BackendOpCases.Names.Where(n => n.StartsWith("attention", StringComparison.Ordinal) || n.StartsWith("rope_attention", StringComparison.Ordinal)))
+            {
+                data.Add(name, width);
+            }
+        }
+
+        return data;
+    }
+
+    /// <summary>The backend-neutral table's attention cases (decode batches, prefill over cached prefixes, GQA 1 to 16).</summary>
+    [Theory]
+    [MemberData(nameof(AttentionTableCases))]
+    public void Attention_table_case_matches_the_reference(string name, int simdWidth)
+    {
+        using var backend = new CpuBackend(3, simdWidth);
+        using var reference = new Enclave.Engine.Backends.Reference.ReferenceBackend();
+        var result = BackendOpCases.Run(name, backend, reference);
+        Assert.True(result.Passed, result.ToString());
+    }
+
     [Fact]
     public void The_table_covers_every_vector_width_this_machine_accelerates()
     {
@@ -121,6 +146,17 @@ public sealed class CpuBackendOpsTests
             (8, 8, 80, 16, new[] { (1, 300) }, 1f),
             (2, 1, 128, 8, new[] { (3, 3), (1, 200), (33, 290) }, 1f),
             (7, 1, 64, 32, new[] { (1, 1), (2, 140) }, 16f),
+            // Prefill tiles: (token, group head) rows cut into tiles of four vectors, keys in blocks of 64. A 128-token
+            // prompt at the Qwen2-0.5B shape; GQA 7 behind a cached prefix next to a decode token and a short prompt;
+            // GQA 2 with a remainder tile; GQA 6 at head_dim 128; head_dims 96 and 33 (vector and scalar remainders);
+            // larger queries whose scores spread wide.
+            (14, 2, 64, 16, new[] { (128, 128) }, 1f),
+            (14, 2, 64, 16, new[] { (77, 200), (1, 50), (9, 9) }, 1f),
+            (6, 3, 64, 16, new[] { (70, 70), (2, 65) }, 1f),
+            (12, 2, 128, 16, new[] { (45, 45), (19, 150) }, 1f),
+            (4, 4, 96, 8, new[] { (67, 130), (3, 3) }, 1f),
+            (2, 2, 33, 5, new[] { (13, 100), (1, 7), (5, 5) }, 1f),
+            (7, 1, 64, 32, new[] { (41, 140) }, 16f),
         })
         {
             var shape = string.Join(",", sequences.Select(s => $"{s.Item1}/{s.Item2}"));

@@ -357,6 +357,7 @@ public sealed class CpuBackend : IBackend
             _pool.Dispose();
             _matMul.Dispose();
             _quantMatMul.Dispose();
+            _attention.Dispose();
         }
     }
 

@@ -43,6 +43,12 @@ internal unsafe interface ISimd<TV>
     static abstract TV MultiplyAdd(TV a, TV b, TV c);
 
     static abstract float Sum(TV value);
+
+    /// <summary>The larger of each pair of lanes; the operands are never NaN where it is used.</summary>
+    static abstract TV Max(TV a, TV b);
+
+    /// <summary>Per lane: <paramref name="ifGreater"/> where a &gt; b, else <paramref name="otherwise"/>.</summary>
+    static abstract TV GreaterThanSelect(TV a, TV b, TV ifGreater, TV otherwise);
 }
 
 internal static unsafe class CpuSimd
@@ -275,6 +281,13 @@ internal readonly unsafe struct Simd512 : ISimd<Vector512<float>>
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Sum(Vector512<float> value) => Vector512.Sum(value);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Max(Vector512<float> a, Vector512<float> b) => Vector512.MaxNative(a, b);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> GreaterThanSelect(Vector512<float> a, Vector512<float> b, Vector512<float> ifGreater, Vector512<float> otherwise) =>
+        Vector512.ConditionalSelect(Vector512.GreaterThan(a, b), ifGreater, otherwise);
 }
 
 internal readonly unsafe struct Simd256 : ISimd<Vector256<float>>
@@ -319,6 +332,13 @@ internal readonly unsafe struct Simd256 : ISimd<Vector256<float>>
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Sum(Vector256<float> value) => Vector256.Sum(value);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Max(Vector256<float> a, Vector256<float> b) => Vector256.MaxNative(a, b);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> GreaterThanSelect(Vector256<float> a, Vector256<float> b, Vector256<float> ifGreater, Vector256<float> otherwise) =>
+        Vector256.ConditionalSelect(Vector256.GreaterThan(a, b), ifGreater, otherwise);
 }
 
 internal readonly unsafe struct Simd128 : ISimd<Vector128<float>>
@@ -363,6 +383,13 @@ internal readonly unsafe struct Simd128 : ISimd<Vector128<float>>
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Sum(Vector128<float> value) => Vector128.Sum(value);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> Max(Vector128<float> a, Vector128<float> b) => Vector128.MaxNative(a, b);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> GreaterThanSelect(Vector128<float> a, Vector128<float> b, Vector128<float> ifGreater, Vector128<float> otherwise) =>
+        Vector128.ConditionalSelect(Vector128.GreaterThan(a, b), ifGreater, otherwise);
 }
 
 /// <summary>One lane: the portable fallback, and the tail loop of every kernel.</summary>
@@ -403,6 +430,12 @@ internal readonly unsafe struct SimdScalar : ISimd<float>
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Sum(float value) => value;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Max(float a, float b) => MathF.Max(a, b);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float GreaterThanSelect(float a, float b, float ifGreater, float otherwise) => a > b ? ifGreater : otherwise;
 }
 
 /// <summary>How a kernel reads a weight element type; a generic struct argument so the branch folds away.</summary>
