@@ -29,14 +29,17 @@ internal static unsafe class CpuAttention
     /// <summary>Keys scored per step of a tile's walk.</summary>
     private const int TileKeys = 64;
 
+    /// <summary>Head_dim elements a tile's score accumulators sum before they are added to the stored scores.</summary>
+    private const int ScoreChunk = 16;
+
     /// <summary>Rows of a tile: four vectors.</summary>
     private static int TileRows(int width) => width == 1 ? 0 : 4 * (width / 32);
 
-    /// <summary>Scratch floats per thread for a tile: transposed queries, scores, outputs and four per-row vectors.</summary>
+    /// <summary>Scratch floats per thread for a tile: transposed queries, scores, outputs and five per-row vectors.</summary>
     private static long TileScratchFloats(int width, int headDim)
     {
         long rows = TileRows(width);
-        return (rows * headDim * 2) + (rows * TileKeys) + (rows * 4);
+        return (rows * headDim * 2) + (rows * TileKeys) + (rows * 5);
     }
 
     public sealed class Job : CpuJob, IDisposable
@@ -206,7 +209,7 @@ internal static unsafe class CpuAttention
         /// One tile: rows [first, first + count) of a sequence's (token, group head) pairs for one KV head. Scratch:
         /// qt [d][R] (the queries, rows across lanes, padding rows zero), s [TileKeys][R] (a block's scores, then its
         /// weights), o [R][d] (the accumulated values), and per row the running max, running sum, the block's
-        /// correction and the row's position (R = four vectors).
+        /// correction, the row's position and the block's max (R = four vectors).
         /// </summary>
         private void Tile<TS, TV>(int tile, float* scratch)
             where TS : ISimd<TV>
@@ -228,6 +231,7 @@ internal static unsafe class CpuAttention
             var runSum = runMax + r;
             var correction = runSum + r;
             var limit = correction + r;
+            var blockMax = limit + r;
             var rowOffsets = stackalloc nint[r]; // each row's q and output offset: (token × heads + head) × d
             var keyRows = stackalloc nint[TileKeys]; // the block's key and value rows: slot × row stride + this KV head
 
@@ -273,8 +277,6 @@ internal static unsafe class CpuAttention
 
             var kvStride = (nint)KvHeads * d;
             var kvOffset = (nint)kvHead * d;
-            var scale = TS.Broadcast(Scale);
-            var negativeInfinity = TS.Broadcast(float.NegativeInfinity);
             var usedRows = (count + 3) & ~3;
             for (var j0 = 0; j0 < keyEnd; j0 += TileKeys)
             {
@@ -284,50 +286,30 @@ internal static unsafe class CpuAttention
                     keyRows[j] = (Slot(table, j0 + j) * kvStride) + kvOffset;
                 }
 
-                Scores<TS, TV>(qt, KeyCache, keyRows, n, d, s);
+                // Scores scaled, keys past a row's position masked (keys up to the smallest position in the tile
+                // are visible to every row), and the block's maximum per row.
+                new Span<float>(blockMax, r).Fill(float.NegativeInfinity);
+                Scores<TS, TV>(qt, KeyCache, keyRows, n, d, s, Scale, j0, Math.Max(0, minPosition + 1 - j0), limit, blockMax);
 
-                // Scale, mask keys past a row's position, and update the running max; keys up to the smallest
-                // position in the tile are visible to every row.
-                var masked = Math.Max(0, minPosition + 1 - j0);
+                // The online-softmax update down the rows' lanes: new max, the correction of what was accumulated,
+                // the block's weights and their sum.
                 for (var v = 0; v < r; v += c)
                 {
-                    var rowLimit = TS.Load(limit + v);
-                    var blockMax = negativeInfinity;
-                    for (var j = 0; j < n; j++)
-                    {
-                        var x = TS.Multiply(TS.Load(s + (j * r) + v), scale);
-                        if (j >= masked)
-                        {
-                            x = TS.GreaterThanSelect(TS.Broadcast(j0 + j), rowLimit, negativeInfinity, x);
-                        }
-
-                        TS.Store(x, s + (j * r) + v);
-                        blockMax = TS.Max(blockMax, x);
-                    }
-
                     var oldMax = TS.Load(runMax + v);
-                    var newMax = TS.Max(oldMax, blockMax);
+                    var newMax = TS.Max(oldMax, TS.Load(blockMax + v));
                     TS.Store(newMax, runMax + v);
-                    TS.Store(TS.Subtract(oldMax, newMax), correction + v);
-                    for (var j = 0; j < n; j++)
+                    var factor = TS.ExpNonPositive(TS.Subtract(oldMax, newMax));
+                    TS.Store(factor, correction + v);
+                    var sum = TS.Zero;
+                    var w = s + v;
+                    for (var j = 0; j < n; j++, w += r)
                     {
-                        TS.Store(TS.Subtract(TS.Load(s + (j * r) + v), newMax), s + (j * r) + v);
-                    }
-                }
-
-                var weights = new Span<float>(s, n * r);
-                TensorPrimitives.Exp(weights, weights);
-                var corrections = new Span<float>(correction, r);
-                TensorPrimitives.Exp(corrections, corrections);
-                for (var v = 0; v < r; v += c)
-                {
-                    var sum = TS.Multiply(TS.Load(runSum + v), TS.Load(correction + v));
-                    for (var j = 0; j < n; j++)
-                    {
-                        sum = TS.Add(sum, TS.Load(s + (j * r) + v));
+                        var e = TS.ExpNonPositive(TS.Subtract(TS.Load(w), newMax));
+                        TS.Store(e, w);
+                        sum = TS.Add(sum, e);
                     }
 
-                    TS.Store(sum, runSum + v);
+                    TS.Store(TS.MultiplyAdd(TS.Load(runSum + v), factor, sum), runSum + v);
                 }
 
                 AccumulateTile<TS, TV>(o, s, correction, ValueCache, keyRows, n, d, usedRows, j0 == 0);
@@ -359,28 +341,109 @@ internal static unsafe class CpuAttention
     }
 
     /// <summary>
-    /// s[j][·] = the dot products of key j (keys + rows[j], d values) with every row of qt ([d][R], rows across R = four
-    /// vectors of lanes), for j = 0..n−1: per head_dim element, each key's value broadcast against the four row vectors.
-    /// Four keys at a time into sixteen accumulators on 512-bit vectors (32 registers), two at a time otherwise.
+    /// s[j][·] = scale × the dot products of key j (keys + rows[j], d values) with every row of qt ([d][R], rows across
+    /// R = four vectors of lanes), for j = 0..n−1: per head_dim element, each key's value broadcast against the four
+    /// row vectors, four keys at a time into sixteen accumulators on 512-bit vectors (32 registers), two at a time
+    /// otherwise. The sums run in chunks of <see cref="ScoreChunk"/> elements added up in s, which keeps each lane's
+    /// chain of roundings short (one accumulator per lane over all of head_dim lost about twice the accuracy of the
+    /// per-query dot product). From key index <paramref name="maskFrom"/> on, a score whose key (firstKey + j) lies
+    /// past its row's position (limit) is −∞. blockMax[·] takes the maximum of each row's scores.
     /// </summary>
-    private static void Scores<TS, TV>(float* qt, float* keys, nint* rows, int n, int d, float* s)
+    private static void Scores<TS, TV>(float* qt, float* keys, nint* rows, int n, int d, float* s, float scale, int firstKey, int maskFrom, float* limit, float* blockMax)
         where TS : ISimd<TV>
         where TV : struct
     {
         var c = TS.Count;
         var r = 4 * c;
+        var factor = TS.Broadcast(scale);
         var j = 0;
         if (c == 16)
         {
             for (; j + 4 <= n; j += 4)
             {
                 float* k0 = keys + rows[j], k1 = keys + rows[j + 1], k2 = keys + rows[j + 2], k3 = keys + rows[j + 3];
+                var row = s + (j * r);
+                for (var chunk = 0; chunk < d; chunk += ScoreChunk)
+                {
+                    var kEnd = Math.Min(d, chunk + ScoreChunk);
+                    TV a00 = TS.Zero, a01 = TS.Zero, a02 = TS.Zero, a03 = TS.Zero;
+                    TV a10 = TS.Zero, a11 = TS.Zero, a12 = TS.Zero, a13 = TS.Zero;
+                    TV a20 = TS.Zero, a21 = TS.Zero, a22 = TS.Zero, a23 = TS.Zero;
+                    TV a30 = TS.Zero, a31 = TS.Zero, a32 = TS.Zero, a33 = TS.Zero;
+                    var q = qt + ((nint)chunk * r);
+                    for (var k = chunk; k < kEnd; k++, q += r)
+                    {
+                        TV q0 = TS.Load(q), q1 = TS.Load(q + c), q2 = TS.Load(q + (2 * c)), q3 = TS.Load(q + (3 * c));
+                        var b = TS.Broadcast(k0[k]);
+                        a00 = TS.MultiplyAdd(q0, b, a00);
+                        a01 = TS.MultiplyAdd(q1, b, a01);
+                        a02 = TS.MultiplyAdd(q2, b, a02);
+                        a03 = TS.MultiplyAdd(q3, b, a03);
+                        b = TS.Broadcast(k1[k]);
+                        a10 = TS.MultiplyAdd(q0, b, a10);
+                        a11 = TS.MultiplyAdd(q1, b, a11);
+                        a12 = TS.MultiplyAdd(q2, b, a12);
+                        a13 = TS.MultiplyAdd(q3, b, a13);
+                        b = TS.Broadcast(k2[k]);
+                        a20 = TS.MultiplyAdd(q0, b, a20);
+                        a21 = TS.MultiplyAdd(q1, b, a21);
+                        a22 = TS.MultiplyAdd(q2, b, a22);
+                        a23 = TS.MultiplyAdd(q3, b, a23);
+                        b = TS.Broadcast(k3[k]);
+                        a30 = TS.MultiplyAdd(q0, b, a30);
+                        a31 = TS.MultiplyAdd(q1, b, a31);
+                        a32 = TS.MultiplyAdd(q2, b, a32);
+                        a33 = TS.MultiplyAdd(q3, b, a33);
+                    }
+
+                    Put<TS, TV>(a00, row, chunk == 0);
+                    Put<TS, TV>(a01, row + c, chunk == 0);
+                    Put<TS, TV>(a02, row + (2 * c), chunk == 0);
+                    Put<TS, TV>(a03, row + (3 * c), chunk == 0);
+                    Put<TS, TV>(a10, row + r, chunk == 0);
+                    Put<TS, TV>(a11, row + r + c, chunk == 0);
+                    Put<TS, TV>(a12, row + r + (2 * c), chunk == 0);
+                    Put<TS, TV>(a13, row + r + (3 * c), chunk == 0);
+                    Put<TS, TV>(a20, row + (2 * r), chunk == 0);
+                    Put<TS, TV>(a21, row + (2 * r) + c, chunk == 0);
+                    Put<TS, TV>(a22, row + (2 * r) + (2 * c), chunk == 0);
+                    Put<TS, TV>(a23, row + (2 * r) + (3 * c), chunk == 0);
+                    Put<TS, TV>(a30, row + (3 * r), chunk == 0);
+                    Put<TS, TV>(a31, row + (3 * r) + c, chunk == 0);
+                    Put<TS, TV>(a32, row + (3 * r) + (2 * c), chunk == 0);
+                    Put<TS, TV>(a33, row + (3 * r) + (3 * c), chunk == 0);
+                }
+
+                Emit<TS, TV>(row, blockMax, factor, j >= maskFrom, firstKey + j, limit);
+                Emit<TS, TV>(row + c, blockMax + c, factor, j >= maskFrom, firstKey + j, limit + c);
+                Emit<TS, TV>(row + (2 * c), blockMax + (2 * c), factor, j >= maskFrom, firstKey + j, limit + (2 * c));
+                Emit<TS, TV>(row + (3 * c), blockMax + (3 * c), factor, j >= maskFrom, firstKey + j, limit + (3 * c));
+                Emit<TS, TV>(row + r, blockMax, factor, (j + 1) >= maskFrom, firstKey + (j + 1), limit);
+                Emit<TS, TV>(row + r + c, blockMax + c, factor, (j + 1) >= maskFrom, firstKey + (j + 1), limit + c);
+                Emit<TS, TV>(row + r + (2 * c), blockMax + (2 * c), factor, (j + 1) >= maskFrom, firstKey + (j + 1), limit + (2 * c));
+                Emit<TS, TV>(row + r + (3 * c), blockMax + (3 * c), factor, (j + 1) >= maskFrom, firstKey + (j + 1), limit + (3 * c));
+                Emit<TS, TV>(row + (2 * r), blockMax, factor, (j + 2) >= maskFrom, firstKey + (j + 2), limit);
+                Emit<TS, TV>(row + (2 * r) + c, blockMax + c, factor, (j + 2) >= maskFrom, firstKey + (j + 2), limit + c);
+                Emit<TS, TV>(row + (2 * r) + (2 * c), blockMax + (2 * c), factor, (j + 2) >= maskFrom, firstKey + (j + 2), limit + (2 * c));
+                Emit<TS, TV>(row + (2 * r) + (3 * c), blockMax + (3 * c), factor, (j + 2) >= maskFrom, firstKey + (j + 2), limit + (3 * c));
+                Emit<TS, TV>(row + (3 * r), blockMax, factor, (j + 3) >= maskFrom, firstKey + (j + 3), limit);
+                Emit<TS, TV>(row + (3 * r) + c, blockMax + c, factor, (j + 3) >= maskFrom, firstKey + (j + 3), limit + c);
+                Emit<TS, TV>(row + (3 * r) + (2 * c), blockMax + (2 * c), factor, (j + 3) >= maskFrom, firstKey + (j + 3), limit + (2 * c));
+                Emit<TS, TV>(row + (3 * r) + (3 * c), blockMax + (3 * c), factor, (j + 3) >= maskFrom, firstKey + (j + 3), limit + (3 * c));
+            }
+        }
+
+        for (; j + 2 <= n; j += 2)
+        {
+            float* k0 = keys + rows[j], k1 = keys + rows[j + 1];
+            var row = s + (j * r);
+            for (var chunk = 0; chunk < d; chunk += ScoreChunk)
+            {
+                var kEnd = Math.Min(d, chunk + ScoreChunk);
                 TV a00 = TS.Zero, a01 = TS.Zero, a02 = TS.Zero, a03 = TS.Zero;
                 TV a10 = TS.Zero, a11 = TS.Zero, a12 = TS.Zero, a13 = TS.Zero;
-                TV a20 = TS.Zero, a21 = TS.Zero, a22 = TS.Zero, a23 = TS.Zero;
-                TV a30 = TS.Zero, a31 = TS.Zero, a32 = TS.Zero, a33 = TS.Zero;
-                var q = qt;
-                for (var k = 0; k < d; k++, q += r)
+                var q = qt + ((nint)chunk * r);
+                for (var k = chunk; k < kEnd; k++, q += r)
                 {
                     TV q0 = TS.Load(q), q1 = TS.Load(q + c), q2 = TS.Load(q + (2 * c)), q3 = TS.Load(q + (3 * c));
                     var b = TS.Broadcast(k0[k]);
@@ -393,94 +456,80 @@ internal static unsafe class CpuAttention
                     a11 = TS.MultiplyAdd(q1, b, a11);
                     a12 = TS.MultiplyAdd(q2, b, a12);
                     a13 = TS.MultiplyAdd(q3, b, a13);
-                    b = TS.Broadcast(k2[k]);
-                    a20 = TS.MultiplyAdd(q0, b, a20);
-                    a21 = TS.MultiplyAdd(q1, b, a21);
-                    a22 = TS.MultiplyAdd(q2, b, a22);
-                    a23 = TS.MultiplyAdd(q3, b, a23);
-                    b = TS.Broadcast(k3[k]);
-                    a30 = TS.MultiplyAdd(q0, b, a30);
-                    a31 = TS.MultiplyAdd(q1, b, a31);
-                    a32 = TS.MultiplyAdd(q2, b, a32);
-                    a33 = TS.MultiplyAdd(q3, b, a33);
                 }
 
-                var row = s + (j * r);
-                TS.Store(a00, row);
-                TS.Store(a01, row + c);
-                TS.Store(a02, row + (2 * c));
-                TS.Store(a03, row + (3 * c));
-                row += r;
-                TS.Store(a10, row);
-                TS.Store(a11, row + c);
-                TS.Store(a12, row + (2 * c));
-                TS.Store(a13, row + (3 * c));
-                row += r;
-                TS.Store(a20, row);
-                TS.Store(a21, row + c);
-                TS.Store(a22, row + (2 * c));
-                TS.Store(a23, row + (3 * c));
-                row += r;
-                TS.Store(a30, row);
-                TS.Store(a31, row + c);
-                TS.Store(a32, row + (2 * c));
-                TS.Store(a33, row + (3 * c));
-            }
-        }
-
-        for (; j + 2 <= n; j += 2)
-        {
-            float* k0 = keys + rows[j], k1 = keys + rows[j + 1];
-            TV a00 = TS.Zero, a01 = TS.Zero, a02 = TS.Zero, a03 = TS.Zero;
-            TV a10 = TS.Zero, a11 = TS.Zero, a12 = TS.Zero, a13 = TS.Zero;
-            var q = qt;
-            for (var k = 0; k < d; k++, q += r)
-            {
-                TV q0 = TS.Load(q), q1 = TS.Load(q + c), q2 = TS.Load(q + (2 * c)), q3 = TS.Load(q + (3 * c));
-                var b = TS.Broadcast(k0[k]);
-                a00 = TS.MultiplyAdd(q0, b, a00);
-                a01 = TS.MultiplyAdd(q1, b, a01);
-                a02 = TS.MultiplyAdd(q2, b, a02);
-                a03 = TS.MultiplyAdd(q3, b, a03);
-                b = TS.Broadcast(k1[k]);
-                a10 = TS.MultiplyAdd(q0, b, a10);
-                a11 = TS.MultiplyAdd(q1, b, a11);
-                a12 = TS.MultiplyAdd(q2, b, a12);
-                a13 = TS.MultiplyAdd(q3, b, a13);
+                Put<TS, TV>(a00, row, chunk == 0);
+                Put<TS, TV>(a01, row + c, chunk == 0);
+                Put<TS, TV>(a02, row + (2 * c), chunk == 0);
+                Put<TS, TV>(a03, row + (3 * c), chunk == 0);
+                Put<TS, TV>(a10, row + r, chunk == 0);
+                Put<TS, TV>(a11, row + r + c, chunk == 0);
+                Put<TS, TV>(a12, row + r + (2 * c), chunk == 0);
+                Put<TS, TV>(a13, row + r + (3 * c), chunk == 0);
             }
 
-            var row = s + (j * r);
-            TS.Store(a00, row);
-            TS.Store(a01, row + c);
-            TS.Store(a02, row + (2 * c));
-            TS.Store(a03, row + (3 * c));
-            row += r;
-            TS.Store(a10, row);
-            TS.Store(a11, row + c);
-            TS.Store(a12, row + (2 * c));
-            TS.Store(a13, row + (3 * c));
+            Emit<TS, TV>(row, blockMax, factor, j >= maskFrom, firstKey + j, limit);
+            Emit<TS, TV>(row + c, blockMax + c, factor, j >= maskFrom, firstKey + j, limit + c);
+            Emit<TS, TV>(row + (2 * c), blockMax + (2 * c), factor, j >= maskFrom, firstKey + j, limit + (2 * c));
+            Emit<TS, TV>(row + (3 * c), blockMax + (3 * c), factor, j >= maskFrom, firstKey + j, limit + (3 * c));
+            Emit<TS, TV>(row + r, blockMax, factor, (j + 1) >= maskFrom, firstKey + (j + 1), limit);
+            Emit<TS, TV>(row + r + c, blockMax + c, factor, (j + 1) >= maskFrom, firstKey + (j + 1), limit + c);
+            Emit<TS, TV>(row + r + (2 * c), blockMax + (2 * c), factor, (j + 1) >= maskFrom, firstKey + (j + 1), limit + (2 * c));
+            Emit<TS, TV>(row + r + (3 * c), blockMax + (3 * c), factor, (j + 1) >= maskFrom, firstKey + (j + 1), limit + (3 * c));
         }
 
         for (; j < n; j++)
         {
             var k0 = keys + rows[j];
-            TV a00 = TS.Zero, a01 = TS.Zero, a02 = TS.Zero, a03 = TS.Zero;
-            var q = qt;
-            for (var k = 0; k < d; k++, q += r)
+            var row = s + (j * r);
+            for (var chunk = 0; chunk < d; chunk += ScoreChunk)
             {
-                var b = TS.Broadcast(k0[k]);
-                a00 = TS.MultiplyAdd(TS.Load(q), b, a00);
-                a01 = TS.MultiplyAdd(TS.Load(q + c), b, a01);
-                a02 = TS.MultiplyAdd(TS.Load(q + (2 * c)), b, a02);
-                a03 = TS.MultiplyAdd(TS.Load(q + (3 * c)), b, a03);
+                var kEnd = Math.Min(d, chunk + ScoreChunk);
+                TV a00 = TS.Zero, a01 = TS.Zero, a02 = TS.Zero, a03 = TS.Zero;
+                var q = qt + ((nint)chunk * r);
+                for (var k = chunk; k < kEnd; k++, q += r)
+                {
+                    TV q0 = TS.Load(q), q1 = TS.Load(q + c), q2 = TS.Load(q + (2 * c)), q3 = TS.Load(q + (3 * c));
+                    var b = TS.Broadcast(k0[k]);
+                    a00 = TS.MultiplyAdd(q0, b, a00);
+                    a01 = TS.MultiplyAdd(q1, b, a01);
+                    a02 = TS.MultiplyAdd(q2, b, a02);
+                    a03 = TS.MultiplyAdd(q3, b, a03);
+                }
+
+                Put<TS, TV>(a00, row, chunk == 0);
+                Put<TS, TV>(a01, row + c, chunk == 0);
+                Put<TS, TV>(a02, row + (2 * c), chunk == 0);
+                Put<TS, TV>(a03, row + (3 * c), chunk == 0);
             }
 
-            var row = s + (j * r);
-            TS.Store(a00, row);
-            TS.Store(a01, row + c);
-            TS.Store(a02, row + (2 * c));
-            TS.Store(a03, row + (3 * c));
+            Emit<TS, TV>(row, blockMax, factor, j >= maskFrom, firstKey + j, limit);
+            Emit<TS, TV>(row + c, blockMax + c, factor, j >= maskFrom, firstKey + j, limit + c);
+            Emit<TS, TV>(row + (2 * c), blockMax + (2 * c), factor, j >= maskFrom, firstKey + j, limit + (2 * c));
+            Emit<TS, TV>(row + (3 * c), blockMax + (3 * c), factor, j >= maskFrom, firstKey + j, limit + (3 * c));
         }
+    }
+
+    /// <summary>Stores a chunk's partial dot products, or adds them to what earlier chunks stored.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Put<TS, TV>(TV partial, float* destination, bool first)
+        where TS : ISimd<TV>
+        where TV : struct => TS.Store(first ? partial : TS.Add(TS.Load(destination), partial), destination);
+
+    /// <summary>One vector of scores: scaled, masked past the rows' positions when asked, stored, and folded into the block max.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Emit<TS, TV>(float* destination, float* blockMax, TV scale, bool mask, int key, float* limit)
+        where TS : ISimd<TV>
+        where TV : struct
+    {
+        var x = TS.Multiply(TS.Load(destination), scale);
+        if (mask)
+        {
+            x = TS.GreaterThanSelect(TS.Broadcast(key), TS.Load(limit), TS.Broadcast(float.NegativeInfinity), x);
+        }
+
+        TS.Store(x, destination);
+        TS.Store(TS.Max(TS.Load(blockMax), x), blockMax);
     }
 
     /// <summary>
