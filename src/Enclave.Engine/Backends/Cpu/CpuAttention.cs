@@ -211,6 +211,7 @@ internal static unsafe class CpuAttention
         /// weights), o [R][d] (the accumulated values), and per row the running max, running sum, the block's
         /// correction, the row's position and the block's max (R = four vectors).
         /// </summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void Tile<TS, TV>(int tile, float* scratch)
             where TS : ISimd<TV>
             where TV : struct
@@ -349,6 +350,7 @@ internal static unsafe class CpuAttention
     /// per-query dot product). From key index <paramref name="maskFrom"/> on, a score whose key (firstKey + j) lies
     /// past its row's position (limit) is −∞. blockMax[·] takes the maximum of each row's scores.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Scores<TS, TV>(float* qt, float* keys, nint* rows, int n, int d, float* s, float scale, int firstKey, int maskFrom, float* limit, float* blockMax)
         where TS : ISimd<TV>
         where TV : struct
@@ -538,6 +540,7 @@ internal static unsafe class CpuAttention
     /// R = four vectors. Four rows at a time, their weights broadcast against up to four vectors of each value row,
     /// the accumulators held in registers across the block.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void AccumulateTile<TS, TV>(float* o, float* w, float* correction, float* values, nint* rows, int n, int d, int usedRows, bool fresh)
         where TS : ISimd<TV>
         where TV : struct
