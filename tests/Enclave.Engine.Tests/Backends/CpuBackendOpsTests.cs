@@ -67,6 +67,53 @@ public sealed class CpuBackendOpsTests
         Assert.True(result.Passed, result.ToString());
     }
 
+    public static TheoryData<int> Widths() => [.. new[] { 512, 256, 128, 1 }.Where(CpuSimd.IsSupported)];
+
+    /// <summary>
+    /// A NaN in one query row reaches that row's output and no other, on the prefill tiles (rows of several tokens
+    /// and heads side by side in the vector lanes) and on the per-query decode walk alike.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Widths))]
+    public void A_nan_query_row_poisons_its_own_output_only(int simdWidth)
+    {
+        const int heads = 14, kvHeads = 2, headDim = 64, blockSize = 16;
+        using var backend = new CpuBackend(3, simdWidth);
+        var random = new Random(7);
+        var rowFloats = kvHeads * headDim;
+        int prefill = 20, decodeContext = 9, tokens = prefill + 1;
+        var blocks = 4;
+        var q = RandomValues(random, tokens * heads * headDim, 1f);
+        q[(((5 * heads) + 3) * headDim) + 17] = float.NaN; // prefill token 5, head 3
+        q[(((prefill * heads) + 0) * headDim) + 2] = float.NaN; // the decode token, head 0
+        var positions = Enumerable.Range(0, prefill).Append(decodeContext - 1).ToArray();
+        var slots = Enumerable.Range(0, prefill).Append((2 * blockSize) + decodeContext - 1).ToArray();
+        var cache = RandomValues(random, blocks * blockSize * rowFloats, 1f);
+        var batch = Batch(new int[tokens], positions, [new SequenceSlice(0, prefill, prefill, [0, 1]), new SequenceSlice(prefill, 1, decodeContext, [2])], slotMapping: slots);
+        using var qt = F32(backend, q, tokens, heads, headDim);
+        using var kt = F32(backend, RandomValues(random, tokens * rowFloats, 1f), tokens, kvHeads, headDim);
+        using var vt = F32(backend, RandomValues(random, tokens * rowFloats, 1f), tokens, kvHeads, headDim);
+        using var kc = F32(backend, cache, blocks, blockSize, kvHeads, headDim);
+        using var vc = F32(backend, (float[])cache.Clone(), blocks, blockSize, kvHeads, headDim);
+        using var yt = Poisoned(backend, tokens, heads, headDim);
+        backend.PrepareStep(batch);
+        backend.Attention(qt, kt, vt, kc, vc, batch, 0.125f, yt);
+
+        var y = Download(backend, yt);
+        for (var t = 0; t < tokens; t++)
+        {
+            for (var h = 0; h < heads; h++)
+            {
+                var row = y.AsSpan(((t * heads) + h) * headDim, headDim);
+                var poisoned = (t == 5 && h == 3) || (t == prefill && h == 0);
+                foreach (var value in row)
+                {
+                    Assert.True(poisoned ? float.IsNaN(value) : float.IsFinite(value), $"token {t} head {h}: {value}");
+                }
+            }
+        }
+    }
+
     [Fact]
     public void The_table_covers_every_vector_width_this_machine_accelerates()
     {

@@ -44,7 +44,7 @@ internal unsafe interface ISimd<TV>
 
     static abstract float Sum(TV value);
 
-    /// <summary>The larger of each pair of lanes; the operands are never NaN where it is used.</summary>
+    /// <summary>The larger of each pair of lanes; NaN if either is NaN.</summary>
     static abstract TV Max(TV a, TV b);
 
     /// <summary>Per lane: <paramref name="ifGreater"/> where a &gt; b, else <paramref name="otherwise"/>.</summary>
@@ -53,7 +53,8 @@ internal unsafe interface ISimd<TV>
     /// <summary>
     /// e^x for x ≤ 0 (−∞ included, giving 0), in fp32 throughout: x = n·ln 2 + r with |r| ≤ ln 2 / 2, e^r by the
     /// Cephes polynomial, 2^n put into the exponent field; within 2 ulp of the exact value. Results below the
-    /// smallest normal (x &lt; −87.3) are 0. For softmax weights, whose arguments are scores less their maximum.
+    /// smallest normal (x &lt; −87.3) are 0, and NaN stays NaN. For softmax weights, whose arguments are scores less
+    /// their maximum.
     /// </summary>
     static abstract TV ExpNonPositive(TV x);
 }
@@ -305,7 +306,7 @@ internal readonly unsafe struct Simd512 : ISimd<Vector512<float>>
     public static float Sum(Vector512<float> value) => Vector512.Sum(value);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<float> Max(Vector512<float> a, Vector512<float> b) => Vector512.MaxNative(a, b);
+    public static Vector512<float> Max(Vector512<float> a, Vector512<float> b) => Vector512.Max(a, b);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> GreaterThanSelect(Vector512<float> a, Vector512<float> b, Vector512<float> ifGreater, Vector512<float> otherwise) =>
@@ -326,7 +327,8 @@ internal readonly unsafe struct Simd512 : ISimd<Vector512<float>>
         p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(ExpConstants.P5));
         var y = Vector512.FusedMultiplyAdd(p, r * r, r) + Vector512.Create(1f);
         var scale = ((Vector512.ConvertToInt32(n) + Vector512.Create(127)) << 23).AsSingle();
-        return Vector512.ConditionalSelect(Vector512.LessThan(x, lowest), Vector512<float>.Zero, y * scale);
+        var result = Vector512.ConditionalSelect(Vector512.LessThan(x, lowest), Vector512<float>.Zero, y * scale);
+        return Vector512.ConditionalSelect(Vector512.Equals(x, x), result, x); // NaN stays NaN
     }
 }
 
@@ -374,7 +376,7 @@ internal readonly unsafe struct Simd256 : ISimd<Vector256<float>>
     public static float Sum(Vector256<float> value) => Vector256.Sum(value);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<float> Max(Vector256<float> a, Vector256<float> b) => Vector256.MaxNative(a, b);
+    public static Vector256<float> Max(Vector256<float> a, Vector256<float> b) => Vector256.Max(a, b);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> GreaterThanSelect(Vector256<float> a, Vector256<float> b, Vector256<float> ifGreater, Vector256<float> otherwise) =>
@@ -395,7 +397,8 @@ internal readonly unsafe struct Simd256 : ISimd<Vector256<float>>
         p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(ExpConstants.P5));
         var y = Vector256.FusedMultiplyAdd(p, r * r, r) + Vector256.Create(1f);
         var scale = ((Vector256.ConvertToInt32(n) + Vector256.Create(127)) << 23).AsSingle();
-        return Vector256.ConditionalSelect(Vector256.LessThan(x, lowest), Vector256<float>.Zero, y * scale);
+        var result = Vector256.ConditionalSelect(Vector256.LessThan(x, lowest), Vector256<float>.Zero, y * scale);
+        return Vector256.ConditionalSelect(Vector256.Equals(x, x), result, x); // NaN stays NaN
     }
 }
 
@@ -443,7 +446,7 @@ internal readonly unsafe struct Simd128 : ISimd<Vector128<float>>
     public static float Sum(Vector128<float> value) => Vector128.Sum(value);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector128<float> Max(Vector128<float> a, Vector128<float> b) => Vector128.MaxNative(a, b);
+    public static Vector128<float> Max(Vector128<float> a, Vector128<float> b) => Vector128.Max(a, b);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector128<float> GreaterThanSelect(Vector128<float> a, Vector128<float> b, Vector128<float> ifGreater, Vector128<float> otherwise) =>
@@ -464,7 +467,8 @@ internal readonly unsafe struct Simd128 : ISimd<Vector128<float>>
         p = Vector128.FusedMultiplyAdd(p, r, Vector128.Create(ExpConstants.P5));
         var y = Vector128.FusedMultiplyAdd(p, r * r, r) + Vector128.Create(1f);
         var scale = ((Vector128.ConvertToInt32(n) + Vector128.Create(127)) << 23).AsSingle();
-        return Vector128.ConditionalSelect(Vector128.LessThan(x, lowest), Vector128<float>.Zero, y * scale);
+        var result = Vector128.ConditionalSelect(Vector128.LessThan(x, lowest), Vector128<float>.Zero, y * scale);
+        return Vector128.ConditionalSelect(Vector128.Equals(x, x), result, x); // NaN stays NaN
     }
 }
 
