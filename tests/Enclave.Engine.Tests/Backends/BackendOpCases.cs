@@ -230,6 +230,8 @@ internal static class BackendOpCases
 
         cases["attention/gqa4/d256/bs16/prefill-prefix"] = (b => Attention(b, 8, 2, 256, 16, [(130, 200), (2, 2)]), 1e-5);
         cases["attention/mha/d96/bs7/prefill-chunk"] = (b => Attention(b, 3, 3, 96, 7, [(40, 95), (17, 17)]), 1e-5);
+        cases["attention/gqa7/d64/bs16/prefill-128"] = (b => Attention(b, 14, 2, 64, 16, [(128, 128)]), 1e-5);
+        cases["attention/gqa2/d128/bs16/prefill-odd-prefix"] = (b => Attention(b, 4, 2, 128, 16, [(33, 97), (1, 20), (5, 5)]), 1e-5);
         // Rotary embedding with the cache write (one kernel on CUDA): full and partial rotation, both pair layouts, both
         // cache types, decode and prefill steps. Positions are the tokens' places in their sequences. A bf16 cache stores
         // the rotated keys rounded, which the reference's f32 cache does not: bf16 rounding, not 1e-5, bounds those.

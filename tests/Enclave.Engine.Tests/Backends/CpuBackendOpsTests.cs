@@ -42,6 +42,78 @@ public sealed class CpuBackendOpsTests
         Ops[op](backend);
     }
 
+    public static TheoryData<string, int> AttentionTableCases()
+    {
+        var data = new TheoryData<string, int>();
+        foreach (var width in new[] { 512, 256, 128, 1 }.Where(CpuSimd.IsSupported))
+        {
+            foreach (var name in BackendOpCases.Names.Where(n => n.StartsWith("attention", StringComparison.Ordinal) || n.StartsWith("rope_attention", StringComparison.Ordinal)))
+            {
+                data.Add(name, width);
+            }
+        }
+
+        return data;
+    }
+
+    /// <summary>The backend-neutral table's attention cases (decode batches, prefill over cached prefixes, GQA 1 to 16).</summary>
+    [Theory]
+    [MemberData(nameof(AttentionTableCases))]
+    public void Attention_table_case_matches_the_reference(string name, int simdWidth)
+    {
+        using var backend = new CpuBackend(3, simdWidth);
+        using var reference = new Enclave.Engine.Backends.Reference.ReferenceBackend();
+        var result = BackendOpCases.Run(name, backend, reference);
+        Assert.True(result.Passed, result.ToString());
+    }
+
+    public static TheoryData<int> Widths() => [.. new[] { 512, 256, 128, 1 }.Where(CpuSimd.IsSupported)];
+
+    /// <summary>
+    /// A NaN in one query row reaches that row's output and no other, on the prefill tiles (rows of several tokens
+    /// and heads side by side in the vector lanes) and on the per-query decode walk alike.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Widths))]
+    public void A_nan_query_row_poisons_its_own_output_only(int simdWidth)
+    {
+        const int heads = 14, kvHeads = 2, headDim = 64, blockSize = 16;
+        using var backend = new CpuBackend(3, simdWidth);
+        var random = new Random(7);
+        var rowFloats = kvHeads * headDim;
+        int prefill = 20, decodeContext = 9, tokens = prefill + 1;
+        var blocks = 4;
+        var q = RandomValues(random, tokens * heads * headDim, 1f);
+        q[(((5 * heads) + 3) * headDim) + 17] = float.NaN; // prefill token 5, head 3
+        q[(((prefill * heads) + 0) * headDim) + 2] = float.NaN; // the decode token, head 0
+        var positions = Enumerable.Range(0, prefill).Append(decodeContext - 1).ToArray();
+        var slots = Enumerable.Range(0, prefill).Append((2 * blockSize) + decodeContext - 1).ToArray();
+        var cache = RandomValues(random, blocks * blockSize * rowFloats, 1f);
+        var batch = Batch(new int[tokens], positions, [new SequenceSlice(0, prefill, prefill, [0, 1]), new SequenceSlice(prefill, 1, decodeContext, [2])], slotMapping: slots);
+        using var qt = F32(backend, q, tokens, heads, headDim);
+        using var kt = F32(backend, RandomValues(random, tokens * rowFloats, 1f), tokens, kvHeads, headDim);
+        using var vt = F32(backend, RandomValues(random, tokens * rowFloats, 1f), tokens, kvHeads, headDim);
+        using var kc = F32(backend, cache, blocks, blockSize, kvHeads, headDim);
+        using var vc = F32(backend, (float[])cache.Clone(), blocks, blockSize, kvHeads, headDim);
+        using var yt = Poisoned(backend, tokens, heads, headDim);
+        backend.PrepareStep(batch);
+        backend.Attention(qt, kt, vt, kc, vc, batch, 0.125f, yt);
+
+        var y = Download(backend, yt);
+        for (var t = 0; t < tokens; t++)
+        {
+            for (var h = 0; h < heads; h++)
+            {
+                var row = y.AsSpan(((t * heads) + h) * headDim, headDim);
+                var poisoned = (t == 5 && h == 3) || (t == prefill && h == 0);
+                foreach (var value in row)
+                {
+                    Assert.True(poisoned ? float.IsNaN(value) : float.IsFinite(value), $"token {t} head {h}: {value}");
+                }
+            }
+        }
+    }
+
     [Fact]
     public void The_table_covers_every_vector_width_this_machine_accelerates()
     {
@@ -121,6 +193,17 @@ public sealed class CpuBackendOpsTests
             (8, 8, 80, 16, new[] { (1, 300) }, 1f),
             (2, 1, 128, 8, new[] { (3, 3), (1, 200), (33, 290) }, 1f),
             (7, 1, 64, 32, new[] { (1, 1), (2, 140) }, 16f),
+            // Prefill tiles: (token, group head) rows cut into tiles of four vectors, keys in blocks of 64. A 128-token
+            // prompt at the Qwen2-0.5B shape; GQA 7 behind a cached prefix next to a decode token and a short prompt;
+            // GQA 2 with a remainder tile; GQA 6 at head_dim 128; head_dims 96 and 33 (vector and scalar remainders);
+            // larger queries whose scores spread wide.
+            (14, 2, 64, 16, new[] { (128, 128) }, 1f),
+            (14, 2, 64, 16, new[] { (77, 200), (1, 50), (9, 9) }, 1f),
+            (6, 3, 64, 16, new[] { (70, 70), (2, 65) }, 1f),
+            (12, 2, 128, 16, new[] { (45, 45), (19, 150) }, 1f),
+            (4, 4, 96, 8, new[] { (67, 130), (3, 3) }, 1f),
+            (2, 2, 33, 5, new[] { (13, 100), (1, 7), (5, 5) }, 1f),
+            (7, 1, 64, 32, new[] { (41, 140) }, 16f),
         })
         {
             var shape = string.Join(",", sequences.Select(s => $"{s.Item1}/{s.Item2}"));

@@ -310,6 +310,13 @@ public sealed class CpuBackend : IBackend
     public void Add(DeviceTensor a, DeviceTensor b, DeviceTensor output) =>
         CpuAdd.Run(_pool, _add, _width, Cpu(a), Cpu(b), Cpu(output));
 
+    /// <summary>Rope on q and k in one pass (each token's cos/sin computed once for both), then attention.</summary>
+    public void RopeAttention(DeviceTensor q, DeviceTensor k, DeviceTensor v, DeviceTensor keyCache, DeviceTensor valueCache, ForwardBatch batch, RopeSpec rope, float scale, DeviceTensor output)
+    {
+        CpuRope.Run(_pool, _rope, _width, Cpu(q), Cpu(k), batch.Positions, rope);
+        Attention(q, k, v, keyCache, valueCache, batch, scale, output);
+    }
+
     public void Attention(DeviceTensor q, DeviceTensor k, DeviceTensor v, DeviceTensor keyCache, DeviceTensor valueCache, ForwardBatch batch, float scale, DeviceTensor output) =>
         CpuAttention.Run(_pool, _attention, _width, Cpu(q), Cpu(k), Cpu(v), Cpu(keyCache), Cpu(valueCache), batch, scale, Cpu(output), ref _tokenSequence);
 
@@ -357,6 +364,8 @@ public sealed class CpuBackend : IBackend
             _pool.Dispose();
             _matMul.Dispose();
             _quantMatMul.Dispose();
+            _attention.Dispose();
+            _rope.Dispose();
         }
     }
 

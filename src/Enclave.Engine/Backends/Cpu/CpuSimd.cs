@@ -43,6 +43,35 @@ internal unsafe interface ISimd<TV>
     static abstract TV MultiplyAdd(TV a, TV b, TV c);
 
     static abstract float Sum(TV value);
+
+    /// <summary>The larger of each pair of lanes; NaN if either is NaN.</summary>
+    static abstract TV Max(TV a, TV b);
+
+    /// <summary>Per lane: <paramref name="ifGreater"/> where a &gt; b, else <paramref name="otherwise"/>.</summary>
+    static abstract TV GreaterThanSelect(TV a, TV b, TV ifGreater, TV otherwise);
+
+    /// <summary>
+    /// e^x for x ≤ 0 (−∞ included, giving 0), in fp32 throughout: x = n·ln 2 + r with |r| ≤ ln 2 / 2, e^r by the
+    /// Cephes polynomial, 2^n put into the exponent field; within 2 ulp of the exact value. Results below the
+    /// smallest normal (x &lt; −87.3) are 0, and NaN stays NaN. For softmax weights, whose arguments are scores less
+    /// their maximum.
+    /// </summary>
+    static abstract TV ExpNonPositive(TV x);
+}
+
+/// <summary>The constants of <see cref="ISimd{TV}.ExpNonPositive"/>.</summary>
+internal static class ExpConstants
+{
+    public const float Log2E = 1.44269504088896341f;
+    public const float Ln2High = 0.693359375f;
+    public const float Ln2Low = -2.12194440e-4f;
+    public const float Lowest = -87.33654f; // ln of the smallest normal fp32: 2^-126
+    public const float P0 = 1.9875691500e-4f;
+    public const float P1 = 1.3981999507e-3f;
+    public const float P2 = 8.3334519073e-3f;
+    public const float P3 = 4.1665795894e-2f;
+    public const float P4 = 1.6666665459e-1f;
+    public const float P5 = 5.0000001201e-1f;
 }
 
 internal static unsafe class CpuSimd
@@ -275,6 +304,32 @@ internal readonly unsafe struct Simd512 : ISimd<Vector512<float>>
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Sum(Vector512<float> value) => Vector512.Sum(value);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Max(Vector512<float> a, Vector512<float> b) => Vector512.Max(a, b);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> GreaterThanSelect(Vector512<float> a, Vector512<float> b, Vector512<float> ifGreater, Vector512<float> otherwise) =>
+        Vector512.ConditionalSelect(Vector512.GreaterThan(a, b), ifGreater, otherwise);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> ExpNonPositive(Vector512<float> x)
+    {
+        var lowest = Vector512.Create(ExpConstants.Lowest);
+        var clamped = Vector512.MaxNative(x, lowest);
+        var n = Vector512.Round(clamped * Vector512.Create(ExpConstants.Log2E));
+        var r = Vector512.FusedMultiplyAdd(n, Vector512.Create(-ExpConstants.Ln2High), clamped);
+        r = Vector512.FusedMultiplyAdd(n, Vector512.Create(-ExpConstants.Ln2Low), r);
+        var p = Vector512.FusedMultiplyAdd(Vector512.Create(ExpConstants.P0), r, Vector512.Create(ExpConstants.P1));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(ExpConstants.P2));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(ExpConstants.P3));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(ExpConstants.P4));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(ExpConstants.P5));
+        var y = Vector512.FusedMultiplyAdd(p, r * r, r) + Vector512.Create(1f);
+        var scale = ((Vector512.ConvertToInt32(n) + Vector512.Create(127)) << 23).AsSingle();
+        var result = Vector512.ConditionalSelect(Vector512.LessThan(x, lowest), Vector512<float>.Zero, y * scale);
+        return Vector512.ConditionalSelect(Vector512.Equals(x, x), result, x); // NaN stays NaN
+    }
 }
 
 internal readonly unsafe struct Simd256 : ISimd<Vector256<float>>
@@ -319,6 +374,32 @@ internal readonly unsafe struct Simd256 : ISimd<Vector256<float>>
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Sum(Vector256<float> value) => Vector256.Sum(value);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Max(Vector256<float> a, Vector256<float> b) => Vector256.Max(a, b);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> GreaterThanSelect(Vector256<float> a, Vector256<float> b, Vector256<float> ifGreater, Vector256<float> otherwise) =>
+        Vector256.ConditionalSelect(Vector256.GreaterThan(a, b), ifGreater, otherwise);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> ExpNonPositive(Vector256<float> x)
+    {
+        var lowest = Vector256.Create(ExpConstants.Lowest);
+        var clamped = Vector256.MaxNative(x, lowest);
+        var n = Vector256.Round(clamped * Vector256.Create(ExpConstants.Log2E));
+        var r = Vector256.FusedMultiplyAdd(n, Vector256.Create(-ExpConstants.Ln2High), clamped);
+        r = Vector256.FusedMultiplyAdd(n, Vector256.Create(-ExpConstants.Ln2Low), r);
+        var p = Vector256.FusedMultiplyAdd(Vector256.Create(ExpConstants.P0), r, Vector256.Create(ExpConstants.P1));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(ExpConstants.P2));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(ExpConstants.P3));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(ExpConstants.P4));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(ExpConstants.P5));
+        var y = Vector256.FusedMultiplyAdd(p, r * r, r) + Vector256.Create(1f);
+        var scale = ((Vector256.ConvertToInt32(n) + Vector256.Create(127)) << 23).AsSingle();
+        var result = Vector256.ConditionalSelect(Vector256.LessThan(x, lowest), Vector256<float>.Zero, y * scale);
+        return Vector256.ConditionalSelect(Vector256.Equals(x, x), result, x); // NaN stays NaN
+    }
 }
 
 internal readonly unsafe struct Simd128 : ISimd<Vector128<float>>
@@ -363,6 +444,32 @@ internal readonly unsafe struct Simd128 : ISimd<Vector128<float>>
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Sum(Vector128<float> value) => Vector128.Sum(value);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> Max(Vector128<float> a, Vector128<float> b) => Vector128.Max(a, b);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> GreaterThanSelect(Vector128<float> a, Vector128<float> b, Vector128<float> ifGreater, Vector128<float> otherwise) =>
+        Vector128.ConditionalSelect(Vector128.GreaterThan(a, b), ifGreater, otherwise);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> ExpNonPositive(Vector128<float> x)
+    {
+        var lowest = Vector128.Create(ExpConstants.Lowest);
+        var clamped = Vector128.MaxNative(x, lowest);
+        var n = Vector128.Round(clamped * Vector128.Create(ExpConstants.Log2E));
+        var r = Vector128.FusedMultiplyAdd(n, Vector128.Create(-ExpConstants.Ln2High), clamped);
+        r = Vector128.FusedMultiplyAdd(n, Vector128.Create(-ExpConstants.Ln2Low), r);
+        var p = Vector128.FusedMultiplyAdd(Vector128.Create(ExpConstants.P0), r, Vector128.Create(ExpConstants.P1));
+        p = Vector128.FusedMultiplyAdd(p, r, Vector128.Create(ExpConstants.P2));
+        p = Vector128.FusedMultiplyAdd(p, r, Vector128.Create(ExpConstants.P3));
+        p = Vector128.FusedMultiplyAdd(p, r, Vector128.Create(ExpConstants.P4));
+        p = Vector128.FusedMultiplyAdd(p, r, Vector128.Create(ExpConstants.P5));
+        var y = Vector128.FusedMultiplyAdd(p, r * r, r) + Vector128.Create(1f);
+        var scale = ((Vector128.ConvertToInt32(n) + Vector128.Create(127)) << 23).AsSingle();
+        var result = Vector128.ConditionalSelect(Vector128.LessThan(x, lowest), Vector128<float>.Zero, y * scale);
+        return Vector128.ConditionalSelect(Vector128.Equals(x, x), result, x); // NaN stays NaN
+    }
 }
 
 /// <summary>One lane: the portable fallback, and the tail loop of every kernel.</summary>
@@ -403,6 +510,15 @@ internal readonly unsafe struct SimdScalar : ISimd<float>
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Sum(float value) => value;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Max(float a, float b) => MathF.Max(a, b);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float GreaterThanSelect(float a, float b, float ifGreater, float otherwise) => a > b ? ifGreater : otherwise;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float ExpNonPositive(float x) => MathF.Exp(x);
 }
 
 /// <summary>How a kernel reads a weight element type; a generic struct argument so the branch folds away.</summary>
