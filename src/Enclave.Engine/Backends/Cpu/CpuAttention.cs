@@ -416,22 +416,7 @@ internal static unsafe class CpuAttention
                     Put<TS, TV>(a33, row + (3 * r) + (3 * c), chunk == 0);
                 }
 
-                Emit<TS, TV>(row, blockMax, factor, j >= maskFrom, firstKey + j, limit);
-                Emit<TS, TV>(row + c, blockMax + c, factor, j >= maskFrom, firstKey + j, limit + c);
-                Emit<TS, TV>(row + (2 * c), blockMax + (2 * c), factor, j >= maskFrom, firstKey + j, limit + (2 * c));
-                Emit<TS, TV>(row + (3 * c), blockMax + (3 * c), factor, j >= maskFrom, firstKey + j, limit + (3 * c));
-                Emit<TS, TV>(row + r, blockMax, factor, (j + 1) >= maskFrom, firstKey + (j + 1), limit);
-                Emit<TS, TV>(row + r + c, blockMax + c, factor, (j + 1) >= maskFrom, firstKey + (j + 1), limit + c);
-                Emit<TS, TV>(row + r + (2 * c), blockMax + (2 * c), factor, (j + 1) >= maskFrom, firstKey + (j + 1), limit + (2 * c));
-                Emit<TS, TV>(row + r + (3 * c), blockMax + (3 * c), factor, (j + 1) >= maskFrom, firstKey + (j + 1), limit + (3 * c));
-                Emit<TS, TV>(row + (2 * r), blockMax, factor, (j + 2) >= maskFrom, firstKey + (j + 2), limit);
-                Emit<TS, TV>(row + (2 * r) + c, blockMax + c, factor, (j + 2) >= maskFrom, firstKey + (j + 2), limit + c);
-                Emit<TS, TV>(row + (2 * r) + (2 * c), blockMax + (2 * c), factor, (j + 2) >= maskFrom, firstKey + (j + 2), limit + (2 * c));
-                Emit<TS, TV>(row + (2 * r) + (3 * c), blockMax + (3 * c), factor, (j + 2) >= maskFrom, firstKey + (j + 2), limit + (3 * c));
-                Emit<TS, TV>(row + (3 * r), blockMax, factor, (j + 3) >= maskFrom, firstKey + (j + 3), limit);
-                Emit<TS, TV>(row + (3 * r) + c, blockMax + c, factor, (j + 3) >= maskFrom, firstKey + (j + 3), limit + c);
-                Emit<TS, TV>(row + (3 * r) + (2 * c), blockMax + (2 * c), factor, (j + 3) >= maskFrom, firstKey + (j + 3), limit + (2 * c));
-                Emit<TS, TV>(row + (3 * r) + (3 * c), blockMax + (3 * c), factor, (j + 3) >= maskFrom, firstKey + (j + 3), limit + (3 * c));
+                EmitKeys<TS, TV>(row, 4, j, r, c, blockMax, factor, maskFrom, firstKey, limit);
             }
         }
 
@@ -470,14 +455,7 @@ internal static unsafe class CpuAttention
                 Put<TS, TV>(a13, row + r + (3 * c), chunk == 0);
             }
 
-            Emit<TS, TV>(row, blockMax, factor, j >= maskFrom, firstKey + j, limit);
-            Emit<TS, TV>(row + c, blockMax + c, factor, j >= maskFrom, firstKey + j, limit + c);
-            Emit<TS, TV>(row + (2 * c), blockMax + (2 * c), factor, j >= maskFrom, firstKey + j, limit + (2 * c));
-            Emit<TS, TV>(row + (3 * c), blockMax + (3 * c), factor, j >= maskFrom, firstKey + j, limit + (3 * c));
-            Emit<TS, TV>(row + r, blockMax, factor, (j + 1) >= maskFrom, firstKey + (j + 1), limit);
-            Emit<TS, TV>(row + r + c, blockMax + c, factor, (j + 1) >= maskFrom, firstKey + (j + 1), limit + c);
-            Emit<TS, TV>(row + r + (2 * c), blockMax + (2 * c), factor, (j + 1) >= maskFrom, firstKey + (j + 1), limit + (2 * c));
-            Emit<TS, TV>(row + r + (3 * c), blockMax + (3 * c), factor, (j + 1) >= maskFrom, firstKey + (j + 1), limit + (3 * c));
+            EmitKeys<TS, TV>(row, 2, j, r, c, blockMax, factor, maskFrom, firstKey, limit);
         }
 
         for (; j < n; j++)
@@ -505,10 +483,7 @@ internal static unsafe class CpuAttention
                 Put<TS, TV>(a03, row + (3 * c), chunk == 0);
             }
 
-            Emit<TS, TV>(row, blockMax, factor, j >= maskFrom, firstKey + j, limit);
-            Emit<TS, TV>(row + c, blockMax + c, factor, j >= maskFrom, firstKey + j, limit + c);
-            Emit<TS, TV>(row + (2 * c), blockMax + (2 * c), factor, j >= maskFrom, firstKey + j, limit + (2 * c));
-            Emit<TS, TV>(row + (3 * c), blockMax + (3 * c), factor, j >= maskFrom, firstKey + j, limit + (3 * c));
+            EmitKeys<TS, TV>(row, 1, j, r, c, blockMax, factor, maskFrom, firstKey, limit);
         }
     }
 
@@ -517,6 +492,21 @@ internal static unsafe class CpuAttention
     private static void Put<TS, TV>(TV partial, float* destination, bool first)
         where TS : ISimd<TV>
         where TV : struct => TS.Store(first ? partial : TS.Add(TS.Load(destination), partial), destination);
+
+    /// <summary><see cref="Emit"/> for the four vectors of each of keys j .. j + keyCount − 1, whose scores start at row.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void EmitKeys<TS, TV>(float* row, int keyCount, int j, int r, int c, float* blockMax, TV factor, int maskFrom, int firstKey, float* limit)
+        where TS : ISimd<TV>
+        where TV : struct
+    {
+        for (var i = 0; i < keyCount; i++)
+        {
+            for (var v = 0; v < 4; v++)
+            {
+                Emit<TS, TV>(row + (i * r) + (v * c), blockMax + (v * c), factor, (j + i) >= maskFrom, firstKey + j + i, limit + (v * c));
+            }
+        }
+    }
 
     /// <summary>One vector of scores: scaled, masked past the rows' positions when asked, stored, and folded into the block max.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
