@@ -805,6 +805,8 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
     /// 16-bit twice instead of as fp32 four times with a rounding pass (about a third of the non-product time of a 2k
     /// prefill). Everything else runs as the default: <see cref="SiluGatedMatMul"/>, then <see cref="MatMul"/>.
     /// </summary>
+    public bool FusesGatedMlp => true;
+
     public void SiluGatedMlp(DeviceTensor x, MatMulTarget gate, MatMulTarget up, MatMulTarget down)
     {
         var xt = Cuda(x);
@@ -821,8 +823,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
                    && (down.Bias is null || (down.Bias.DType == DType.F32 && down.Bias.ElementCount == outDim));
         if (!fits)
         {
-            SiluGatedMatMul(x, gate, up);
-            MatMul(gate.Output, down.Weight, down.Bias, down.Output);
+            IBackend.SiluGatedMlpAsParts(this, x, gate, up, down);
             return;
         }
 

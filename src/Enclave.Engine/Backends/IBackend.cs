@@ -130,8 +130,17 @@ public interface IBackend : IDisposable
     /// </summary>
     void SiluGatedMlp(DeviceTensor x, MatMulTarget gate, MatMulTarget up, MatMulTarget down)
     {
-        SiluGatedMatMul(x, gate, up);
-        MatMul(gate.Output, down.Weight, down.Bias, down.Output);
+        SiluGatedMlpAsParts(this, x, gate, up, down);
+    }
+
+    /// <summary>Whether <see cref="SiluGatedMlp"/> does more than its default (so that a profile can still time the parts where it does not).</summary>
+    bool FusesGatedMlp => false;
+
+    /// <summary>The default <see cref="SiluGatedMlp"/>: <see cref="SiluGatedMatMul"/>, then <see cref="MatMul"/>, on <paramref name="backend"/>.</summary>
+    static void SiluGatedMlpAsParts(IBackend backend, DeviceTensor x, MatMulTarget gate, MatMulTarget up, MatMulTarget down)
+    {
+        backend.SiluGatedMatMul(x, gate, up);
+        backend.MatMul(gate.Output, down.Weight, down.Bias, down.Output);
     }
 
     /// <summary>output = a + b, element-wise, same shapes (output may alias a).</summary>

@@ -173,8 +173,16 @@ public sealed class ProfilingBackend : IBackend
         Stop(t, "matmul silu-gated", gate.Weight, x.Shape[0]);
     }
 
+    public bool FusesGatedMlp => Inner.FusesGatedMlp;
+
     public void SiluGatedMlp(DeviceTensor x, MatMulTarget gate, MatMulTarget up, MatMulTarget down)
     {
+        if (!Inner.FusesGatedMlp)
+        {
+            IBackend.SiluGatedMlpAsParts(this, x, gate, up, down); // the parts, each timed as its own operation
+            return;
+        }
+
         var t = Start();
         Inner.SiluGatedMlp(x, gate, up, down);
         Stop(t, "gated mlp", gate.Weight, x.Shape[0]);
