@@ -65,38 +65,12 @@ internal static unsafe class CpuAttention
         /// <summary>Tokens whose queries take the per-(token, head) walk; items after the tiles, <see cref="Heads"/> a token.</summary>
         public int[] Singles = [];
 
-        private float*[] _scratch = [];
-        private long _scratchFloats;
+        private readonly CpuThreadScratch _scratch = new();
 
         /// <summary>Makes sure every thread has <paramref name="floats"/> of scratch for a tile; grows only.</summary>
-        public void EnsureScratch(int threads, long floats)
-        {
-            if (_scratch.Length >= threads && _scratchFloats >= floats)
-            {
-                return;
-            }
+        public void EnsureScratch(int threads, long floats) => _scratch.Ensure(threads, floats);
 
-            FreeScratch();
-            _scratchFloats = Math.Max(floats, _scratchFloats);
-            _scratch = new float*[threads];
-            for (var i = 0; i < threads; i++)
-            {
-                _scratch[i] = (float*)System.Runtime.InteropServices.NativeMemory.AlignedAlloc((nuint)(_scratchFloats * sizeof(float)), 64);
-            }
-        }
-
-        public void Dispose() => FreeScratch();
-
-        private void FreeScratch()
-        {
-            foreach (var buffer in _scratch)
-            {
-                System.Runtime.InteropServices.NativeMemory.AlignedFree(buffer);
-            }
-
-            _scratch = [];
-            _scratchFloats = 0;
-        }
+        public void Dispose() => _scratch.Dispose();
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public override void Execute(int index, int worker)

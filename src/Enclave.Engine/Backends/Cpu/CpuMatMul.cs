@@ -30,8 +30,7 @@ internal static unsafe class CpuMatMul
 
     public sealed class Job : CpuJob, IDisposable
     {
-        private float*[] _scratch = [];
-        private long _scratchFloats;
+        private readonly CpuThreadScratch _scratch = new();
 
         public float* X;
         public byte* W;
@@ -89,39 +88,16 @@ internal static unsafe class CpuMatMul
         public int ScaleColumns;
 
         /// <summary>Makes sure every thread has an fp32 buffer for a tile of <paramref name="floats"/>; grows only.</summary>
-        public void EnsureScratch(int threads, long floats)
-        {
-            if (_scratch.Length >= threads && _scratchFloats >= floats)
-            {
-                return;
-            }
-
-            FreeScratch();
-            _scratchFloats = Math.Max(floats, _scratchFloats);
-            _scratch = new float*[threads];
-            for (var i = 0; i < threads; i++)
-            {
-                _scratch[i] = (float*)System.Runtime.InteropServices.NativeMemory.AlignedAlloc((nuint)(_scratchFloats * sizeof(float)), 64);
-            }
-        }
+        public void EnsureScratch(int threads, long floats) => _scratch.Ensure(threads, floats);
 
         public void Dispose()
         {
-            FreeScratch();
+            _scratch.Dispose();
             System.Runtime.InteropServices.NativeMemory.AlignedFree(_xEvenOdd);
             _xEvenOdd = null;
             _xEvenOddFloats = 0;
         }
 
-        private void FreeScratch()
-        {
-            foreach (var buffer in _scratch)
-            {
-                System.Runtime.InteropServices.NativeMemory.AlignedFree(buffer);
-            }
-
-            _scratch = [];
-        }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public override void Execute(int index, int worker)
