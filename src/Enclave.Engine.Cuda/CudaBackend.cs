@@ -805,8 +805,6 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
     /// 16-bit twice instead of as fp32 four times with a rounding pass (about a third of the non-product time of a 2k
     /// prefill). Everything else runs as the default: <see cref="SiluGatedMatMul"/>, then <see cref="MatMul"/>.
     /// </summary>
-    public bool FusesGatedMlp => true;
-
     public void SiluGatedMlp(DeviceTensor x, MatMulTarget gate, MatMulTarget up, MatMulTarget down)
     {
         var xt = Cuda(x);
@@ -852,6 +850,8 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         Launch("silu_mul.cu", dtype == DType.BF16 ? "silu_mul_rounded_bf16" : "silu_mul_rounded_f16", GridFor((count + 7) / 8), 1, 256, args);
         CublasGemm(intermediate, wd, down.Bias is { } db ? Cuda(db).Pointer : 0, o.Pointer, tokens, inner, outDim);
     }
+
+    public bool FusesGatedMlp => true;
 
     /// <summary>
     /// Products of one x: up to three weights of one type in a single GEMV launch for decode-sized T (q/k/v or

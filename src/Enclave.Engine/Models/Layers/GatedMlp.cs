@@ -29,10 +29,6 @@ public sealed class GatedMlp : IFeedForward
         var tokens = (int)x.Rows;
         var g = scratch.Get("mlp.gate", tokens, gate.OutFeatures, gate.OutFeatures); // [T, intermediate]
         var u = scratch.Get("mlp.up", tokens, up.OutFeatures, up.OutFeatures);     // [T, intermediate]
-        if (!Linear.ForwardSiluGatedMlp(backend, x, gate, g, up, u, down, output))
-        {
-            Linear.ForwardSiluGated(backend, x, gate, g, up, u);
-            down.Forward(backend, g, output);
-        }
+        Linear.ForwardSiluGatedMlp(backend, x, gate, g, up, u, down, output);
     }
 }

@@ -60,37 +60,30 @@ public sealed class Linear
     }
 
     /// <summary>
-    /// A gated MLP's gate and up products and its activation: outputGate = silu(x · gateᵀ + b) * (x · upᵀ + b). Plain
-    /// weights go to the backend as one operation (<see cref="IBackend.SiluGatedMatMul"/>), which may fuse them;
-    /// outputUp is scratch then. x: [T, in]; outputs: [T, out].
+    /// A whole gated MLP: output = down(silu(x · gateᵀ + b) * (x · upᵀ + b)). Plain weights go to the backend as one
+    /// operation (<see cref="IBackend.SiluGatedMlp"/>, or <see cref="IBackend.SiluGatedMatMul"/> when only down is
+    /// quantized), which may fuse them. outputGate and outputUp are the intermediate's scratch. x: [T, in]; output: [T, in].
     /// </summary>
-    public static void ForwardSiluGated(IBackend backend, DeviceTensor x, Linear gate, DeviceTensor outputGate, Linear up, DeviceTensor outputUp)
+    public static void ForwardSiluGatedMlp(IBackend backend, DeviceTensor x, Linear gate, DeviceTensor outputGate, Linear up, DeviceTensor outputUp,
+        Linear down, DeviceTensor output)
     {
         if (gate.weight is null || up.weight is null)
         {
             gate.Forward(backend, x, outputGate);
             up.Forward(backend, x, outputUp);
             backend.SiluMul(outputGate, outputUp, outputGate);
+        }
+        else if (down.weight is null)
+        {
+            backend.SiluGatedMatMul(x, new(gate.weight, gate.Bias, outputGate), new(up.weight, up.Bias, outputUp));
+        }
+        else
+        {
+            backend.SiluGatedMlp(x, new(gate.weight, gate.Bias, outputGate), new(up.weight, up.Bias, outputUp), new(down.weight, down.Bias, output));
             return;
         }
 
-        backend.SiluGatedMatMul(x, new(gate.weight, gate.Bias, outputGate), new(up.weight, up.Bias, outputUp));
-    }
-
-    /// <summary>
-    /// A whole gated MLP through <see cref="IBackend.SiluGatedMlp"/> when all three layers are plain weights (false, and
-    /// nothing run, otherwise). outputGate and outputUp are the intermediate's scratch. x: [T, in]; output: [T, in].
-    /// </summary>
-    public static bool ForwardSiluGatedMlp(IBackend backend, DeviceTensor x, Linear gate, DeviceTensor outputGate, Linear up, DeviceTensor outputUp,
-        Linear down, DeviceTensor output)
-    {
-        if (gate.weight is null || up.weight is null || down.weight is null)
-        {
-            return false;
-        }
-
-        backend.SiluGatedMlp(x, new(gate.weight, gate.Bias, outputGate), new(up.weight, up.Bias, outputUp), new(down.weight, down.Bias, output));
-        return true;
+        down.Forward(backend, outputGate, output);
     }
 
     /// <summary>output = x · Wᵀ + b. x: [T, in]; output: [T, out].</summary>
