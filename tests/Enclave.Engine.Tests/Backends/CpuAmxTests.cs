@@ -7,7 +7,8 @@ namespace Enclave.Engine.Tests.Backends;
 
 /// <summary>
 /// The AMX Q8_0 (from grouped weights), Q5_0, Q4_K, Q5_K and Q6_K products against the AVX-VNNI kernels on the same quantised inputs (both sum the int8 products exactly,
-/// so they differ only in the order of the fp32 scale sums), and the committed machine code against its C source.
+/// so they differ only in the order of the fp32 scale sums), the Q8_0 bf16 kernel against the dequantised weights in
+/// fp64, and the committed machine code against its C source.
 /// </summary>
 public sealed class CpuAmxTests
 {
@@ -60,6 +61,68 @@ public sealed class CpuAmxTests
         }
     }
 
+    public static TheoryData<int, int, int, bool> Bf16Shapes()
+    {
+        // Tokens: one padded tile, one whole tile, a pair of tiles plus a padded odd one (37), many tiles; rows: one
+        // group alone, a pair plus a lone group (48), groups with a remainder on the row kernels (45, 100); widths: one
+        // block, an odd number of blocks (96 = 32·3), the 0.5B model's hidden and MLP widths.
+        var data = new TheoryData<int, int, int, bool>();
+        foreach (var (tokens, inFeatures, outFeatures, bias) in new[]
+        {
+            (8, 32, 16, false), (16, 96, 48, true), (37, 96, 45, false), (37, 896, 100, true), (128, 896, 64, false),
+            (33, 4864, 48, false), (17, 32, 31, true), (64, 160, 80, true),
+        })
+        {
+            data.Add(tokens, inFeatures, outFeatures, bias);
+        }
+
+        return data;
+    }
+
+    [AmxBf16Theory]
+    [MemberData(nameof(Bf16Shapes))]
+    public void Q8_0_products_on_bf16_tiles_agree_with_the_dequantised_weights(int tokens, int inFeatures, int outFeatures, bool withBias)
+    {
+        var random = new Random((tokens * 131) + inFeatures + outFeatures);
+        var w = Enumerable.Range(0, inFeatures * outFeatures).Select(_ => (float)(random.NextDouble() - 0.5)).ToArray();
+        var x = Enumerable.Range(0, tokens * inFeatures).Select(_ => (float)((random.NextDouble() * 4) - 2)).ToArray();
+        var bias = withBias ? Enumerable.Range(0, outFeatures).Select(_ => (float)random.NextDouble()).ToArray() : null;
+        var blocks = new byte[DType.Q8_0.StorageBytes(w.Length)];
+        GgmlQuants.Quantize(DType.Q8_0, w, blocks);
+        var dequantised = new float[w.Length];
+        GgmlQuants.Dequantize(DType.Q8_0, blocks, dequantised);
+
+        using var backend = new CpuBackend(3, 512);
+        var (y, amxProducts, grouped) = Product(backend, DType.Q8_0, tokens, inFeatures, outFeatures, blocks, x, bias);
+        Assert.True(grouped);
+        Assert.Equal(1, amxProducts);
+        Assert.Equal(1, backend.AmxBf16Products);
+
+        // Each weight (level × scale) and activation is rounded to bf16, relative error at most 2^-9 each, so a product
+        // term is off by at most about 2^-8 of its size; the fp32 sum over K adds at most K·2^-24 of the sum of sizes.
+        // Hence the bound (2^-8 + K·2^-23)·Σ|w·x|, which random signs keep well clear of. The rows past the last group
+        // of 16 take the int8 row kernels, whose activation rounding (2^-8 of the block maximum) the bound also covers
+        // for these inputs.
+        var tolerance = Math.Pow(2, -8) + (inFeatures * Math.Pow(2, -23));
+        for (var t = 0; t < tokens; t++)
+        {
+            for (var r = 0; r < outFeatures; r++)
+            {
+                double expected = bias?[r] ?? 0, size = 0;
+                for (var k = 0; k < inFeatures; k++)
+                {
+                    var term = (double)dequantised[(r * inFeatures) + k] * x[(t * inFeatures) + k];
+                    expected += term;
+                    size += Math.Abs(term);
+                }
+
+                var actual = y[(t * outFeatures) + r];
+                Assert.False(float.IsNaN(actual), $"output {t}, {r} never written");
+                Assert.True(Math.Abs(actual - expected) <= (tolerance * size) + 1e-6, $"[{t}, {r}]: bf16 AMX {actual} vs fp64 {expected} (Σ|w·x| {size})");
+            }
+        }
+    }
+
     [GccFact]
     public void The_committed_machine_code_is_what_the_kernel_sources_compile_to()
     {
@@ -78,7 +141,9 @@ public sealed class CpuAmxTests
 
     private static (float[] Y, long AmxProducts) Product(DType type, int width, int tokens, int inFeatures, int outFeatures, byte[] blocks, float[] x, float[]? bias)
     {
-        using var backend = new CpuBackend(3, width);
+        // Q8_0 on the int8 kernel, which sums the same int8 products as the vector kernels (the bf16 kernel rounds the
+        // weights and activations to bf16; it has tests of its own below).
+        using var backend = new CpuBackend(3, width, amxBf16: false);
         var (y, amxProducts, _) = Product(backend, type, tokens, inFeatures, outFeatures, blocks, x, bias);
         return (y, amxProducts);
     }
@@ -115,6 +180,16 @@ public sealed class AmxTheoryAttribute : TheoryAttribute
         {
             Skip = CpuAmx.Status;
         }
+    }
+}
+
+/// <summary>A theory skipped, with the reason, where the Q8_0 bf16 kernel does not run (no AMX-BF16, no grouped Q8_0 weights).</summary>
+public sealed class AmxBf16TheoryAttribute : TheoryAttribute
+{
+    public AmxBf16TheoryAttribute()
+    {
+        Skip = Q8_0GroupsFactAttribute.SkipReason()
+            ?? (!CpuAmx.IsSupported ? CpuAmx.Status : CpuAmx.Q8_0Bf16 == null ? $"no AMX-BF16 or AVX512-BF16 ({CpuAmx.Status})" : null);
     }
 }
 

@@ -9,7 +9,8 @@ namespace Enclave.Engine.Backends.Cpu;
 /// (<see cref="AmxCode"/>, regenerated and compared by the test suite) that is copied once into executable memory and
 /// called through a function pointer. Used on Linux x64 when CPUID reports AMX-TILE and AMX-INT8 with AVX-512F, BMI2 and
 /// F16C and the kernel grants the process the tile data state (arch_prctl ARCH_REQ_XCOMP_PERM); ENCLAVE_CPU_AMX=0
-/// turns it off, for comparisons.
+/// turns it off, for comparisons. Where CPUID also reports AMX-BF16, AVX512-BF16 and AVX512-BW, Q8_0 prefill products
+/// take the bf16 kernel (<see cref="Q8_0Bf16"/>) instead of the int8 one.
 /// </summary>
 internal static unsafe partial class CpuAmx
 {
@@ -27,6 +28,9 @@ internal static unsafe partial class CpuAmx
 
     /// <summary>Why they do or do not, for start-up logs and test skip reasons.</summary>
     public static string Status => Loaded.Value.Status;
+
+    /// <summary>The Q8_0 kernel on AMX-BF16 tiles, or null where the CPU lacks AMX-BF16 or AVX512-BF16 (or has no AMX kernels).</summary>
+    public static Bf16Kernel? Q8_0Bf16 => Loaded.Value.Q8_0Bf16;
 
     /// <summary>The kernel for weights of <paramref name="type"/>, or null where there is none (or no AMX here).</summary>
     public static Kernel? For(DType type)
@@ -64,21 +68,42 @@ internal static unsafe partial class CpuAmx
         public long ScratchBytes(int inFeatures) => (5 * 1024) + ((long)inFeatures * scratchBytesPerValue);
     }
 
-    private sealed class State(Kernel[]? kernels, string status)
+    /// <summary>
+    /// The Q8_0 kernel on AMX-BF16 tiles (tools/cpu-kernels/q8_0_bf16_amx.c): each of <c>groups</c> consecutive groups of
+    /// <see cref="CpuQ8_0Groups"/> dequantised once per call to bf16 B tiles in scratch, against every 16-token tile of the
+    /// bf16 activations, fp32 sums over the whole row. Called as (w, groupBytes, groups, blocks, xb, tokenTiles, tokens,
+    /// y, yStride, bias, scratch, config), blocks of 32 values.
+    /// </summary>
+    internal readonly struct Bf16Kernel(byte* entry, byte* config)
+    {
+        public delegate* unmanaged<byte*, long, int, int, ushort*, int, int, float*, long, float*, byte*, byte*, void> Entry { get; } =
+            (delegate* unmanaged<byte*, long, int, int, ushort*, int, int, float*, long, float*, byte*, byte*, void>)entry;
+
+        /// <summary>The 64-byte tile configuration the kernel loads: all eight tiles 16 rows × 64 bytes.</summary>
+        public byte* Config { get; } = config;
+
+        /// <summary>Bytes of 64-byte aligned scratch one call needs: two groups of bf16 weights (64 bytes a value of a row) and one fp32 tile.</summary>
+        public static long ScratchBytes(int inFeatures) => ((long)inFeatures * 64) + 1024;
+    }
+
+    private sealed class State(Kernel[]? kernels, string status, Bf16Kernel? q8_0Bf16 = null)
     {
         public Kernel[]? Kernels { get; } = kernels;
+
+        public Bf16Kernel? Q8_0Bf16 { get; } = q8_0Bf16;
 
         public string Status { get; } = status;
     }
 
-    /// <summary>The machine code of a format's kernel.</summary>
-    private static ReadOnlySpan<byte> Code(DType type) => type switch
+    /// <summary>The machine code of the kernels, in the order of <see cref="Formats"/>, then the Q8_0 bf16 kernel.</summary>
+    private static ReadOnlySpan<byte> Code(int index) => index switch
     {
-        DType.Q8_0 => AmxCode.Q8_0,
-        DType.Q5_0 => AmxCode.Q5_0,
-        DType.Q4_K => AmxCode.Q4_K,
-        DType.Q5_K => AmxCode.Q5_K,
-        _ => AmxCode.Q6_K,
+        0 => AmxCode.Q8_0,
+        1 => AmxCode.Q5_0,
+        2 => AmxCode.Q4_K,
+        3 => AmxCode.Q5_K,
+        4 => AmxCode.Q6_K,
+        _ => AmxCode.Q8_0_Bf16,
     };
 
     private static State Load()
@@ -95,7 +120,11 @@ internal static unsafe partial class CpuAmx
 
         var (_, _, features1, _) = X86Base.CpuId(1, 0);
         var (_, _, _, features7) = X86Base.CpuId(7, 0);
+        var (features7_1, _, _, _) = X86Base.CpuId(7, 1);
         bool tile = (features7 & (1 << 24)) != 0, int8 = (features7 & (1 << 25)) != 0, f16c = (features1 & (1 << 29)) != 0;
+
+        // AMX-BF16 (CPUID 7.0 EDX bit 22) for tdpbf16ps, AVX512-BF16 (7.1 EAX bit 5) for the conversion to bf16.
+        var bf16 = (features7 & (1 << 22)) != 0 && (features7_1 & (1 << 5)) != 0 && Avx512BW.IsSupported;
         if (!tile || !int8 || !Avx512F.IsSupported || !Bmi2.X64.IsSupported || !f16c)
         {
             return new(null, "no AMX (the CPU lacks AMX-TILE, AMX-INT8, AVX-512F, BMI2 or F16C)");
@@ -110,12 +139,12 @@ internal static unsafe partial class CpuAmx
             }
 
             // The kernels in one executable mapping, each at a 64-byte boundary.
-            var offsets = new int[Formats.Length];
+            var offsets = new int[Formats.Length + 1];
             var end = 0;
-            for (var i = 0; i < Formats.Length; i++)
+            for (var i = 0; i < offsets.Length; i++)
             {
                 offsets[i] = (end + 63) & ~63;
-                end = offsets[i] + Code(Formats[i]).Length;
+                end = offsets[i] + Code(i).Length;
             }
 
             var pageBytes = (nuint)((end + 4095) & ~4095);
@@ -125,9 +154,9 @@ internal static unsafe partial class CpuAmx
                 return new(null, $"no AMX (mmap failed: errno {Marshal.GetLastPInvokeError()})");
             }
 
-            for (var i = 0; i < Formats.Length; i++)
+            for (var i = 0; i < offsets.Length; i++)
             {
-                Code(Formats[i]).CopyTo(new Span<byte>(memory + offsets[i], Code(Formats[i]).Length));
+                Code(i).CopyTo(new Span<byte>(memory + offsets[i], Code(i).Length));
             }
 
             if (Mprotect(memory, pageBytes, ProtRead | ProtExec) != 0)
@@ -147,7 +176,13 @@ internal static unsafe partial class CpuAmx
                 new(memory + offsets[3], config32, 256, 32, 20),
                 new(memory + offsets[4], config16, 256, 16, 24),
             ];
-            return new(kernels, "AMX int8 tiles for Q8_0, Q5_0, Q4_K, Q5_K and Q6_K prefill products");
+            if (!bf16)
+            {
+                return new(kernels, "AMX int8 tiles for Q8_0, Q5_0, Q4_K, Q5_K and Q6_K prefill products (no AMX-BF16)");
+            }
+
+            return new(kernels, "AMX tiles for Q8_0 (bf16), Q5_0, Q4_K, Q5_K and Q6_K (int8) prefill products",
+                new Bf16Kernel(memory + offsets[Formats.Length], TileConfig(64)));
         }
         catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
         {
@@ -157,7 +192,8 @@ internal static unsafe partial class CpuAmx
 
     /// <summary>
     /// Palette 1; tmm0-3 the int32 results (16 rows × 64 B), tmm4-5 weights (16 rows × <paramref name="blockValues"/>
-    /// bytes), tmm6-7 activations (<paramref name="blockValues"/>/4 rows × 64 B).
+    /// bytes), tmm6-7 activations (<paramref name="blockValues"/>/4 rows × 64 B). 64 gives all eight tiles 16 rows × 64 B
+    /// (the bf16 kernel's fp32 results and A and B tiles).
     /// </summary>
     private static byte* TileConfig(int blockValues)
     {

@@ -48,12 +48,16 @@ public sealed class CpuBackend : IBackend
     /// <summary>Block-quantised products this backend has run on AMX tiles (see <see cref="CpuAmx"/>).</summary>
     internal long AmxProducts => _quantMatMul.AmxProducts;
 
+    /// <summary>Of those, the Q8_0 products on the bf16 kernel (<see cref="CpuAmx.Q8_0Bf16"/>).</summary>
+    internal long AmxBf16Products => _quantMatMul.AmxBf16Products;
+
     /// <summary>
     /// Pins the vector width (512, 256, 128 or 1 for scalar) so each code path can be exercised; <paramref name="groupQ8_0"/>
     /// false keeps Q8_0 weights in the file's layout where they would be regrouped (<see cref="CpuQ8_0Groups"/>), and
-    /// <paramref name="amx"/> false keeps products off the AMX tiles.
+    /// <paramref name="amx"/> false keeps products off the AMX tiles, <paramref name="amxBf16"/> false keeps Q8_0 on the
+    /// int8 AMX kernel where the bf16 one would run.
     /// </summary>
-    internal CpuBackend(int threads, int simdWidth, bool groupQ8_0 = true, bool amx = true)
+    internal CpuBackend(int threads, int simdWidth, bool groupQ8_0 = true, bool amx = true, bool amxBf16 = true)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(threads);
         if (!CpuSimd.IsSupported(simdWidth))
@@ -64,6 +68,7 @@ public sealed class CpuBackend : IBackend
         _width = simdWidth;
         _groupQ8_0 = groupQ8_0 && CpuQ8_0Groups.IsSupported(simdWidth);
         _quantMatMul.AllowAmx = amx;
+        _quantMatMul.AllowAmxBf16 = amxBf16;
         _pool = new CpuWorkerPool(threads == 0 ? Environment.ProcessorCount : threads);
         Name = $"cpu ({CpuSimd.Describe(simdWidth)}, {_pool.ThreadCount} threads)";
     }

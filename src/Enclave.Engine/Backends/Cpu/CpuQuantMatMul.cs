@@ -21,7 +21,9 @@ namespace Enclave.Engine.Backends.Cpu;
 /// the group's tokens (prefill is a tiled matrix product, not repeated vector products). Grouped Q8_0 weights go
 /// 16 rows at a time to <see cref="CpuQ8_0Groups.Product"/>, up to four tokens a call. Q8_0, Q5_0, Q4_K, Q5_K and Q6_K products of
 /// <see cref="AmxMinTokens"/> or more tokens run on AMX tiles where the CPU has them (<see cref="CpuAmx"/>): 16
-/// weight rows × 16 tokens × one block of 32 a tile product. Buffers grow only, so steady-state calls do not allocate.
+/// weight rows × 16 tokens × one block of 32 a tile product. Where the CPU has AMX-BF16, Q8_0 products instead take x
+/// as bf16 and each group of weights dequantised to bf16 once per call (<see cref="CpuAmx.Q8_0Bf16"/>), summing whole
+/// rows on the tiles. Buffers grow only, so steady-state calls do not allocate.
 /// </summary>
 internal static unsafe class CpuQuantMatMul
 {
@@ -134,6 +136,15 @@ internal static unsafe class CpuQuantMatMul
         /// <summary>Whether this call's groups run on AMX (else they are grouped Q8_0 weights on the vector units).</summary>
         public bool GroupsOnAmx;
 
+        /// <summary>Whether products may take the Q8_0 bf16 kernel where there is one (tests turn it off to check the int8 kernel).</summary>
+        public bool AllowAmxBf16 { get; set; } = true;
+
+        /// <summary>
+        /// The Q8_0 bf16 kernel x is packed for, or null: then <see cref="AmxX"/> holds x as bf16, [token tile][block of
+        /// 32][16 tokens][32] (zero past the last token), and grouped Q8_0 weights run there instead of on <see cref="Amx"/>.
+        /// </summary>
+        public CpuAmx.Bf16Kernel? AmxBf16;
+
         /// <summary>Whether products may run on AMX tiles at all (tests turn it off to compare the vector kernels).</summary>
         public bool AllowAmx { get; set; } = true;
         public int AmxTokenTiles;
@@ -147,6 +158,9 @@ internal static unsafe class CpuQuantMatMul
 
         /// <summary>Products this job has run on AMX tiles (for tests and profiles).</summary>
         public long AmxProducts { get; set; }
+
+        /// <summary>Of those, the products on the Q8_0 bf16 kernel.</summary>
+        public long AmxBf16Products { get; set; }
 
         /// <summary>Grows the AMX buffers to hold <paramref name="paddedValues"/> activations and scratch for <paramref name="workers"/> threads.</summary>
         public void EnsureAmx(long paddedValues, int workers, long scratchBytes)
@@ -237,7 +251,11 @@ internal static unsafe class CpuQuantMatMul
             {
                 if (index < GroupItems)
                 {
-                    if (GroupsOnAmx)
+                    if (GroupsOnAmx && AmxBf16 != null)
+                    {
+                        RunAmxBf16(index, worker);
+                    }
+                    else if (GroupsOnAmx)
                     {
                         RunAmx(index, worker);
                     }
@@ -344,6 +362,17 @@ internal static unsafe class CpuQuantMatMul
                 kernel.Entry(W + (row * RowBytes), RowBytes, In / kernel.BlockValues, AmxX, AmxScales, AmxSums, AmxTokenTiles, Tokens, Y + row, Out,
                     Bias == null ? null : Bias + row, scratch, kernel.Config);
             }
+        }
+
+        /// <summary>Work item <paramref name="index"/> on the bf16 kernel: its groups (an even number, but for the last item) in one call.</summary>
+        private void RunAmxBf16(int index, int worker)
+        {
+            var kernel = AmxBf16!.Value;
+            var first = index * GroupsPerItem;
+            var count = Math.Min(Groups, first + GroupsPerItem) - first;
+            var row = (long)first * AmxTile;
+            kernel.Entry(W + (row * RowBytes), AmxTile * RowBytes, count, In / 32, (ushort*)AmxX, AmxTokenTiles, Tokens, Y + row, Out,
+                Bias == null ? null : Bias + row, (byte*)AmxScratch + (worker * AmxScratchBytes), kernel.Config);
         }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -568,7 +597,12 @@ internal static unsafe class CpuQuantMatMul
         job.Kernel = kernel;
         job.OctetTokens = octetTokens;
         job.Amx = amx;
-        if (amx is { } amxKernel)
+        job.AmxBf16 = amx != null && weightType == DType.Q8_0 && job.AllowAmxBf16 ? CpuAmx.Q8_0Bf16 : null;
+        if (job.AmxBf16 != null)
+        {
+            PackAmxBf16(job, pool.ThreadCount, x.F32Pointer, tokens, inFeatures);
+        }
+        else if (amx is { } amxKernel)
         {
             PackAmxActivations(job, amxKernel, pool.ThreadCount, tokens, inFeatures);
         }
@@ -600,10 +634,20 @@ internal static unsafe class CpuQuantMatMul
             if (amx)
             {
                 job.AmxProducts++;
+                if (job.AmxBf16 != null && weight.DType == DType.Q8_0)
+                {
+                    job.AmxBf16Products++;
+                }
             }
 
             job.GroupsOnAmx = amx;
             job.GroupsPerItem = (groups + (pool.ThreadCount * 8) - 1) / (pool.ThreadCount * 8);
+            if (amx && job.AmxBf16 != null && weight.DType == DType.Q8_0)
+            {
+                // The bf16 kernel works on pairs of groups (each loaded tile feeds two products).
+                job.GroupsPerItem = (job.GroupsPerItem + 1) & ~1;
+            }
+
             job.GroupItems = (groups + job.GroupsPerItem - 1) / job.GroupsPerItem;
             job.Groups = groups;
             pool.Run(job, job.GroupItems + (outFeatures % AmxTile == 0 ? 0 : 1));
@@ -662,6 +706,46 @@ internal static unsafe class CpuQuantMatMul
                 for (var s = 0; s < scaleBlocks; s++)
                 {
                     job.AmxScales[((((long)tile * scaleBlocks) + s) * AmxTile) + t] = quads == null ? 0f : job.Dx[((long)token * scaleBlocks) + s];
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// The activations of a Q8_0 product on the bf16 kernel: x rounded to nearest even bf16, [token tile][block of
+    /// 32][16 tokens][32] (the A tile of a block, 1 KiB), zero past the last token.
+    /// </summary>
+    private static void PackAmxBf16(Job job, int workers, float* x, int tokens, int inFeatures)
+    {
+        var blocks = inFeatures / 32;
+        var tiles = (tokens + AmxTile - 1) / AmxTile;
+
+        // Two bytes a value in AmxX.
+        job.EnsureAmx(2L * tiles * AmxTile * inFeatures, workers, CpuAmx.Bf16Kernel.ScratchBytes(inFeatures));
+        job.AmxTokenTiles = tiles;
+        var packed = (ushort*)job.AmxX;
+        var half = Vector512.Create(0x7FFFu);
+        var one = Vector512.Create(1u);
+        for (var tile = 0; tile < tiles; tile++)
+        {
+            for (var t = 0; t < AmxTile; t++)
+            {
+                var token = (tile * AmxTile) + t;
+                var source = (uint*)(x + ((long)token * inFeatures));
+                var destination = packed + ((long)tile * blocks * 512) + (t * 32);
+                for (var b = 0; b < blocks; b++, destination += 512)
+                {
+                    if (token >= tokens)
+                    {
+                        Vector512<ushort>.Zero.Store(destination);
+                        continue;
+                    }
+
+                    var low = Vector512.Load(source + (b * 32));
+                    var high = Vector512.Load(source + (b * 32) + 16);
+                    low = (low + half + ((low >> 16) & one)) >> 16;
+                    high = (high + half + ((high >> 16) & one)) >> 16;
+                    Vector512.Narrow(low, high).Store(destination);
                 }
             }
         }
