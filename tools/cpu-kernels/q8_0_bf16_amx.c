@@ -7,14 +7,17 @@
 // rows is dequantised once per call (level × fp16 scale, rounded to bf16) into B tiles in scratch, the activations
 // are bf16 A tiles (packed once per call by the caller), and tdpbf16ps accumulates fp32 over the whole row with no
 // read-out until the end. A tile product covers 32 values, one Q8_0 block, so any row length of whole blocks works.
-// Two groups × two token tiles make four accumulators, so each loaded A and B tile feeds two products.
+// Two groups × two token tiles make four accumulators, so each loaded A and B tile feeds two products; the next two
+// groups are dequantised in between.
 //
 //   w:           the first of `groups` consecutive groups of 16 rows in the layout of CpuQ8_0Groups, group_bytes
 //                apart: [blocks][8 quads][16 rows][4] levels + 128 as unsigned bytes, then [blocks][16 rows] fp16 scales.
 //   xb:          [token_tiles][blocks][16 tokens][32] bf16 activations (an A tile is 1 KiB), padding tokens zero.
 //   y:           [tokens, y_stride] fp32; group i's 16 outputs of token t at y + t·y_stride + 16 i (bias added when
 //                not null; bias points at the first group's 16).
-//   scratch:     64-byte aligned, 2048·blocks + 1024 bytes: two groups of dequantised B tiles, then one fp32 tile.
+//   scratch:     64-byte aligned, 4096·blocks + 1024 bytes: two buffers of two groups of dequantised B tiles (the
+//                pair on the tiles and the next, dequantised between the tile products so that the vector units
+//                and the tile unit work at once), then one fp32 tile.
 //   config:      palette 1, tmm0-7 all 16 rows × 64 bytes (CpuAmx).
 // B tile of block b, row k: for each of the 16 weight rows n, the bf16 pair (w[n][32b + 2k], w[n][32b + 2k + 1]), so
 // quad q of the grouped layout (values 4q..4q+3 of each row) gives tile rows 2q and 2q + 1.
@@ -36,32 +39,48 @@ static inline long long opaque64(long long v)
     return v;
 }
 
-// One group's 16 rows as bf16 B tiles at dst ([blocks][16 tile rows][16 rows][2]): (level − 128) · scale in fp32
-// (exact: 8 × 11 significant bits), rounded to nearest even bf16. pairs interleaves two vectors' bf16 words.
-static inline BF16_TARGET void q8_0_bf16_dequantise(const uint8_t* gw, int blocks, uint16_t* dst, __m512i pairs, __m512i low_byte,
-                                                    __m512 c128)
+// Quads q0..q0+3 of block b of one group's 16 rows as bf16 B tile rows 2·q0..2·q0+7 at dst ([blocks][16 tile rows]
+// [16 rows][2]): (level − 128) · scale in fp32 (exact: 8 × 11 significant bits), rounded to nearest even bf16.
+// pairs interleaves two vectors' bf16 words.
+static inline BF16_TARGET void q8_0_bf16_dequantise(const uint8_t* gw, int blocks, uint16_t* dst, int b, int q0, __m512i pairs,
+                                                    __m512i low_byte, __m512 c128)
 {
     const uint16_t* scales = (const uint16_t*)(gw + (long)blocks * 512);
-    for (int b = 0; b < blocks; b++)
+    __m512 s = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(scales + (long)b * 16)));
+    __m512 s128 = _mm512_mul_ps(s, c128);
+    const uint8_t* levels = gw + (long)b * 512;
+    uint16_t* out = dst + (long)b * 512;
+#pragma GCC unroll 4
+    for (int q = q0; q < q0 + 4; q++)
     {
-        __m512 s = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(scales + (long)b * 16)));
-        __m512 s128 = _mm512_mul_ps(s, c128);
-        const uint8_t* levels = gw + (long)b * 512;
-        uint16_t* out = dst + (long)b * 512;
-#pragma GCC unroll 2
-        for (int q = 0; q < 8; q++)
-        {
-            __m512i x = _mm512_loadu_si512(levels + q * 64);
-            __m512 f0 = _mm512_fmsub_ps(_mm512_cvtepi32_ps(_mm512_and_si512(x, low_byte)), s, s128);
-            __m512 f1 = _mm512_fmsub_ps(_mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(x, 8), low_byte)), s, s128);
-            __m512 f2 = _mm512_fmsub_ps(_mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(x, 16), low_byte)), s, s128);
-            __m512 f3 = _mm512_fmsub_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(x, 24)), s, s128);
-            // cvtne2ps gives f0's 16 words then f1's; pairs puts row n's two side by side.
-            _mm512_store_si512(out + (2 * q) * 32, _mm512_permutexvar_epi16(pairs, (__m512i)_mm512_cvtne2ps_pbh(f1, f0)));
-            _mm512_store_si512(out + (2 * q + 1) * 32, _mm512_permutexvar_epi16(pairs, (__m512i)_mm512_cvtne2ps_pbh(f3, f2)));
-        }
+        __m512i x = _mm512_loadu_si512(levels + q * 64);
+        __m512 f0 = _mm512_fmsub_ps(_mm512_cvtepi32_ps(_mm512_and_si512(x, low_byte)), s, s128);
+        __m512 f1 = _mm512_fmsub_ps(_mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(x, 8), low_byte)), s, s128);
+        __m512 f2 = _mm512_fmsub_ps(_mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(x, 16), low_byte)), s, s128);
+        __m512 f3 = _mm512_fmsub_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(x, 24)), s, s128);
+        // cvtne2ps gives f0's 16 words then f1's; pairs puts row n's two side by side.
+        _mm512_store_si512(out + (2 * q) * 32, _mm512_permutexvar_epi16(pairs, (__m512i)_mm512_cvtne2ps_pbh(f1, f0)));
+        _mm512_store_si512(out + (2 * q + 1) * 32, _mm512_permutexvar_epi16(pairs, (__m512i)_mm512_cvtne2ps_pbh(f3, f2)));
     }
 }
+
+// The next pair of groups is dequantised half a block at a time while the tile unit works on this pair: up to
+// `per` steps (dq_g < dq_groups: group, block dq_b, half dq_h) into the other buffer.
+#define BF16_DEQUANTISE_STEPS(per)                                                                                     \
+    do                                                                                                                 \
+    {                                                                                                                  \
+        for (int step = 0; step < (per) && dq_g < dq_groups; step++)                                                   \
+        {                                                                                                              \
+            q8_0_bf16_dequantise(dq_w + (long)dq_g * group_bytes, blocks, next + (long)dq_g * group_values, dq_b,      \
+                                 dq_h * 4, pairs, low_byte, c128);                                                     \
+            dq_h ^= 1;                                                                                                 \
+            if (dq_h == 0 && ++dq_b == blocks)                                                                         \
+            {                                                                                                          \
+                dq_b = 0;                                                                                              \
+                dq_g++;                                                                                                \
+            }                                                                                                          \
+        }                                                                                                              \
+    } while (0)
 
 // Writes fp32 result tile C (token tile `tt`, whose tokens from the first are `left`; group `gi` of the pair at `g`)
 // to y: straight from the tile where it is whole and has no bias, else through scratch for the tokens that exist,
@@ -90,9 +109,11 @@ BF16_TARGET void enclave_q8_0_bf16_amx(const uint8_t* w, long group_bytes, int g
                                       int tokens, float* y, long y_stride, const float* bias, uint8_t* scratch, const void* config)
 {
     _tile_loadconfig(config);
-    uint16_t* wb0 = (uint16_t*)scratch;
-    uint16_t* wb1 = wb0 + (long)blocks * 512;
-    float* result = (float*)(scratch + (long)blocks * 2048);
+    // Two buffers of two groups each: the pair on the tiles and the next one being dequantised.
+    long group_values = (long)blocks * 512;
+    uint16_t* current = (uint16_t*)scratch;
+    uint16_t* next = current + 2 * group_values;
+    float* result = (float*)(scratch + (long)blocks * 4096);
 
     // Word i of pairs is i/2 for even i and 16 + i/2 for odd i: dword n takes word n of each cvtne2ps half.
     __m512i n = _mm512_cvtepu8_epi32(_mm_set_epi64x(opaque64(0x0f0e0d0c0b0a0908LL), opaque64(0x0706050403020100LL)));
@@ -101,14 +122,28 @@ BF16_TARGET void enclave_q8_0_bf16_amx(const uint8_t* w, long group_bytes, int g
     __m512 c128 = _mm512_cvtepi32_ps(_mm512_set1_epi32(opaque32(128)));
     long tile_step = (long)blocks * 512;
 
+    // The first pair before any tile work.
+    for (int gi = 0; gi < 2 && gi < groups; gi++)
+    {
+        for (int b = 0; b < blocks; b++)
+        {
+            q8_0_bf16_dequantise(w + (long)gi * group_bytes, blocks, current + gi * group_values, b, 0, pairs, low_byte, c128);
+            q8_0_bf16_dequantise(w + (long)gi * group_bytes, blocks, current + gi * group_values, b, 4, pairs, low_byte, c128);
+        }
+    }
+
     for (int g = 0; g < groups; g += 2)
     {
         int two_groups = groups - g >= 2;
-        q8_0_bf16_dequantise(w + (long)g * group_bytes, blocks, wb0, pairs, low_byte, c128);
-        if (two_groups)
-        {
-            q8_0_bf16_dequantise(w + (long)(g + 1) * group_bytes, blocks, wb1, pairs, low_byte, c128);
-        }
+        const uint16_t* wb0 = current;
+        const uint16_t* wb1 = current + group_values;
+
+        // The next pair's half blocks, spread evenly over this pair's block steps.
+        int dq_groups = groups - g - 2 < 0 ? 0 : groups - g - 2 < 2 ? groups - g - 2 : 2;
+        int dq_g = 0, dq_b = 0, dq_h = 0;
+        const uint8_t* dq_w = w + (long)(g + 2) * group_bytes;
+        int steps = ((token_tiles + 1) / 2) * blocks;
+        int per = steps > 0 ? (dq_groups * blocks * 2 + steps - 1) / steps : 0;
 
         for (int tt = 0; tt < token_tiles; tt += 2)
         {
@@ -134,6 +169,7 @@ BF16_TARGET void enclave_q8_0_bf16_amx(const uint8_t* w, long group_bytes, int g
                     _tile_loadd(5, x1 + (long)b * 512, 64);
                     _tile_dpbf16ps(2, 5, 6);
                     _tile_dpbf16ps(3, 5, 7);
+                    BF16_DEQUANTISE_STEPS(per);
                 }
 
                 BF16_STORE(0, tt, left, 0);
@@ -151,6 +187,7 @@ BF16_TARGET void enclave_q8_0_bf16_amx(const uint8_t* w, long group_bytes, int g
                     _tile_dpbf16ps(0, 4, 6);
                     _tile_loadd(7, wb1 + (long)b * 512, 64);
                     _tile_dpbf16ps(1, 4, 7);
+                    BF16_DEQUANTISE_STEPS(per);
                 }
 
                 BF16_STORE(0, tt, left, 0);
@@ -166,6 +203,7 @@ BF16_TARGET void enclave_q8_0_bf16_amx(const uint8_t* w, long group_bytes, int g
                     _tile_dpbf16ps(0, 4, 6);
                     _tile_loadd(5, x1 + (long)b * 512, 64);
                     _tile_dpbf16ps(2, 5, 6);
+                    BF16_DEQUANTISE_STEPS(per);
                 }
 
                 BF16_STORE(0, tt, left, 0);
@@ -178,11 +216,18 @@ BF16_TARGET void enclave_q8_0_bf16_amx(const uint8_t* w, long group_bytes, int g
                     _tile_loadd(4, x0 + (long)b * 512, 64);
                     _tile_loadd(6, wb0 + (long)b * 512, 64);
                     _tile_dpbf16ps(0, 4, 6);
+                    BF16_DEQUANTISE_STEPS(per);
                 }
 
                 BF16_STORE(0, tt, left, 0);
             }
         }
+
+        // Whatever of the next pair is left (no token tiles), then the buffers swap.
+        BF16_DEQUANTISE_STEPS(2 * blocks * 2);
+        uint16_t* swap = current;
+        current = next;
+        next = swap;
     }
 
     _tile_release();

@@ -63,14 +63,14 @@ public sealed class CpuAmxTests
 
     public static TheoryData<int, int, int, bool> Bf16Shapes()
     {
-        // Tokens: one padded tile, one whole tile, a pair of tiles plus a padded odd one (37), many tiles; rows: one
-        // group alone, a pair plus a lone group (48), groups with a remainder on the row kernels (45, 100); widths: one
-        // block, an odd number of blocks (96 = 32·3), the 0.5B model's hidden and MLP widths.
+        // Tokens (from AmxBf16MinTokens): whole tiles in pairs, a pair plus a padded odd tile (49, 77), many tiles;
+        // rows: one group alone, a pair plus a lone group (48), groups with a remainder on the row kernels (45, 100,
+        // 31); widths: one block, an odd number of blocks (96 = 32·3), the 0.5B model's hidden and MLP widths.
         var data = new TheoryData<int, int, int, bool>();
         foreach (var (tokens, inFeatures, outFeatures, bias) in new[]
         {
-            (8, 32, 16, false), (16, 96, 48, true), (37, 96, 45, false), (37, 896, 100, true), (128, 896, 64, false),
-            (33, 4864, 48, false), (17, 32, 31, true), (64, 160, 80, true),
+            (48, 32, 16, false), (64, 96, 48, true), (49, 96, 45, false), (77, 896, 100, true), (128, 896, 64, false),
+            (49, 4864, 48, false), (50, 32, 31, true), (64, 160, 80, true), (96, 64, 112, false),
         })
         {
             data.Add(tokens, inFeatures, outFeatures, bias);

@@ -82,8 +82,11 @@ internal static unsafe partial class CpuAmx
         /// <summary>The 64-byte tile configuration the kernel loads: all eight tiles 16 rows × 64 bytes.</summary>
         public byte* Config { get; } = config;
 
-        /// <summary>Bytes of 64-byte aligned scratch one call needs: two groups of bf16 weights (64 bytes a value of a row) and one fp32 tile.</summary>
-        public static long ScratchBytes(int inFeatures) => ((long)inFeatures * 64) + 1024;
+        /// <summary>
+        /// Bytes of 64-byte aligned scratch one call needs: two buffers of two groups of bf16 weights (the pair on the
+        /// tiles and the next, 128 bytes a value of a row in all) and one fp32 tile.
+        /// </summary>
+        public static long ScratchBytes(int inFeatures) => ((long)inFeatures * 128) + 1024;
     }
 
     private sealed class State(Kernel[]? kernels, string status, Bf16Kernel? q8_0Bf16 = null)
