@@ -105,6 +105,39 @@ static inline BF16_TARGET void q8_0_bf16_dequantise(const uint8_t* gw, int block
         }                                                                                                              \
     } while (0)
 
+// One token-tile pair's products over all blocks, for two groups (G2) and/or two token tiles (T2), both literal 0 or 1
+// (tile numbers must be immediates, so each case is its own loop), then their stores: C0 = tiles (tt, g),
+// C1 = (tt, g + 1), C2 = (tt + 1, g), C3 = (tt + 1, g + 1). The next pair's dequantisation runs between the products.
+#define BF16_PRODUCTS(G2, T2)                                                                                          \
+    do                                                                                                                 \
+    {                                                                                                                  \
+        if (G2) _tile_zero(1);                                                                                         \
+        if (T2) _tile_zero(2);                                                                                         \
+        if ((G2) && (T2)) _tile_zero(3);                                                                               \
+        for (int b = 0; b < blocks; b++)                                                                               \
+        {                                                                                                              \
+            _tile_loadd(4, x0 + (long)b * 512, 64);                                                                    \
+            _tile_loadd(6, wb0 + (long)b * 512, 64);                                                                   \
+            _tile_dpbf16ps(0, 4, 6);                                                                                   \
+            if (G2)                                                                                                    \
+            {                                                                                                          \
+                _tile_loadd(7, wb1 + (long)b * 512, 64);                                                               \
+                _tile_dpbf16ps(1, 4, 7);                                                                               \
+            }                                                                                                          \
+            if (T2)                                                                                                    \
+            {                                                                                                          \
+                _tile_loadd(5, x1 + (long)b * 512, 64);                                                                \
+                _tile_dpbf16ps(2, 5, 6);                                                                               \
+                if (G2) _tile_dpbf16ps(3, 5, 7);                                                                       \
+            }                                                                                                          \
+            BF16_DEQUANTISE_STEPS(per);                                                                                \
+        }                                                                                                              \
+        BF16_STORE(0, tt, left, 0);                                                                                    \
+        if (G2) BF16_STORE(1, tt, left, 1);                                                                            \
+        if (T2) BF16_STORE(2, tt + 1, left - 16, 0);                                                                   \
+        if ((G2) && (T2)) BF16_STORE(3, tt + 1, left - 16, 1);                                                         \
+    } while (0)
+
 BF16_TARGET void enclave_q8_0_bf16_amx(const uint8_t* w, long group_bytes, int groups, int blocks, const uint16_t* xb, int token_tiles,
                                       int tokens, float* y, long y_stride, const float* bias, uint8_t* scratch, const void* config)
 {
@@ -155,71 +188,19 @@ BF16_TARGET void enclave_q8_0_bf16_amx(const uint8_t* w, long group_bytes, int g
             _tile_zero(0);
             if (two_groups && two_tiles)
             {
-                // C0 = tiles (tt, g), C1 = (tt, g + 1), C2 = (tt + 1, g), C3 = (tt + 1, g + 1).
-                _tile_zero(1);
-                _tile_zero(2);
-                _tile_zero(3);
-                for (int b = 0; b < blocks; b++)
-                {
-                    _tile_loadd(4, x0 + (long)b * 512, 64);
-                    _tile_loadd(6, wb0 + (long)b * 512, 64);
-                    _tile_dpbf16ps(0, 4, 6);
-                    _tile_loadd(7, wb1 + (long)b * 512, 64);
-                    _tile_dpbf16ps(1, 4, 7);
-                    _tile_loadd(5, x1 + (long)b * 512, 64);
-                    _tile_dpbf16ps(2, 5, 6);
-                    _tile_dpbf16ps(3, 5, 7);
-                    BF16_DEQUANTISE_STEPS(per);
-                }
-
-                BF16_STORE(0, tt, left, 0);
-                BF16_STORE(1, tt, left, 1);
-                BF16_STORE(2, tt + 1, left - 16, 0);
-                BF16_STORE(3, tt + 1, left - 16, 1);
+                BF16_PRODUCTS(1, 1);
             }
             else if (two_groups)
             {
-                _tile_zero(1);
-                for (int b = 0; b < blocks; b++)
-                {
-                    _tile_loadd(4, x0 + (long)b * 512, 64);
-                    _tile_loadd(6, wb0 + (long)b * 512, 64);
-                    _tile_dpbf16ps(0, 4, 6);
-                    _tile_loadd(7, wb1 + (long)b * 512, 64);
-                    _tile_dpbf16ps(1, 4, 7);
-                    BF16_DEQUANTISE_STEPS(per);
-                }
-
-                BF16_STORE(0, tt, left, 0);
-                BF16_STORE(1, tt, left, 1);
+                BF16_PRODUCTS(1, 0);
             }
             else if (two_tiles)
             {
-                _tile_zero(2);
-                for (int b = 0; b < blocks; b++)
-                {
-                    _tile_loadd(6, wb0 + (long)b * 512, 64);
-                    _tile_loadd(4, x0 + (long)b * 512, 64);
-                    _tile_dpbf16ps(0, 4, 6);
-                    _tile_loadd(5, x1 + (long)b * 512, 64);
-                    _tile_dpbf16ps(2, 5, 6);
-                    BF16_DEQUANTISE_STEPS(per);
-                }
-
-                BF16_STORE(0, tt, left, 0);
-                BF16_STORE(2, tt + 1, left - 16, 0);
+                BF16_PRODUCTS(0, 1);
             }
             else
             {
-                for (int b = 0; b < blocks; b++)
-                {
-                    _tile_loadd(4, x0 + (long)b * 512, 64);
-                    _tile_loadd(6, wb0 + (long)b * 512, 64);
-                    _tile_dpbf16ps(0, 4, 6);
-                    BF16_DEQUANTISE_STEPS(per);
-                }
-
-                BF16_STORE(0, tt, left, 0);
+                BF16_PRODUCTS(0, 0);
             }
         }
 
