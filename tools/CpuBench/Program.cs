@@ -120,6 +120,129 @@ if (args.Length > 1 && args[1] == "pairs")
     return;
 }
 
+if (args.Length > 1 && args[1] == "q8decode")
+{
+    // One Q8_0 decode step of Qwen2-0.5B's shape (24 layers' distinct weights plus the tied output table, about
+    // 525 MB, more than the last-level cache), op by op as the model issues them, each op's time summed over the
+    // layers and set against the bytes it reads: where a decode step's time goes, free of attention and sampling.
+    const int Hidden = 896, Kv = 128, Inter = 4864, Vocab = 151936, Layers = 24;
+    var steps = args.Length > 2 ? int.Parse(args[2]) : 30;
+    DeviceTensor Q8(int rows, int columns, int seed)
+    {
+        var t = backend.Allocate(DType.Q8_0, rows, columns);
+        backend.UploadBytes(RandomQ8_0((long)rows * columns, seed), t);
+        return t;
+    }
+
+    var layers = new (DeviceTensor Q, DeviceTensor K, DeviceTensor V, DeviceTensor O, DeviceTensor Gate, DeviceTensor Up, DeviceTensor Down)[Layers];
+    for (var l = 0; l < Layers; l++)
+    {
+        layers[l] = (Q8(Hidden, Hidden, 7 * l), Q8(Kv, Hidden, (7 * l) + 1), Q8(Kv, Hidden, (7 * l) + 2), Q8(Hidden, Hidden, (7 * l) + 3),
+            Q8(Inter, Hidden, (7 * l) + 4), Q8(Inter, Hidden, (7 * l) + 5), Q8(Hidden, Inter, (7 * l) + 6));
+    }
+
+    using var head = Q8(Vocab, Hidden, 999);
+    using var xh = backend.Allocate(DType.F32, 1, Hidden);
+    using var q = backend.Allocate(DType.F32, 1, Hidden);
+    using var k = backend.Allocate(DType.F32, 1, Kv);
+    using var v = backend.Allocate(DType.F32, 1, Kv);
+    using var o = backend.Allocate(DType.F32, 1, Hidden);
+    using var g = backend.Allocate(DType.F32, 1, Inter);
+    using var u = backend.Allocate(DType.F32, 1, Inter);
+    using var d = backend.Allocate(DType.F32, 1, Hidden);
+    using var logits = backend.Allocate(DType.F32, 1, Vocab);
+    backend.Upload(RandomFloats(Hidden), xh);
+    backend.Upload(RandomFloats(Inter), g);
+    var names = new[] { "qkv shared", "o", "gate/up+silu", "down", "lm_head" };
+    double Bytes(int rows, int columns) => (double)rows * columns / 32 * 34;
+    var bytesPerStep = new[]
+    {
+        Layers * (Bytes(Hidden, Hidden) + (2 * Bytes(Kv, Hidden))), Layers * Bytes(Hidden, Hidden), Layers * 2 * Bytes(Inter, Hidden),
+        Layers * Bytes(Hidden, Inter), Bytes(Vocab, Hidden),
+    };
+    // "ab": steps alternate between the shared/gated calls and one product per call (then the activation), so the
+    // two are compared under the same machine load.
+    var ab = args.Length > 3 && args[3] == "ab";
+    var times = new double[steps][];
+    for (var s = -2; s < steps; s++)
+    {
+        var separate = ab && (s & 1) == 1;
+        var t = new double[names.Length];
+        for (var l = 0; l < Layers; l++)
+        {
+            var w = layers[l];
+            var t0 = Stopwatch.GetTimestamp();
+            if (separate)
+            {
+                backend.MatMul(xh, w.Q, null, q);
+                backend.MatMul(xh, w.K, null, k);
+                backend.MatMul(xh, w.V, null, v);
+            }
+            else
+            {
+                backend.MatMulShared(xh, [new(w.Q, null, q), new(w.K, null, k), new(w.V, null, v)]);
+            }
+
+            var t1 = Stopwatch.GetTimestamp();
+            backend.MatMul(q, w.O, null, o);
+            var t2 = Stopwatch.GetTimestamp();
+            if (separate)
+            {
+                backend.MatMul(xh, w.Gate, null, g);
+                backend.MatMul(xh, w.Up, null, u);
+                backend.SiluMul(g, u, g);
+            }
+            else
+            {
+                ((IBackend)backend).SiluGatedMatMul(xh, new(w.Gate, null, g), new(w.Up, null, u));
+            }
+
+            var t3 = Stopwatch.GetTimestamp();
+            backend.MatMul(g, w.Down, null, d);
+            var t4 = Stopwatch.GetTimestamp();
+            t[0] += t1 - t0;
+            t[1] += t2 - t1;
+            t[2] += t3 - t2;
+            t[3] += t4 - t3;
+        }
+
+        var t5 = Stopwatch.GetTimestamp();
+        backend.MatMul(xh, head, null, logits);
+        t[4] += Stopwatch.GetTimestamp() - t5;
+        if (s >= 0)
+        {
+            times[s] = t;
+        }
+    }
+
+    var bw = MemoryBandwidth.MeasureGBps(threads, 512L << 20, 5);
+    Console.WriteLine($"bandwidth {bw:F1} GB/s");
+    var total = 0.0;
+    for (var i = 0; i < names.Length * (ab ? 2 : 1); i++)
+    {
+        var variant = ab ? (i < names.Length ? "shared   " : "separate ") : string.Empty;
+        var sorted = times.Where((_, step) => !ab || (step & 1) == (i < names.Length ? 0 : 1)).Select(t => t[i % names.Length] / Stopwatch.Frequency).Order().ToArray();
+        var median = sorted[sorted.Length / 2];
+        total += i < names.Length ? median : 0;
+        var perCall = median / (i % names.Length == 4 ? 1 : Layers) * 1e6;
+        Console.WriteLine($"{variant}{names[i % names.Length],-14} {median * 1e3,7:F3} ms/step (best {sorted[0] * 1e3,7:F3}) {perCall,8:F1} us/call {bytesPerStep[i % names.Length] / median / 1e9,6:F1} GB/s");
+    }
+
+    Console.WriteLine($"products       {total * 1e3,7:F3} ms/step = {1 / total,5:F1} tok/s ceiling; {bytesPerStep.Sum() / total / 1e9:F1} GB/s over {bytesPerStep.Sum() / 1e6:F0} MB");
+    foreach (var w in layers)
+    {
+        w.Q.Dispose();
+        w.K.Dispose();
+        w.V.Dispose();
+        w.O.Dispose();
+        w.Gate.Dispose();
+        w.Up.Dispose();
+        w.Down.Dispose();
+    }
+
+    return;
+}
+
 if (args.Length > 1 && args[1] == "decode")
 {
     // BF16 GEMV (one token) on the model shapes, read from memory, next to bandwidth probes taken just before
@@ -265,6 +388,22 @@ static byte[] RandomWeights(long bytes, DType dtype, int seed)
                 ? (ushort)(BitConverter.SingleToInt32Bits(value) >> 16)
                 : BitConverter.HalfToUInt16Bits((Half)value);
         }
+    }
+
+    return data;
+}
+
+static byte[] RandomQ8_0(long values, int seed)
+{
+    // Blocks of 34 bytes: a small finite fp16 scale, then 32 random int8 levels.
+    var random = new Random(seed);
+    var data = new byte[values / 32 * 34];
+    random.NextBytes(data);
+    for (long b = 0; b < data.Length; b += 34)
+    {
+        var scale = BitConverter.HalfToUInt16Bits((Half)(0.001f + (random.NextSingle() * 0.01f)));
+        data[b] = (byte)scale;
+        data[b + 1] = (byte)(scale >> 8);
     }
 
     return data;

@@ -50,6 +50,9 @@ internal static unsafe class CpuQuantMatMul
     internal const int AmxBf16MinTokens = 48;
     private const int TileBytes = 96 * 1024;
 
+    /// <summary>Products one multi-target region takes at most (q/k/v: three).</summary>
+    internal const int MaxTargets = 4;
+
     /// <summary>A compile-time switch: the JIT specialises a kernel per struct argument and folds the branches away.</summary>
     internal interface IFlag
     {
@@ -140,6 +143,35 @@ internal static unsafe class CpuQuantMatMul
         public int Groups;
         public int GroupItems;
         public int GroupsPerItem;
+
+        /// <summary>
+        /// Products of one x with several grouped Q8_0 weights in one parallel region (<see cref="TryRunGroupedTargets"/>;
+        /// 0: one product at a time): each target's weights, biases, outputs and output width, its groups per item and
+        /// the end of its items. With <see cref="GatedTargets"/>, targets 0 and 1 are a gated MLP's gate and up: item i
+        /// computes the same groups of both, then silu(gate)·up into gate's output for those rows.
+        /// </summary>
+        public int TargetCount;
+        public bool GatedTargets;
+        public int Width;
+        private readonly nint[] _targetW = new nint[MaxTargets];
+        private readonly nint[] _targetBias = new nint[MaxTargets];
+        private readonly nint[] _targetY = new nint[MaxTargets];
+        private readonly int[] _targetOut = new int[MaxTargets];
+        private readonly int[] _targetGroupsPerItem = new int[MaxTargets];
+        private readonly int[] _targetItemEnd = new int[MaxTargets];
+
+        /// <summary>Sets target <paramref name="index"/> of a multi-target region; returns the end of its items.</summary>
+        internal int SetTarget(int index, byte* w, float* bias, float* y, int outFeatures, int groupsPerItem, int firstItem)
+        {
+            _targetW[index] = (nint)w;
+            _targetBias[index] = (nint)bias;
+            _targetY[index] = (nint)y;
+            _targetOut[index] = outFeatures;
+            _targetGroupsPerItem[index] = groupsPerItem;
+            var groups = outFeatures / CpuQ8_0Groups.Rows;
+            _targetItemEnd[index] = firstItem + ((groups + groupsPerItem - 1) / groupsPerItem);
+            return _targetItemEnd[index];
+        }
 
         /// <summary>Whether this call's groups run on AMX (else they are grouped Q8_0 weights on the vector units).</summary>
         public bool GroupsOnAmx;
@@ -254,6 +286,12 @@ internal static unsafe class CpuQuantMatMul
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public override void Execute(int index, int worker)
         {
+            if (TargetCount > 0)
+            {
+                RunTargets(index);
+                return;
+            }
+
             int rowStart, rowEnd;
             if (Groups > 0)
             {
@@ -324,35 +362,77 @@ internal static unsafe class CpuQuantMatMul
         }
 
         /// <summary>Work item <paramref name="index"/> over grouped Q8_0 weights: each group of 16 rows against every token, four at a time.</summary>
+        private void RunGroups(int index) =>
+            RunGroupRange(W, Bias, Y, Out, index * GroupsPerItem, Math.Min(Groups, (index + 1) * GroupsPerItem));
+
+        /// <summary>Item <paramref name="index"/> of a multi-target region: its target's groups, and for a gated pair the activation.</summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private void RunGroups(int index)
+        private void RunTargets(int index)
+        {
+            if (GatedTargets)
+            {
+                // Gate and up have the same rows, cut alike: the item's rows of both, then silu(gate)·up in place.
+                var perItem = _targetGroupsPerItem[0];
+                var first = index * perItem;
+                var last = Math.Min(_targetOut[0] / CpuQ8_0Groups.Rows, first + perItem);
+                var outFeatures = _targetOut[0];
+                var gate = (float*)_targetY[0];
+                var up = (float*)_targetY[1];
+                RunGroupRange((byte*)_targetW[0], (float*)_targetBias[0], gate, outFeatures, first, last);
+                RunGroupRange((byte*)_targetW[1], (float*)_targetBias[1], up, outFeatures, first, last);
+                var row = (long)first * CpuQ8_0Groups.Rows;
+                var rows = ((long)last * CpuQ8_0Groups.Rows) - row;
+                for (var t = 0; t < Tokens; t++)
+                {
+                    var offset = ((long)t * outFeatures) + row;
+                    CpuSiluMul.Apply(gate + offset, up + offset, gate + offset, rows, Width);
+                }
+
+                return;
+            }
+
+            var target = 0;
+            while (index >= _targetItemEnd[target])
+            {
+                target++;
+            }
+
+            var item = index - (target == 0 ? 0 : _targetItemEnd[target - 1]);
+            var groupsPerItem = _targetGroupsPerItem[target];
+            var groups = _targetOut[target] / CpuQ8_0Groups.Rows;
+            RunGroupRange((byte*)_targetW[target], (float*)_targetBias[target], (float*)_targetY[target], _targetOut[target],
+                item * groupsPerItem, Math.Min(groups, (item + 1) * groupsPerItem));
+        }
+
+        /// <summary>Groups [first, last) of grouped Q8_0 weights <paramref name="w"/> ([outFeatures, In]) against every token, four at a time.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void RunGroupRange(byte* w, float* biases, float* output, int outFeatures, int first, int last)
         {
             var blocks = In / 32;
-            var last = Math.Min(Groups, (index + 1) * GroupsPerItem);
-            for (var g = index * GroupsPerItem; g < last; g++)
+            for (var g = first; g < last; g++)
             {
                 var row = (long)g * CpuQ8_0Groups.Rows;
-                var group = W + (row * RowBytes);
-                var bias = Bias == null ? null : Bias + row;
+                var group = w + (row * RowBytes);
+                var bias = biases == null ? null : biases + row;
                 for (var t = 0; t < Tokens; t += CpuQ8_0Groups.MaxTokens)
                 {
                     var qx = Qx + ((long)t * In);
                     var offsets = Offsets + ((long)t * blocks);
                     var dx = Dx + ((long)t * blocks);
-                    var y = Y + ((long)t * Out) + row;
+                    var y = output + ((long)t * outFeatures) + row;
                     switch (Math.Min(CpuQ8_0Groups.MaxTokens, Tokens - t))
                     {
                         case 1:
-                            CpuQ8_0Groups.Product<One>(group, blocks, qx, In, offsets, dx, y, Out, bias);
+                            CpuQ8_0Groups.Product<One>(group, blocks, qx, In, offsets, dx, y, outFeatures, bias);
                             break;
                         case 2:
-                            CpuQ8_0Groups.Product<Two>(group, blocks, qx, In, offsets, dx, y, Out, bias);
+                            CpuQ8_0Groups.Product<Two>(group, blocks, qx, In, offsets, dx, y, outFeatures, bias);
                             break;
                         case 3:
-                            CpuQ8_0Groups.Product<Three>(group, blocks, qx, In, offsets, dx, y, Out, bias);
+                            CpuQ8_0Groups.Product<Three>(group, blocks, qx, In, offsets, dx, y, outFeatures, bias);
                             break;
                         default:
-                            CpuQ8_0Groups.Product<Four>(group, blocks, qx, In, offsets, dx, y, Out, bias);
+                            CpuQ8_0Groups.Product<Four>(group, blocks, qx, In, offsets, dx, y, outFeatures, bias);
                             break;
                     }
                 }
@@ -526,12 +606,86 @@ internal static unsafe class CpuQuantMatMul
         }
 
         Prepare(pool, job, width, x, targets[0].Weight.DType, tokens, groupsOnly);
+        if (groupsOnly && job.Amx == null && targets.Length <= MaxTargets)
+        {
+            // Every product on grouped weights on the vector units (decode): one parallel region for all of them.
+            LaunchTargets(pool, job, width, targets, gated: false);
+            return;
+        }
+
         foreach (var (weight, bias, output) in targets)
         {
             if (weight.Shape[0] > 0)
             {
                 Launch(pool, job, weight, bias, output);
             }
+        }
+    }
+
+    /// <summary>
+    /// gate.Output = silu(x · gateᵀ + b_gate) · (x · upᵀ + b_up) in one parallel region, where both weights are grouped
+    /// Q8_0 of one shape with every row in a whole group and the product runs on the vector units (not AMX): each item
+    /// computes the same rows of both products, then their activation, so the intermediate never waits for a second
+    /// region. up.Output receives the up product. Returns false, having done nothing, where that does not apply.
+    /// </summary>
+    public static bool TryRunSiluGated(CpuWorkerPool pool, Job job, int width, CpuTensor x, (CpuTensor Weight, CpuTensor? Bias, CpuTensor Output) gate,
+        (CpuTensor Weight, CpuTensor? Bias, CpuTensor Output) up)
+    {
+        if (gate.Weight.DType != DType.Q8_0 || up.Weight.DType != DType.Q8_0 || !OnGroupsOnly(gate.Weight) || !OnGroupsOnly(up.Weight)
+            || !gate.Weight.Shape.AsSpan().SequenceEqual(up.Weight.Shape))
+        {
+            return false;
+        }
+
+        var tokens = Validate(x, gate.Weight, gate.Bias, gate.Output);
+        _ = Validate(x, up.Weight, up.Bias, up.Output);
+        if (tokens == 0 || UsesAmx(job, width, tokens, DType.Q8_0))
+        {
+            return tokens == 0;
+        }
+
+        Prepare(pool, job, width, x, DType.Q8_0, tokens, groupsOnly: true);
+        LaunchTargets(pool, job, width, [gate, up], gated: true);
+        return true;
+    }
+
+    /// <summary>Whether a product of <paramref name="tokens"/> tokens on weights of <paramref name="weightType"/> runs on AMX tiles.</summary>
+    private static bool UsesAmx(Job job, int width, int tokens, DType weightType) =>
+        width >= 512 && tokens >= AmxMinTokens && job.AllowAmx && CpuAmx.For(weightType) != null;
+
+    /// <summary>
+    /// Products of the prepared x with grouped Q8_0 weights (every row in a whole group) as one parallel region: the
+    /// items of each target one after another, cut as <see cref="Launch"/> cuts them (for a gated pair, items of the
+    /// same rows of both).
+    /// </summary>
+    private static void LaunchTargets(CpuWorkerPool pool, Job job, int width, ReadOnlySpan<(CpuTensor Weight, CpuTensor? Bias, CpuTensor Output)> targets, bool gated)
+    {
+        job.RowBytes = DType.Q8_0.RowBytes(job.In);
+        job.Width = width;
+        job.GatedTargets = gated;
+        var items = 0;
+        var count = 0;
+        foreach (var (weight, bias, output) in targets)
+        {
+            var groups = weight.Shape[0] / AmxTile;
+            if (groups == 0)
+            {
+                continue;
+            }
+
+            var groupsPerItem = (groups + (pool.ThreadCount * 8) - 1) / (pool.ThreadCount * 8);
+            items = job.SetTarget(count++, weight.Pointer, bias == null ? null : bias.F32Pointer, output.F32Pointer, weight.Shape[0], groupsPerItem, gated ? 0 : items);
+        }
+
+        job.TargetCount = count;
+        try
+        {
+            pool.Run(job, items);
+        }
+        finally
+        {
+            job.TargetCount = 0;
+            job.GatedTargets = false;
         }
     }
 
@@ -578,7 +732,7 @@ internal static unsafe class CpuQuantMatMul
     {
         var inFeatures = checked((int)x.Columns);
         job.Ensure((long)tokens * inFeatures);
-        var amx = width >= 512 && tokens >= AmxMinTokens && job.AllowAmx ? CpuAmx.For(weightType) : null;
+        var amx = UsesAmx(job, width, tokens, weightType) ? CpuAmx.For(weightType) : null;
         job.AmxBf16 = amx != null && weightType == DType.Q8_0 && tokens >= AmxBf16MinTokens && job.AllowAmxBf16 ? CpuAmx.Q8_0Bf16 : null;
         if (job.AmxBf16 != null && groupsOnly)
         {
