@@ -160,8 +160,8 @@ if (args.Length > 1 && args[1] == "q8decode")
         Layers * (Bytes(Hidden, Hidden) + (2 * Bytes(Kv, Hidden))), Layers * Bytes(Hidden, Hidden), Layers * 2 * Bytes(Inter, Hidden),
         Layers * Bytes(Hidden, Inter), Bytes(Vocab, Hidden),
     };
-    // "ab": steps alternate between the shared/gated calls and one product per call (then the activation), so the
-    // two are compared under the same machine load.
+    // "ab": steps alternate between the shared calls (MatMulShared, SiluGatedMatMul) and one product per call (then
+    // the activation), so the two are compared under the same machine load.
     var ab = args.Length > 3 && args[3] == "ab";
     var times = new double[steps][];
     for (var s = -2; s < steps; s++)

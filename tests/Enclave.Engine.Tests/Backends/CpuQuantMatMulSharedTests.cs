@@ -8,7 +8,7 @@ namespace Enclave.Engine.Tests.Backends;
 /// Block-typed products that share their input (a GGUF model's q/k/v, gate/up) quantise it once: the results must be
 /// bit-identical to separate products, on every vector width, with and without AMX, for outputs above and below one
 /// AMX row group. Where every output is whole 16-row groups of grouped Q8_0 weights, the products run as one parallel
-/// region (and a gated pair with its activation inside it); those results must equal the separate products too.
+/// region; those results (and a gated MLP's first half over them) must equal the separate products too.
 /// </summary>
 public sealed class CpuQuantMatMulSharedTests
 {

@@ -303,28 +303,6 @@ public sealed class CpuBackend : IBackend
         products.Clear();
     }
 
-    /// <summary>
-    /// Grouped Q8_0 gate and up weights on the vector units run as one parallel region with the activation inside
-    /// (<see cref="CpuQuantMatMul.TryRunSiluGated"/>); anything else as the shared product, then <see cref="SiluMul"/>.
-    /// </summary>
-    public void SiluGatedMatMul(DeviceTensor x, MatMulTarget gate, MatMulTarget up)
-    {
-        if (gate.Weight.DType == DType.Q8_0 && up.Weight.DType == DType.Q8_0)
-        {
-            Group(Cpu(gate.Weight));
-            Group(Cpu(up.Weight));
-            if (CpuQuantMatMul.TryRunSiluGated(_pool, _quantMatMul, _width, Cpu(x),
-                (Cpu(gate.Weight), gate.Bias == null ? null : Cpu(gate.Bias), Cpu(gate.Output)),
-                (Cpu(up.Weight), up.Bias == null ? null : Cpu(up.Bias), Cpu(up.Output))))
-            {
-                return;
-            }
-        }
-
-        MatMulShared(x, [gate, up]);
-        SiluMul(gate.Output, up.Output, gate.Output);
-    }
-
     public void QuantizedMatMul(DeviceTensor x, QuantizedWeight weight, DeviceTensor? bias, DeviceTensor output) =>
         CpuMatMul.RunQuantized(_pool, _matMul, _width, Cpu(x), weight, bias == null ? null : Cpu(bias), Cpu(output));
 

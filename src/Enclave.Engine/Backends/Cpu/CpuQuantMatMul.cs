@@ -145,14 +145,11 @@ internal static unsafe class CpuQuantMatMul
         public int GroupsPerItem;
 
         /// <summary>
-        /// Products of one x with several grouped Q8_0 weights in one parallel region (<see cref="TryRunGroupedTargets"/>;
-        /// 0: one product at a time): each target's weights, biases, outputs and output width, its groups per item and
-        /// the end of its items. With <see cref="GatedTargets"/>, targets 0 and 1 are a gated MLP's gate and up: item i
-        /// computes the same groups of both, then silu(gate)·up into gate's output for those rows.
+        /// Products of one x with several grouped Q8_0 weights in one parallel region (<see cref="LaunchTargets"/>; 0: one
+        /// product at a time): each target's weights, biases, outputs and output width, its groups per item and the end
+        /// of its items.
         /// </summary>
         public int TargetCount;
-        public bool GatedTargets;
-        public int Width;
         private readonly nint[] _targetW = new nint[MaxTargets];
         private readonly nint[] _targetBias = new nint[MaxTargets];
         private readonly nint[] _targetY = new nint[MaxTargets];
@@ -365,32 +362,10 @@ internal static unsafe class CpuQuantMatMul
         private void RunGroups(int index) =>
             RunGroupRange(W, Bias, Y, Out, index * GroupsPerItem, Math.Min(Groups, (index + 1) * GroupsPerItem));
 
-        /// <summary>Item <paramref name="index"/> of a multi-target region: its target's groups, and for a gated pair the activation.</summary>
+        /// <summary>Item <paramref name="index"/> of a multi-target region: its target's groups.</summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void RunTargets(int index)
         {
-            if (GatedTargets)
-            {
-                // Gate and up have the same rows, cut alike: the item's rows of both, then silu(gate)·up in place.
-                var perItem = _targetGroupsPerItem[0];
-                var first = index * perItem;
-                var last = Math.Min(_targetOut[0] / CpuQ8_0Groups.Rows, first + perItem);
-                var outFeatures = _targetOut[0];
-                var gate = (float*)_targetY[0];
-                var up = (float*)_targetY[1];
-                RunGroupRange((byte*)_targetW[0], (float*)_targetBias[0], gate, outFeatures, first, last);
-                RunGroupRange((byte*)_targetW[1], (float*)_targetBias[1], up, outFeatures, first, last);
-                var row = (long)first * CpuQ8_0Groups.Rows;
-                var rows = ((long)last * CpuQ8_0Groups.Rows) - row;
-                for (var t = 0; t < Tokens; t++)
-                {
-                    var offset = ((long)t * outFeatures) + row;
-                    CpuSiluMul.Apply(gate + offset, up + offset, gate + offset, rows, Width);
-                }
-
-                return;
-            }
-
             var target = 0;
             while (index >= _targetItemEnd[target])
             {
@@ -609,7 +584,7 @@ internal static unsafe class CpuQuantMatMul
         if (groupsOnly && job.Amx == null && targets.Length <= MaxTargets)
         {
             // Every product on grouped weights on the vector units (decode): one parallel region for all of them.
-            LaunchTargets(pool, job, width, targets, gated: false);
+            LaunchTargets(pool, job, targets);
             return;
         }
 
@@ -622,47 +597,17 @@ internal static unsafe class CpuQuantMatMul
         }
     }
 
-    /// <summary>
-    /// gate.Output = silu(x · gateᵀ + b_gate) · (x · upᵀ + b_up) in one parallel region, where both weights are grouped
-    /// Q8_0 of one shape with every row in a whole group and the product runs on the vector units (not AMX): each item
-    /// computes the same rows of both products, then their activation, so the intermediate never waits for a second
-    /// region. up.Output receives the up product. Returns false, having done nothing, where that does not apply.
-    /// </summary>
-    public static bool TryRunSiluGated(CpuWorkerPool pool, Job job, int width, CpuTensor x, (CpuTensor Weight, CpuTensor? Bias, CpuTensor Output) gate,
-        (CpuTensor Weight, CpuTensor? Bias, CpuTensor Output) up)
-    {
-        if (gate.Weight.DType != DType.Q8_0 || up.Weight.DType != DType.Q8_0 || !OnGroupsOnly(gate.Weight) || !OnGroupsOnly(up.Weight)
-            || !gate.Weight.Shape.AsSpan().SequenceEqual(up.Weight.Shape))
-        {
-            return false;
-        }
-
-        var tokens = Validate(x, gate.Weight, gate.Bias, gate.Output);
-        _ = Validate(x, up.Weight, up.Bias, up.Output);
-        if (tokens == 0 || UsesAmx(job, width, tokens, DType.Q8_0))
-        {
-            return tokens == 0;
-        }
-
-        Prepare(pool, job, width, x, DType.Q8_0, tokens, groupsOnly: true);
-        LaunchTargets(pool, job, width, [gate, up], gated: true);
-        return true;
-    }
-
     /// <summary>Whether a product of <paramref name="tokens"/> tokens on weights of <paramref name="weightType"/> runs on AMX tiles.</summary>
     private static bool UsesAmx(Job job, int width, int tokens, DType weightType) =>
         width >= 512 && tokens >= AmxMinTokens && job.AllowAmx && CpuAmx.For(weightType) != null;
 
     /// <summary>
     /// Products of the prepared x with grouped Q8_0 weights (every row in a whole group) as one parallel region: the
-    /// items of each target one after another, cut as <see cref="Launch"/> cuts them (for a gated pair, items of the
-    /// same rows of both).
+    /// items of each target one after another, cut as <see cref="Launch"/> cuts them.
     /// </summary>
-    private static void LaunchTargets(CpuWorkerPool pool, Job job, int width, ReadOnlySpan<(CpuTensor Weight, CpuTensor? Bias, CpuTensor Output)> targets, bool gated)
+    private static void LaunchTargets(CpuWorkerPool pool, Job job, ReadOnlySpan<(CpuTensor Weight, CpuTensor? Bias, CpuTensor Output)> targets)
     {
         job.RowBytes = DType.Q8_0.RowBytes(job.In);
-        job.Width = width;
-        job.GatedTargets = gated;
         var items = 0;
         var count = 0;
         foreach (var (weight, bias, output) in targets)
@@ -674,7 +619,7 @@ internal static unsafe class CpuQuantMatMul
             }
 
             var groupsPerItem = (groups + (pool.ThreadCount * 8) - 1) / (pool.ThreadCount * 8);
-            items = job.SetTarget(count++, weight.Pointer, bias == null ? null : bias.F32Pointer, output.F32Pointer, weight.Shape[0], groupsPerItem, gated ? 0 : items);
+            items = job.SetTarget(count++, weight.Pointer, bias == null ? null : bias.F32Pointer, output.F32Pointer, weight.Shape[0], groupsPerItem, items);
         }
 
         job.TargetCount = count;
@@ -685,7 +630,6 @@ internal static unsafe class CpuQuantMatMul
         finally
         {
             job.TargetCount = 0;
-            job.GatedTargets = false;
         }
     }
 

@@ -24,40 +24,29 @@ internal static unsafe class CpuSiluMul
         {
             var start = (long)index * CpuElementwise.ChunkElements;
             var end = Math.Min(Count, start + CpuElementwise.ChunkElements);
-            Apply(Gate + start, Up + start, Output + start, end - start, Width);
-        }
-    }
-
-    /// <summary>
-    /// output[i] = silu(gate[i]) * up[i] for i in [0, count), on the calling thread (output may alias either input).
-    /// Each element's result depends on its own inputs alone (the vector sigmoid is element-wise), so ranges whose
-    /// lengths are whole vectors compute what one call over all of them would.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void Apply(float* gatePointer, float* upPointer, float* outputPointer, long count, int width)
-    {
-        Span<float> sigmoid = stackalloc float[Block];
-        for (long i = 0; i < count; i += Block)
-        {
-            var n = (int)Math.Min(Block, count - i);
-            var gate = new ReadOnlySpan<float>(gatePointer + i, n);
-            var up = new ReadOnlySpan<float>(upPointer + i, n);
-            var output = new Span<float>(outputPointer + i, n);
-            if (width == 1)
+            Span<float> sigmoid = stackalloc float[Block];
+            for (var i = start; i < end; i += Block)
             {
-                for (var j = 0; j < n; j++)
+                var n = (int)Math.Min(Block, end - i);
+                var gate = new ReadOnlySpan<float>(Gate + i, n);
+                var up = new ReadOnlySpan<float>(Up + i, n);
+                var output = new Span<float>(Output + i, n);
+                if (Width == 1)
                 {
-                    var g = gate[j];
-                    output[j] = g / (1f + MathF.Exp(-g)) * up[j];
+                    for (var j = 0; j < n; j++)
+                    {
+                        var g = gate[j];
+                        output[j] = g / (1f + MathF.Exp(-g)) * up[j];
+                    }
+
+                    continue;
                 }
 
-                continue;
+                var s = sigmoid[..n];
+                TensorPrimitives.Sigmoid(gate, s);
+                TensorPrimitives.Multiply(s, gate, s);
+                TensorPrimitives.Multiply(s, up, output);
             }
-
-            var s = sigmoid[..n];
-            TensorPrimitives.Sigmoid(gate, s);
-            TensorPrimitives.Multiply(s, gate, s);
-            TensorPrimitives.Multiply(s, up, output);
         }
     }
 
