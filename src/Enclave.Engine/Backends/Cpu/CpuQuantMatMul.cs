@@ -597,10 +597,6 @@ internal static unsafe class CpuQuantMatMul
         }
     }
 
-    /// <summary>Whether a product of <paramref name="tokens"/> tokens on weights of <paramref name="weightType"/> runs on AMX tiles.</summary>
-    private static bool UsesAmx(Job job, int width, int tokens, DType weightType) =>
-        width >= 512 && tokens >= AmxMinTokens && job.AllowAmx && CpuAmx.For(weightType) != null;
-
     /// <summary>
     /// Products of the prepared x with grouped Q8_0 weights (every row in a whole group) as one parallel region: the
     /// items of each target one after another, cut as <see cref="Launch"/> cuts them.
@@ -676,7 +672,7 @@ internal static unsafe class CpuQuantMatMul
     {
         var inFeatures = checked((int)x.Columns);
         job.Ensure((long)tokens * inFeatures);
-        var amx = UsesAmx(job, width, tokens, weightType) ? CpuAmx.For(weightType) : null;
+        var amx = width >= 512 && tokens >= AmxMinTokens && job.AllowAmx ? CpuAmx.For(weightType) : null;
         job.AmxBf16 = amx != null && weightType == DType.Q8_0 && tokens >= AmxBf16MinTokens && job.AllowAmxBf16 ? CpuAmx.Q8_0Bf16 : null;
         if (job.AmxBf16 != null && groupsOnly)
         {
