@@ -614,7 +614,7 @@ internal static unsafe class CpuQuantMatMul
                 continue;
             }
 
-            var groupsPerItem = (groups + (pool.ThreadCount * 8) - 1) / (pool.ThreadCount * 8);
+            var groupsPerItem = GroupsPerItem(groups, pool.ThreadCount);
             items = job.SetTarget(count++, weight.Pointer, bias == null ? null : bias.F32Pointer, output.F32Pointer, weight.Shape[0], groupsPerItem, items);
         }
 
@@ -660,6 +660,9 @@ internal static unsafe class CpuQuantMatMul
         return tokens;
     }
 
+    /// <summary>Groups of 16 rows a work item takes: about eight items a thread, so a slow thread can be caught up.</summary>
+    private static int GroupsPerItem(int groups, int threads) => (groups + (threads * 8) - 1) / (threads * 8);
+
     /// <summary>Whether every row of <paramref name="weight"/> is in a whole group of grouped Q8_0 weights (none left to the row kernels).</summary>
     private static bool OnGroupsOnly(CpuTensor weight) => weight.Q8_0Grouped && weight.Shape[0] % AmxTile == 0;
 
@@ -674,49 +677,42 @@ internal static unsafe class CpuQuantMatMul
         job.Ensure((long)tokens * inFeatures);
         var amx = width >= 512 && tokens >= AmxMinTokens && job.AllowAmx ? CpuAmx.For(weightType) : null;
         job.AmxBf16 = amx != null && weightType == DType.Q8_0 && tokens >= AmxBf16MinTokens && job.AllowAmxBf16 ? CpuAmx.Q8_0Bf16 : null;
-        if (job.AmxBf16 != null && groupsOnly)
-        {
-            job.Tokens = tokens;
-            job.In = inFeatures;
-            job.WeightType = weightType;
-            job.Kernel = KernelFor(width);
-            job.OctetTokens = 0;
-            job.Amx = amx;
-            PackAmxBf16(job, pool.ThreadCount, x.F32Pointer, tokens, inFeatures);
-            return;
-        }
-
-        QuantizeActivations(x.F32Pointer, (long)tokens * inFeatures, ActivationBlock(weightType), job.Qx, job.Dx, job.Sx);
-        if (weightType is DType.Q4_1 or DType.Q5_1)
-        {
-            // Σ_b m_b · dx_b · (sum of block b) needs dx_b · sum once per activation block, not once per weight row.
-            for (long b = 0; b < (long)tokens * inFeatures / 32; b++)
-            {
-                job.Bx[b] = job.Dx[b] * (job.Sx[2 * b] + job.Sx[(2 * b) + 1]);
-            }
-        }
-
-        if (weightType == DType.Q8_0)
-        {
-            // The grouped weights' levels are offset by 128: their integer sums lose 128·Σx per block.
-            for (long b = 0; b < (long)tokens * inFeatures / 32; b++)
-            {
-                job.Offsets[b] = 128 * (job.Sx[2 * b] + job.Sx[(2 * b) + 1]);
-            }
-        }
-
         var kernel = KernelFor(width);
+        var octetTokens = 0;
 
-        // Q8_0 rows in the file's layout never run on AMX (its kernel reads grouped weights), so they may need the octets even with AMX.
-        var octetTokens = weightType == DType.Q8_0 && kernel == Kernel.AvxVnni ? tokens / TokenOctet * TokenOctet : 0;
-        if (octetTokens > 0)
+        // Where the bf16 kernel takes every row, x is needed in bf16 alone; otherwise as int8 blocks for the other kernels.
+        if (job.AmxBf16 == null || !groupsOnly)
         {
-            OffsetAndRegroup(job, octetTokens, inFeatures);
-        }
+            QuantizeActivations(x.F32Pointer, (long)tokens * inFeatures, ActivationBlock(weightType), job.Qx, job.Dx, job.Sx);
+            if (weightType is DType.Q4_1 or DType.Q5_1)
+            {
+                // Σ_b m_b · dx_b · (sum of block b) needs dx_b · sum once per activation block, not once per weight row.
+                for (long b = 0; b < (long)tokens * inFeatures / 32; b++)
+                {
+                    job.Bx[b] = job.Dx[b] * (job.Sx[2 * b] + job.Sx[(2 * b) + 1]);
+                }
+            }
 
-        if (ActivationBlock(weightType) == 32 && tokens >= TokenGroup)
-        {
-            RegroupScales(job.Dx, job.GroupScales, tokens, inFeatures / 32, TokenGroup);
+            if (weightType == DType.Q8_0)
+            {
+                // The grouped weights' levels are offset by 128: their integer sums lose 128·Σx per block.
+                for (long b = 0; b < (long)tokens * inFeatures / 32; b++)
+                {
+                    job.Offsets[b] = 128 * (job.Sx[2 * b] + job.Sx[(2 * b) + 1]);
+                }
+            }
+
+            // Q8_0 rows in the file's layout never run on AMX (its kernel reads grouped weights), so they may need the octets even with AMX.
+            octetTokens = weightType == DType.Q8_0 && kernel == Kernel.AvxVnni ? tokens / TokenOctet * TokenOctet : 0;
+            if (octetTokens > 0)
+            {
+                OffsetAndRegroup(job, octetTokens, inFeatures);
+            }
+
+            if (ActivationBlock(weightType) == 32 && tokens >= TokenGroup)
+            {
+                RegroupScales(job.Dx, job.GroupScales, tokens, inFeatures / 32, TokenGroup);
+            }
         }
 
         job.Tokens = tokens;
@@ -758,18 +754,12 @@ internal static unsafe class CpuQuantMatMul
         var groups = amx || weight.Q8_0Grouped ? outFeatures / AmxTile : 0;
         if (groups > 0)
         {
-            if (amx)
-            {
-                job.AmxProducts++;
-                if (job.AmxBf16 != null && weight.DType == DType.Q8_0)
-                {
-                    job.AmxBf16Products++;
-                }
-            }
-
+            var bf16 = amx && job.AmxBf16 != null && weight.DType == DType.Q8_0;
+            job.AmxProducts += amx ? 1 : 0;
+            job.AmxBf16Products += bf16 ? 1 : 0;
             job.GroupsOnAmx = amx;
-            job.GroupsPerItem = (groups + (pool.ThreadCount * 8) - 1) / (pool.ThreadCount * 8);
-            if (amx && job.AmxBf16 != null && weight.DType == DType.Q8_0)
+            job.GroupsPerItem = GroupsPerItem(groups, pool.ThreadCount);
+            if (bf16)
             {
                 // The bf16 kernel works on pairs of groups (each loaded tile feeds two products).
                 job.GroupsPerItem = (job.GroupsPerItem + 1) & ~1;
