@@ -1,10 +1,11 @@
 // Greedy token choice per logits row, so only the chosen ids cross to the host instead of [rows, vocab] logits.
 //
-// argmax_rows: one block per row. Each thread scans a strided slice keeping its best (value, index) pair, then the
-// pairs are reduced with warp shuffles and once more across the warps through shared memory. A pair beats another
-// when its value is larger, or equal at a lower index, so ties go to the lowest index whatever the reduction order;
-// NaN compares false both ways and never wins. A row with nothing above -inf gives 0. This is exactly the host
-// sampler's greedy rule (the first strictly larger value wins, starting from -inf at index 0).
+// argmax_rows: one block per row. Each thread scans a strided slice (16-byte loads where the row allows) keeping its
+// best (value, index) pair, then the pairs are reduced with warp shuffles and once more across the warps through
+// shared memory. A pair beats another when its value is larger, or equal at a lower index, so ties go to the lowest
+// index whatever the scan or reduction order; NaN compares false both ways and never wins. A row with nothing above
+// -inf gives 0. This is exactly the host sampler's greedy rule (the first strictly larger value wins, starting from
+// -inf at index 0).
 #include "common.cuh"
 
 __device__ __forceinline__ void take_better(float& best_value, int& best_index, float value, int index)
@@ -36,7 +37,42 @@ extern "C" __global__ void argmax_rows(const float* __restrict__ logits, int* __
     const float* row = logits + (long)blockIdx.x * vocab;
     float best_value = NEG_INF;
     int best_index = 0x7fffffff;
-    for (int i = threadIdx.x; i < vocab; i += blockDim.x) take_better(best_value, best_index, row[i], i);
+    if ((vocab & 3) == 0 && ((unsigned long)row & 15) == 0)
+    {
+        // 16-byte loads, eight in flight a thread: a lone row (single-stream decode) is one block's walk over the
+        // vocabulary, and one dependent load at a time made that 66 us of a 5.8 ms 7B step.
+        constexpr int U = 8;
+        const float4* row4 = reinterpret_cast<const float4*>(row);
+        const int n4 = vocab >> 2, stride = blockDim.x;
+        int i = threadIdx.x;
+        for (; i + (U - 1) * stride < n4; i += U * stride)
+        {
+            float4 v[U];
+#pragma unroll
+            for (int u = 0; u < U; u++) v[u] = row4[i + u * stride];
+#pragma unroll
+            for (int u = 0; u < U; u++)
+            {
+                const int k = 4 * (i + u * stride);
+                take_better(best_value, best_index, v[u].x, k);
+                take_better(best_value, best_index, v[u].y, k + 1);
+                take_better(best_value, best_index, v[u].z, k + 2);
+                take_better(best_value, best_index, v[u].w, k + 3);
+            }
+        }
+        for (; i < n4; i += stride)
+        {
+            const float4 v = row4[i];
+            take_better(best_value, best_index, v.x, 4 * i);
+            take_better(best_value, best_index, v.y, 4 * i + 1);
+            take_better(best_value, best_index, v.z, 4 * i + 2);
+            take_better(best_value, best_index, v.w, 4 * i + 3);
+        }
+    }
+    else
+    {
+        for (int i = threadIdx.x; i < vocab; i += blockDim.x) take_better(best_value, best_index, row[i], i);
+    }
 
     warp_argmax(best_value, best_index);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;

@@ -195,6 +195,8 @@ internal static class BackendOpCases
         cases["gather_logit_rows/3of9x130"] = (b => Gather(b), 0);
         cases["argmax/1x1000/tie"] = (b => Argmax(b, 1, 1000), 0);
         cases["argmax/5x4099/ties-nan-inf-tail"] = (b => Argmax(b, 5, 4099), 0);
+        cases["argmax/5x40000/vector-loads-ties-nan-inf"] = (b => Argmax(b, 5, 40000), 0);
+        cases["argmax/1x152064/qwen2-vocab"] = (b => Argmax(b, 1, 152064), 0);
         cases["attention/gqa3/d40/bs4/mixed"] = (b => Attention(b, 6, 2, 40, 4, [(7, 7), (1, 13), (5, 20)]), 1e-5);
         cases["attention/mha/d128/bs16/decode"] = (b => Attention(b, 4, 4, 128, 16, [(1, 1), (1, 37), (1, 100)]), 1e-5);
         cases["attention/gqa7/d64/bs5/long-prefill"] = (b => Attention(b, 7, 1, 64, 5, [(61, 61), (2, 70)]), 1e-5);
