@@ -30,6 +30,18 @@ internal sealed class KernelCache
 
     public string Directory { get; }
 
+    /// <summary>
+    /// Macro definitions from ENCLAVE_CUDA_KERNEL_DEFINES ("NAME=VALUE NAME2 ..."), passed as -D to the compiles of the
+    /// sources that use them: the tuning constants the kernels leave overridable (e.g. GEMV_DEEP_CHUNKS_IN_FLIGHT in matmul.cu), for
+    /// comparisons without a rebuild. They are part of the cache key, so each set compiles once.
+    /// </summary>
+    private static readonly string[] ExtraDefines =
+        [.. (Environment.GetEnvironmentVariable("ENCLAVE_CUDA_KERNEL_DEFINES") ?? "").Split(' ', StringSplitOptions.RemoveEmptyEntries)];
+
+    /// <summary>The -D options of <see cref="ExtraDefines"/> whose name the source itself uses, so only those sources compile again.</summary>
+    private static IEnumerable<string> DefinesFor(string source) =>
+        ExtraDefines.Where(d => source.Contains(d.Split('=')[0], StringComparison.Ordinal)).Select(d => "-D" + d);
+
     /// <summary>How many sources were compiled (not found in the cache) by this instance.</summary>
     public int Compiled { get; private set; }
 
@@ -50,7 +62,7 @@ internal sealed class KernelCache
     public byte[] GetCubin(string sourceName)
     {
         var source = ReadSource(sourceName);
-        var options = new[] { "--gpu-architecture=" + _arch, "--std=c++17", "-default-device", "--fmad=true" };
+        string[] options = ["--gpu-architecture=" + _arch, "--std=c++17", "-default-device", "--fmad=true", .. DefinesFor(source)];
         var key = new StringBuilder().Append(source).Append('\0').Append(_arch).Append('\0').Append(_nvrtc.Version).Append('\0').AppendJoin(' ', options);
         foreach (var (name, text) in _headers)
         {
