@@ -3,7 +3,7 @@ using Enclave.Engine.Backends;
 using Enclave.Engine.Backends.Cpu;
 
 // Measures the CPU backend's matmul against the machine's memory bandwidth.
-// usage: dotnet run -c Release --project tools/CpuBench [threads]
+// usage: dotnet run -c Release --project tools/CpuBench [threads] [quick | kernel | qkernel | pairs | q8decode | attention [contexts] [calls] | decode]
 var threads = args.Length > 0 ? int.Parse(args[0]) : 0;
 var quick = args.Length > 1 && args[1] == "quick";
 
@@ -238,6 +238,50 @@ if (args.Length > 1 && args[1] == "q8decode")
         w.Gate.Dispose();
         w.Up.Dispose();
         w.Down.Dispose();
+    }
+
+    return;
+}
+
+if (args.Length > 1 && args[1] == "attention")
+{
+    // One decode token's rope + attention on the Qwen2-0.5B shape (14 heads, 2 KV heads of 64) at several context
+    // lengths, the cache in 16-position blocks as the engine allocates it; median and best of many calls, µs.
+    const int Heads = 14, KvHeads = 2, HeadDim = 64, BlockSize = 16;
+    var rope = new RopeSpec([.. Enumerable.Range(0, HeadDim / 2).Select(i => (float)Math.Pow(1e6, -2.0 * i / HeadDim))], HeadDim, false);
+    int[] contexts = args.Length > 2 ? [.. args[2].Split(',').Select(int.Parse)] : [8, 64, 160, 512, 2048];
+    foreach (var context in contexts)
+    {
+        var blocks = (context + BlockSize - 1) / BlockSize;
+        using var q = backend.Allocate(DType.F32, 1, Heads, HeadDim);
+        using var k = backend.Allocate(DType.F32, 1, KvHeads, HeadDim);
+        using var v = backend.Allocate(DType.F32, 1, KvHeads, HeadDim);
+        using var keyCache = backend.Allocate(DType.F32, blocks, BlockSize, KvHeads, HeadDim);
+        using var valueCache = backend.Allocate(DType.F32, blocks, BlockSize, KvHeads, HeadDim);
+        using var output = backend.Allocate(DType.F32, 1, Heads, HeadDim);
+        backend.Upload(RandomFloats(blocks * BlockSize * KvHeads * HeadDim), keyCache);
+        backend.Upload(RandomFloats(blocks * BlockSize * KvHeads * HeadDim), valueCache);
+        var qValues = RandomFloats(Heads * HeadDim);
+        var kvValues = RandomFloats(KvHeads * HeadDim);
+        var batch = new ForwardBatch
+        {
+            TokenIds = [0], Positions = [context - 1], SlotMapping = [context - 1], LogitRows = [0],
+            Sequences = [new SequenceSlice(0, 1, context, [.. Enumerable.Range(0, blocks)])],
+        };
+        var times = new List<double>();
+        var calls = args.Length > 3 ? int.Parse(args[3]) : 3000;
+        for (var i = 0; i < calls; i++)
+        {
+            backend.Upload(qValues, q);
+            backend.Upload(kvValues, k);
+            backend.Upload(kvValues, v);
+            var start = Stopwatch.GetTimestamp();
+            backend.RopeAttention(q, k, v, keyCache, valueCache, batch, rope, 0.125f, output);
+            times.Add(Stopwatch.GetElapsedTime(start).TotalSeconds * 1e6);
+        }
+
+        times.Sort();
+        Console.WriteLine($"attention context {context,5}: median {times[times.Count / 2],8:F2} us, best {times[0],8:F2} us");
     }
 
     return;
