@@ -32,8 +32,9 @@ internal sealed class KernelCache
 
     /// <summary>
     /// Macro definitions from ENCLAVE_CUDA_KERNEL_DEFINES ("NAME=VALUE NAME2 ..."), passed as -D to the compiles of the
-    /// sources that use them: the tuning constants the kernels leave overridable (e.g. GEMV_DEEP_CHUNKS_IN_FLIGHT in matmul.cu), for
-    /// comparisons without a rebuild. They are part of the cache key, so each set compiles once.
+    /// sources that use them: the tuning constants the kernels leave overridable (e.g. FB_MIN_BLOCKS_128 in
+    /// flash_prefill_bf16.cu), for comparisons without a rebuild. They are part of the cache key, so each set compiles
+    /// once.
     /// </summary>
     private static readonly string[] ExtraDefines =
         [.. (Environment.GetEnvironmentVariable("ENCLAVE_CUDA_KERNEL_DEFINES") ?? "").Split(' ', StringSplitOptions.RemoveEmptyEntries)];

@@ -17,6 +17,15 @@ __device__ __forceinline__ void take_better(float& best_value, int& best_index, 
     }
 }
 
+// The four values of v, at indices k .. k + 3, in order.
+__device__ __forceinline__ void take_better4(float& best_value, int& best_index, float4 v, int k)
+{
+    take_better(best_value, best_index, v.x, k);
+    take_better(best_value, best_index, v.y, k + 1);
+    take_better(best_value, best_index, v.z, k + 2);
+    take_better(best_value, best_index, v.w, k + 3);
+}
+
 __device__ __forceinline__ void warp_argmax(float& value, int& index)
 {
 #pragma unroll
@@ -51,23 +60,9 @@ extern "C" __global__ void argmax_rows(const float* __restrict__ logits, int* __
 #pragma unroll
             for (int u = 0; u < U; u++) v[u] = row4[i + u * stride];
 #pragma unroll
-            for (int u = 0; u < U; u++)
-            {
-                const int k = 4 * (i + u * stride);
-                take_better(best_value, best_index, v[u].x, k);
-                take_better(best_value, best_index, v[u].y, k + 1);
-                take_better(best_value, best_index, v[u].z, k + 2);
-                take_better(best_value, best_index, v[u].w, k + 3);
-            }
+            for (int u = 0; u < U; u++) take_better4(best_value, best_index, v[u], 4 * (i + u * stride));
         }
-        for (; i < n4; i += stride)
-        {
-            const float4 v = row4[i];
-            take_better(best_value, best_index, v.x, 4 * i);
-            take_better(best_value, best_index, v.y, 4 * i + 1);
-            take_better(best_value, best_index, v.z, 4 * i + 2);
-            take_better(best_value, best_index, v.w, 4 * i + 3);
-        }
+        for (; i < n4; i += stride) take_better4(best_value, best_index, row4[i], 4 * i);
     }
     else
     {
