@@ -5,7 +5,9 @@
 //
 // Rows whose width is a multiple of 4 and at most RMSNORM_HELD * 4 * blockDim.x keep their elements in registers
 // between the two halves: every load of the row is issued before the first store, where the general loop (out and
-// residual may alias x) would wait on one load per iteration and read the row a second time.
+// residual may alias x) would wait on one load per iteration and read the row a second time. Their norm weights, which
+// no kernel writes, are read before launch_gate(), so that round trip overlaps the kernel before (on an H100 a decode
+// step's norm is a chain of a few such round trips, about 4 us).
 #include "common.cuh"
 
 #define RMSNORM_HELD 4
@@ -17,6 +19,15 @@ __device__ __forceinline__ void rmsnorm_held(float* __restrict__ residual, const
     const int n4 = n / 4;
     const float4* x4 = reinterpret_cast<const float4*>(x + base);
     float4* r4 = Add ? reinterpret_cast<float4*>(residual + base) : nullptr;
+    float4 g[RMSNORM_HELD];
+#pragma unroll
+    for (int k = 0; k < RMSNORM_HELD; k++)
+    {
+        const int e = 4 * (threadIdx.x + k * blockDim.x);
+        g[k] = e < n ? make_float4(W::load(w, e), W::load(w, e + 1), W::load(w, e + 2), W::load(w, e + 3)) : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+
+    launch_gate();
     float4 v[RMSNORM_HELD];
 #pragma unroll
     for (int k = 0; k < RMSNORM_HELD; k++)
@@ -52,12 +63,7 @@ __device__ __forceinline__ void rmsnorm_held(float* __restrict__ residual, const
     for (int k = 0; k < RMSNORM_HELD; k++)
     {
         const int i = threadIdx.x + k * blockDim.x;
-        if (i < n4)
-        {
-            const int e = 4 * i;
-            o4[i] = make_float4(W::load(w, e) * (v[k].x * inv), W::load(w, e + 1) * (v[k].y * inv),
-                                W::load(w, e + 2) * (v[k].z * inv), W::load(w, e + 3) * (v[k].w * inv));
-        }
+        if (i < n4) o4[i] = make_float4(g[k].x * (v[k].x * inv), g[k].y * (v[k].y * inv), g[k].z * (v[k].z * inv), g[k].w * (v[k].w * inv));
     }
 }
 
@@ -69,6 +75,8 @@ __device__ __forceinline__ void rmsnorm(float* __restrict__ residual, const floa
         rmsnorm_held<W, Add>(residual, x, w, out, n, eps);
         return;
     }
+
+    launch_gate();
 
     const long base = (long)blockIdx.x * n;
     float sum = 0.f;
@@ -91,7 +99,7 @@ __device__ __forceinline__ void rmsnorm(float* __restrict__ residual, const floa
 
 #define RMSNORM(S, W)                                                                                               \
     extern "C" __global__ void rmsnorm_##S(const float* x, const W::storage* w, float* out, int n, float eps)          \
-    { launch_gate(); rmsnorm<W, false>(nullptr, x, w, out, n, eps); }                                                              \
+    { rmsnorm<W, false>(nullptr, x, w, out, n, eps); }                                                              \
     extern "C" __global__ void add_rmsnorm_##S(float* residual, const float* x, const W::storage* w, float* out, int n, float eps) \
-    { launch_gate(); rmsnorm<W, true>(residual, x, w, out, n, eps); }
+    { rmsnorm<W, true>(residual, x, w, out, n, eps); }
 ENCLAVE_FOR_WEIGHT_TYPES(RMSNORM)
