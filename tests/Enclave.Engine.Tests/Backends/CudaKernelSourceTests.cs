@@ -76,7 +76,7 @@ public sealed partial class CudaKernelSourceTests
         var ungated = new List<string>();
         foreach (var name in assembly.GetManifestResourceNames().Where(n => n.StartsWith(prefix, StringComparison.Ordinal) && n.EndsWith(".cu", StringComparison.Ordinal)))
         {
-            foreach (var kernel in UngatedKernels(Read(assembly, name), ref kernels))
+            foreach (var kernel in UngatedKernels(WithHeaders(assembly, prefix, Read(assembly, name)), ref kernels))
             {
                 ungated.Add($"{name[prefix.Length..]}: {kernel}");
             }
@@ -146,6 +146,29 @@ public sealed partial class CudaKernelSourceTests
     private static partial Regex KernelName();
 
     private static string Shim => Path.Combine(AppContext.BaseDirectory, "Backends", "KernelSyntax", "cuda_host_shim.h");
+
+    /// <summary>The source with the text of the kernel headers it includes (recursively, each once) before it, so device functions from headers count.</summary>
+    private static string WithHeaders(Assembly assembly, string prefix, string source)
+    {
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        var text = new System.Text.StringBuilder();
+        void Add(string code)
+        {
+            foreach (Match include in Regex.Matches(code, "#include \"([^\"]+\\.cuh)\""))
+            {
+                var header = include.Groups[1].Value;
+                if (seen.Add(header))
+                {
+                    Add(Read(assembly, prefix + header));
+                }
+            }
+
+            text.Append(code).Append('\n');
+        }
+
+        Add(source);
+        return text.ToString();
+    }
 
     private static string Read(Assembly assembly, string name)
     {
