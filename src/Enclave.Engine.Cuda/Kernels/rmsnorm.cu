@@ -19,6 +19,9 @@ __device__ __forceinline__ void rmsnorm_held(float* __restrict__ residual, const
     const int n4 = n / 4;
     const float4* x4 = reinterpret_cast<const float4*>(x + base);
     float4* r4 = Add ? reinterpret_cast<float4*>(residual + base) : nullptr;
+#ifdef RMSNORM_GATE_FIRST
+    launch_gate(); // for comparisons: the weights read after the kernel before has finished
+#endif
     float4 g[RMSNORM_HELD];
 #pragma unroll
     for (int k = 0; k < RMSNORM_HELD; k++)
