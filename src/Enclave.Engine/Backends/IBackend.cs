@@ -196,6 +196,85 @@ public interface IBackend : IDisposable
     /// </summary>
     void MoeRoute(DeviceTensor routerLogits, DeviceTensor? correctionBias, MoeRouting routing, Span<int> expertIds, Span<float> weights);
 
+    /// <summary>
+    /// Picks (tokens × top-k) up to which <see cref="MoeExperts"/> runs without the host, routing included, so that a
+    /// MoE model's decode steps may be recorded and replayed; 0 (the default, which routes on the host): never.
+    /// </summary>
+    int MoeExpertsOnBackendMaxPicks => 0;
+
+    /// <summary>
+    /// A DeepSeekMoE layer's routed experts for a step, routing included: output[t] += Σ_k w[t, k] · down_e(silu(gate_e ·
+    /// x[t]) * (up_e · x[t])) with (e, w)[t, k] the choice <see cref="MoeRoute"/> makes from the same logits and bias
+    /// (the order of the sum over k may differ between backends, within float rounding). The experts' weights are stacked, in one type: gateUp [experts × 2 × intermediate, hidden]
+    /// (expert e's gate rows, then its up rows, from row e × 2 × intermediate), down [experts × hidden, intermediate]
+    /// (expert e's rows from e × hidden). x, output: [T, hidden] F32; routerLogits: [T, experts] F32; correctionBias:
+    /// [experts] F32 or null. The default (<see cref="MoeExpertsAsParts"/>) routes on the host and runs each chosen
+    /// expert once over the rows of all tokens that picked it.
+    /// </summary>
+    void MoeExperts(DeviceTensor x, DeviceTensor routerLogits, DeviceTensor? correctionBias, MoeRouting routing, DeviceTensor gateUp, DeviceTensor down, DeviceTensor output) =>
+        MoeExpertsAsParts(this, x, routerLogits, correctionBias, routing, gateUp, down, output);
+
+    /// <summary>The default <see cref="MoeExperts"/>, from <see cref="MoeRoute"/>, <see cref="GatherRows"/>, the gated MLP products and <see cref="ScatterAddRows"/>.</summary>
+    static void MoeExpertsAsParts(IBackend backend, DeviceTensor x, DeviceTensor routerLogits, DeviceTensor? correctionBias, MoeRouting routing,
+        DeviceTensor gateUp, DeviceTensor down, DeviceTensor output)
+    {
+        var plan = MoeExpertShapes.Check(x, routerLogits, routing, gateUp, down, output);
+        int tokens = plan.Tokens, hidden = plan.Hidden, inter = plan.Intermediate, topK = routing.TopK, picks = tokens * topK;
+        if (picks == 0)
+        {
+            return;
+        }
+
+        var expertIds = new int[picks];
+        var weights = new float[picks];
+        backend.MoeRoute(routerLogits, correctionBias, routing, expertIds, weights);
+
+        // The picks sorted by expert (stable): rows[i] is the token of the i-th pick in expert order.
+        var offsets = new int[routing.Experts + 1];
+        foreach (var e in expertIds)
+        {
+            offsets[e + 1]++;
+        }
+
+        for (var e = 0; e < routing.Experts; e++)
+        {
+            offsets[e + 1] += offsets[e];
+        }
+
+        var next = offsets[..^1];
+        var rows = new int[picks];
+        var rowWeights = new float[picks];
+        for (var i = 0; i < picks; i++)
+        {
+            var slot = next[expertIds[i]]++;
+            rows[slot] = i / topK;
+            rowWeights[slot] = weights[i];
+        }
+
+        using var gathered = backend.Allocate(DType.F32, picks, hidden);   // [P, hidden], grouped by expert
+        using var gate = backend.Allocate(DType.F32, picks, inter);        // [P, intermediate]
+        using var up = backend.Allocate(DType.F32, picks, inter);          // [P, intermediate]
+        using var expertOut = backend.Allocate(DType.F32, picks, hidden);  // [P, hidden]
+        backend.GatherRows(x, rows, gathered);
+        for (var e = 0; e < routing.Experts; e++)
+        {
+            var count = offsets[e + 1] - offsets[e];
+            if (count == 0)
+            {
+                continue;
+            }
+
+            var first = offsets[e];
+            backend.SiluGatedMlp(
+                gathered.SliceRows(first, count),
+                new MatMulTarget(gateUp.SliceRows(e * 2 * inter, inter), null, gate.SliceRows(first, count)),
+                new MatMulTarget(gateUp.SliceRows((e * 2 * inter) + inter, inter), null, up.SliceRows(first, count)),
+                new MatMulTarget(down.SliceRows(e * hidden, hidden), null, expertOut.SliceRows(first, count)));
+        }
+
+        backend.ScatterAddRows(expertOut, rows, rowWeights, output);
+    }
+
     /// <summary>output[i, :] = x[rows[i], :]. x: [T, n]; output: [rows.Length, n].</summary>
     void GatherRows(DeviceTensor x, int[] rows, DeviceTensor output);
 

@@ -25,5 +25,8 @@ public interface IDecodeGraphs
     void DisableDecodeGraphs();
 }
 
-/// <summary>What a decode step can hold at most: context length, sequences, tokens of any step, blocks per sequence.</summary>
-public sealed record DecodeGraphLimits(int MaxModelLength, int MaxSequences, int MaxBatchedTokens, int MaxBlocksPerSequence);
+/// <summary>
+/// What a decode step can hold at most: context length, sequences, tokens of any step, blocks per sequence; and the
+/// largest decode batch the model's forward pass keeps on the backend (larger ones run unrecorded).
+/// </summary>
+public sealed record DecodeGraphLimits(int MaxModelLength, int MaxSequences, int MaxBatchedTokens, int MaxBlocksPerSequence, int MaxRecordedSequences = int.MaxValue);

@@ -22,7 +22,7 @@ public enum MoeGroupScore
 
 /// <summary>
 /// DeepSeekMoE routing. Selection uses score + correction bias (when the layer has one) restricted to the best
-/// <see cref="TopKGroups"/> groups (experts of other groups count as 0, as transformers' masked_fill does); the
+/// <see cref="TopKGroups"/> groups (experts of other groups can never be chosen, as in DeepSeek's inference code); the
 /// weights are the unbiased scores of the chosen experts, optionally renormalised to sum to one, times
 /// <see cref="ScalingFactor"/>.
 /// </summary>

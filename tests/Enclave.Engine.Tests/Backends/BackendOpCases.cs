@@ -162,6 +162,14 @@ internal static class BackendOpCases
         cases["moe_route/sigmoid/e8k2g2of1/bias"] = (b => MoeRoute(b, new MoeRouting(8, 2, MoeScoring.Sigmoid, 2, 1, MoeGroupScore.TopTwoSum, true, 2.5f), 9, true), 1e-5);
         cases["moe_route/sigmoid/e16k4g4of2"] = (b => MoeRoute(b, new MoeRouting(16, 4, MoeScoring.Sigmoid, 4, 2, MoeGroupScore.TopTwoSum, false, 1f), 5, false), 1e-5);
         cases["moe_route/softmax/e12k3g3of2/max"] = (b => MoeRoute(b, new MoeRouting(12, 3, MoeScoring.Softmax, 3, 2, MoeGroupScore.Max, true, 16f), 4, false), 1e-5);
+        // Routed experts with routing on the backend: V3's sigmoid + bias over groups, V2's softmax (greedy and grouped),
+        // more picks of one expert than a pass of the device kernel takes (8), and rows not a multiple of 8 long.
+        cases["moe_experts/f32/e8k2g2of1/t3/h40i24/bias"] = (b => MoeExperts(b, DType.F32, new MoeRouting(8, 2, MoeScoring.Sigmoid, 2, 1, MoeGroupScore.TopTwoSum, true, 2.5f), 3, 40, 24, true), 1e-5);
+        cases["moe_experts/bf16/e16k4g4of2/t9/h64i32"] = (b => MoeExperts(b, DType.BF16, new MoeRouting(16, 4, MoeScoring.Sigmoid, 4, 2, MoeGroupScore.TopTwoSum, false, 1f), 9, 64, 32, false), 1e-5);
+        cases["moe_experts/bf16/e6k2/t40/h128i48/softmax"] = (b => MoeExperts(b, DType.BF16, new MoeRouting(6, 2, MoeScoring.Softmax, 1, 1, MoeGroupScore.Max, false, 1f), 40, 128, 48, false), 1e-5);
+        cases["moe_experts/f16/e12k3g3of2/t5/h36i20/max"] = (b => MoeExperts(b, DType.F16, new MoeRouting(12, 3, MoeScoring.Softmax, 3, 2, MoeGroupScore.Max, true, 16f), 5, 36, 20, false), 1e-5);
+        cases["moe_experts/bf16/e256k8g8of4/t2/h64i16/bias"] = (b => MoeExperts(b, DType.BF16, new MoeRouting(256, 8, MoeScoring.Sigmoid, 8, 4, MoeGroupScore.TopTwoSum, true, 2.5f), 2, 64, 16, true), 1e-5);
+        cases["moe_experts/f32/e64k6/t1/h48i40/softmax"] = (b => MoeExperts(b, DType.F32, new MoeRouting(64, 6, MoeScoring.Softmax, 1, 1, MoeGroupScore.Max, false, 1f), 1, 48, 40, false), 1e-5);
         cases["gather_rows/t9n37/picks27"] = (b => Rows(b, 9, 37, 27, scatter: false), 0);
         cases["scatter_add_rows/t9n37/picks27"] = (b => Rows(b, 9, 37, 27, scatter: true), 1e-6);
         cases["scatter_add_rows/t5n2048/picks10"] = (b => Rows(b, 5, 2048, 10, scatter: true), 1e-6);
@@ -765,6 +773,20 @@ internal static class BackendOpCases
         var weights = new float[tokens * routing.TopK];
         b.MoeRoute(logits, bias, routing, ids, weights);
         return [ids.Select(i => (float)i).ToArray(), weights];
+    }
+
+    private static float[][] MoeExperts(IBackend b, DType dtype, MoeRouting routing, int tokens, int hidden, int inter, bool withBias)
+    {
+        var random = new Random((routing.Experts * 31) + (tokens * 7) + hidden);
+        var experts = routing.Experts;
+        using var x = F32(b, Values(random, tokens * hidden), tokens, hidden);
+        using var logits = F32(b, Values(random, tokens * experts, 3f), tokens, experts);
+        using var bias = withBias ? F32(b, Values(random, experts, 0.5f), experts) : null;
+        using var gateUp = Weight(b, dtype, Values(random, experts * 2 * inter * hidden, 0.3f), experts * 2 * inter, hidden);
+        using var down = Weight(b, dtype, Values(random, experts * hidden * inter, 0.3f), experts * hidden, inter);
+        using var output = F32(b, Values(random, tokens * hidden), tokens, hidden);
+        b.MoeExperts(x, logits, bias, routing, gateUp, down, output);
+        return [Read(b, output)];
     }
 
     private static float[][] Rows(IBackend b, int tokens, int columns, int picks, bool scatter)

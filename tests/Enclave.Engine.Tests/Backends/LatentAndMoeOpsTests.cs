@@ -38,6 +38,104 @@ public sealed class LatentAndMoeOpsTests
         Ops[op](cpu, reference);
     }
 
+    /// <summary>
+    /// <see cref="IBackend.MoeExperts"/>' default (host routing, one gated MLP per chosen expert over its gathered rows,
+    /// weighted scatter-add) against a float64 loop over every token's picks, with F32 and BF16 stacked weights and
+    /// more tokens than experts (so experts run on several rows).
+    /// </summary>
+    [Theory]
+    [InlineData(DType.F32)]
+    [InlineData(DType.BF16)]
+    public void MoeExperts_default_matches_a_float64_loop(DType dtype)
+    {
+        const int tokens = 9, hidden = 40, inter = 24;
+        var routing = new MoeRouting(16, 4, MoeScoring.Sigmoid, 4, 2, MoeGroupScore.TopTwoSum, true, 2.5f);
+        var experts = routing.Experts;
+        var random = new Random(77);
+        var x = RandomValues(random, tokens * hidden);
+        var logits = RandomValues(random, tokens * experts, 3f);
+        var bias = RandomValues(random, experts, 0.5f);
+        // Weights exactly representable in the stored type, so the loop reads what the backend reads.
+        float Round(float v) => dtype == DType.BF16 ? BitConverter.UInt32BitsToSingle(BitConverter.SingleToUInt32Bits(v) & 0xffff0000u) : v;
+        var gateUp = RandomValues(random, experts * 2 * inter * hidden, 0.3f).Select(Round).ToArray();
+        var down = RandomValues(random, experts * hidden * inter, 0.3f).Select(Round).ToArray();
+        var start = RandomValues(random, tokens * hidden);
+
+        using IBackend cpu = new CpuBackend(3);
+        using var xt = Upload(cpu, x, tokens, hidden);
+        using var lt = Upload(cpu, logits, tokens, experts);
+        using var bt = Upload(cpu, bias, experts);
+        using var gut = Stored(cpu, dtype, gateUp, experts * 2 * inter, hidden);
+        using var dt = Stored(cpu, dtype, down, experts * hidden, inter);
+        using var output = Upload(cpu, start, tokens, hidden);
+        cpu.MoeExperts(xt, lt, bt, routing, gut, dt, output);
+        var actual = Download(cpu, output);
+
+        var ids = new int[tokens * routing.TopK];
+        var weights = new float[tokens * routing.TopK];
+        MoeRouter.Route(logits, bias, routing, ids, weights);
+        var expected = new float[tokens * hidden];
+        for (var t = 0; t < tokens; t++)
+        {
+            var sums = new double[hidden];
+            for (var k = 0; k < routing.TopK; k++)
+            {
+                var e = ids[(t * routing.TopK) + k];
+                var h = new double[inter];
+                for (var j = 0; j < inter; j++)
+                {
+                    double g = 0, u = 0;
+                    for (var c = 0; c < hidden; c++)
+                    {
+                        g += (double)gateUp[(((e * 2 * inter) + j) * hidden) + c] * x[(t * hidden) + c];
+                        u += (double)gateUp[(((e * 2 * inter) + inter + j) * hidden) + c] * x[(t * hidden) + c];
+                    }
+
+                    h[j] = g / (1 + Math.Exp(-g)) * u;
+                }
+
+                for (var c = 0; c < hidden; c++)
+                {
+                    double y = 0;
+                    for (var j = 0; j < inter; j++)
+                    {
+                        y += down[(((e * hidden) + c) * inter) + j] * h[j];
+                    }
+
+                    sums[c] += weights[(t * routing.TopK) + k] * y;
+                }
+            }
+
+            for (var c = 0; c < hidden; c++)
+            {
+                expected[(t * hidden) + c] = (float)(start[(t * hidden) + c] + sums[c]);
+            }
+        }
+
+        Assert.Contains(ids.GroupBy(e => e), g => g.Count() > 1);
+        AssertClose("MoeExperts", expected, actual, 1e-5);
+    }
+
+    private static DeviceTensor Stored(IBackend backend, DType dtype, float[] values, params int[] shape)
+    {
+        var t = backend.Allocate(dtype, shape);
+        var bytes = new byte[values.Length * dtype.SizeInBytes()];
+        for (var i = 0; i < values.Length; i++)
+        {
+            if (dtype == DType.BF16)
+            {
+                BitConverter.TryWriteBytes(bytes.AsSpan(i * 2), (ushort)(BitConverter.SingleToUInt32Bits(values[i]) >> 16));
+            }
+            else
+            {
+                BitConverter.TryWriteBytes(bytes.AsSpan(i * 4), values[i]);
+            }
+        }
+
+        backend.UploadBytes(bytes, t);
+        return t;
+    }
+
     private static Dictionary<string, Action<IBackend, IBackend>> BuildOps()
     {
         var ops = new Dictionary<string, Action<IBackend, IBackend>>();
