@@ -32,6 +32,12 @@ public sealed record CudaBackendOptions
     /// ENCLAVE_CUDA_PDL=0 turns it off (for comparisons).
     /// </summary>
     public bool ProgrammaticLaunch { get; init; } = true;
+
+    /// <summary>
+    /// Route MoE experts and run them on the device (<see cref="CudaBackend.MoeExperts"/>), so that MoE models record
+    /// their decode steps as graphs. On by default; ENCLAVE_CUDA_MOE=host keeps the host router (for comparisons).
+    /// </summary>
+    public bool DeviceMoe { get; init; } = true;
 }
 
 /// <summary>
@@ -98,6 +104,8 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
     private long _sampleParamsBytes;
     private SampleRowParams[] _sampleParamsHost = [];
     private ulong _cublasWorkspace;
+    private ulong _moeScratch;
+    private long _moeScratchBytes;
     private bool _disposed;
 
     // Decode graphs: the limits they were enabled with (null: off), the recordings by batch size, the sizes already run
@@ -191,7 +199,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         }
 
         // Without a workspace of its own cuBLAS would allocate while recording: keep to the sizes the GEMV kernels serve.
-        _graphMaxBatch = _cublasWorkspace != 0 ? limits.MaxSequences : Math.Min(limits.MaxSequences, GemvLimit);
+        _graphMaxBatch = Math.Min(limits.MaxRecordedSequences, _cublasWorkspace != 0 ? limits.MaxSequences : Math.Min(limits.MaxSequences, GemvLimit));
 
         // The step metadata at its largest once, so that no step moves it under a recording.
         long tokens = Math.Max(limits.MaxBatchedTokens, limits.MaxSequences);
@@ -1581,6 +1589,11 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
             _ctx.Free(_indices);
         }
 
+        if (_moeScratch != 0)
+        {
+            _ctx.Free(_moeScratch);
+        }
+
         if (_argmaxIds != 0)
         {
             _ctx.Free(_argmaxIds);
@@ -1888,6 +1901,90 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
 
         MoeRouter.Route(logits, bias, routing, expertIds, weights);
     }
+
+    /// <summary>Experts a layer may have for <see cref="MoeExperts"/>' kernels (moe_route holds 16 a lane of one warp).</summary>
+    public const int MoeMaxExperts = 512;
+
+    /// <summary>Picks (tokens × top-k) one <see cref="MoeExperts"/> call takes on the device; larger steps route on the host.</summary>
+    public const int MoeMaxPicks = 4096;
+
+    public int MoeExpertsOnBackendMaxPicks => _options.DeviceMoe ? MoeMaxPicks : 0;
+
+    /// <summary>
+    /// Routing and the routed experts on the device, in six launches (moe_experts.cu): route, sort the picks by expert,
+    /// gather their rows, the gate/up and down products grouped per active expert (each expert's weights streamed once
+    /// for up to 8 of its picks at a time), and the weighted sum into output. No host decision, so decode steps of MoE
+    /// models can be recorded. Steps with more than <see cref="MoeMaxPicks"/> picks (long prefills), layouts the kernels
+    /// do not take, or ENCLAVE_CUDA_MOE=host run the default: the host router and one product per chosen expert.
+    /// </summary>
+    public void MoeExperts(DeviceTensor x, DeviceTensor routerLogits, DeviceTensor? correctionBias, MoeRouting routing, DeviceTensor gateUp, DeviceTensor down, DeviceTensor output)
+    {
+        var shapes = MoeExpertShapes.Check(x, routerLogits, routing, gateUp, down, output);
+        CudaTensor xt = Cuda(x), lt = Cuda(routerLogits), wgu = Cuda(gateUp), wd = Cuda(down), o = Cuda(output);
+        var bt = correctionBias is null ? null : Cuda(correctionBias);
+        int tokens = shapes.Tokens, hidden = shapes.Hidden, inter = shapes.Intermediate, experts = routing.Experts, topK = routing.TopK;
+        var picks = tokens * topK;
+        var fits = _options.DeviceMoe && picks <= MoeMaxPicks && experts <= MoeMaxExperts && topK <= 32 && routing.Groups is >= 1 and <= 32
+                   && experts % routing.Groups == 0 && routing.TopKGroups <= routing.Groups
+                   && xt.DType == DType.F32 && lt.DType == DType.F32 && o.DType == DType.F32 && wgu.DType is DType.F32 or DType.F16 or DType.BF16
+                   && (bt is null || (bt.DType == DType.F32 && bt.ElementCount == experts));
+        if (!fits)
+        {
+            IBackend.MoeExpertsAsParts(this, x, routerLogits, correctionBias, routing, gateUp, down, output);
+            return;
+        }
+
+        if (picks == 0)
+        {
+            return;
+        }
+
+        // Scratch, 16-byte aligned regions: ids, weights, position, sorted [P]; offsets [E + 1]; active [E]; active count;
+        // then xs [P, H], hs [P, I], ys [P, H] as F32.
+        static long Align(long bytes) => (bytes + 15) & ~15L;
+        var ints = Align(4L * picks);
+        var headBytes = (4 * ints) + Align(4L * (experts + 1)) + Align(4L * experts) + 16;
+        var bytes = headBytes + Align(4L * picks * hidden) + Align(4L * picks * inter) + Align(4L * picks * hidden);
+        var scratch = Grow(ref _moeScratch, ref _moeScratchBytes, bytes);
+        ulong ids = scratch, weights = ids + (ulong)ints, position = weights + (ulong)ints, sorted = position + (ulong)ints;
+        var offsets = sorted + (ulong)ints;
+        var active = offsets + (ulong)Align(4L * (experts + 1));
+        var activeCount = active + (ulong)Align(4L * experts);
+        var xs = scratch + (ulong)headBytes;
+        var hs = xs + (ulong)Align(4L * picks * hidden);
+        var ys = hs + (ulong)Align(4L * picks * inter);
+
+        ulong px = xt.Pointer, pl = lt.Pointer, pb = bt?.Pointer ?? 0, pgu = wgu.Pointer, pd = wd.Pointer, po = o.Pointer;
+        int groups = routing.Groups, topKGroups = routing.TopKGroups;
+        int softmax = routing.Scoring == MoeScoring.Softmax ? 1 : 0, topTwo = routing.GroupScore == MoeGroupScore.TopTwoSum ? 1 : 0;
+        int normalize = routing.NormalizeTopK ? 1 : 0;
+        var scaling = routing.ScalingFactor;
+        void** routeArgs = stackalloc void*[] { &pl, &pb, &tokens, &experts, &topK, &groups, &topKGroups, &softmax, &topTwo, &normalize, &scaling, &ids, &weights };
+        Launch("moe_experts.cu", "moe_route", (uint)((tokens + 3) / 4), 1, 1, 128, routeArgs);
+
+        void** sortArgs = stackalloc void*[] { &ids, &picks, &experts, &offsets, &active, &activeCount, &sorted, &position };
+        Launch("moe_experts.cu", "moe_sort", 1, 1, 1, 256, sortArgs, (uint)(4 * (picks + (2 * experts))));
+
+        void** gatherArgs = stackalloc void*[] { &px, &sorted, &topK, &hidden, &xs };
+        Launch("moe_experts.cu", "moe_gather", (uint)Math.Min((hidden + 255) / 256, 16), (uint)picks, 256, gatherArgs);
+
+        // Grid y: a slot per expert that can be active this step; blocks past the active count leave at once.
+        var slots = (uint)Math.Min(experts, picks);
+        var type = TypeIndex(wgu.DType);
+        var vecGateUp = hidden % 8 == 0 && pgu % 16 == 0 ? 1 : 0;
+        void** gateUpArgs = stackalloc void*[] { &xs, &pgu, &offsets, &active, &activeCount, &hidden, &inter, &vecGateUp, &hs };
+        Launch("moe_experts.cu", MoeGateUpKernels[type], (uint)((inter + 7) / 8), slots, 256, gateUpArgs);
+
+        var vecDown = inter % 8 == 0 && pd % 16 == 0 ? 1 : 0;
+        void** downArgs = stackalloc void*[] { &hs, &pd, &offsets, &active, &activeCount, &hidden, &inter, &vecDown, &ys };
+        Launch("moe_experts.cu", MoeDownKernels[type], (uint)((GemvWarps(hidden, wd.DType) + 7) / 8), slots, 256, downArgs);
+
+        void** combineArgs = stackalloc void*[] { &ys, &position, &weights, &topK, &hidden, &po };
+        Launch("moe_experts.cu", "moe_combine", (uint)Math.Min((hidden + 255) / 256, 16), (uint)tokens, 256, combineArgs);
+    }
+
+    private static readonly string[] MoeGateUpKernels = PerWeightType("moe_gate_up_");
+    private static readonly string[] MoeDownKernels = PerWeightType("moe_down_");
 
     public void GatherRows(DeviceTensor x, int[] rows, DeviceTensor output)
     {
