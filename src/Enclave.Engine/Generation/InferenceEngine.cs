@@ -435,8 +435,9 @@ public sealed class InferenceEngine : IAsyncDisposable, IDisposable
         }
 
         var blocksPerSequence = (maxModelLen + options.BlockSize - 1) / options.BlockSize;
-        graphs.EnableDecodeGraphs(new DecodeGraphLimits(maxModelLen, options.MaxNumSeqs, options.MaxNumBatchedTokens, blocksPerSequence));
-        logger.LogInformation("Decode graphs: on, one per decode batch size (up to {MaxSeqs} sequences), recorded the second time a size is seen", options.MaxNumSeqs);
+        var recorded = Math.Min(options.MaxNumSeqs, model.MaxRecordedDecodeBatch);
+        graphs.EnableDecodeGraphs(new DecodeGraphLimits(maxModelLen, options.MaxNumSeqs, options.MaxNumBatchedTokens, blocksPerSequence, recorded));
+        logger.LogInformation("Decode graphs: on, one per decode batch size (up to {MaxSeqs} sequences), recorded the second time a size is seen", recorded);
         return true;
     }
 

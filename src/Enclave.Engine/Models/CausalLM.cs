@@ -32,6 +32,12 @@ public abstract class CausalLM : IDisposable
     /// </summary>
     public virtual bool SupportsDecodeGraphs => false;
 
+    /// <summary>
+    /// The largest decode batch whose forward pass stays on the backend where <see cref="SupportsDecodeGraphs"/> holds
+    /// (a MoE model routes larger steps on the host); larger decode steps run unrecorded.
+    /// </summary>
+    public virtual int MaxRecordedDecodeBatch => int.MaxValue;
+
     public abstract void Forward(ForwardBatch batch, PagedKvCache cache, DeviceTensor logits);
 
     public void Dispose()

@@ -13,6 +13,7 @@ public sealed record DeepseekVariant(bool InterleaveFromConfig, bool CorrectionB
 /// post_attention_layernorm → dense MLP for the first first_k_dense_replace layers, DeepSeekMoE after → residual) →
 /// norm → lm_head. The cache holds one latent row (kv_lora_rank + qk_rope_head_dim floats) per token and layer.
 /// Multi-token-prediction layers (num_nextn_predict_layers, stored after the last decoder layer) are not loaded.
+/// Decode steps may be recorded as graphs where the backend routes the experts itself.
 /// </summary>
 public abstract class DeepseekStyleModel : CausalLM
 {
@@ -60,6 +61,12 @@ public abstract class DeepseekStyleModel : CausalLM
     }
 
     public DeepseekConfig Deepseek { get; }
+
+    /// <summary>Where every MoE layer routes on the backend (<see cref="DeepseekMoe.RoutesOnBackend"/>), a decode step needs no host decision.</summary>
+    public override bool SupportsDecodeGraphs => layers.All(l => l.Mlp is not DeepseekMoe moe || moe.RoutesOnBackend);
+
+    /// <summary>Decode batches whose picks stay within the backend's bound for routing on its own.</summary>
+    public override int MaxRecordedDecodeBatch => Math.Max(1, Backend.MoeExpertsOnBackendMaxPicks / Math.Max(1, Deepseek.NumExpertsPerTok));
 
     public override KvCacheSpec KvCacheSpec => KvCacheSpec.Latent(Config.NumHiddenLayers, Deepseek.KvLoraRank, Deepseek.QkRopeHeadDim);
 

@@ -31,12 +31,50 @@ public sealed class ForwardParityTests
     [MemberData(nameof(ModelsAndBackends))]
     public void LogitsAndGreedyTokensMatchTransformers(string modelName, string backendName)
     {
+        using var backend = BackendFactory.Create(backendName);
+        using var model = AssertParity(modelName, backend).Model;
+    }
+
+    /// <summary>
+    /// The DeepSeek fixtures with their experts stacked and each MoE layer handed to the backend whole
+    /// (<see cref="IBackend.MoeExperts"/>), as on a GPU: the same references must hold, every MoE layer of every step
+    /// must have gone that way, and the model must then allow decode graphs.
+    /// </summary>
+    [Theory]
+    [InlineData("tiny-deepseek-v3")]
+    [InlineData("tiny-deepseek-v2-lite")]
+    public void StackedExpertsRoutedByTheBackendMatchTransformers(string modelName)
+    {
+        using var backend = new StackingBackend();
+        var (model, steps) = AssertParity(modelName, backend);
+        using var disposeModel = model;
+        var ds = DeepseekConfig.Parse(model.Config, modelName.Contains("v3", StringComparison.Ordinal));
+        var moeLayers = model.Config.NumHiddenLayers - ds.FirstKDenseReplace;
+        Assert.True(moeLayers > 0);
+        Assert.Equal(steps * moeLayers, backend.MoeExpertsCalls);
+        Assert.True(model.SupportsDecodeGraphs);
+        Assert.Equal(4096 / ds.NumExpertsPerTok, model.MaxRecordedDecodeBatch);
+    }
+
+    [Fact]
+    public void HostRoutedDeepseekDoesNotAllowDecodeGraphs()
+    {
+        using var backend = new ReferenceBackend();
+        var dir = Fixtures.Model("tiny-deepseek-v3");
+        using var weights = SafetensorsCheckpoint.Open(dir);
+        using var model = ModelRegistry.Create(ModelConfig.Load(dir), weights, backend);
+        Assert.False(model.SupportsDecodeGraphs);
+    }
+
+    /// <summary>Runs every reference case of <paramref name="modelName"/> on <paramref name="backend"/>; returns the model (the caller disposes it) and the forward steps run.</summary>
+    private static (CausalLM Model, int Steps) AssertParity(string modelName, IBackend backend)
+    {
         var reference = Fixtures.LoadReference(modelName);
         var dir = Fixtures.Model(modelName);
-        using var backend = BackendFactory.Create(backendName);
+        var steps = 0;
         using var weights = SafetensorsCheckpoint.Open(dir);
         var config = ModelConfig.Load(dir);
-        using var model = ModelRegistry.Create(config, weights, backend);
+        var model = ModelRegistry.Create(config, weights, backend);
         Assert.Equal(reference.Architecture, config.Architecture);
         var comparedTokens = 0;
         foreach (var c in reference.Cases)
@@ -53,6 +91,7 @@ public sealed class ForwardParityTests
             {
                 var batch = SingleSequenceBatch(tokens, computed, pool, table);
                 model.Forward(batch, cache, logits);
+                steps++;
                 backend.Download(logits, host);
                 computed = tokens.Count;
                 if (step == 0)
@@ -76,6 +115,7 @@ public sealed class ForwardParityTests
 
         // Guard against a reference whose margins are all noise: the comparison must have covered real ground.
         Assert.True(comparedTokens >= 3 * 8, $"only {comparedTokens} greedy tokens were comparable");
+        return (model, steps);
     }
 
     internal static ForwardBatch SingleSequenceBatch(List<int> tokens, int computed, BlockPool pool, List<int> table)

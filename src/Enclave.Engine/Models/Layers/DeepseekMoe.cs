@@ -6,6 +6,9 @@ namespace Enclave.Engine.Models.Layers;
 /// DeepseekV2Moe / DeepseekV3MoE: shared experts on every token plus routed experts chosen by the gate. Tokens are
 /// dispatched grouped per expert: the router's choices are sorted by expert, each chosen expert runs once on the
 /// gathered rows of all tokens that picked it, and the results are scatter-added back with their routing weights.
+/// Where the backend routes on its own (<see cref="IBackend.MoeExpertsOnBackendMaxPicks"/>), the experts' weights are
+/// stacked per layer and steps within its bound go to <see cref="IBackend.MoeExperts"/> whole, with no host decision
+/// (so decode steps can be recorded); larger steps, and other backends, route on the host here.
 /// </summary>
 public sealed class DeepseekMoe : IFeedForward
 {
@@ -14,6 +17,8 @@ public sealed class DeepseekMoe : IFeedForward
     private readonly GatedMlp[] experts;
     private readonly GatedMlp sharedExperts;
     private readonly MoeRouting routing;
+    private readonly DeviceTensor? gateUpStack; // [experts * 2 * intermediate, hidden], expert e's gate rows then its up rows
+    private readonly DeviceTensor? downStack;   // [experts * hidden, intermediate]
 
     // Per-step routing scratch, host-side, owned by this layer and used only by the engine loop thread.
     private readonly int[] offsets;
@@ -32,13 +37,36 @@ public sealed class DeepseekMoe : IFeedForward
         gate = Linear.Load(loader, prefix + ".gate", hidden, ds.NRoutedExperts, false);
         correctionBias = hasCorrectionBias ? loader.LoadAsF32(prefix + ".gate.e_score_correction_bias", ds.NRoutedExperts) : null;
         experts = new GatedMlp[ds.NRoutedExperts];
+        var inter = ds.MoeIntermediateSize;
+        if (loader.Backend.MoeExpertsOnBackendMaxPicks > 0 && loader.Config.HiddenAct is "silu" or "swish")
+        {
+            var count = ds.NRoutedExperts;
+            var expertPrefixes = Enumerable.Range(0, count).Select(e => $"{prefix}.experts.{e}").ToArray();
+            gateUpStack = loader.LoadStack([.. expertPrefixes.SelectMany(p => new[] { p + ".gate_proj", p + ".up_proj" })], [.. Enumerable.Repeat(inter, 2 * count)], hidden);
+            downStack = gateUpStack is null ? null : loader.LoadStack([.. expertPrefixes.Select(p => p + ".down_proj")], [.. Enumerable.Repeat(hidden, count)], inter);
+            if (downStack is null || downStack.DType != gateUpStack!.DType)
+            {
+                gateUpStack?.Dispose();
+                downStack?.Dispose();
+                (gateUpStack, downStack) = (null, null);
+            }
+        }
+
         for (var e = 0; e < experts.Length; e++)
         {
-            experts[e] = new GatedMlp(loader, $"{prefix}.experts.{e}", hidden, ds.MoeIntermediateSize, false);
+            experts[e] = gateUpStack is null || downStack is null
+                ? new GatedMlp(loader, $"{prefix}.experts.{e}", hidden, inter, false)
+                : new GatedMlp(
+                    new Linear(gateUpStack.SliceRows(e * 2 * inter, inter), null),
+                    new Linear(gateUpStack.SliceRows((e * 2 * inter) + inter, inter), null),
+                    new Linear(downStack.SliceRows(e * hidden, hidden), null));
         }
 
         sharedExperts = new GatedMlp(loader, prefix + ".shared_experts", hidden, ds.MoeIntermediateSize * ds.NSharedExperts, false);
     }
+
+    /// <summary>Whether the routed experts are stacked for <see cref="IBackend.MoeExperts"/> (steps within the backend's bound then need no host decision).</summary>
+    public bool RoutesOnBackend => gateUpStack is not null;
 
     public void Forward(IBackend backend, ActivationBuffers scratch, DeviceTensor x, DeviceTensor output)
     {
@@ -47,6 +75,13 @@ public sealed class DeepseekMoe : IFeedForward
         var logits = scratch.Get("moe.router_logits", tokens, routing.Experts); // [T, experts]
         gate.Forward(backend, x, logits);
         var picks = tokens * routing.TopK;
+        if (gateUpStack is not null && picks <= backend.MoeExpertsOnBackendMaxPicks)
+        {
+            sharedExperts.Forward(backend, scratch, x, output);
+            backend.MoeExperts(x, logits, correctionBias, routing, gateUpStack, downStack!, output);
+            return;
+        }
+
         if (expertIds.Length != picks)
         {
             // Sized to the pick count (the backends take whole arrays); a steady decode batch reuses them every step.

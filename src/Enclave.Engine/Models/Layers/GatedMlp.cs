@@ -23,6 +23,14 @@ public sealed class GatedMlp : IFeedForward
         down = Linear.Load(loader, prefix + ".down_proj", intermediate, hidden, bias);
     }
 
+    /// <summary>The layer over weights already loaded (row slices of stacked experts, say).</summary>
+    public GatedMlp(Linear gate, Linear up, Linear down)
+    {
+        this.gate = gate;
+        this.up = up;
+        this.down = down;
+    }
+
     /// <summary>x: [T, hidden] → output: [T, hidden].</summary>
     public void Forward(IBackend backend, ActivationBuffers scratch, DeviceTensor x, DeviceTensor output)
     {

@@ -73,6 +73,28 @@ public sealed class WeightLoader(IWeightSource source, IBackend backend, ModelCo
     }
 
     /// <summary>
+    /// Loads the plain weights of nn.Linear layers <paramref name="prefixes"/> ([rows[i], columns] each, one type) as
+    /// consecutive rows of one backend allocation (<see cref="IBackend.LoadWeightStack"/>), or returns null where the
+    /// backend does not stack weights, the checkpoint stores any of them quantized, or they differ in type.
+    /// </summary>
+    public DeviceTensor? LoadStack(string[] prefixes, int[] rows, int columns)
+    {
+        var q = config.Quantization;
+        if (!backend.StacksWeights || (q is not null && source is not DummyWeights && !prefixes.All(q.Skips)))
+        {
+            return null;
+        }
+
+        var sources = new CheckpointTensor[prefixes.Length];
+        for (var i = 0; i < prefixes.Length; i++)
+        {
+            sources[i] = Source(prefixes[i] + ".weight", [rows[i], columns]);
+        }
+
+        return backend.LoadWeightStack(sources);
+    }
+
+    /// <summary>
     /// Loads a small tensor (a bias) as F32 whatever its stored type: kernels add biases in fp32, and a bias is a
     /// vector, so the copy costs nothing next to the matrices, which are never converted.
     /// </summary>
