@@ -757,10 +757,8 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         if (tokens <= GemvLimit)
         {
             var vec = inDim % 8 == 0 && px % 16 == 0 && pw % 16 == 0 ? 1 : 0;
-            var warps = GemvWarps(outDim, w.DType);
-            var splits = GemvSplits(warps, inDim);
-            void** args = stackalloc void*[] { &px, &pw, &pb, &po, &inDim, &outDim, &vec, &splits };
-            var (blocks, threads) = GemvGrid(warps * splits, splits);
+            void** args = stackalloc void*[] { &px, &pw, &pb, &po, &inDim, &outDim, &vec };
+            var (blocks, threads) = GemvGrid(GemvWarps(outDim, w.DType));
             Launch("matmul.cu", GemvKernels[tokens][TypeIndex(w.DType)], blocks, 1, threads, args);
             return;
         }
@@ -920,9 +918,8 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
 
             ulong w0 = w[0], b0 = b[0], y0 = y[0], w1 = w[1], b1 = b[1], y1 = y[1], w2 = w[2], b2 = b[2], y2 = y[2];
             int out0 = rows[0], out1 = rows[1], out2 = rows[2];
-            var splits = GemvSplits(warps, inDim);
-            void** args = stackalloc void*[] { &px, &inDim, &vec, &splits, &w0, &b0, &y0, &out0, &w1, &b1, &y1, &out1, &w2, &b2, &y2, &out2 };
-            var (blocks, threads) = GemvGrid(warps * splits, splits);
+            void** args = stackalloc void*[] { &px, &inDim, &vec, &w0, &b0, &y0, &out0, &w1, &b1, &y1, &out1, &w2, &b2, &y2, &out2 };
+            var (blocks, threads) = GemvGrid(warps);
             Launch("matmul.cu", SharedGemvKernels[tokens][TypeIndex(dtype)], blocks, 1, threads, args);
             return;
         }
@@ -1723,44 +1720,15 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
     /// give fewer blocks than multiprocessors. A small model's products (1536 rows on the 1.5B shape: 768 warps at two
     /// rows a warp, 96 blocks) would otherwise leave a third of an H100's multiprocessors without a block.
     /// </summary>
-    private (uint Blocks, uint Threads) GemvGrid(long warps, int splits = 1)
+    private (uint Blocks, uint Threads) GemvGrid(long warps)
     {
         var perBlock = 8L;
-        while (perBlock > splits && warps / perBlock < _ctx.MultiprocessorCount)
+        while (perBlock > 1 && warps / perBlock < _ctx.MultiprocessorCount)
         {
             perBlock /= 2;
         }
 
         return ((uint)((warps + perBlock - 1) / perBlock), (uint)(32 * perBlock));
-    }
-
-    /// <summary>
-    /// Most warps a GEMV launch of split rows aims at a multiprocessor: an H100 holds 64 warps, and the products that
-    /// split are the ones far below that.
-    /// </summary>
-    private const int GemvSplitWarpsPerMultiprocessor = 64;
-
-    /// <summary>
-    /// The most warps that share one GEMV row group, each taking a run of its k range (matmul.cu gemv_rows; 1: no
-    /// split). Set from ENCLAVE_CUDA_GEMV_SPLIT, for comparisons; 4 by default.
-    /// </summary>
-    public int GemvSplitLimit { get; set; } = 4;
-
-    /// <summary>
-    /// Warps a row group of a <paramref name="warps"/>-warp GEMV gets: the largest power of two up to
-    /// <see cref="GemvSplitLimit"/> that keeps the launch within <see cref="GemvSplitWarpsPerMultiprocessor"/> warps a
-    /// multiprocessor and gives every warp at least one 256-element chunk of the <paramref name="inDim"/>-long rows.
-    /// </summary>
-    private int GemvSplits(long warps, int inDim)
-    {
-        var chunks = (inDim + 255) / 256;
-        var splits = 1;
-        while (splits * 2 <= GemvSplitLimit && splits * 2 <= chunks && warps * splits * 2 <= (long)GemvSplitWarpsPerMultiprocessor * _ctx.MultiprocessorCount)
-        {
-            splits *= 2;
-        }
-
-        return splits;
     }
 
     private static readonly string[][] GemvKernels = [.. Enumerable.Range(0, GemvMaxTokens + 1).Select(tokens => PerWeightType("gemv_", "_" + tokens))];

@@ -3,9 +3,9 @@
 #pragma once
 #include "common.cuh"
 
-// acc[r][t] += x[t, k .. k + 7] · the 8 weights of row r in raw[r]; x's rows are ld floats apart.
+// acc[r][t] += x[t, k .. k + 7] · the 8 weights of row r in raw[r].
 template <class W, int T, int R>
-__device__ __forceinline__ void gemv_chunk(const float* __restrict__ x, int ld, int k, const typename W::raw (&raw)[R], float (&acc)[R][T])
+__device__ __forceinline__ void gemv_chunk(const float* __restrict__ x, int in, int k, const typename W::raw (&raw)[R], float (&acc)[R][T])
 {
     float wv[R][8];
 #pragma unroll
@@ -13,8 +13,8 @@ __device__ __forceinline__ void gemv_chunk(const float* __restrict__ x, int ld, 
 #pragma unroll
     for (int t = 0; t < T; t++)
     {
-        const float4 a = *reinterpret_cast<const float4*>(x + (long)t * ld + k);
-        const float4 b = *reinterpret_cast<const float4*>(x + (long)t * ld + k + 4);
+        const float4 a = *reinterpret_cast<const float4*>(x + (long)t * in + k);
+        const float4 b = *reinterpret_cast<const float4*>(x + (long)t * in + k + 4);
 #pragma unroll
         for (int r = 0; r < R; r++)
             acc[r][t] += wv[r][0] * a.x + wv[r][1] * a.y + wv[r][2] * a.z + wv[r][3] * a.w + wv[r][4] * b.x + wv[r][5] * b.y + wv[r][6] * b.z + wv[r][7] * b.w;
@@ -26,10 +26,9 @@ __device__ __forceinline__ void gemv_chunk(const float* __restrict__ x, int ld, 
 // row). The chunks are software-pipelined: U chunks of every row are always in flight, a slot being refilled with chunk
 // c + U as soon as chunk c is used, so a warp never waits on a whole round of loads (fetching U, then using them, left
 // each warp idle for a memory round trip every U chunks). The R rows share every activation load. Each lane adds its
-// chunks in row order, then the warp sums, so the result does not depend on R or U. The dot runs over in elements; x's
-// rows are ld floats apart (a part of a longer row, for products split along k).
+// chunks in row order, then the warp sums, so the result does not depend on R or U.
 template <class W, int T, int R>
-__device__ __forceinline__ void gemv_dot(const float* __restrict__ x, int ld, const typename W::storage* const (&wr)[R], int in, int vec, float (&acc)[R][T])
+__device__ __forceinline__ void gemv_dot(const float* __restrict__ x, const typename W::storage* const (&wr)[R], int in, int vec, float (&acc)[R][T])
 {
     const int lane = threadIdx.x & 31;
 #pragma unroll
@@ -64,7 +63,7 @@ __device__ __forceinline__ void gemv_dot(const float* __restrict__ x, int ld, co
                 if (next < in)
 #pragma unroll
                     for (int r = 0; r < R; r++) buf[r][u] = W::fetch8(wr[r] + next);
-                if (k < in) gemv_chunk<W, T, R>(x, ld, k, cur, acc);
+                if (k < in) gemv_chunk<W, T, R>(x, in, k, cur, acc);
             }
         }
 #pragma unroll
@@ -76,7 +75,7 @@ __device__ __forceinline__ void gemv_dot(const float* __restrict__ x, int ld, co
                 typename W::raw cur[R];
 #pragma unroll
                 for (int r = 0; r < R; r++) cur[r] = buf[r][u];
-                gemv_chunk<W, T, R>(x, ld, k, cur, acc);
+                gemv_chunk<W, T, R>(x, in, k, cur, acc);
             }
         }
     }
@@ -90,7 +89,7 @@ __device__ __forceinline__ void gemv_dot(const float* __restrict__ x, int ld, co
             {
                 const float wv = W::load(wr[r], k);
 #pragma unroll
-                for (int t = 0; t < T; t++) acc[r][t] += wv * x[(long)t * ld + k];
+                for (int t = 0; t < T; t++) acc[r][t] += wv * x[(long)t * in + k];
             }
         }
     }
@@ -99,11 +98,4 @@ __device__ __forceinline__ void gemv_dot(const float* __restrict__ x, int ld, co
     for (int r = 0; r < R; r++)
 #pragma unroll
         for (int t = 0; t < T; t++) acc[r][t] = warp_sum(acc[r][t]);
-}
-
-// The whole row: x's rows are in floats apart.
-template <class W, int T, int R>
-__device__ __forceinline__ void gemv_dot(const float* __restrict__ x, const typename W::storage* const (&wr)[R], int in, int vec, float (&acc)[R][T])
-{
-    gemv_dot<W, T, R>(x, in, wr, in, vec, acc);
 }

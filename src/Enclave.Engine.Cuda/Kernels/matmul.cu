@@ -17,63 +17,17 @@
 // convert_to_bf16 / convert_to_f16, bias_add, split_columns and sum_partials (split-K) serve the cuBLAS tensor-core path.
 #include "gemv.cuh"
 
-// Rows first .. first + W::warp_rows - 1 of w (those below out) for one warp. With splits > 1 the warp computes part
-// (warp % splits) of them: the rows' k range cut into splits runs of whole 256-element chunks, one a warp, the splits
-// consecutive warps of a block sharing the rows; part 0 adds the parts' sums in order through shared memory and
-// stores. More warps then stream the same rows, so launches with few rows a multiprocessor (the 7B o and down
-// products: 14 warps a multiprocessor) keep more loads in flight without more registers a thread. Every warp of a
-// split launch reaches the block barrier, those past out too (they skip the dot).
+// Rows first .. first + W::warp_rows - 1 of w (those below out) for one warp.
 template <class W, int T>
 __device__ __forceinline__ void gemv_rows(const float* __restrict__ x, const typename W::storage* __restrict__ w, const float* __restrict__ bias,
-                                          float* __restrict__ y, int in, int out, int first, int vec, int splits)
+                                          float* __restrict__ y, int in, int out, int first, int vec)
 {
     constexpr int R = W::warp_rows;
+    const typename W::storage* wr[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) wr[r] = w + (long)min(first + r, out - 1) * in; // a missing last row re-reads the one before
     float acc[R][T];
-    if (splits == 1)
-    {
-        const typename W::storage* wr[R];
-#pragma unroll
-        for (int r = 0; r < R; r++) wr[r] = w + (long)min(first + r, out - 1) * in; // a missing last row re-reads the one before
-        gemv_dot<W, T, R>(x, wr, in, vec, acc);
-    }
-    else
-    {
-        __shared__ float partial[8][R * T]; // a block's warps (at most 8): their parts' sums
-        const int warp = threadIdx.x >> 5, part = warp % splits;
-        const int per = ((in + 255) / 256 + splits - 1) / splits * 256;
-        const int k0 = min(in, part * per), len = min(in, k0 + per) - k0;
-        if (first < out)
-        {
-            const typename W::storage* wr[R];
-#pragma unroll
-            for (int r = 0; r < R; r++) wr[r] = w + (long)min(first + r, out - 1) * in + k0;
-            gemv_dot<W, T, R>(x + k0, in, wr, len, vec, acc);
-        }
-        else
-        {
-            launch_gate();
-#pragma unroll
-            for (int r = 0; r < R; r++)
-#pragma unroll
-                for (int t = 0; t < T; t++) acc[r][t] = 0.f;
-        }
-        if ((threadIdx.x & 31) == 0)
-#pragma unroll
-            for (int r = 0; r < R; r++)
-#pragma unroll
-                for (int t = 0; t < T; t++) partial[warp][r * T + t] = acc[r][t];
-        __syncthreads();
-        if (part != 0 || first >= out) return;
-#pragma unroll
-        for (int r = 0; r < R; r++)
-#pragma unroll
-            for (int t = 0; t < T; t++)
-            {
-                float v = partial[warp][r * T + t];
-                for (int p = 1; p < splits; p++) v += partial[warp + p][r * T + t];
-                acc[r][t] = v;
-            }
-    }
+    gemv_dot<W, T, R>(x, wr, in, vec, acc);
     if ((threadIdx.x & 31) != 0) return;
 #pragma unroll
     for (int r = 0; r < R; r++)
@@ -109,52 +63,49 @@ __device__ void gemv_silu_gated(const float* __restrict__ x, const typename W::s
     }
 }
 
-// splits warps (consecutive, in one block) a W::warp_rows rows; CudaBackend.GemvGrid sizes the grid.
+// One warp a W::warp_rows rows; the grid has CudaBackend.GemvBlocks(out) blocks of 256 threads.
 template <class W, int T>
 __device__ void gemv(const float* __restrict__ x, const typename W::storage* __restrict__ w, const float* __restrict__ bias,
-                     float* __restrict__ y, int in, int out, int vec, int splits)
+                     float* __restrict__ y, int in, int out, int vec)
 {
-    const int first = gemv_warp() / splits * W::warp_rows;
-    if (splits == 1 && first >= out) return;
-    gemv_rows<W, T>(x, w, bias, y, in, out, first, vec, splits);
+    const int first = gemv_warp() * W::warp_rows;
+    if (first >= out) return;
+    gemv_rows<W, T>(x, w, bias, y, in, out, first, vec);
 }
 
 // Up to three products of the same x (q/k/v, or gate/up with out2 = 0) in one launch: the first ceil(out0 / R) warps
 // belong to w0, the next ceil(out1 / R) to w1, the rest to w2 (R = W::warp_rows, so no warp straddles two weights).
-// With splits > 1, splits consecutive warps take each row group, as gemv.
 template <class W, int T>
-__device__ void gemv_shared(const float* __restrict__ x, int in, int vec, int splits,
+__device__ void gemv_shared(const float* __restrict__ x, int in, int vec,
                             const typename W::storage* __restrict__ w0, const float* __restrict__ b0, float* __restrict__ y0, int out0,
                             const typename W::storage* __restrict__ w1, const float* __restrict__ b1, float* __restrict__ y1, int out1,
                             const typename W::storage* __restrict__ w2, const float* __restrict__ b2, float* __restrict__ y2, int out2)
 {
     constexpr int R = W::warp_rows;
-    int warp = gemv_warp() / splits;
+    int warp = gemv_warp();
     const int warps0 = (out0 + R - 1) / R, warps1 = (out1 + R - 1) / R, warps2 = (out2 + R - 1) / R;
     if (warp < warps0)
     {
-        gemv_rows<W, T>(x, w0, b0, y0, in, out0, warp * R, vec, splits);
+        gemv_rows<W, T>(x, w0, b0, y0, in, out0, warp * R, vec);
         return;
     }
     warp -= warps0;
     if (warp < warps1)
     {
-        gemv_rows<W, T>(x, w1, b1, y1, in, out1, warp * R, vec, splits);
+        gemv_rows<W, T>(x, w1, b1, y1, in, out1, warp * R, vec);
         return;
     }
     warp -= warps1;
-    // Split launches: the warps past the last rows still meet their block's barrier (w2 may be null: they skip the dot).
-    if (warp < warps2 || splits > 1) gemv_rows<W, T>(x, w2, b2, y2, in, out2, warp * R, vec, splits);
+    if (warp < warps2) gemv_rows<W, T>(x, w2, b2, y2, in, out2, warp * R, vec);
 }
 
 #define GEMV_T(S, W, T) \
-    extern "C" __global__ void __launch_bounds__(256) gemv_##S##_##T(const float* x, const W::storage* w, const float* bias, float* y, int in, int out, int vec, \
-        int splits) \
-    { gemv<W, T>(x, w, bias, y, in, out, vec, splits); } \
-    extern "C" __global__ void __launch_bounds__(256) gemv_shared_##S##_##T(const float* x, int in, int vec, int splits, \
+    extern "C" __global__ void __launch_bounds__(256) gemv_##S##_##T(const float* x, const W::storage* w, const float* bias, float* y, int in, int out, int vec) \
+    { gemv<W, T>(x, w, bias, y, in, out, vec); } \
+    extern "C" __global__ void __launch_bounds__(256) gemv_shared_##S##_##T(const float* x, int in, int vec, \
         const W::storage* w0, const float* b0, float* y0, int out0, const W::storage* w1, const float* b1, float* y1, int out1, \
         const W::storage* w2, const float* b2, float* y2, int out2) \
-    { gemv_shared<W, T>(x, in, vec, splits, w0, b0, y0, out0, w1, b1, y1, out1, w2, b2, y2, out2); } \
+    { gemv_shared<W, T>(x, in, vec, w0, b0, y0, out0, w1, b1, y1, out1, w2, b2, y2, out2); } \
     extern "C" __global__ void __launch_bounds__(256) gemv_silu_gated_##S##_##T(const float* x, const W::storage* wg, const float* bg, \
         const W::storage* wu, const float* bu, float* y, int in, int out, int vec) \
     { gemv_silu_gated<W, T>(x, wg, bg, wu, bu, y, in, out, vec); }

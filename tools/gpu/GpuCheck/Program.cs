@@ -112,19 +112,6 @@ internal static class Program
             Report(BackendOpCases.Run(name, cuda, reference));
         }
 
-        // The GEMV products again with their rows unsplit and split up to 8 ways along k (the default is up to 4).
-        var splitLimit = cuda.GemvSplitLimit;
-        foreach (var limit in new[] { 1, 8 })
-        {
-            cuda.GemvSplitLimit = limit;
-            Console.WriteLine($"== GEMV products with up to {limit} warps a row group");
-            foreach (var name in BackendOpCases.CudaNames.Where(n => n.StartsWith("matmul/", StringComparison.Ordinal) || n.StartsWith("matmul_shared/", StringComparison.Ordinal)))
-            {
-                Report(BackendOpCases.Run(name, cuda, reference));
-            }
-        }
-
-        cuda.GemvSplitLimit = splitLimit;
         cuda.TensorCoreGemm = true;
         Console.WriteLine("== matmul through cuBLAS tensor cores (activations rounded to the weight type; tolerance 2e-2)");
         string[] tensorCoreProducts = ["matmul/", "matmul_shared/", "silu_gated_matmul/", "silu_gated_mlp/"];
