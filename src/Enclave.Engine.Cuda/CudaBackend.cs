@@ -106,6 +106,8 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
     private ulong _cublasWorkspace;
     private ulong _moeScratch;
     private long _moeScratchBytes;
+    private ulong _latentPartials;
+    private long _latentPartialsBytes;
     private bool _disposed;
 
     // Decode graphs: the limits they were enabled with (null: off), the recordings by batch size, the sizes already run
@@ -1594,6 +1596,11 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
             _ctx.Free(_moeScratch);
         }
 
+        if (_latentPartials != 0)
+        {
+            _ctx.Free(_latentPartials);
+        }
+
         if (_argmaxIds != 0)
         {
             _ctx.Free(_argmaxIds);
@@ -1831,7 +1838,8 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
 
         ulong px = xt.Pointer, pw = w.Pointer, po = o.Pointer;
         void** args = stackalloc void*[] { &px, &pw, &po, &heads, &inDim, &outDim };
-        Launch("head_matmul.cu", "head_matmul", (uint)heads, (uint)tokens, 128, args);
+        const int warps = 8; // a row a warp, 8 rows a block (head_matmul.cu)
+        Launch("head_matmul.cu", "head_matmul", (uint)(heads * ((outDim + warps - 1) / warps)), (uint)tokens, 32 * warps, args);
     }
 
     public void LatentAttention(DeviceTensor q, DeviceTensor latent, DeviceTensor latentCache, ForwardBatch batch, float scale, int valueDim, DeviceTensor output)
@@ -1865,12 +1873,25 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         int s = _sequences, seqBase = (4 * tokens) + _logitRows;
         ulong pq = qt.Pointer, po = o.Pointer, tokenSeq = Meta(3 * tokens), qStart = Meta(seqBase), qLen = Meta(seqBase + s),
             context = Meta(seqBase + (2 * s)), tableOffset = Meta(seqBase + (3 * s)), tables = Meta(seqBase + (4 * s));
+        // Few heads × tokens (decode): split each context into spans so the grid covers the multiprocessors twice; the
+        // count depends on the step's shape only, so a recorded step replays at any context length.
+        var blocks = (long)heads * tokens;
+        var splits = (int)Math.Clamp((2L * _ctx.MultiprocessorCount + blocks - 1) / blocks, 1, LatentMaxSplits);
+        var partial = splits == 1 ? 0 : Grow(ref _latentPartials, ref _latentPartialsBytes, blocks * splits * (valueDim + 2) * 4L);
         void** args = stackalloc void*[]
         {
-            &pq, &pc, &po, &tokenSeq, &qStart, &qLen, &context, &tableOffset, &tables, &heads, &width, &valueDim, &blockSize, &scale,
+            &pq, &pc, &po, &tokenSeq, &qStart, &qLen, &context, &tableOffset, &tables, &heads, &width, &valueDim, &blockSize, &scale, &splits, &partial,
         };
-        Launch("latent_attention.cu", "latent_attention", (uint)heads, (uint)tokens, 128, args);
+        Launch("latent_attention.cu", "latent_attention", (uint)heads, (uint)tokens, (uint)splits, 128, args);
+        if (splits > 1)
+        {
+            void** combineArgs = stackalloc void*[] { &partial, &po, &heads, &valueDim, &splits };
+            Launch("latent_attention.cu", "latent_combine", (uint)heads, (uint)tokens, 128, combineArgs);
+        }
     }
+
+    /// <summary>Most spans <see cref="LatentAttention"/> splits a context into (decode steps with few heads × tokens).</summary>
+    private const int LatentMaxSplits = 16;
 
     /// <summary>
     /// Routing decides which expert weights the next kernels read, so it needs the choice on the host: the router
