@@ -1873,11 +1873,10 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         int s = _sequences, seqBase = (4 * tokens) + _logitRows;
         ulong pq = qt.Pointer, po = o.Pointer, tokenSeq = Meta(3 * tokens), qStart = Meta(seqBase), qLen = Meta(seqBase + s),
             context = Meta(seqBase + (2 * s)), tableOffset = Meta(seqBase + (3 * s)), tables = Meta(seqBase + (4 * s));
-        // Few heads × tokens (decode): split each context into spans so the grid has about 8 blocks a multiprocessor (a
-        // block's 4 warps each walk their positions one round trip at a time, so it takes many to fill one); the count
-        // depends on the step's shape only, so a recorded step replays at any context length.
+        // Few heads × tokens (decode): split each context into spans so the grid covers the multiprocessors twice; the
+        // count depends on the step's shape only, so a recorded step replays at any context length.
         var blocks = (long)heads * tokens;
-        var splits = (int)Math.Clamp((8L * _ctx.MultiprocessorCount + blocks - 1) / blocks, 1, LatentMaxSplits);
+        var splits = (int)Math.Clamp((2L * _ctx.MultiprocessorCount + blocks - 1) / blocks, 1, LatentMaxSplits);
         var partial = splits == 1 ? 0 : Grow(ref _latentPartials, ref _latentPartialsBytes, blocks * splits * (valueDim + 2) * 4L);
         void** args = stackalloc void*[]
         {
