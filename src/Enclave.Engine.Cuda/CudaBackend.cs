@@ -1873,10 +1873,12 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         int s = _sequences, seqBase = (4 * tokens) + _logitRows;
         ulong pq = qt.Pointer, po = o.Pointer, tokenSeq = Meta(3 * tokens), qStart = Meta(seqBase), qLen = Meta(seqBase + s),
             context = Meta(seqBase + (2 * s)), tableOffset = Meta(seqBase + (3 * s)), tables = Meta(seqBase + (4 * s));
-        // Few heads × tokens (decode): split each context into spans so the grid covers the multiprocessors twice; the
-        // count depends on the step's shape only, so a recorded step replays at any context length.
+        // Few heads × tokens (decode): split each context into spans so the grid has LatentSplitBlocksPerMultiprocessor
+        // blocks a multiprocessor; the count depends on the step's shape only, so a recorded step replays at any context
+        // length.
         var blocks = (long)heads * tokens;
-        var splits = (int)Math.Clamp((2L * _ctx.MultiprocessorCount + blocks - 1) / blocks, 1, LatentMaxSplits);
+        var target = (long)LatentSplitBlocksPerMultiprocessor * _ctx.MultiprocessorCount;
+        var splits = (int)Math.Clamp((target + blocks - 1) / blocks, 1, LatentMaxSplits);
         var partial = splits == 1 ? 0 : Grow(ref _latentPartials, ref _latentPartialsBytes, blocks * splits * (valueDim + 2) * 4L);
         void** args = stackalloc void*[]
         {
@@ -1892,6 +1894,12 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
 
     /// <summary>Most spans <see cref="LatentAttention"/> splits a context into (decode steps with few heads × tokens).</summary>
     private const int LatentMaxSplits = 16;
+
+    /// <summary>
+    /// Blocks a multiprocessor <see cref="LatentAttention"/> aims at when it splits contexts (2: the grid covers the GPU
+    /// twice). Set from ENCLAVE_CUDA_LATENT_SPLIT_BLOCKS, for comparisons.
+    /// </summary>
+    public int LatentSplitBlocksPerMultiprocessor { get; set; } = 2;
 
     /// <summary>
     /// Routing decides which expert weights the next kernels read, so it needs the choice on the host: the router

@@ -59,7 +59,8 @@ public static class DeviceSelection
     /// ENCLAVE_CUDA_SPLIT_K=N caps the K chunks of skinny tensor-core products (1 turns the split off) and
     /// ENCLAVE_CUDA_MMA_DECODE=N sets the sequences × KV heads from which decode attention runs on the MMA kernel (0: never)
     /// and ENCLAVE_CUDA_MMA_DECODE_SPLITS=N caps its key spans (1: one span a sequence), and ENCLAVE_CUDA_GEMV_TOKENS=N
-    /// sets the most tokens a product runs as a GEMV (0: every product on the GEMM path), and ENCLAVE_CUDA_MOE=host keeps
+    /// sets the most tokens a product runs as a GEMV (0: every product on the GEMM path), ENCLAVE_CUDA_LATENT_SPLIT_BLOCKS=N
+    /// the blocks a multiprocessor MLA decode attention splits contexts for, and ENCLAVE_CUDA_MOE=host keeps
     /// MoE routing on the host (MoE models then run their decode steps without graphs), for benchmarks.
     /// </summary>
     private static CudaBackend CreateCuda(int ordinal, bool enforceEager)
@@ -69,6 +70,7 @@ public static class DeviceSelection
         var mmaDecode = WholeNumber("ENCLAVE_CUDA_MMA_DECODE", 0);
         var mmaDecodeSplits = WholeNumber("ENCLAVE_CUDA_MMA_DECODE_SPLITS", 1);
         var gemvTokens = WholeNumber("ENCLAVE_CUDA_GEMV_TOKENS", 0);
+        var latentSplitBlocks = WholeNumber("ENCLAVE_CUDA_LATENT_SPLIT_BLOCKS", 1);
         var programmaticLaunch = WholeNumber("ENCLAVE_CUDA_PDL", 0);
         var hostMoe = string.Equals(Environment.GetEnvironmentVariable("ENCLAVE_CUDA_MOE"), "host", StringComparison.OrdinalIgnoreCase);
 
@@ -97,6 +99,11 @@ public static class DeviceSelection
             if (gemvTokens >= 0)
             {
                 backend.GemvLimitOverride = gemvTokens;
+            }
+
+            if (latentSplitBlocks > 0)
+            {
+                backend.LatentSplitBlocksPerMultiprocessor = latentSplitBlocks;
             }
 
             return backend;

@@ -112,6 +112,16 @@ internal static class Program
             Report(BackendOpCases.Run(name, cuda, reference));
         }
 
+        // MLA decode attention again with contexts split for 8 blocks a multiprocessor (up to 16 spans, many empty).
+        var latentBlocks = cuda.LatentSplitBlocksPerMultiprocessor;
+        cuda.LatentSplitBlocksPerMultiprocessor = 8;
+        Console.WriteLine("== latent attention split for 8 blocks a multiprocessor");
+        foreach (var name in BackendOpCases.CudaNames.Where(n => n.StartsWith("latent_attention/", StringComparison.Ordinal)))
+        {
+            Report(BackendOpCases.Run(name, cuda, reference));
+        }
+
+        cuda.LatentSplitBlocksPerMultiprocessor = latentBlocks;
         cuda.TensorCoreGemm = true;
         Console.WriteLine("== matmul through cuBLAS tensor cores (activations rounded to the weight type; tolerance 2e-2)");
         string[] tensorCoreProducts = ["matmul/", "matmul_shared/", "silu_gated_matmul/", "silu_gated_mlp/"];
