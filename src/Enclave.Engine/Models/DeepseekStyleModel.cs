@@ -65,8 +65,9 @@ public abstract class DeepseekStyleModel : CausalLM
     /// <summary>Where every MoE layer routes on the backend (<see cref="DeepseekMoe.RoutesOnBackend"/>), a decode step needs no host decision.</summary>
     public override bool SupportsDecodeGraphs => layers.All(l => l.Mlp is not DeepseekMoe moe || moe.RoutesOnBackend);
 
-    /// <summary>Decode batches whose picks stay within the backend's bound for routing on its own.</summary>
-    public override int MaxRecordedDecodeBatch => Math.Max(1, Backend.MoeExpertsOnBackendMaxPicks / Math.Max(1, Deepseek.NumExpertsPerTok));
+    /// <summary>Decode batches whose picks every MoE layer hands to the backend (<see cref="DeepseekMoe.BackendPickLimit"/>).</summary>
+    public override int MaxRecordedDecodeBatch =>
+        Math.Max(1, layers.Select(l => l.Mlp is DeepseekMoe moe ? moe.BackendPickLimit(Backend) / moe.PicksPerToken : int.MaxValue).DefaultIfEmpty(int.MaxValue).Min());
 
     public override KvCacheSpec KvCacheSpec => KvCacheSpec.Latent(Config.NumHiddenLayers, Deepseek.KvLoraRank, Deepseek.QkRopeHeadDim);
 

@@ -53,7 +53,61 @@ public sealed class ForwardParityTests
         Assert.True(moeLayers > 0);
         Assert.Equal(steps * moeLayers, backend.MoeExpertsCalls);
         Assert.True(model.SupportsDecodeGraphs);
-        Assert.Equal(4096 / ds.NumExpertsPerTok, model.MaxRecordedDecodeBatch);
+        Assert.Equal(Math.Min(4096, Enclave.Engine.Models.Layers.DeepseekMoe.BackendPicksPerExpert * ds.NRoutedExperts) / ds.NumExpertsPerTok, model.MaxRecordedDecodeBatch);
+    }
+
+    /// <summary>
+    /// A prefill past the pick bound (80 tokens × top-2 over 8 experts: 20 picks an expert) routes on the host, the
+    /// decode step after it on the backend, and both give the logits of the per-expert CPU path.
+    /// </summary>
+    [Fact]
+    public void LongStepsRouteOnTheHostAndShortOnesOnTheBackend()
+    {
+        var dir = Fixtures.Model("tiny-deepseek-v3");
+        var config = ModelConfig.Load(dir);
+        using var weights = SafetensorsCheckpoint.Open(dir);
+        using var stacking = new StackingBackend();
+        using var cpu = new Enclave.Engine.Backends.Cpu.CpuBackend();
+        using var stacked = ModelRegistry.Create(config, weights, stacking);
+        using var plain = ModelRegistry.Create(config, weights, cpu);
+        var ds = DeepseekConfig.Parse(config, true);
+        var moeLayers = config.NumHiddenLayers - ds.FirstKDenseReplace;
+        var random = new Random(5);
+        var prompt = Enumerable.Range(0, 80).Select(_ => random.Next(config.VocabSize)).ToList();
+        Assert.True(prompt.Count * ds.NumExpertsPerTok > Enclave.Engine.Models.Layers.DeepseekMoe.BackendPicksPerExpert * ds.NRoutedExperts);
+
+        var outputs = new List<float[]>();
+        foreach (var (model, backend) in new (CausalLM, IBackend)[] { (stacked, stacking), (plain, cpu) })
+        {
+            const int blockSize = 4;
+            using var cache = new PagedKvCache(backend, model.KvCacheSpec, 32, blockSize);
+            var pool = new BlockPool(cache.BlockCount, blockSize);
+            var table = new List<int>();
+            var tokens = new List<int>(prompt);
+            using var logits = backend.Allocate(DType.F32, 1, config.VocabSize);
+            var host = new float[config.VocabSize];
+            model.Forward(SingleSequenceBatch(tokens, 0, pool, table), cache, logits);
+            backend.Download(logits, host);
+            outputs.Add((float[])host.Clone());
+            if (ReferenceEquals(backend, stacking))
+            {
+                Assert.Equal(0, stacking.MoeExpertsCalls);
+            }
+
+            tokens.Add(ArgMax(host));
+            model.Forward(SingleSequenceBatch(tokens, prompt.Count, pool, table), cache, logits);
+            backend.Download(logits, host);
+            outputs.Add((float[])host.Clone());
+        }
+
+        Assert.Equal(moeLayers, stacking.MoeExpertsCalls);
+        for (var step = 0; step < 2; step++)
+        {
+            var (fast, slow) = (outputs[step], outputs[2 + step]);
+            var scale = slow.Max(Math.Abs);
+            var error = fast.Select((v, i) => Math.Abs(v - slow[i])).Max();
+            Assert.True(error <= 1e-4 * Math.Max(1, scale), $"step {step}: max logit difference {error} (scale {scale})");
+        }
     }
 
     [Fact]
