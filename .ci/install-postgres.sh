@@ -51,6 +51,9 @@ fi
 
 PSQL=("$BIN/psql" -h "$DATA" -p "$PORT" -U postgres -v ON_ERROR_STOP=1 -qtA)
 as_pg "${PSQL[@]}" -d postgres -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$USER_NAME') THEN CREATE ROLE $USER_NAME LOGIN CREATEDB PASSWORD '$PASSWORD'; END IF; END \$\$;" >&2
+# Tests drop their scratch databases WITH (FORCE); an autovacuum worker connected to one belongs to no role the test
+# role is a member of, so without pg_signal_backend the drop fails now and then.
+as_pg "${PSQL[@]}" -d postgres -c "GRANT pg_signal_backend TO $USER_NAME" >&2
 if [ "$(as_pg "${PSQL[@]}" -d postgres -c "SELECT 1 FROM pg_database WHERE datname = '$DB_NAME'")" != "1" ]; then
     as_pg "${PSQL[@]}" -d postgres -c "CREATE DATABASE $DB_NAME OWNER $USER_NAME" >&2
 fi
