@@ -121,6 +121,9 @@ __device__ __forceinline__ float warp_max(float v)
 
 #define NEG_INF __int_as_float(0xff800000)
 
+// silu(g) * u, the gated MLP's activation (silu_mul, the fused gate/up GEMV, the expert products).
+__device__ __forceinline__ float silu_times(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+
 // Sum (or max) over the block; every thread gets the result. blockDim.x must be a multiple of 32, at most 1024.
 template <bool Max>
 __device__ __forceinline__ float block_reduce(float v)

@@ -102,29 +102,25 @@ extern "C" __global__ void latent_attention(const float* q, const float* cache, 
         total += warpSum[w] * factor[w];
     }
 
-    if (splits == 1)
+    // One span: the output, normalised. Several: this span's max and sum, then its values unnormalised.
+    float* dst = out + ((long)t * heads + h) * valueDim;
+    float divisor = total;
+    if (splits > 1)
     {
-        float* o = out + ((long)t * heads + h) * valueDim;
-        for (int d = threadIdx.x; d < valueDim; d += blockDim.x)
+        float* part = partial + (((long)t * heads + h) * splits + split) * (valueDim + 2);
+        if (threadIdx.x == 0)
         {
-            float v = 0.f;
-            for (int w = 0; w < LATENT_WARPS; w++) v += warpAcc[w][d] * factor[w];
-            o[d] = v / total;
+            part[0] = maxAll;
+            part[1] = total;
         }
-        return;
-    }
-
-    float* part = partial + (((long)t * heads + h) * splits + split) * (valueDim + 2);
-    if (threadIdx.x == 0)
-    {
-        part[0] = maxAll;
-        part[1] = total;
+        dst = part + 2;
+        divisor = 1.f;
     }
     for (int d = threadIdx.x; d < valueDim; d += blockDim.x)
     {
         float v = 0.f;
         for (int w = 0; w < LATENT_WARPS; w++) v += warpAcc[w][d] * factor[w];
-        part[2 + d] = v;
+        dst[d] = v / divisor;
     }
 }
 

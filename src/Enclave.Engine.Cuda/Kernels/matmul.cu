@@ -59,7 +59,7 @@ __device__ void gemv_silu_gated(const float* __restrict__ x, const typename W::s
     for (int t = 0; t < T; t++)
     {
         const float gv = acc[0][t] + (bg != nullptr ? bg[row] : 0.f);
-        y[(long)t * out + row] = gv / (1.0f + expf(-gv)) * (acc[1][t] + (bu != nullptr ? bu[row] : 0.f));
+        y[(long)t * out + row] = silu_times(gv, acc[1][t] + (bu != nullptr ? bu[row] : 0.f));
     }
 }
 

@@ -318,7 +318,7 @@ __device__ void moe_gate_up(const float* __restrict__ xs, const typename W::stor
         if ((threadIdx.x & 31) == 0)
 #pragma unroll
             for (int t = 0; t < MOE_MAX_TOKENS_A_PASS; t++)
-                if (t < n) hs[(long)(first + c + t) * inter + j] = acc[0][t] / (1.0f + expf(-acc[0][t])) * acc[1][t];
+                if (t < n) hs[(long)(first + c + t) * inter + j] = silu_times(acc[0][t], acc[1][t]);
     }
 }
 

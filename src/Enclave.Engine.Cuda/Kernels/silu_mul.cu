@@ -5,8 +5,6 @@
 
 #define SILU_BATCH 4
 
-__device__ __forceinline__ float silu_times(float g, float u) { return g / (1.0f + expf(-g)) * u; }
-
 extern "C" __global__ void silu_mul(const float* gate, const float* up, float* out, long n)
 {
     launch_gate();

@@ -229,27 +229,10 @@ public interface IBackend : IDisposable
         var weights = new float[picks];
         backend.MoeRoute(routerLogits, correctionBias, routing, expertIds, weights);
 
-        // The picks sorted by expert (stable): rows[i] is the token of the i-th pick in expert order.
         var offsets = new int[routing.Experts + 1];
-        foreach (var e in expertIds)
-        {
-            offsets[e + 1]++;
-        }
-
-        for (var e = 0; e < routing.Experts; e++)
-        {
-            offsets[e + 1] += offsets[e];
-        }
-
-        var next = offsets[..^1];
         var rows = new int[picks];
         var rowWeights = new float[picks];
-        for (var i = 0; i < picks; i++)
-        {
-            var slot = next[expertIds[i]]++;
-            rows[slot] = i / topK;
-            rowWeights[slot] = weights[i];
-        }
+        MoeRouter.GroupByExpert(expertIds, weights, topK, offsets, rows, rowWeights);
 
         using var gathered = backend.Allocate(DType.F32, picks, hidden);   // [P, hidden], grouped by expert
         using var gate = backend.Allocate(DType.F32, picks, inter);        // [P, intermediate]

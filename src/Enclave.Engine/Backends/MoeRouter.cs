@@ -112,6 +112,36 @@ public static class MoeRouter
         }
     }
 
+    /// <summary>
+    /// Groups a step's picks by expert, stably (a counting sort): expert e owns slots offsets[e] .. offsets[e + 1] - 1,
+    /// and slot s holds the token (pick index / topK) and the weight of the s-th pick in expert order, picks of one
+    /// expert in pick order. expertIds, weights: [picks], token-major; offsets: [experts + 1]; rows, rowWeights: [picks].
+    /// </summary>
+    public static void GroupByExpert(ReadOnlySpan<int> expertIds, ReadOnlySpan<float> weights, int topK, Span<int> offsets, Span<int> rows, Span<float> rowWeights)
+    {
+        var experts = offsets.Length - 1;
+        offsets.Clear();
+        foreach (var e in expertIds)
+        {
+            offsets[e + 1]++;
+        }
+
+        for (var e = 0; e < experts; e++)
+        {
+            offsets[e + 1] += offsets[e];
+        }
+
+        // The next free slot of each expert (a few KB at most: DeepSeek layers have up to 256 experts).
+        Span<int> next = experts <= 1024 ? stackalloc int[experts] : new int[experts];
+        offsets[..experts].CopyTo(next);
+        for (var i = 0; i < expertIds.Length; i++)
+        {
+            var slot = next[expertIds[i]]++;
+            rows[slot] = i / topK;
+            rowWeights[slot] = weights[i];
+        }
+    }
+
     private static int ArgMaxExcluding(ReadOnlySpan<float> values, ReadOnlySpan<bool> excluded)
     {
         var best = -1;

@@ -22,7 +22,6 @@ public sealed class DeepseekMoe : IFeedForward
 
     // Per-step routing scratch, host-side, owned by this layer and used only by the engine loop thread.
     private readonly int[] offsets;
-    private readonly int[] next;
     private int[] expertIds = [];
     private float[] weights = [];
     private int[] rows = [];
@@ -33,7 +32,6 @@ public sealed class DeepseekMoe : IFeedForward
         var hidden = loader.Config.HiddenSize;
         this.routing = routing;
         offsets = new int[routing.Experts + 1];
-        next = new int[routing.Experts];
         gate = Linear.Load(loader, prefix + ".gate", hidden, ds.NRoutedExperts, false);
         correctionBias = hasCorrectionBias ? loader.LoadAsF32(prefix + ".gate.e_score_correction_bias", ds.NRoutedExperts) : null;
         experts = new GatedMlp[ds.NRoutedExperts];
@@ -109,25 +107,7 @@ public sealed class DeepseekMoe : IFeedForward
 
         backend.MoeRoute(logits, correctionBias, routing, expertIds, weights);
 
-        // Counting sort of the (token, expert) picks by expert: rows[i] is the token of the i-th pick in expert order.
-        Array.Clear(offsets);
-        foreach (var e in expertIds)
-        {
-            offsets[e + 1]++;
-        }
-
-        for (var e = 0; e < routing.Experts; e++)
-        {
-            offsets[e + 1] += offsets[e];
-        }
-
-        Array.Copy(offsets, next, routing.Experts);
-        for (var i = 0; i < picks; i++)
-        {
-            var slot = next[expertIds[i]]++;
-            rows[slot] = i / routing.TopK;
-            rowWeights[slot] = weights[i];
-        }
+        MoeRouter.GroupByExpert(expertIds, weights, routing.TopK, offsets, rows, rowWeights);
 
         var gathered = scratch.Get("moe.gathered", picks, hidden);   // [T * topK, hidden], grouped by expert
         var expertOut = scratch.Get("moe.expert_out", picks, hidden); // [T * topK, hidden]

@@ -46,27 +46,17 @@ public sealed class WeightLoader(IWeightSource source, IBackend backend, ModelCo
     /// </summary>
     public Linear[] LoadLinears(string[] prefixes, int inFeatures, int[] outFeatures, bool bias)
     {
-        var q = config.Quantization;
-        if (backend.StacksWeights && (q is null || source is DummyWeights || prefixes.All(q.Skips)))
+        if (LoadStack(prefixes, outFeatures, inFeatures) is { } stack)
         {
-            var sources = new CheckpointTensor[prefixes.Length];
+            var layers = new Linear[prefixes.Length];
+            var row = 0;
             for (var i = 0; i < prefixes.Length; i++)
             {
-                sources[i] = Source(prefixes[i] + ".weight", [outFeatures[i], inFeatures]);
+                layers[i] = new Linear(stack.SliceRows(row, outFeatures[i]), bias ? LoadAsF32(prefixes[i] + ".bias", outFeatures[i]) : null);
+                row += outFeatures[i];
             }
 
-            if (backend.LoadWeightStack(sources) is { } stack)
-            {
-                var layers = new Linear[prefixes.Length];
-                var row = 0;
-                for (var i = 0; i < prefixes.Length; i++)
-                {
-                    layers[i] = new Linear(stack.SliceRows(row, outFeatures[i]), bias ? LoadAsF32(prefixes[i] + ".bias", outFeatures[i]) : null);
-                    row += outFeatures[i];
-                }
-
-                return layers;
-            }
+            return layers;
         }
 
         return [.. prefixes.Select((prefix, i) => LoadLinear(prefix, inFeatures, outFeatures[i], bias))];
