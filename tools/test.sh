@@ -22,7 +22,9 @@ dotnet build Enclave.slnx -c Release -nologo -v:q
 # One test project at a time: the CPU backend's worker threads spin between kernels, and several test hosts
 # spinning on two cores at once slow each other down by orders of magnitude.
 for project in tests/Enclave.Engine.Tests tests/Enclave.Server.Tests tests/Enclave.Gateway.Tests tests/Enclave.Operations.Tests tests/Enclave.Deploy.Tests tests/Enclave.Knowledge.Tests; do
-  dotnet test "$project" -c Release --no-build --logger "trx" --results-directory "$results" -- RunConfiguration.TreatNoTestsAsError=true || status=$?
+  # A test host stuck for 15 minutes is stopped and the test it was running named, instead of the run waiting out CI.
+  dotnet test "$project" -c Release --no-build --logger "trx" --results-directory "$results" --blame-hang-timeout 15m --blame-hang-dump-type none \
+    -- RunConfiguration.TreatNoTestsAsError=true || status=$?
 done
 # One closing line with the totals across all test projects.
 passed=0; failed=0; skipped=0
