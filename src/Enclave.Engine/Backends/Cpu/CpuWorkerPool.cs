@@ -11,8 +11,8 @@ internal abstract class CpuJob
 /// <summary>
 /// Threads started once and reused by every operation. A call publishes a job, then a 64-bit ticket holding the
 /// call's generation (high half) and the next unclaimed item (low half). Threads claim items by compare-exchange
-/// on the ticket, which fails for a thread still holding an older generation, so a late thread can never take an
-/// item of a newer call. The caller claims items too and returns once every item is done; it never waits for a
+/// on the ticket, which fails for a thread still holding an older generation, and a finished call closes its
+/// ticket, so a late thread can never take an item of a newer call. The caller claims items too and returns once every item is done; it never waits for a
 /// worker that has not woken up, so a descheduled thread only costs the item it is in the middle of.
 /// Nothing is allocated per call. Workers spin briefly between calls (a forward pass issues them back to back)
 /// and then park on a monitor so an idle engine costs no CPU.
@@ -20,6 +20,9 @@ internal abstract class CpuJob
 internal sealed class CpuWorkerPool : IDisposable
 {
     private const int SpinIterations = 50_000;
+
+    /// <summary>The ticket index of a finished call: at or past any count, so no claim succeeds.</summary>
+    private const long ClosedIndex = int.MaxValue;
 
     private readonly Thread[] _threads;
     private readonly object _gate = new();
@@ -94,6 +97,11 @@ internal sealed class CpuWorkerPool : IDisposable
             spin.SpinOnce(-1);
         }
 
+        // Close this generation before the next call writes its job and count. A worker may have read this
+        // generation's ticket and then, descheduled, the next call's job and count; with the ticket still open at
+        // index count, and the next count larger, its claim would succeed under the old generation: an item run
+        // twice, and a completion counted into the next call, whose caller then waits forever.
+        Interlocked.Exchange(ref _ticket, ((long)generation << 32) | ClosedIndex);
         _job = null;
         if (_failure is { } failure)
         {
