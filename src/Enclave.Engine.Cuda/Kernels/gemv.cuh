@@ -27,8 +27,16 @@ __device__ __forceinline__ void gemv_chunk(const float* __restrict__ x, int in, 
 // c + U as soon as chunk c is used, so a warp never waits on a whole round of loads (fetching U, then using them, left
 // each warp idle for a memory round trip every U chunks). The R rows share every activation load. Each lane adds its
 // chunks in row order, then the warp sums, so the result does not depend on R or U.
+//
+// GEMV_STAGGER = s (off when 0): the warp of row group g walks its chunks starting at chunk (g * s) mod chunks and wraps
+// around, so the warps of a launch, which all start together, do not read the same offset of every row at once. The
+// order depends on the row group only, so the result still does not depend on the launch.
+#ifndef GEMV_STAGGER
+#define GEMV_STAGGER 0
+#endif
 template <class W, int T, int R>
-__device__ __forceinline__ void gemv_dot(const float* __restrict__ x, const typename W::storage* const (&wr)[R], int in, int vec, float (&acc)[R][T])
+__device__ __forceinline__ void gemv_dot(const float* __restrict__ x, const typename W::storage* const (&wr)[R], int in, int vec, float (&acc)[R][T],
+                                         int row_group = 0)
 {
     const int lane = threadIdx.x & 31;
 #pragma unroll
@@ -41,14 +49,17 @@ __device__ __forceinline__ void gemv_dot(const float* __restrict__ x, const type
         constexpr int U = 4;
         const int chunks = (in + 255) / 256;
         const int lane_k = lane * 8;
+        // The element offset of this lane in the j-th chunk the warp walks (j < chunks).
+        const int first_chunk = GEMV_STAGGER != 0 ? (int)(((unsigned)row_group * (unsigned)GEMV_STAGGER) % (unsigned)chunks) : 0;
+        auto offset = [&](int j) { j += first_chunk; return (j >= chunks ? j - chunks : j) * 256 + lane_k; };
         typename W::raw buf[R][U];
         // The first chunks are weights, which no kernel writes: fetched before the gate, so they stream in while the
         // kernel that produced x finishes.
 #pragma unroll
         for (int u = 0; u < U; u++)
-            if (u < chunks && u * 256 + lane_k < in)
+            if (u < chunks && offset(u) < in)
 #pragma unroll
-                for (int r = 0; r < R; r++) buf[r][u] = W::fetch8(wr[r] + u * 256 + lane_k);
+                for (int r = 0; r < R; r++) buf[r][u] = W::fetch8(wr[r] + offset(u));
         launch_gate();
         int c = 0;
         for (; c + U <= chunks; c += U)
@@ -59,17 +70,21 @@ __device__ __forceinline__ void gemv_dot(const float* __restrict__ x, const type
                 typename W::raw cur[R];
 #pragma unroll
                 for (int r = 0; r < R; r++) cur[r] = buf[r][u];
-                const int k = (c + u) * 256 + lane_k, next = k + U * 256;
-                if (next < in)
+                const int k = offset(c + u);
+                if (c + u + U < chunks)
+                {
+                    const int next = offset(c + u + U);
+                    if (next < in)
 #pragma unroll
-                    for (int r = 0; r < R; r++) buf[r][u] = W::fetch8(wr[r] + next);
+                        for (int r = 0; r < R; r++) buf[r][u] = W::fetch8(wr[r] + next);
+                }
                 if (k < in) gemv_chunk<W, T, R>(x, in, k, cur, acc);
             }
         }
 #pragma unroll
         for (int u = 0; u < U; u++)
         {
-            const int k = (c + u) * 256 + lane_k;
+            const int k = offset(c + u);
             if (c + u < chunks && k < in)
             {
                 typename W::raw cur[R];

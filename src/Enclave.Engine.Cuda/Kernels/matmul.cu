@@ -27,7 +27,7 @@ __device__ __forceinline__ void gemv_rows(const float* __restrict__ x, const typ
 #pragma unroll
     for (int r = 0; r < R; r++) wr[r] = w + (long)min(first + r, out - 1) * in; // a missing last row re-reads the one before
     float acc[R][T];
-    gemv_dot<W, T, R>(x, wr, in, vec, acc);
+    gemv_dot<W, T, R>(x, wr, in, vec, acc, first / R);
     if ((threadIdx.x & 31) != 0) return;
 #pragma unroll
     for (int r = 0; r < R; r++)
@@ -53,7 +53,7 @@ __device__ void gemv_silu_gated(const float* __restrict__ x, const typename W::s
     if (row >= out) return;
     const typename W::storage* wr[2] = {wg + (long)row * in, wu + (long)row * in};
     float acc[2][T];
-    gemv_dot<W, T, 2>(x, wr, in, vec, acc);
+    gemv_dot<W, T, 2>(x, wr, in, vec, acc, row);
     if ((threadIdx.x & 31) != 0) return;
 #pragma unroll
     for (int t = 0; t < T; t++)
