@@ -28,11 +28,14 @@ __device__ __forceinline__ void gemv_chunk(const float* __restrict__ x, int in, 
 // each warp idle for a memory round trip every U chunks). The R rows share every activation load. Each lane adds its
 // chunks in row order, then the warp sums, so the result does not depend on R or U.
 //
-// GEMV_STAGGER = s (off when 0): the warp of row group g walks its chunks starting at chunk (g * s) mod chunks and wraps
-// around, so the warps of a launch, which all start together, do not read the same offset of every row at once. The
-// order depends on the row group only, so the result still does not depend on the launch.
+// GEMV_STAGGER = s (0 turns it off): the warp of row group g walks its chunks starting at chunk (g * s) mod chunks and
+// wraps around, so the warps of a launch, which all start together, do not all read the same offset of their rows at
+// once. The order depends on the row group only, so the result still does not depend on the launch. Measured on an
+// H100 at batch 1 (docs/benchmarks.md): 7B 181.5-181.7 tok/s against 181.2-181.3 off, 1.5B 533.5-534.8 against
+// 495.4-530.7 off. The expert products (moe_experts.cu) pass no row group and stay unstaggered: staggered too, a
+// DeepSeek-V2-Lite batch-8 step was not faster (688.9 tok/s against 701.4).
 #ifndef GEMV_STAGGER
-#define GEMV_STAGGER 0
+#define GEMV_STAGGER 5
 #endif
 template <class W, int T, int R>
 __device__ __forceinline__ void gemv_dot(const float* __restrict__ x, const typename W::storage* const (&wr)[R], int in, int vec, float (&acc)[R][T],
