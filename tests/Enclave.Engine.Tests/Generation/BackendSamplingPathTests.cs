@@ -60,8 +60,14 @@ public sealed class BackendSamplingPathTests
         Assert.Equal(0, run.ArgmaxSteps);
         var forced = await GenerateAsync(modelName, HostOnly, forceHostSampling: true);
         Assert.Equal(forced.Outputs, run.Outputs);
-        // Log-probabilities are still reported (the backend path reports none).
+        // Log-probabilities are still reported (the backend path reports none). They are compared to a tolerance: which
+        // requests share a step depends on when each arrives, and a product's summation order on the step's token count.
         Assert.All(run.Outputs.Where((_, i) => i % HostOnly.Length == 0), o => Assert.Contains("lp", o, StringComparison.Ordinal));
+        Assert.Equal(forced.Logprobs.Length, run.Logprobs.Length);
+        for (var i = 0; i < run.Logprobs.Length; i++)
+        {
+            Assert.Equal(forced.Logprobs[i], run.Logprobs[i], 1e-4);
+        }
     }
 
     [Theory]
@@ -81,7 +87,8 @@ public sealed class BackendSamplingPathTests
         Assert.Equal(host.Outputs, backend.Outputs);
     }
 
-    private static async Task<(string[] Outputs, long SampleSteps, long ArgmaxSteps)> GenerateAsync(string modelName, SamplingParams[] variants, bool forceHostSampling)
+    /// <summary>Outputs: each request's tokens (with its top-logprob ids) and finish reason; Logprobs: the chosen tokens' log-probabilities, in order.</summary>
+    private static async Task<(string[] Outputs, double[] Logprobs, long SampleSteps, long ArgmaxSteps)> GenerateAsync(string modelName, SamplingParams[] variants, bool forceHostSampling)
     {
         var reference = Fixtures.LoadReference(modelName);
         var dir = Fixtures.Model(modelName);
@@ -96,16 +103,22 @@ public sealed class BackendSamplingPathTests
         var runs = reference.Cases.SelectMany(c => variants.Select(async p =>
         {
             var ids = new List<string>();
+            var logprobs = new List<double>();
             FinishReason? finish = null;
             await foreach (var e in engine.GenerateTokensAsync(c.PromptIds, p))
             {
-                ids.Add(e.TopLogprobs is null ? $"{e.TokenId}" : $"{e.TokenId}lp{e.Logprob:R}/{string.Join('/', e.TopLogprobs.Select(t => t.TokenId))}");
+                ids.Add(e.TopLogprobs is null ? $"{e.TokenId}" : $"{e.TokenId}lp/{string.Join('/', e.TopLogprobs.Select(t => t.TokenId))}");
+                if (e.TopLogprobs is not null)
+                {
+                    logprobs.Add(e.Logprob);
+                }
+
                 finish = e.Finish ?? finish;
             }
 
-            return $"{string.Join(',', ids)} {finish}";
+            return (Text: $"{string.Join(',', ids)} {finish}", Logprobs: logprobs);
         })).ToArray();
         var outputs = await Task.WhenAll(runs);
-        return (outputs, engine.BackendSampleSteps, engine.ArgmaxSteps);
+        return ([.. outputs.Select(o => o.Text)], [.. outputs.SelectMany(o => o.Logprobs)], engine.BackendSampleSteps, engine.ArgmaxSteps);
     }
 }
