@@ -1,8 +1,10 @@
 using Enclave.Engine.Backends;
+using Enclave.Engine.Backends.Cpu;
 using Enclave.Engine.Backends.Reference;
 using Enclave.Engine.Formats;
 using Enclave.Engine.KvCache;
 using Enclave.Engine.Models;
+using Enclave.Engine.Models.Layers;
 using Enclave.Engine.Tests.Support;
 
 namespace Enclave.Engine.Tests.Models;
@@ -53,7 +55,7 @@ public sealed class ForwardParityTests
         Assert.True(moeLayers > 0);
         Assert.Equal(steps * moeLayers, backend.MoeExpertsCalls);
         Assert.True(model.SupportsDecodeGraphs);
-        Assert.Equal(Math.Min(4096, Enclave.Engine.Models.Layers.DeepseekMoe.BackendPicksPerExpert * ds.NRoutedExperts) / ds.NumExpertsPerTok, model.MaxRecordedDecodeBatch);
+        Assert.Equal(Math.Min(4096, DeepseekMoe.BackendPicksPerExpert * ds.NRoutedExperts) / ds.NumExpertsPerTok, model.MaxRecordedDecodeBatch);
     }
 
     /// <summary>
@@ -67,14 +69,14 @@ public sealed class ForwardParityTests
         var config = ModelConfig.Load(dir);
         using var weights = SafetensorsCheckpoint.Open(dir);
         using var stacking = new StackingBackend();
-        using var cpu = new Enclave.Engine.Backends.Cpu.CpuBackend();
+        using var cpu = new CpuBackend();
         using var stacked = ModelRegistry.Create(config, weights, stacking);
         using var plain = ModelRegistry.Create(config, weights, cpu);
         var ds = DeepseekConfig.Parse(config, true);
         var moeLayers = config.NumHiddenLayers - ds.FirstKDenseReplace;
         var random = new Random(5);
         var prompt = Enumerable.Range(0, 80).Select(_ => random.Next(config.VocabSize)).ToList();
-        Assert.True(prompt.Count * ds.NumExpertsPerTok > Enclave.Engine.Models.Layers.DeepseekMoe.BackendPicksPerExpert * ds.NRoutedExperts);
+        Assert.True(prompt.Count * ds.NumExpertsPerTok > DeepseekMoe.BackendPicksPerExpert * ds.NRoutedExperts);
 
         var outputs = new List<float[]>();
         foreach (var (model, backend) in new (CausalLM, IBackend)[] { (stacked, stacking), (plain, cpu) })

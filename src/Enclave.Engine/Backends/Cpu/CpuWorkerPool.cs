@@ -12,8 +12,9 @@ internal abstract class CpuJob
 /// Threads started once and reused by every operation. A call publishes a job, then a 64-bit ticket holding the
 /// call's generation (high half) and the next unclaimed item (low half). Threads claim items by compare-exchange
 /// on the ticket, which fails for a thread still holding an older generation, and a finished call closes its
-/// ticket, so a late thread can never take an item of a newer call. The caller claims items too and returns once every item is done; it never waits for a
-/// worker that has not woken up, so a descheduled thread only costs the item it is in the middle of.
+/// ticket, so a late thread can never take an item of a newer call. The caller claims items too and returns once
+/// every item is done; it never waits for a worker that has not woken up, so a descheduled thread only costs the item
+/// it is in the middle of.
 /// Nothing is allocated per call. Workers spin briefly between calls (a forward pass issues them back to back)
 /// and then park on a monitor so an idle engine costs no CPU.
 /// </summary>
