@@ -20,7 +20,7 @@ public abstract class DelegatingBackend(IBackend inner) : IBackend
 
     public virtual bool FusesGatedMlp => Inner.FusesGatedMlp;
 
-    public virtual int MoeExpertsOnBackendMaxPicks => Inner.MoeExpertsOnBackendMaxPicks;
+    public virtual int MoeExpertsOnBackendMaxPicks(int experts) => Inner.MoeExpertsOnBackendMaxPicks(experts);
 
     public virtual DeviceTensor Allocate(DType dtype, params int[] shape) => Inner.Allocate(dtype, shape);
 

@@ -197,10 +197,12 @@ public interface IBackend : IDisposable
     void MoeRoute(DeviceTensor routerLogits, DeviceTensor? correctionBias, MoeRouting routing, Span<int> expertIds, Span<float> weights);
 
     /// <summary>
-    /// Picks (tokens × top-k) up to which <see cref="MoeExperts"/> runs without the host, routing included, so that a
-    /// MoE model's decode steps may be recorded and replayed; 0 (the default, which routes on the host): never.
+    /// Picks (tokens × top-k) up to which <see cref="MoeExperts"/> runs without the host, routing included, for a layer
+    /// of <paramref name="experts"/> routed experts, so that a MoE model's decode steps may be recorded and replayed;
+    /// 0 (the default, which routes on the host): never. Past it the model routes on the host, which runs each chosen
+    /// expert as one product; a backend sets the bound where its own kernels stop being the faster way.
     /// </summary>
-    int MoeExpertsOnBackendMaxPicks => 0;
+    int MoeExpertsOnBackendMaxPicks(int experts) => 0;
 
     /// <summary>
     /// A DeepSeekMoE layer's routed experts for a step, routing included: output[t] += Σ_k w[t, k] · down_e(silu(gate_e ·

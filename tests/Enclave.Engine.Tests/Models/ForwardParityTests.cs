@@ -55,7 +55,7 @@ public sealed class ForwardParityTests
         Assert.True(moeLayers > 0);
         Assert.Equal(steps * moeLayers, backend.MoeExpertsCalls);
         Assert.True(model.SupportsDecodeGraphs);
-        Assert.Equal(Math.Min(4096, DeepseekMoe.BackendPicksPerExpert * ds.NRoutedExperts) / ds.NumExpertsPerTok, model.MaxRecordedDecodeBatch);
+        Assert.Equal(Math.Min(4096, StackingBackend.PicksPerExpert * ds.NRoutedExperts) / ds.NumExpertsPerTok, model.MaxRecordedDecodeBatch);
     }
 
     /// <summary>
@@ -76,7 +76,7 @@ public sealed class ForwardParityTests
         var moeLayers = config.NumHiddenLayers - ds.FirstKDenseReplace;
         var random = new Random(5);
         var prompt = Enumerable.Range(0, 80).Select(_ => random.Next(config.VocabSize)).ToList();
-        Assert.True(prompt.Count * ds.NumExpertsPerTok > DeepseekMoe.BackendPicksPerExpert * ds.NRoutedExperts);
+        Assert.True(prompt.Count * ds.NumExpertsPerTok > StackingBackend.PicksPerExpert * ds.NRoutedExperts);
 
         var outputs = new List<float[]>();
         foreach (var (model, backend) in new (CausalLM, IBackend)[] { (stacked, stacking), (plain, cpu) })

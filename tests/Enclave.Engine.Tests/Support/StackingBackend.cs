@@ -19,7 +19,10 @@ public sealed class StackingBackend() : DelegatingBackend(new CpuBackend())
 
     public override bool StacksWeights => true;
 
-    public override int MoeExpertsOnBackendMaxPicks => 4096;
+    /// <summary>Picks an expert on average up to which MoE steps go to <see cref="MoeExperts"/>, a cutoff like a GPU backend's, so that long prompts take the host path.</summary>
+    public const int PicksPerExpert = 16;
+
+    public override int MoeExpertsOnBackendMaxPicks(int experts) => Math.Min(4096, PicksPerExpert * experts);
 
     public override DeviceTensor? LoadWeightStack(ReadOnlySpan<CheckpointTensor> sources)
     {

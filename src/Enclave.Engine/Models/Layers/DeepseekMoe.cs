@@ -36,7 +36,7 @@ public sealed class DeepseekMoe : IFeedForward
         correctionBias = hasCorrectionBias ? loader.LoadAsF32(prefix + ".gate.e_score_correction_bias", ds.NRoutedExperts) : null;
         experts = new GatedMlp[ds.NRoutedExperts];
         var inter = ds.MoeIntermediateSize;
-        if (loader.Backend.MoeExpertsOnBackendMaxPicks > 0 && loader.Config.HiddenAct is "silu" or "swish")
+        if (loader.Backend.MoeExpertsOnBackendMaxPicks(ds.NRoutedExperts) > 0 && loader.Config.HiddenAct is "silu" or "swish")
         {
             var count = ds.NRoutedExperts;
             var expertPrefixes = Enumerable.Range(0, count).Select(e => $"{prefix}.experts.{e}").ToArray();
@@ -63,21 +63,12 @@ public sealed class DeepseekMoe : IFeedForward
         sharedExperts = new GatedMlp(loader, prefix + ".shared_experts", hidden, ds.MoeIntermediateSize * ds.NSharedExperts, false);
     }
 
-    /// <summary>
-    /// Picks an expert on average up to which a step goes to <see cref="IBackend.MoeExperts"/>. The CUDA kernels stream
-    /// an expert's rows once for every 8 of its picks, so long prefill chunks read each expert many times, where the
-    /// host path's per-expert GEMMs read it once: on DeepSeek-V2-Lite (64 experts, 6 a token) 512-token chunks (48
-    /// picks an expert) prefilled 43% faster on the host path, 256-token steps (24) were level to 52% faster on the
-    /// device path, and decode steps (up to 3 picks an expert at batch 32) 4–95% faster on the device path.
-    /// </summary>
-    public const int BackendPicksPerExpert = 16;
-
     /// <summary>Whether the routed experts are stacked for <see cref="IBackend.MoeExperts"/> (steps within <see cref="BackendPickLimit"/> then need no host decision).</summary>
     public bool RoutesOnBackend => gateUpStack is not null;
 
     /// <summary>The most picks (tokens × top-k) of a step that goes to <see cref="IBackend.MoeExperts"/> on <paramref name="backend"/> (0 where the experts are not stacked).</summary>
     public int BackendPickLimit(IBackend backend) =>
-        gateUpStack is null ? 0 : Math.Min(backend.MoeExpertsOnBackendMaxPicks, BackendPicksPerExpert * routing.Experts);
+        gateUpStack is null ? 0 : backend.MoeExpertsOnBackendMaxPicks(routing.Experts);
 
     /// <summary>Top-k: the picks each token makes.</summary>
     public int PicksPerToken => routing.TopK;
