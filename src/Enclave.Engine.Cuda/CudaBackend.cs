@@ -1690,6 +1690,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
     // launch must not allocate a name.
     private static readonly string[] EmbeddingKernels = PerWeightType("embedding_");
     private static readonly string[] RmsNormKernels = PerWeightType("rmsnorm_");
+    private static readonly string[] LatentNormRopeKernels = PerWeightType("latent_norm_rope_");
     private static readonly string[] AddRmsNormKernels = PerWeightType("add_rmsnorm_");
     private static readonly string[] GemmKernels = PerWeightType("gemm_");
 
@@ -1836,10 +1837,98 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
             return;
         }
 
-        ulong px = xt.Pointer, pw = w.Pointer, po = o.Pointer;
-        void** args = stackalloc void*[] { &px, &pw, &po, &heads, &inDim, &outDim };
+        LaunchHeadMatMul(xt.Pointer, inDim, w.Pointer, o.Pointer, outDim, tokens, heads, inDim, outDim);
+    }
+
+    /// <summary>head_matmul over rows (t, h) that are xStride and outStride floats apart.</summary>
+    private void LaunchHeadMatMul(ulong px, int xStride, ulong pw, ulong po, int outStride, int tokens, int heads, int inDim, int outDim)
+    {
+        void** args = stackalloc void*[] { &px, &pw, &po, &heads, &inDim, &outDim, &xStride, &outStride };
         const int warps = 8; // a row a warp, 8 rows a block (head_matmul.cu)
         Launch("head_matmul.cu", "head_matmul", (uint)(heads * ((outDim + warps - 1) / warps)), (uint)tokens, 32 * warps, args);
+    }
+
+    /// <summary>
+    /// Whether <see cref="LatentNormRope"/> and <see cref="LatentQuery"/> run as one and two launches (default) or as
+    /// their parts (copies, RmsNorm, Rope, HeadMatMul), for comparisons (ENCLAVE_CUDA_MLA_FUSED=0).
+    /// </summary>
+    public bool FusedLatentOps { get; set; } = true;
+
+    /// <summary>One launch (latent_norm_rope.cu) where the default takes six; the default's when rope rotates only part of the rope columns.</summary>
+    public void LatentNormRope(DeviceTensor latent, DeviceTensor normWeight, float eps, ForwardBatch batch, RopeSpec rope, DeviceTensor compressed, DeviceTensor pe)
+    {
+        var lt = Cuda(latent);
+        var w = Cuda(normWeight);
+        EnsurePrepared(batch);
+        int rank = compressed.Columns, width = lt.Columns, rotary = rope.RotaryDim;
+        if (lt.Rows != _tokens || rank + pe.Columns != width || w.ElementCount != rank || rotary > pe.Columns || rotary % 2 != 0 || rope.InverseFrequencies.Length < rotary / 2)
+        {
+            throw new ArgumentException($"LatentNormRope shapes do not match: latent {lt}, weight {w}, rank {rank}, rope {pe.Columns} (rotary {rotary}), {_tokens} tokens");
+        }
+
+        Require(lt, DType.F32);
+        if (rotary != pe.Columns || !FusedLatentOps)
+        {
+            IBackend.LatentNormRopeAsParts(this, latent, normWeight, eps, batch, rope, compressed, pe);
+            return;
+        }
+
+        if (_tokens == 0)
+        {
+            return;
+        }
+
+        var frequencies = RopeFrequencies(rope);
+        ulong pl = lt.Pointer, pw = w.Pointer, positions = Meta(_tokens);
+        var interleaved = rope.Interleaved ? 1 : 0;
+        var scaling = rope.AttentionScaling;
+        void** args = stackalloc void*[] { &pl, &pw, &rank, &width, &eps, &positions, &frequencies, &rotary, &interleaved, &scaling };
+        Launch("latent_norm_rope.cu", LatentNormRopeKernels[TypeIndex(w.DType)], (uint)_tokens, 1, 256, args);
+    }
+
+    /// <summary>
+    /// Two launches where the default takes six: head_matmul reads q_nope inside q and writes the first rank columns of
+    /// each qFull row, and rope_copy writes rope(q_pe) into the rest. The default's when rope rotates only part of q_pe.
+    /// </summary>
+    public void LatentQuery(DeviceTensor q, DeviceTensor keyAbsorb, ForwardBatch batch, RopeSpec rope, DeviceTensor qFull, DeviceTensor qNope, DeviceTensor qPe, DeviceTensor qLatent)
+    {
+        var qt = Cuda(q);
+        var w = Cuda(keyAbsorb);
+        var o = Cuda(qFull);
+        EnsurePrepared(batch);
+        int nope = qNope.Columns, ropeWidth = qPe.Columns, rank = qLatent.Columns, rotary = rope.RotaryDim;
+        int tokens = qt.Rank == 3 ? qt.Shape[0] : -1, heads = qt.Rank == 3 ? qt.Shape[1] : 0;
+        if (tokens != _tokens || qt.Shape[^1] != nope + ropeWidth || w.Rank != 3 || w.Shape[0] != heads || w.Shape[1] != rank || w.Shape[2] != nope
+            || o.ElementCount != (long)tokens * heads * (rank + ropeWidth) || rotary > ropeWidth || rotary % 2 != 0 || rope.InverseFrequencies.Length < rotary / 2)
+        {
+            throw new ArgumentException($"LatentQuery shapes do not match: q {qt}, key absorb {w}, q full {o}, nope {nope}, rope {ropeWidth} (rotary {rotary}), rank {rank}, {_tokens} tokens");
+        }
+
+        foreach (var t in new[] { qt, w, o })
+        {
+            Require(t, DType.F32);
+        }
+
+        if (rotary != ropeWidth || !FusedLatentOps)
+        {
+            IBackend.LatentQueryAsParts(this, q, keyAbsorb, batch, rope, qFull, qNope, qPe, qLatent);
+            return;
+        }
+
+        if (tokens == 0)
+        {
+            return;
+        }
+
+        int qStride = nope + ropeWidth, fullStride = rank + ropeWidth;
+        LaunchHeadMatMul(qt.Pointer, qStride, w.Pointer, o.Pointer, fullStride, tokens, heads, nope, rank);
+        var frequencies = RopeFrequencies(rope);
+        ulong src = qt.Pointer + ((ulong)nope * sizeof(float)), dst = o.Pointer + ((ulong)rank * sizeof(float)), positions = Meta(_tokens);
+        var interleaved = rope.Interleaved ? 1 : 0;
+        var scaling = rope.AttentionScaling;
+        void** args = stackalloc void*[] { &src, &qStride, &dst, &fullStride, &positions, &frequencies, &tokens, &heads, &rotary, &interleaved, &scaling };
+        var pairs = (long)tokens * heads * (rotary / 2);
+        Launch("rope.cu", "rope_copy", (uint)((pairs + 255) / 256), 1, 256, args);
     }
 
     public void LatentAttention(DeviceTensor q, DeviceTensor latent, DeviceTensor latentCache, ForwardBatch batch, float scale, int valueDim, DeviceTensor output)

@@ -60,8 +60,9 @@ public static class DeviceSelection
     /// ENCLAVE_CUDA_MMA_DECODE=N sets the sequences × KV heads from which decode attention runs on the MMA kernel (0: never)
     /// and ENCLAVE_CUDA_MMA_DECODE_SPLITS=N caps its key spans (1: one span a sequence), and ENCLAVE_CUDA_GEMV_TOKENS=N
     /// sets the most tokens a product runs as a GEMV (0: every product on the GEMM path), ENCLAVE_CUDA_LATENT_SPLIT_BLOCKS=N
-    /// the blocks a multiprocessor MLA decode attention splits contexts for, and ENCLAVE_CUDA_MOE=host keeps
-    /// MoE routing on the host (MoE models then run their decode steps without graphs), for benchmarks.
+    /// the blocks a multiprocessor MLA decode attention splits contexts for, ENCLAVE_CUDA_MOE=host keeps
+    /// MoE routing on the host (MoE models then run their decode steps without graphs), and ENCLAVE_CUDA_MLA_FUSED=0
+    /// runs MLA's latent norm/rope and latent query as their parts, for benchmarks.
     /// </summary>
     private static CudaBackend CreateCuda(int ordinal, bool enforceEager)
     {
@@ -73,6 +74,7 @@ public static class DeviceSelection
         var latentSplitBlocks = WholeNumber("ENCLAVE_CUDA_LATENT_SPLIT_BLOCKS", 1);
         var programmaticLaunch = WholeNumber("ENCLAVE_CUDA_PDL", 0);
         var hostMoe = string.Equals(Environment.GetEnvironmentVariable("ENCLAVE_CUDA_MOE"), "host", StringComparison.OrdinalIgnoreCase);
+        var fusedLatent = WholeNumber("ENCLAVE_CUDA_MLA_FUSED", 0);
 
         try
         {
@@ -104,6 +106,11 @@ public static class DeviceSelection
             if (latentSplitBlocks > 0)
             {
                 backend.LatentSplitBlocksPerMultiprocessor = latentSplitBlocks;
+            }
+
+            if (fusedLatent >= 0)
+            {
+                backend.FusedLatentOps = fusedLatent != 0;
             }
 
             return backend;

@@ -1,24 +1,8 @@
 // rope: rotary position embedding in place on x [tokens, heads, head_dim], one thread per rotated pair.
 // interleaved = 0: GPT-NeoX pairs (i, i + rotary_dim/2); 1: GPT-J pairs (2i, 2i+1). scaling multiplies cos and sin.
 // rope_kv_write: the same rotation of q and k fused with the cache write of k and v (see below).
-#include "common.cuh"
+#include "rope.cuh"
 
-// Rotates pair `pair` of x [tokens, heads, head_dim] in place (pairs numbered token-major, then head, then i < half):
-// a = x_a cos - x_b sin, b = x_b cos + x_a sin, both scaled.
-__device__ __forceinline__ void rope_pair(float* x, long pair, const int* positions, const float* inv_freq, int heads, int head_dim,
-                                          int half, int interleaved, float scaling)
-{
-    const int i = (int)(pair % half);
-    const long th = pair / half;
-    const int t = (int)(th / heads);
-    const float angle = (float)positions[t] * inv_freq[i];
-    const float c = cosf(angle) * scaling, s = sinf(angle) * scaling;
-    float* head = x + th * head_dim;
-    const int a = interleaved ? 2 * i : i, b = interleaved ? 2 * i + 1 : i + half;
-    const float x0 = head[a], x1 = head[b];
-    head[a] = x0 * c - x1 * s;
-    head[b] = x1 * c + x0 * s;
-}
 extern "C" __global__ void rope(float* x, const int* positions, const float* inv_freq, int tokens, int heads, int head_dim,
                                 int rotary_dim, int interleaved, float scaling)
 {
@@ -27,6 +11,19 @@ extern "C" __global__ void rope(float* x, const int* positions, const float* inv
     const long idx = (long)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= (long)tokens * heads * half) return;
     rope_pair(x, idx, positions, inv_freq, heads, head_dim, half, interleaved, scaling);
+}
+
+// dst rows (t, h) = src rows (t, h) rotated, the first rotary_dim columns of each: src and dst are [tokens, heads, *]
+// with src_stride and dst_stride floats between rows. MLA's query writes rope(q_pe) into the latent query's last
+// columns with it, instead of a copy out, a rope and a copy back.
+extern "C" __global__ void rope_copy(const float* src, int src_stride, float* dst, int dst_stride, const int* positions, const float* inv_freq,
+                                     int tokens, int heads, int rotary_dim, int interleaved, float scaling)
+{
+    launch_gate();
+    const int half = rotary_dim / 2;
+    const long idx = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (long)tokens * heads * half) return;
+    rope_pair_to(src, src_stride, dst, dst_stride, idx, positions, inv_freq, heads, half, interleaved, scaling);
 }
 
 // Rotates q in place and writes k (rotated) and v into the paged cache rows of this step's tokens, in one launch

@@ -79,6 +79,12 @@ public abstract class DelegatingBackend(IBackend inner) : IBackend
 
     public virtual void HeadMatMul(DeviceTensor x, DeviceTensor weight, DeviceTensor output) => Inner.HeadMatMul(x, weight, output);
 
+    public virtual void LatentNormRope(DeviceTensor latent, DeviceTensor normWeight, float eps, ForwardBatch batch, RopeSpec rope, DeviceTensor compressed, DeviceTensor pe) =>
+        Inner.LatentNormRope(latent, normWeight, eps, batch, rope, compressed, pe);
+
+    public virtual void LatentQuery(DeviceTensor q, DeviceTensor keyAbsorb, ForwardBatch batch, RopeSpec rope, DeviceTensor qFull, DeviceTensor qNope, DeviceTensor qPe,
+        DeviceTensor qLatent) => Inner.LatentQuery(q, keyAbsorb, batch, rope, qFull, qNope, qPe, qLatent);
+
     public virtual void LatentAttention(DeviceTensor q, DeviceTensor latent, DeviceTensor latentCache, ForwardBatch batch, float scale, int valueDim, DeviceTensor output) =>
         Inner.LatentAttention(q, latent, latentCache, batch, scale, valueDim, output);
 

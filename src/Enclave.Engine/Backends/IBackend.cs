@@ -182,6 +182,53 @@ public interface IBackend : IDisposable
     void HeadMatMul(DeviceTensor x, DeviceTensor weight, DeviceTensor output);
 
     /// <summary>
+    /// MLA's compressed KV row, in place: latent [T, rank + rope] gets RMSNorm (normWeight [rank], eps) over columns
+    /// [0, rank), kv_a_layernorm, and RoPE at the batch's positions (one head of rope.RotaryDim) over columns
+    /// [rank, rank + rope), the rotation of k_pe. compressed [T, rank] and pe [T, rope] are scratch whose contents
+    /// afterwards are undefined. The default copies the two parts out, normalises and rotates them, and copies them
+    /// back (six operations, which a backend may do in one).
+    /// </summary>
+    void LatentNormRope(DeviceTensor latent, DeviceTensor normWeight, float eps, ForwardBatch batch, RopeSpec rope, DeviceTensor compressed, DeviceTensor pe) =>
+        LatentNormRopeAsParts(this, latent, normWeight, eps, batch, rope, compressed, pe);
+
+    /// <summary><see cref="LatentNormRope"/> as copies, RmsNorm and Rope on <paramref name="backend"/>.</summary>
+    static void LatentNormRopeAsParts(IBackend backend, DeviceTensor latent, DeviceTensor normWeight, float eps, ForwardBatch batch, RopeSpec rope,
+        DeviceTensor compressed, DeviceTensor pe)
+    {
+        int rank = compressed.Columns, ropeWidth = pe.Columns;
+        backend.CopyColumns(latent, 0, compressed, 0, rank);
+        backend.CopyColumns(latent, rank, pe, 0, ropeWidth);
+        backend.RmsNorm(compressed, normWeight, eps, compressed);
+        backend.Rope(pe.Reshape((int)pe.Rows, 1, ropeWidth), batch, rope);
+        backend.CopyColumns(compressed, 0, latent, 0, rank);
+        backend.CopyColumns(pe, 0, latent, rank, ropeWidth);
+    }
+
+    /// <summary>
+    /// MLA's query in latent space: q [T, heads, nope + rope] → qFull [T, heads, rank + rope], each head's row being
+    /// [keyAbsorb[h] · q_nope (rank values) | RoPE(q_pe) at the token's position]; keyAbsorb: [heads, rank, nope].
+    /// qNope [T * heads, nope], qPe [T * heads, rope] and qLatent [T * heads, rank] are scratch whose contents
+    /// afterwards are undefined. The default splits q, rotates, multiplies and joins (six operations).
+    /// </summary>
+    void LatentQuery(DeviceTensor q, DeviceTensor keyAbsorb, ForwardBatch batch, RopeSpec rope, DeviceTensor qFull, DeviceTensor qNope, DeviceTensor qPe, DeviceTensor qLatent) =>
+        LatentQueryAsParts(this, q, keyAbsorb, batch, rope, qFull, qNope, qPe, qLatent);
+
+    /// <summary><see cref="LatentQuery"/> as copies, Rope and HeadMatMul on <paramref name="backend"/>.</summary>
+    static void LatentQueryAsParts(IBackend backend, DeviceTensor q, DeviceTensor keyAbsorb, ForwardBatch batch, RopeSpec rope, DeviceTensor qFull,
+        DeviceTensor qNope, DeviceTensor qPe, DeviceTensor qLatent)
+    {
+        int tokens = q.Shape[0], heads = q.Shape[1], nope = qNope.Columns, ropeWidth = qPe.Columns, rank = qLatent.Columns;
+        var rows = q.Reshape(tokens * heads, nope + ropeWidth);
+        backend.CopyColumns(rows, 0, qNope, 0, nope);
+        backend.CopyColumns(rows, nope, qPe, 0, ropeWidth);
+        backend.Rope(qPe.Reshape(tokens, heads, ropeWidth), batch, rope);
+        backend.HeadMatMul(qNope.Reshape(tokens, heads, nope), keyAbsorb, qLatent.Reshape(tokens, heads, rank));
+        var full = qFull.Reshape(tokens * heads, rank + ropeWidth);
+        backend.CopyColumns(qLatent, 0, full, 0, rank);
+        backend.CopyColumns(qPe, 0, full, rank, ropeWidth);
+    }
+
+    /// <summary>
     /// Multi-head latent attention in the weight-absorbed form. Writes each token's latent row into the cache at
     /// batch.SlotMapping, then for every query head attends over the sequence's cached rows, keys being the whole
     /// row and values its first valueDim columns (the compressed latent; the rope key is only scored against).

@@ -230,6 +230,20 @@ public sealed class ProfilingBackend : IBackend
         Stop(t, "head matmul", weight, x.Shape[0]);
     }
 
+    public void LatentNormRope(DeviceTensor latent, DeviceTensor normWeight, float eps, ForwardBatch batch, RopeSpec rope, DeviceTensor compressed, DeviceTensor pe)
+    {
+        var t = Start();
+        Inner.LatentNormRope(latent, normWeight, eps, batch, rope, compressed, pe);
+        Stop(t, "latent norm + rope", tokens: batch.TokenCount);
+    }
+
+    public void LatentQuery(DeviceTensor q, DeviceTensor keyAbsorb, ForwardBatch batch, RopeSpec rope, DeviceTensor qFull, DeviceTensor qNope, DeviceTensor qPe, DeviceTensor qLatent)
+    {
+        var t = Start();
+        Inner.LatentQuery(q, keyAbsorb, batch, rope, qFull, qNope, qPe, qLatent);
+        Stop(t, "latent query", keyAbsorb, q.Shape[0]);
+    }
+
     public void LatentAttention(DeviceTensor q, DeviceTensor latent, DeviceTensor latentCache, ForwardBatch batch, float scale, int valueDim, DeviceTensor output)
     {
         var t = Start();

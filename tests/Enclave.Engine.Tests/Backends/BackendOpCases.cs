@@ -155,6 +155,12 @@ internal static class BackendOpCases
         cases["head_matmul/t5h4/16to32"] = (b => HeadMatMul(b, 5, 4, 16, 32), 1e-5);
         cases["head_matmul/t3h7/33to17"] = (b => HeadMatMul(b, 3, 7, 33, 17), 1e-5);
         cases["head_matmul/t2h16/512to128"] = (b => HeadMatMul(b, 2, 16, 512, 128), 1e-5);
+        cases["latent_norm_rope/f32/t3/rank40/rope8/neox"] = (b => LatentNormRope(b, DType.F32, 3, 40, 8, 8, false), 1e-5);
+        cases["latent_norm_rope/bf16/t5/rank512/rope64/interleaved"] = (b => LatentNormRope(b, DType.BF16, 5, 512, 64, 64, true), 1e-5);
+        cases["latent_norm_rope/f16/t2/rank33/rope12/partial"] = (b => LatentNormRope(b, DType.F16, 2, 33, 12, 8, false), 1e-5);
+        cases["latent_query/t3h5/nope24/rope8/rank40"] = (b => LatentQuery(b, 3, 5, 24, 8, 8, 40, false), 1e-5);
+        cases["latent_query/t2h16/nope128/rope64/rank512/interleaved"] = (b => LatentQuery(b, 2, 16, 128, 64, 64, 512, true), 1e-5);
+        cases["latent_query/t4h3/nope10/rope12/rank17/partial"] = (b => LatentQuery(b, 4, 3, 10, 12, 8, 17, false), 1e-5);
         cases["latent_attention/h4/r32+8/bs4/mixed"] = (b => LatentAttention(b, 4, 32, 8, 4, [(7, 7), (1, 9)]), 1e-5);
         cases["latent_attention/h16/r64+16/bs16/decode"] = (b => LatentAttention(b, 16, 64, 16, 16, [(1, 40), (3, 3), (1, 1)]), 1e-5);
         cases["latent_attention/h8/r512+64/bs16/long"] = (b => LatentAttention(b, 8, 512, 64, 16, [(1, 300), (2, 130)]), 1e-5);
@@ -762,6 +768,38 @@ internal static class BackendOpCases
         using var output = Poisoned(b, tokens, heads, outDim);
         b.HeadMatMul(x, w, output);
         return [Read(b, output)];
+    }
+
+    /// <summary>latent [T, rank + rope] normalised and rotated in place; the scratch halves start poisoned.</summary>
+    private static float[][] LatentNormRope(IBackend b, DType weightType, int tokens, int rank, int rope, int rotary, bool interleaved)
+    {
+        var random = new Random((tokens * 13) + rank + rope);
+        var positions = Enumerable.Range(0, tokens).Select(_ => random.Next(5000)).ToArray();
+        using var latent = F32(b, Values(random, tokens * (rank + rope), 3f), tokens, rank + rope);
+        using var weight = Weight(b, weightType, Values(random, rank), rank);
+        using var compressed = Poisoned(b, tokens, rank);
+        using var pe = Poisoned(b, tokens, rope);
+        var batch = Simple(tokens, positions: positions);
+        b.PrepareStep(batch);
+        b.LatentNormRope(latent, weight, 1e-6f, batch, TestRope(rotary, interleaved, 1.1f), compressed, pe);
+        return [Read(b, latent)];
+    }
+
+    /// <summary>qFull [T, heads, rank + rope] from q [T, heads, nope + rope]; qFull and the scratch start poisoned.</summary>
+    private static float[][] LatentQuery(IBackend b, int tokens, int heads, int nope, int rope, int rotary, int rank, bool interleaved)
+    {
+        var random = new Random((tokens * heads) + nope + rank);
+        var positions = Enumerable.Range(0, tokens).Select(_ => random.Next(5000)).ToArray();
+        using var q = F32(b, Values(random, tokens * heads * (nope + rope)), tokens, heads, nope + rope);
+        using var keyAbsorb = F32(b, Values(random, heads * rank * nope), heads, rank, nope);
+        using var qFull = Poisoned(b, tokens * heads, rank + rope);
+        using var qNope = Poisoned(b, tokens * heads, nope);
+        using var qPe = Poisoned(b, tokens * heads, rope);
+        using var qLatent = Poisoned(b, tokens * heads, rank);
+        var batch = Simple(tokens, positions: positions);
+        b.PrepareStep(batch);
+        b.LatentQuery(q, keyAbsorb, batch, TestRope(rotary, interleaved, 1f), qFull, qNope, qPe, qLatent);
+        return [Read(b, qFull)];
     }
 
     private static float[][] MoeRoute(IBackend b, MoeRouting routing, int tokens, bool withBias)

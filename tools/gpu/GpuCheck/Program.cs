@@ -17,7 +17,7 @@ namespace Enclave.Tools.GpuCheck;
 /// Runs on a GPU host without the .NET SDK (published self-contained): the op table against the float64 reference,
 /// fixture parity against transformers, decode-graph parity (recorded and replayed steps against eager ones), and a
 /// BF16 decode/prefill benchmark with dummy weights at real shapes, decode graphs on and off.
-/// Usage: GpuCheck [--fixtures DIR [--only-fixture NAME]...] [--skip-ops] [--bench CONFIG.json]... [--decode-steps N] [--prompt-len N]
+/// Usage: GpuCheck [--fixtures DIR [--only-fixture NAME]...] [--skip-ops | --ops PREFIX,...] [--bench CONFIG.json]... [--decode-steps N] [--prompt-len N]
 ///        GpuCheck --gemm-peak   (cuBLAS BF16 GEMM throughput only: the peak that prefill is measured against)
 /// Exit code 1 when any check fails.
 /// </summary>
@@ -44,6 +44,7 @@ internal static class Program
                 case "--gemm-peak": gemmPeak = true; break;
                 case "--only-fixture": only.Add(args[++i]); break;
                 case "--skip-ops": skipOps = true; break;
+                case "--ops": opPrefixes = args[++i].Split(',', StringSplitOptions.RemoveEmptyEntries); break;
                 default: Console.Error.WriteLine($"unknown argument {args[i]}"); return 2;
             }
         }
@@ -102,12 +103,18 @@ internal static class Program
         return failures == 0 ? 0 : 1;
     }
 
+    /// <summary>--ops a,b: only the op-table cases whose names start with one of these (all when empty).</summary>
+    private static string[] opPrefixes = [];
+
+    private static IEnumerable<string> Selected(IEnumerable<string> names) =>
+        opPrefixes.Length == 0 ? names : names.Where(n => opPrefixes.Any(p => n.StartsWith(p, StringComparison.Ordinal)));
+
     private static void Ops(CudaBackend cuda)
     {
         using var reference = new ReferenceBackend();
         Console.WriteLine("== op table: cuda vs float64 reference (NaN-poisoned outputs)");
         // Quantized (FP8/AWQ/GPTQ) weights and the encoder ops have no CUDA kernels yet; the backend refuses them with a clear message.
-        foreach (var name in BackendOpCases.CudaNames)
+        foreach (var name in Selected(BackendOpCases.CudaNames))
         {
             Report(BackendOpCases.Run(name, cuda, reference));
         }
@@ -116,7 +123,7 @@ internal static class Program
         var latentBlocks = cuda.LatentSplitBlocksPerMultiprocessor;
         cuda.LatentSplitBlocksPerMultiprocessor = 8;
         Console.WriteLine("== latent attention split for 8 blocks a multiprocessor");
-        foreach (var name in BackendOpCases.CudaNames.Where(n => n.StartsWith("latent_attention/", StringComparison.Ordinal)))
+        foreach (var name in Selected(BackendOpCases.CudaNames).Where(n => n.StartsWith("latent_attention/", StringComparison.Ordinal)))
         {
             Report(BackendOpCases.Run(name, cuda, reference));
         }
@@ -125,14 +132,14 @@ internal static class Program
         cuda.TensorCoreGemm = true;
         Console.WriteLine("== matmul through cuBLAS tensor cores (activations rounded to the weight type; tolerance 2e-2)");
         string[] tensorCoreProducts = ["matmul/", "matmul_shared/", "silu_gated_matmul/", "silu_gated_mlp/"];
-        foreach (var name in BackendOpCases.Names.Where(n => tensorCoreProducts.Any(p => n.StartsWith(p, StringComparison.Ordinal)) && !n.Contains("/t1/", StringComparison.Ordinal)))
+        foreach (var name in Selected(BackendOpCases.Names).Where(n => tensorCoreProducts.Any(p => n.StartsWith(p, StringComparison.Ordinal)) && !n.Contains("/t1/", StringComparison.Ordinal)))
         {
             Report(BackendOpCases.Run(name, cuda, reference, 2e-2));
         }
 
         // Prefill attention in the same mode runs q·k and p·v on f16 tensor cores (10-bit mantissa, fp32 accumulation).
         Console.WriteLine("== prefill attention on f16 tensor cores (tolerance 2e-2)");
-        foreach (var name in BackendOpCases.TensorCoreAttentionNames)
+        foreach (var name in Selected(BackendOpCases.TensorCoreAttentionNames))
         {
             Report(BackendOpCases.Run(name, cuda, reference, 2e-2));
         }
@@ -141,7 +148,7 @@ internal static class Program
         Console.WriteLine("== decode attention on the bf16 MMA kernel (tolerance 2e-2)");
         var mmaDecode = cuda.MmaDecodeMinBlocks;
         cuda.MmaDecodeMinBlocks = 1;
-        foreach (var name in BackendOpCases.MmaDecodeAttentionNames)
+        foreach (var name in Selected(BackendOpCases.MmaDecodeAttentionNames))
         {
             Report(BackendOpCases.Run(name, cuda, reference, 2e-2));
         }

@@ -78,29 +78,16 @@ public sealed class MultiHeadLatentAttention
             qProj!.Forward(backend, x, q);
         }
 
-        var qHeads = q.Reshape(rows, nope + rope);
-        var qNope = scratch.Get("mla.q_nope", rows, nope); // [T * heads, nope]
-        var qPe = scratch.Get("mla.q_pe", rows, rope);     // [T * heads, rope]
-        backend.CopyColumns(qHeads, 0, qNope, 0, nope);
-        backend.CopyColumns(qHeads, nope, qPe, 0, rope);
-        backend.Rope(qPe.Reshape(tokens, heads, rope), batch, ropeSpec);
-
-        var latent = scratch.Get("mla.latent", tokens, rank + rope); // [T, rank + rope]: the cached row
-        var compressed = scratch.Get("mla.kv_c", tokens, rank);      // [T, rank]
-        var kPe = scratch.Get("mla.k_pe", tokens, rope);             // [T, rope]
+        // The cached row: kv_a_proj_with_mqa, then kv_a_layernorm on its compressed part and rope on its k_pe part.
+        var latent = scratch.Get("mla.latent", tokens, rank + rope); // [T, rank + rope]
         kvAProjWithMqa.Forward(backend, x, latent);
-        backend.CopyColumns(latent, 0, compressed, 0, rank);
-        backend.CopyColumns(latent, rank, kPe, 0, rope);
-        backend.RmsNorm(compressed, kvALayerNorm, LoraNormEps, compressed);
-        backend.Rope(kPe.Reshape(tokens, 1, rope), batch, ropeSpec);
-        backend.CopyColumns(compressed, 0, latent, 0, rank);
-        backend.CopyColumns(kPe, 0, latent, rank, rope);
+        backend.LatentNormRope(latent, kvALayerNorm, LoraNormEps, batch, ropeSpec,
+            scratch.Get("mla.kv_c", tokens, rank), scratch.Get("mla.k_pe", tokens, rope));
 
-        var qLatent = scratch.Get("mla.q_latent", rows, rank);     // [T * heads, rank]
-        var qFull = scratch.Get("mla.q_full", rows, rank + rope);  // [T * heads, rank + rope]
-        backend.HeadMatMul(qNope.Reshape(tokens, heads, nope), keyAbsorb, qLatent.Reshape(tokens, heads, rank));
-        backend.CopyColumns(qLatent, 0, qFull, 0, rank);
-        backend.CopyColumns(qPe, 0, qFull, rank, rope);
+        // The query folded into latent space: [W_UK q_nope | rope(q_pe)] per head.
+        var qFull = scratch.Get("mla.q_full", rows, rank + rope); // [T * heads, rank + rope]
+        backend.LatentQuery(q.Reshape(tokens, heads, nope + rope), keyAbsorb, batch, ropeSpec, qFull,
+            scratch.Get("mla.q_nope", rows, nope), scratch.Get("mla.q_pe", rows, rope), scratch.Get("mla.q_latent", rows, rank));
 
         var context = scratch.Get("mla.context", rows, rank); // [T * heads, rank]
         backend.LatentAttention(qFull.Reshape(tokens, heads, rank + rope), latent, latentCache, batch, Scale, rank,
