@@ -30,6 +30,11 @@ flags="-O2 -ffreestanding -fno-builtin -fno-asynchronous-unwind-tables -fcf-prot
             echo "$name.c: the object has data sections; the kernel must not use constants in memory" >&2
             exit 1
         fi
+        # The caller enters at the first byte: one function only (a helper the compiler did not inline would sit there).
+        if [ "$(nm "$work/$name.o" | awk '$2 ~ /^[tT]$/' | wc -l)" != 1 ]; then
+            echo "$name.c: the object has more than one function; inline the helpers" >&2
+            exit 1
+        fi
         objcopy -O binary -j .text "$work/$name.o" "$work/$name.bin"
         field=$(echo "${name%_amx}" | sed -E 's/^(.)/\U\1/; s/_(.)/_\U\1/g')
         echo "    /// <summary>$name.c (SHA-256 of it and the headers $(cat "$src" "$here"/*.h | sha256sum | cut -c1-16)), $(stat -c %s "$work/$name.bin") bytes.</summary>"
