@@ -10,7 +10,9 @@ namespace Enclave.Engine.Backends.Cpu;
 /// called through a function pointer. Used on Linux x64 when CPUID reports AMX-TILE and AMX-INT8 with AVX-512F, BMI2 and
 /// F16C and the kernel grants the process the tile data state (arch_prctl ARCH_REQ_XCOMP_PERM); ENCLAVE_CPU_AMX=0
 /// turns it off, for comparisons. Where CPUID also reports AMX-BF16, AVX512-BF16 and AVX512-BW, Q8_0 prefill products
-/// take the bf16 kernel (<see cref="Q8_0Bf16"/>) instead of the int8 one.
+/// take the bf16 kernel (<see cref="Q8_0Bf16"/>) instead of the int8 one, and F16 and BF16 prefill products run on bf16
+/// tiles with every value split into two bf16 parts (<see cref="F16"/>, <see cref="Bf16"/>; ENCLAVE_CPU_AMX_F16=0 keeps
+/// those two on the vector units, for comparisons).
 /// </summary>
 internal static unsafe partial class CpuAmx
 {
@@ -31,6 +33,12 @@ internal static unsafe partial class CpuAmx
 
     /// <summary>The Q8_0 kernel on AMX-BF16 tiles, or null where the CPU lacks AMX-BF16 or AVX512-BF16 (or has no AMX kernels).</summary>
     public static Bf16Kernel? Q8_0Bf16 => Loaded.Value.Q8_0Bf16;
+
+    /// <summary>The F16 weight kernel on AMX-BF16 tiles, or null where the Q8_0 one is (or ENCLAVE_CPU_AMX_F16=0).</summary>
+    public static HalfKernel? F16 => Loaded.Value.F16;
+
+    /// <summary>The BF16 weight kernel on AMX-BF16 tiles, or null where the Q8_0 one is (or ENCLAVE_CPU_AMX_F16=0).</summary>
+    public static HalfKernel? Bf16 => Loaded.Value.Bf16;
 
     /// <summary>The kernel for weights of <paramref name="type"/>, or null where there is none (or no AMX here).</summary>
     public static Kernel? For(DType type)
@@ -89,16 +97,47 @@ internal static unsafe partial class CpuAmx
         public static long ScratchBytes(int inFeatures) => ((long)inFeatures * 128) + 1024;
     }
 
-    private sealed class State(Kernel[]? kernels, string status, Bf16Kernel? q8_0Bf16 = null)
+    /// <summary>
+    /// A 16-bit float weight kernel on AMX-BF16 tiles (tools/cpu-kernels/half_amx.h: f16_amx.c, bf16_amx.c): weights
+    /// converted per call, a pair of 16-row groups at a time, into high and low bf16 A tiles in scratch (BF16: copied,
+    /// they are exact), against the activations split the same way into B tiles (<see cref="CpuMatMul"/> packs them),
+    /// fp32 sums. Called as (w, wStride, rows, in, xb, tokenTiles, tokens, y, yStride, bias, chunk, scratch, config):
+    /// any row count and length, <c>chunk</c> blocks of 32 values a pass over the activations.
+    /// </summary>
+    internal readonly struct HalfKernel(byte* entry, byte* config, bool splitWeights)
+    {
+        public delegate* unmanaged<ushort*, long, int, int, ushort*, int, int, float*, long, float*, int, byte*, byte*, void> Entry { get; } =
+            (delegate* unmanaged<ushort*, long, int, int, ushort*, int, int, float*, long, float*, int, byte*, byte*, void>)entry;
+
+        /// <summary>The 64-byte tile configuration the kernel loads: all eight tiles 16 rows × 64 bytes.</summary>
+        public byte* Config { get; } = config;
+
+        /// <summary>Whether the weights are split into two bf16 parts (F16; BF16 weights are exact as they are).</summary>
+        public bool SplitWeights { get; } = splitWeights;
+
+        /// <summary>
+        /// Bytes of 64-byte aligned scratch one call needs: two buffers of a pair of groups × <paramref name="chunk"/>
+        /// blocks of converted weights (1 KiB a group and block, 2 KiB for F16), one fp32 tile, and with more than one
+        /// chunk the running sums of <paramref name="groups"/> × <paramref name="tokenTiles"/> result tiles.
+        /// </summary>
+        public long ScratchBytes(int chunk, int chunks, int groups, int tokenTiles) =>
+            (4L * chunk * (SplitWeights ? 2048 : 1024)) + 1024 + (chunks > 1 ? (long)groups * tokenTiles * 1024 : 0);
+    }
+
+    private sealed class State(Kernel[]? kernels, string status, Bf16Kernel? q8_0Bf16 = null, HalfKernel? f16 = null, HalfKernel? bf16 = null)
     {
         public Kernel[]? Kernels { get; } = kernels;
 
         public Bf16Kernel? Q8_0Bf16 { get; } = q8_0Bf16;
 
+        public HalfKernel? F16 { get; } = f16;
+
+        public HalfKernel? Bf16 { get; } = bf16;
+
         public string Status { get; } = status;
     }
 
-    /// <summary>The machine code of the kernels, in the order of <see cref="Formats"/>, then the Q8_0 bf16 kernel.</summary>
+    /// <summary>The machine code of the kernels, in the order of <see cref="Formats"/>, then the bf16 ones (Q8_0, F16, BF16).</summary>
     private static ReadOnlySpan<byte> Code(int index) => index switch
     {
         0 => AmxCode.Q8_0,
@@ -106,7 +145,9 @@ internal static unsafe partial class CpuAmx
         2 => AmxCode.Q4_K,
         3 => AmxCode.Q5_K,
         4 => AmxCode.Q6_K,
-        _ => AmxCode.Q8_0_Bf16,
+        5 => AmxCode.Q8_0_Bf16,
+        6 => AmxCode.F16,
+        _ => AmxCode.Bf16,
     };
 
     private static State Load()
@@ -142,7 +183,7 @@ internal static unsafe partial class CpuAmx
             }
 
             // The kernels in one executable mapping, each at a 64-byte boundary.
-            var offsets = new int[Formats.Length + 1];
+            var offsets = new int[Formats.Length + 3];
             var end = 0;
             for (var i = 0; i < offsets.Length; i++)
             {
@@ -184,8 +225,17 @@ internal static unsafe partial class CpuAmx
                 return new(kernels, "AMX int8 tiles for Q8_0, Q5_0, Q4_K, Q5_K and Q6_K prefill products (no AMX-BF16)");
             }
 
-            return new(kernels, "AMX tiles for Q8_0 (bf16), Q5_0, Q4_K, Q5_K and Q6_K (int8) prefill products",
-                new Bf16Kernel(memory + offsets[Formats.Length], TileConfig(64)));
+            var config64 = TileConfig(64);
+            var q8_0Bf16 = new Bf16Kernel(memory + offsets[Formats.Length], config64);
+            if (Environment.GetEnvironmentVariable("ENCLAVE_CPU_AMX_F16") == "0")
+            {
+                return new(kernels, "AMX tiles for Q8_0 (bf16), Q5_0, Q4_K, Q5_K and Q6_K (int8) prefill products (F16 and BF16 off: ENCLAVE_CPU_AMX_F16=0)",
+                    q8_0Bf16);
+            }
+
+            return new(kernels, "AMX tiles for Q8_0, F16 and BF16 (bf16), Q5_0, Q4_K, Q5_K and Q6_K (int8) prefill products", q8_0Bf16,
+                new HalfKernel(memory + offsets[Formats.Length + 1], config64, splitWeights: true),
+                new HalfKernel(memory + offsets[Formats.Length + 2], config64, splitWeights: false));
         }
         catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
         {
