@@ -225,10 +225,23 @@ public sealed class CpuBackendOpsTests
         using var wt = Raw(backend, dtype, weightBytes, outFeatures, inFeatures);
         using var bt = bias == null ? null : F32(backend, bias, outFeatures);
         using var yt = Poisoned(backend, tokens, outFeatures);
+        var amxProducts = backend.AmxHalfProducts;
         backend.MatMul(xt, wt, bt, yt);
 
         var expected = ReferenceOps.MatMul(Widen(x), tokens, inFeatures, weight, outFeatures, bias == null ? null : Widen(bias));
         var magnitude = ReferenceOps.MatMul(Abs(Widen(x)), tokens, inFeatures, Abs(weight), outFeatures, bias == null ? null : Abs(Widen(bias)));
+        if (backend.AmxHalfProducts != amxProducts)
+        {
+            // F16 and BF16 on AMX tiles: each product within about 2^-15 of its size, plus an fp32 sum of up to 3·in
+            // terms (the argument is in CpuAmxHalfTests); then the same product on the vector units, to the bound below.
+            AssertClose("MatMul on AMX tiles", expected, Download(backend, yt),
+                i => 1e-6 + ((Math.Pow(2, -14) + (((3 * inFeatures) + 1) * Math.Pow(2, -23))) * magnitude[i]));
+            using var vectors = new CpuBackend(3, backend.SimdWidth, amx: false);
+            using var vectorY = Poisoned(vectors, tokens, outFeatures);
+            vectors.MatMul(xt, wt, bt, vectorY);
+            AssertClose("MatMul", expected, Download(vectors, vectorY), i => 1e-6 + (2e-6 * magnitude[i]));
+            return;
+        }
 
         // fp32 accumulation: the error grows with the sum of the magnitudes of the terms.
         AssertClose("MatMul", expected, Download(backend, yt), i => 1e-6 + (2e-6 * magnitude[i]));

@@ -51,6 +51,9 @@ public sealed class CpuBackend : IBackend
     /// <summary>Of those, the Q8_0 products on the bf16 kernel (<see cref="CpuAmx.Q8_0Bf16"/>).</summary>
     internal long AmxBf16Products => _quantMatMul.AmxBf16Products;
 
+    /// <summary>F16 and BF16 products this backend has run on AMX tiles (<see cref="CpuAmx.F16"/>, <see cref="CpuAmx.Bf16"/>).</summary>
+    internal long AmxHalfProducts => _matMul.AmxProducts;
+
     /// <summary>
     /// Pins the vector width (512, 256, 128 or 1 for scalar) so each code path can be exercised; <paramref name="groupQ8_0"/>
     /// false keeps Q8_0 weights in the file's layout where they would be regrouped (<see cref="CpuQ8_0Groups"/>), and
@@ -68,6 +71,7 @@ public sealed class CpuBackend : IBackend
         _width = simdWidth;
         _groupQ8_0 = groupQ8_0 && CpuQ8_0Groups.IsSupported(simdWidth);
         _quantMatMul.AllowAmx = amx;
+        _matMul.AllowAmx = amx;
         _quantMatMul.AllowAmxBf16 = amxBf16;
         _pool = new CpuWorkerPool(threads == 0 ? Environment.ProcessorCount : threads);
         Name = $"cpu ({CpuSimd.Describe(simdWidth)}, {_pool.ThreadCount} threads)";

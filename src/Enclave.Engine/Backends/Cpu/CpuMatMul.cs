@@ -1,5 +1,7 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace Enclave.Engine.Backends.Cpu;
 
@@ -12,6 +14,12 @@ namespace Enclave.Engine.Backends.Cpu;
 /// exist) by four weight rows with one vector accumulator per pair: each weight vector is widened once and used
 /// for every token of the group, each x vector for all four rows.
 /// With one token (decode) this degenerates to a streaming GEMV over four rows at a time, split across threads.
+///
+/// F16 (without infinities or NaN) and BF16 products of <see cref="AmxMinTokens"/> or more tokens run on AMX-BF16 tiles
+/// where the CPU has them (<see cref="CpuAmx.F16"/>, <see cref="CpuAmx.Bf16"/>): x is split once per product into high
+/// and low bf16 parts packed as B tiles, the kernel converts each pair of 16-row weight groups the same way into
+/// per-thread scratch once per call, and the tile unit sums the products of the parts that matter in fp32, within
+/// about 2^-15 of each product (see tools/cpu-kernels/half_amx.h).
 /// </summary>
 internal static unsafe class CpuMatMul
 {
@@ -27,6 +35,23 @@ internal static unsafe class CpuMatMul
     // copy of the weights) and the fp32 kernel runs over it: the conversion is paid once per tile instead of once
     // per block of four tokens, which matters most for F16, whose conversion costs several instructions a vector.
     private const int WidenTileFromTokens = 8;
+
+    /// <summary>Weight rows and tokens of one AMX tile product.</summary>
+    private const int AmxTile = 16;
+
+    /// <summary>
+    /// Tokens from which F16 and BF16 products run on AMX tiles where there is a kernel (see <see cref="RunAmx"/>).
+    /// </summary>
+    internal const int AmxMinTokens = 16;
+
+    /// <summary>
+    /// Bytes of packed activations (both bf16 parts of every token tile) up to which the AMX kernel walks whole rows;
+    /// past that it walks them in chunks of about <see cref="AmxChunkBytes"/>, so that the chunk every group of a call
+    /// reads stays in L2 (2 MiB a core on the Xeons with AMX) beside the converted weights and the running sums.
+    /// </summary>
+    private const long AmxWholeRowBytes = 1 << 20;
+
+    private const long AmxChunkBytes = 512 << 10;
 
     public sealed class Job : CpuJob, IDisposable
     {
@@ -87,12 +112,60 @@ internal static unsafe class CpuMatMul
         public int BlockColumns;
         public int ScaleColumns;
 
+        /// <summary>
+        /// The AMX kernel this call runs on, or null. When set, <see cref="AmxX"/> holds x split into high and low bf16
+        /// parts as B tiles, [token tile][block of 32][2][16 pairs][16 tokens][2] (zero past the last token and past
+        /// <see cref="In"/>), packed one token tile a work item while <see cref="AmxPacking"/> is set, and then each work
+        /// item is <see cref="AmxGroupsPerItem"/> groups of 16 rows in one kernel call.
+        /// </summary>
+        public CpuAmx.HalfKernel? Amx;
+        public bool AmxPacking;
+        public ushort* AmxX;
+        public byte* AmxScratch;
+        public long AmxScratchBytes;
+        public int AmxTokenTiles;
+        public int AmxChunk;
+        public int AmxGroupsPerItem;
+        private long _amxXWords;
+        private long _amxScratchCapacity;
+
+        /// <summary>Whether products may run on AMX tiles at all (tests turn it off to compare with the vector kernels).</summary>
+        public bool AllowAmx { get; set; } = true;
+
+        /// <summary>Products this job has run on AMX tiles (for tests and profiles).</summary>
+        public long AmxProducts { get; set; }
+
+        /// <summary>Grows the packed activations to <paramref name="words"/> bf16 words and the scratch to <paramref name="scratchBytes"/> a worker.</summary>
+        public void EnsureAmx(long words, int workers, long scratchBytes)
+        {
+            if (words > _amxXWords)
+            {
+                NativeMemory.AlignedFree(AmxX);
+                AmxX = (ushort*)NativeMemory.AlignedAlloc((nuint)(words * sizeof(ushort)), 64);
+                _amxXWords = words;
+            }
+
+            AmxScratchBytes = scratchBytes;
+            if (workers * scratchBytes > _amxScratchCapacity)
+            {
+                NativeMemory.AlignedFree(AmxScratch);
+                _amxScratchCapacity = workers * scratchBytes;
+                AmxScratch = (byte*)NativeMemory.AlignedAlloc((nuint)_amxScratchCapacity, 64);
+            }
+        }
+
         /// <summary>Makes sure every thread has an fp32 buffer for a tile of <paramref name="floats"/>; grows only.</summary>
         public void EnsureScratch(int threads, long floats) => _scratch.Ensure(threads, floats);
 
         public void Dispose()
         {
             _scratch.Dispose();
+            NativeMemory.AlignedFree(AmxX);
+            NativeMemory.AlignedFree(AmxScratch);
+            AmxX = null;
+            AmxScratch = null;
+            _amxXWords = 0;
+            _amxScratchCapacity = 0;
             System.Runtime.InteropServices.NativeMemory.AlignedFree(_xEvenOdd);
             _xEvenOdd = null;
             _xEvenOddFloats = 0;
@@ -102,6 +175,24 @@ internal static unsafe class CpuMatMul
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public override void Execute(int index, int worker)
         {
+            if (Amx is { } amx)
+            {
+                if (AmxPacking)
+                {
+                    PackAmxTile(index);
+                }
+                else
+                {
+                    // Work item `index`: its groups of 16 rows (the last one perhaps partial) in one kernel call.
+                    var first = index * AmxGroupsPerItem * AmxTile;
+                    var rows = Math.Min(Out - first, AmxGroupsPerItem * AmxTile);
+                    amx.Entry((ushort*)W + ((long)first * In), In, rows, In, AmxX, AmxTokenTiles, Tokens, Y + first, Out,
+                        Bias == null ? null : Bias + first, AmxChunk, AmxScratch + (worker * AmxScratchBytes), amx.Config);
+                }
+
+                return;
+            }
+
             var rowStart = index * TileRows;
             var rowEnd = Math.Min(Out, rowStart + TileRows);
             switch (Width)
@@ -118,6 +209,102 @@ internal static unsafe class CpuMatMul
                 default:
                     Tile<SimdScalar, float>(rowStart, rowEnd, worker);
                     break;
+            }
+        }
+
+        /// <summary>
+        /// Token tile <paramref name="tile"/> of x as B tiles (<see cref="AmxX"/>): each value a = ahi + alo (+ a rest
+        /// below 2^-16·|a|), ahi = a rounded to 8 significant bits (half an ulp added to the fp32 bits, the low 16
+        /// cleared: nearest, ties away from zero; a − ahi is exact in fp32), alo = a − ahi rounded the same way. A
+        /// block's 32 values of a token are 16 dwords of two bf16 each, which a 16 × 16 transpose turns into the
+        /// 16 tile rows of the block (tile row k: values 2k and 2k + 1 of each token).
+        /// </summary>
+        private void PackAmxTile(int tile)
+        {
+            var blocks = (In + 31) / 32;
+            Span<Vector512<uint>> high = stackalloc Vector512<uint>[AmxTile];
+            Span<Vector512<uint>> low = stackalloc Vector512<uint>[AmxTile];
+            var padded = stackalloc float[32];
+            var round = Vector512.Create(0x8000u);
+            var top = Vector512.Create(0xFFFF0000u);
+            for (var b = 0; b < blocks; b++)
+            {
+                var column = b * 32;
+                for (var t = 0; t < AmxTile; t++)
+                {
+                    var token = (tile * AmxTile) + t;
+                    if (token >= Tokens)
+                    {
+                        high[t] = Vector512<uint>.Zero;
+                        low[t] = Vector512<uint>.Zero;
+                        continue;
+                    }
+
+                    var source = X + ((long)token * In) + column;
+                    if (column + 32 > In)
+                    {
+                        // The row's last, partial block: zero past its end.
+                        new Span<float>(padded, 32).Clear();
+                        new ReadOnlySpan<float>(source, In - column).CopyTo(new Span<float>(padded, 32));
+                        source = padded;
+                    }
+
+                    var a0 = Vector512.Load(source);
+                    var a1 = Vector512.Load(source + 16);
+                    var h0 = (a0.AsUInt32() + round) & top;
+                    var h1 = (a1.AsUInt32() + round) & top;
+                    var l0 = ((a0 - h0.AsSingle()).AsUInt32() + round) & top;
+                    var l1 = ((a1 - h1.AsSingle()).AsUInt32() + round) & top;
+                    high[t] = Vector512.Narrow(h0 >> 16, h1 >> 16).AsUInt32();
+                    low[t] = Vector512.Narrow(l0 >> 16, l1 >> 16).AsUInt32();
+                }
+
+                Transpose(high);
+                Transpose(low);
+                var destination = (uint*)(AmxX + (((long)tile * blocks) + b) * 1024);
+                for (var k = 0; k < AmxTile; k++)
+                {
+                    high[k].Store(destination + (k * AmxTile));
+                    low[k].Store(destination + 256 + (k * AmxTile));
+                }
+            }
+        }
+
+        /// <summary>16 rows of 16 dwords in place to 16 columns: in-lane unpacks of dwords and qwords, then two rounds of 128-bit lane shuffles.</summary>
+        private static void Transpose(Span<Vector512<uint>> v)
+        {
+            Span<Vector512<uint>> t = stackalloc Vector512<uint>[AmxTile];
+            Span<Vector512<uint>> u = stackalloc Vector512<uint>[AmxTile];
+            for (var i = 0; i < 8; i++)
+            {
+                t[2 * i] = Avx512F.UnpackLow(v[2 * i], v[(2 * i) + 1]);
+                t[(2 * i) + 1] = Avx512F.UnpackHigh(v[2 * i], v[(2 * i) + 1]);
+            }
+
+            // u[4i + j], 128-bit lane L: column 4L + j of rows 4i..4i+3.
+            for (var i = 0; i < 4; i++)
+            {
+                Vector512<ulong> a = t[4 * i].AsUInt64(), b = t[(4 * i) + 1].AsUInt64(), c = t[(4 * i) + 2].AsUInt64(), d = t[(4 * i) + 3].AsUInt64();
+                u[4 * i] = Avx512F.UnpackLow(a, c).AsUInt32();
+                u[(4 * i) + 1] = Avx512F.UnpackHigh(a, c).AsUInt32();
+                u[(4 * i) + 2] = Avx512F.UnpackLow(b, d).AsUInt32();
+                u[(4 * i) + 3] = Avx512F.UnpackHigh(b, d).AsUInt32();
+            }
+
+            for (var j = 0; j < 4; j++)
+            {
+                t[j] = Avx512F.Shuffle4x128(u[j], u[4 + j], 0x88);
+                t[4 + j] = Avx512F.Shuffle4x128(u[j], u[4 + j], 0xDD);
+                t[8 + j] = Avx512F.Shuffle4x128(u[8 + j], u[12 + j], 0x88);
+                t[12 + j] = Avx512F.Shuffle4x128(u[8 + j], u[12 + j], 0xDD);
+            }
+
+            for (var j = 0; j < 4; j++)
+            {
+                v[j] = Avx512F.Shuffle4x128(t[j], t[8 + j], 0x88);
+                v[8 + j] = Avx512F.Shuffle4x128(t[j], t[8 + j], 0xDD);
+                v[4 + j] = Avx512F.Shuffle4x128(t[4 + j], t[12 + j], 0x88);
+                v[12 + j] = Avx512F.Shuffle4x128(t[4 + j], t[12 + j], 0xDD);
             }
         }
 
@@ -354,6 +541,28 @@ internal static unsafe class CpuMatMul
             return;
         }
 
+        job.Amx = width >= 512 && tokens >= AmxMinTokens && job.AllowAmx
+            ? weight.DType switch
+            {
+                // Infinities and NaN in the weights would turn the split's low parts into NaN: those take the vector path.
+                DType.F16 when weight.HalfValuesFinite => CpuAmx.F16,
+                DType.BF16 => CpuAmx.Bf16,
+                _ => null,
+            }
+            : null;
+        job.X = x.F32Pointer;
+        job.W = weight.Pointer;
+        job.Bias = bias == null ? null : bias.F32Pointer;
+        job.Y = output.F32Pointer;
+        job.Tokens = tokens;
+        job.In = inFeatures;
+        job.Out = outFeatures;
+        if (job.Amx is { } amx)
+        {
+            RunAmx(pool, job, amx);
+            return;
+        }
+
         var rowBytes = Math.Max(1L, (long)inFeatures * weight.DType.SizeInBytes());
         var tileRows = (int)Math.Clamp(TileBytes / rowBytes, RowGroup, 256);
 
@@ -375,18 +584,40 @@ internal static unsafe class CpuMatMul
             job.PrepareEvenOdd(x.F32Pointer, inFeatures);
         }
 
-        job.X = x.F32Pointer;
-        job.W = weight.Pointer;
-        job.Bias = bias == null ? null : bias.F32Pointer;
-        job.Y = output.F32Pointer;
-        job.Tokens = tokens;
-        job.In = inFeatures;
-        job.Out = outFeatures;
         job.TileRows = tileRows;
         job.TokenGroup = TokenGroupFor(width);
         job.WeightType = weight.DType;
         job.Width = width;
         pool.Run(job, (outFeatures + tileRows - 1) / tileRows);
+    }
+
+    /// <summary>
+    /// A product on the AMX kernel (<see cref="Job.Amx"/>, with x, the weights and the shapes set on the job): x packed
+    /// one token tile a work item, then groups of 16 rows in work items of an even number of groups (about eight
+    /// items a thread, so a slow thread can be caught up), each item one kernel call that converts its weights once.
+    /// </summary>
+    private static void RunAmx(CpuWorkerPool pool, Job job, CpuAmx.HalfKernel kernel)
+    {
+        var blocks = (job.In + 31) / 32;
+        var tiles = (job.Tokens + AmxTile - 1) / AmxTile;
+        var activationBytes = (long)tiles * blocks * 2048;
+        var chunks = activationBytes <= AmxWholeRowBytes ? 1 : (int)((activationBytes + AmxChunkBytes - 1) / AmxChunkBytes);
+        var chunk = (blocks + chunks - 1) / chunks;
+        chunks = (blocks + chunk - 1) / chunk;
+
+        var groups = (job.Out + AmxTile - 1) / AmxTile;
+        var groupsPerItem = (groups + (pool.ThreadCount * 8) - 1) / (pool.ThreadCount * 8);
+        groupsPerItem = (groupsPerItem + 1) & ~1;
+        job.EnsureAmx((long)tiles * blocks * 1024, pool.ThreadCount, kernel.ScratchBytes(chunk, chunks, groupsPerItem, tiles));
+        job.AmxTokenTiles = tiles;
+        job.AmxChunk = chunk;
+        job.AmxGroupsPerItem = groupsPerItem;
+        job.AmxProducts++;
+
+        job.AmxPacking = true;
+        pool.Run(job, tiles);
+        job.AmxPacking = false;
+        pool.Run(job, (groups + groupsPerItem - 1) / groupsPerItem);
     }
 
     public static void RunQuantized(CpuWorkerPool pool, Job job, int width, CpuTensor x, QuantizedWeight weight, CpuTensor? bias, CpuTensor output)
@@ -419,6 +650,7 @@ internal static unsafe class CpuMatMul
         job.EnsureScratch(pool.ThreadCount, (long)tileRows * inFeatures);
 
         job.Quantized = true;
+        job.Amx = null;
         job.FiniteHalves = false;
         job.Encoding = weight.Encoding;
         job.Scales = ((CpuTensor)weight.Scales).F32Pointer;
