@@ -13,7 +13,7 @@ public sealed class CpuAmxHalfTests
 {
     public static TheoryData<DType, int, int, int, bool> Shapes()
     {
-        // Tokens: one whole tile (AmxMinTokens), a tile and one, padded tails over odd and even tile counts. In features:
+        // Tokens: one whole tile (AmxF16MinTokens), a tile and one, padded tails over odd and even tile counts. In features:
         // 1 and 3 (one partial block, where the fp32 sum adds almost nothing to the split's own error, so the bound is
         // tight), whole blocks with a partial one (45, 103), 96, 1000, and 3300 with 77 tokens: five tiles × 104 blocks ×
         // 2 KiB of packed activations, past 1 MiB, so the kernel walks the row in three chunks and keeps its sums in
@@ -112,16 +112,20 @@ public sealed class CpuAmxHalfTests
         }
     }
 
-    [AmxHalfFact]
-    public void Fewer_tokens_than_a_tile_stay_on_the_vector_units()
+    [AmxHalfTheory]
+    [InlineData(DType.F16, CpuMatMul.AmxF16MinTokens)]
+    [InlineData(DType.BF16, CpuMatMul.AmxBf16MinTokens)]
+    public void Fewer_tokens_than_the_threshold_stay_on_the_vector_units(DType type, int minTokens)
     {
         var random = new Random(9);
-        var (bytes, _) = Weights(random, DType.F16, 32 * 64);
+        var (bytes, _) = Weights(random, type, 32 * 64);
         using var backend = new CpuBackend(3, 512);
-        Product(backend, DType.F16, CpuMatMul.AmxMinTokens - 1, 64, 32, bytes, new float[(CpuMatMul.AmxMinTokens - 1) * 64], null);
+        Product(backend, type, minTokens - 1, 64, 32, bytes, new float[(minTokens - 1) * 64], null);
         Assert.Equal(0, backend.AmxHalfProducts);
+        Product(backend, type, minTokens, 64, 32, bytes, new float[minTokens * 64], null);
+        Assert.Equal(1, backend.AmxHalfProducts);
         using var vectorOnly = new CpuBackend(3, 512, amx: false);
-        Product(vectorOnly, DType.F16, 64, 64, 32, bytes, new float[64 * 64], null);
+        Product(vectorOnly, type, 64, 64, 32, bytes, new float[64 * 64], null);
         Assert.Equal(0, vectorOnly.AmxHalfProducts);
     }
 

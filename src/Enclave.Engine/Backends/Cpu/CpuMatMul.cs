@@ -15,7 +15,8 @@ namespace Enclave.Engine.Backends.Cpu;
 /// for every token of the group, each x vector for all four rows.
 /// With one token (decode) this degenerates to a streaming GEMV over four rows at a time, split across threads.
 ///
-/// F16 (without infinities or NaN) and BF16 products of <see cref="AmxMinTokens"/> or more tokens run on AMX-BF16 tiles
+/// F16 (without infinities or NaN) and BF16 products of <see cref="AmxF16MinTokens"/> (BF16: <see cref="AmxBf16MinTokens"/>)
+/// or more tokens run on AMX-BF16 tiles
 /// where the CPU has them (<see cref="CpuAmx.F16"/>, <see cref="CpuAmx.Bf16"/>): x is split once per product into high
 /// and low bf16 parts packed as B tiles, the kernel converts each pair of 16-row weight groups the same way into
 /// per-thread scratch once per call, and the tile unit sums the products of the parts that matter in fp32, within
@@ -40,9 +41,19 @@ internal static unsafe class CpuMatMul
     private const int AmxTile = 16;
 
     /// <summary>
-    /// Tokens from which F16 and BF16 products run on AMX tiles where there is a kernel (see <see cref="RunAmx"/>).
+    /// Tokens from which F16 products run on AMX tiles where there is a kernel (see <see cref="RunAmx"/>). Every weight
+    /// is converted once a call (about 0.2 ns a weight on one core), so few tokens pay for it against the vector path,
+    /// which widens halves once a tile as well: on the Emerald Rapids VM, two threads, 12 tokens won on [1536 x 1536]
+    /// and [8960 x 1536] and lost on the 8960-column down projection (3.3-3.6 ms against 2.7-3.1), 16 won or tied on
+    /// all three (down 3.3-3.6 against 3.8-4.9 ms; tools/CpuBench prefill).
     /// </summary>
-    internal const int AmxMinTokens = 16;
+    internal const int AmxF16MinTokens = 16;
+
+    /// <summary>
+    /// Tokens from which BF16 products run on AMX tiles: their weights need no conversion and two tile products, so
+    /// 8 tokens already won on all three shapes (0.19-0.25 against 0.31-0.35 ms on [1536 x 1536]) and 4 lost.
+    /// </summary>
+    internal const int AmxBf16MinTokens = 8;
 
     /// <summary>
     /// Bytes of packed activations (both bf16 parts of every token tile) up to which the AMX kernel walks whole rows;
@@ -541,12 +552,12 @@ internal static unsafe class CpuMatMul
             return;
         }
 
-        job.Amx = width >= 512 && tokens >= AmxMinTokens && job.AllowAmx
+        job.Amx = width >= 512 && job.AllowAmx
             ? weight.DType switch
             {
                 // Infinities and NaN in the weights would turn the split's low parts into NaN: those take the vector path.
-                DType.F16 when weight.HalfValuesFinite => CpuAmx.F16,
-                DType.BF16 => CpuAmx.Bf16,
+                DType.F16 when tokens >= AmxF16MinTokens && weight.HalfValuesFinite => CpuAmx.F16,
+                DType.BF16 when tokens >= AmxBf16MinTokens => CpuAmx.Bf16,
                 _ => null,
             }
             : null;
