@@ -3,7 +3,7 @@ using Enclave.Engine.Backends;
 using Enclave.Engine.Backends.Cpu;
 
 // Measures the CPU backend's matmul against the machine's memory bandwidth.
-// usage: dotnet run -c Release --project tools/CpuBench [threads] [quick | kernel | qkernel | prefill [tokens,...] | pairs | q8decode | attention [contexts] [calls] | decode]
+// usage: dotnet run -c Release --project tools/CpuBench [threads] [quick | kernel | qkernel | prefill [tokens,...] [cold] | pairs | q8decode | attention [contexts] [calls] | decode]
 var threads = args.Length > 0 ? int.Parse(args[0]) : 0;
 var quick = args.Length > 1 && args[1] == "quick";
 
@@ -47,13 +47,21 @@ if (args.Length > 1 && args[1] == "prefill")
     // F16 and BF16 prefill products of R1-Distill-Qwen-1.5B's shapes (q/o, gate/up, down) at several token counts,
     // best of many runs, on all threads: run once as is and once with ENCLAVE_CPU_AMX_F16=0 to set the AMX-BF16
     // kernels against the vector path (where each token count starts to win is CpuMatMul.AmxMinTokens).
+    // "cold": the weights rotate through copies that together exceed the last-level cache, as a model's layers do.
     int[] counts = args.Length > 2 ? [.. args[2].Split(',').Select(int.Parse)] : [8, 12, 16, 24, 32, 48, 64, 128];
+    var cold = args.Length > 3 && args[3] == "cold";
     foreach (var dtype in new[] { DType.F16, DType.BF16 })
     {
         foreach (var (rows, columns) in new[] { (1536, 1536), (8960, 1536), (1536, 8960) })
         {
-            using var w = backend.Allocate(dtype, rows, columns);
-            backend.UploadBytes(RandomWeights((long)rows * columns * 2, dtype, 1), w);
+            var bytes = (long)rows * columns * 2;
+            var weights = new DeviceTensor[cold ? (int)Math.Max(2, (ColdBytes + bytes - 1) / bytes) : 1];
+            for (var c = 0; c < weights.Length; c++)
+            {
+                weights[c] = backend.Allocate(dtype, rows, columns);
+                backend.UploadBytes(RandomWeights(bytes, dtype, c + 1), weights[c]);
+            }
+
             foreach (var tokens in counts)
             {
                 using var x = backend.Allocate(DType.F32, tokens, columns);
@@ -64,11 +72,16 @@ if (args.Length > 1 && args[1] == "prefill")
                 for (var i = 0; i < 3 || Stopwatch.GetTimestamp() < deadline; i++)
                 {
                     var start = Stopwatch.GetTimestamp();
-                    backend.MatMul(x, w, null, y);
+                    backend.MatMul(x, weights[i % weights.Length], null, y);
                     best = Math.Min(best, Stopwatch.GetElapsedTime(start).TotalSeconds);
                 }
 
                 Console.WriteLine($"prefill {dtype,-4} [{rows} x {columns}] T={tokens,-4} {best * 1e3,8:F3} ms {2.0 * tokens * rows * columns / best / 1e9,7:F1} GFLOP/s");
+            }
+
+            foreach (var w in weights)
+            {
+                w.Dispose();
             }
         }
     }
