@@ -100,14 +100,21 @@ internal static unsafe partial class CpuAmx
     /// <summary>
     /// A 16-bit float weight kernel on AMX-BF16 tiles (tools/cpu-kernels/half_amx.h: f16_amx.c, bf16_amx.c): weights
     /// converted per call, a pair of 16-row groups at a time, into high and low bf16 A tiles in scratch (BF16: copied,
-    /// they are exact), against the activations split the same way into B tiles (<see cref="CpuMatMul"/> packs them),
-    /// fp32 sums. Called as (w, wStride, rows, in, xb, tokenTiles, tokens, y, yStride, bias, chunk, scratch, config):
-    /// any row count and length, <c>chunk</c> blocks of 32 values a pass over the activations.
+    /// they are exact), against the activations split the same way into B tiles by <see cref="Pack"/>, fp32 sums.
+    /// Called as (w, wStride, rows, in, xb, tokenTiles, tokens, y, yStride, bias, chunk, scratch, config): any row
+    /// count and length, <c>chunk</c> blocks of 32 values a pass over the activations.
     /// </summary>
-    internal readonly struct HalfKernel(byte* entry, byte* config, bool splitWeights)
+    internal readonly struct HalfKernel(byte* entry, byte* pack, byte* config, bool splitWeights)
     {
         public delegate* unmanaged<ushort*, long, int, int, ushort*, int, int, float*, long, float*, int, byte*, byte*, void> Entry { get; } =
             (delegate* unmanaged<ushort*, long, int, int, ushort*, int, int, float*, long, float*, int, byte*, byte*, void>)entry;
+
+        /// <summary>
+        /// The activations' split into the kernel's B tiles, one token tile a call (tools/cpu-kernels/half_pack_amx.c),
+        /// called as (x, xStride, in, tokens, tile, xb).
+        /// </summary>
+        public delegate* unmanaged<float*, long, int, int, int, ushort*, void> Pack { get; } =
+            (delegate* unmanaged<float*, long, int, int, int, ushort*, void>)pack;
 
         /// <summary>The 64-byte tile configuration the kernel loads: all eight tiles 16 rows × 64 bytes.</summary>
         public byte* Config { get; } = config;
@@ -137,7 +144,7 @@ internal static unsafe partial class CpuAmx
         public string Status { get; } = status;
     }
 
-    /// <summary>The machine code of the kernels, in the order of <see cref="Formats"/>, then the bf16 ones (Q8_0, F16, BF16).</summary>
+    /// <summary>The machine code of the kernels, in the order of <see cref="Formats"/>, then the bf16 ones (Q8_0, F16, BF16) and the activation split of the last two.</summary>
     private static ReadOnlySpan<byte> Code(int index) => index switch
     {
         0 => AmxCode.Q8_0,
@@ -147,7 +154,8 @@ internal static unsafe partial class CpuAmx
         4 => AmxCode.Q6_K,
         5 => AmxCode.Q8_0_Bf16,
         6 => AmxCode.F16,
-        _ => AmxCode.Bf16,
+        7 => AmxCode.Bf16,
+        _ => AmxCode.Half_Pack,
     };
 
     private static State Load()
@@ -183,7 +191,7 @@ internal static unsafe partial class CpuAmx
             }
 
             // The kernels in one executable mapping, each at a 64-byte boundary.
-            var offsets = new int[Formats.Length + 3];
+            var offsets = new int[Formats.Length + 4];
             var end = 0;
             for (var i = 0; i < offsets.Length; i++)
             {
@@ -234,8 +242,8 @@ internal static unsafe partial class CpuAmx
             }
 
             return new(kernels, "AMX tiles for Q8_0, F16 and BF16 (bf16), Q5_0, Q4_K, Q5_K and Q6_K (int8) prefill products", q8_0Bf16,
-                new HalfKernel(memory + offsets[Formats.Length + 1], config64, splitWeights: true),
-                new HalfKernel(memory + offsets[Formats.Length + 2], config64, splitWeights: false));
+                new HalfKernel(memory + offsets[Formats.Length + 1], memory + offsets[Formats.Length + 3], config64, splitWeights: true),
+                new HalfKernel(memory + offsets[Formats.Length + 2], memory + offsets[Formats.Length + 3], config64, splitWeights: false));
         }
         catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
         {

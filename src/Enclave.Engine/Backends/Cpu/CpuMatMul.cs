@@ -1,7 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.X86;
 
 namespace Enclave.Engine.Backends.Cpu;
 
@@ -190,7 +189,8 @@ internal static unsafe class CpuMatMul
             {
                 if (AmxPacking)
                 {
-                    PackAmxTile(index);
+                    // Token tile `index` of x split into high and low bf16 B tiles (tools/cpu-kernels/half_pack_amx.c).
+                    amx.Pack(X, In, In, Tokens, index, AmxX);
                 }
                 else
                 {
@@ -220,102 +220,6 @@ internal static unsafe class CpuMatMul
                 default:
                     Tile<SimdScalar, float>(rowStart, rowEnd, worker);
                     break;
-            }
-        }
-
-        /// <summary>
-        /// Token tile <paramref name="tile"/> of x as B tiles (<see cref="AmxX"/>): each value a = ahi + alo (+ a rest
-        /// below 2^-16·|a|), ahi = a rounded to 8 significant bits (half an ulp added to the fp32 bits, the low 16
-        /// cleared: nearest, ties away from zero; a − ahi is exact in fp32), alo = a − ahi rounded the same way. A
-        /// block's 32 values of a token are 16 dwords of two bf16 each, which a 16 × 16 transpose turns into the
-        /// 16 tile rows of the block (tile row k: values 2k and 2k + 1 of each token).
-        /// </summary>
-        private void PackAmxTile(int tile)
-        {
-            var blocks = (In + 31) / 32;
-            Span<Vector512<uint>> high = stackalloc Vector512<uint>[AmxTile];
-            Span<Vector512<uint>> low = stackalloc Vector512<uint>[AmxTile];
-            var padded = stackalloc float[32];
-            var round = Vector512.Create(0x8000u);
-            var top = Vector512.Create(0xFFFF0000u);
-            for (var b = 0; b < blocks; b++)
-            {
-                var column = b * 32;
-                for (var t = 0; t < AmxTile; t++)
-                {
-                    var token = (tile * AmxTile) + t;
-                    if (token >= Tokens)
-                    {
-                        high[t] = Vector512<uint>.Zero;
-                        low[t] = Vector512<uint>.Zero;
-                        continue;
-                    }
-
-                    var source = X + ((long)token * In) + column;
-                    if (column + 32 > In)
-                    {
-                        // The row's last, partial block: zero past its end.
-                        new Span<float>(padded, 32).Clear();
-                        new ReadOnlySpan<float>(source, In - column).CopyTo(new Span<float>(padded, 32));
-                        source = padded;
-                    }
-
-                    var a0 = Vector512.Load(source);
-                    var a1 = Vector512.Load(source + 16);
-                    var h0 = (a0.AsUInt32() + round) & top;
-                    var h1 = (a1.AsUInt32() + round) & top;
-                    var l0 = ((a0 - h0.AsSingle()).AsUInt32() + round) & top;
-                    var l1 = ((a1 - h1.AsSingle()).AsUInt32() + round) & top;
-                    high[t] = Vector512.Narrow(h0 >> 16, h1 >> 16).AsUInt32();
-                    low[t] = Vector512.Narrow(l0 >> 16, l1 >> 16).AsUInt32();
-                }
-
-                Transpose(high);
-                Transpose(low);
-                var destination = (uint*)(AmxX + (((long)tile * blocks) + b) * 1024);
-                for (var k = 0; k < AmxTile; k++)
-                {
-                    high[k].Store(destination + (k * AmxTile));
-                    low[k].Store(destination + 256 + (k * AmxTile));
-                }
-            }
-        }
-
-        /// <summary>16 rows of 16 dwords in place to 16 columns: in-lane unpacks of dwords and qwords, then two rounds of 128-bit lane shuffles.</summary>
-        private static void Transpose(Span<Vector512<uint>> v)
-        {
-            Span<Vector512<uint>> t = stackalloc Vector512<uint>[AmxTile];
-            Span<Vector512<uint>> u = stackalloc Vector512<uint>[AmxTile];
-            for (var i = 0; i < 8; i++)
-            {
-                t[2 * i] = Avx512F.UnpackLow(v[2 * i], v[(2 * i) + 1]);
-                t[(2 * i) + 1] = Avx512F.UnpackHigh(v[2 * i], v[(2 * i) + 1]);
-            }
-
-            // u[4i + j], 128-bit lane L: column 4L + j of rows 4i..4i+3.
-            for (var i = 0; i < 4; i++)
-            {
-                Vector512<ulong> a = t[4 * i].AsUInt64(), b = t[(4 * i) + 1].AsUInt64(), c = t[(4 * i) + 2].AsUInt64(), d = t[(4 * i) + 3].AsUInt64();
-                u[4 * i] = Avx512F.UnpackLow(a, c).AsUInt32();
-                u[(4 * i) + 1] = Avx512F.UnpackHigh(a, c).AsUInt32();
-                u[(4 * i) + 2] = Avx512F.UnpackLow(b, d).AsUInt32();
-                u[(4 * i) + 3] = Avx512F.UnpackHigh(b, d).AsUInt32();
-            }
-
-            for (var j = 0; j < 4; j++)
-            {
-                t[j] = Avx512F.Shuffle4x128(u[j], u[4 + j], 0x88);
-                t[4 + j] = Avx512F.Shuffle4x128(u[j], u[4 + j], 0xDD);
-                t[8 + j] = Avx512F.Shuffle4x128(u[8 + j], u[12 + j], 0x88);
-                t[12 + j] = Avx512F.Shuffle4x128(u[8 + j], u[12 + j], 0xDD);
-            }
-
-            for (var j = 0; j < 4; j++)
-            {
-                v[j] = Avx512F.Shuffle4x128(t[j], t[8 + j], 0x88);
-                v[8 + j] = Avx512F.Shuffle4x128(t[j], t[8 + j], 0xDD);
-                v[4 + j] = Avx512F.Shuffle4x128(t[4 + j], t[12 + j], 0x88);
-                v[12 + j] = Avx512F.Shuffle4x128(t[4 + j], t[12 + j], 0xDD);
             }
         }
 
