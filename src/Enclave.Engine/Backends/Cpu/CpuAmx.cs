@@ -34,10 +34,10 @@ internal static unsafe partial class CpuAmx
     /// <summary>The Q8_0 kernel on AMX-BF16 tiles, or null where the CPU lacks AMX-BF16 or AVX512-BF16 (or has no AMX kernels).</summary>
     public static Bf16Kernel? Q8_0Bf16 => Loaded.Value.Q8_0Bf16;
 
-    /// <summary>The F16 weight kernel on AMX-BF16 tiles, or null where the Q8_0 one is (or ENCLAVE_CPU_AMX_F16=0).</summary>
+    /// <summary>The F16 weight kernel on AMX-BF16 tiles, or null where the Q8_0 one is null or ENCLAVE_CPU_AMX_F16=0.</summary>
     public static HalfKernel? F16 => Loaded.Value.F16;
 
-    /// <summary>The BF16 weight kernel on AMX-BF16 tiles, or null where the Q8_0 one is (or ENCLAVE_CPU_AMX_F16=0).</summary>
+    /// <summary>The BF16 weight kernel on AMX-BF16 tiles, or null where the Q8_0 one is null or ENCLAVE_CPU_AMX_F16=0.</summary>
     public static HalfKernel? Bf16 => Loaded.Value.Bf16;
 
     /// <summary>The kernel for weights of <paramref name="type"/>, or null where there is none (or no AMX here).</summary>
@@ -144,7 +144,10 @@ internal static unsafe partial class CpuAmx
         public string Status { get; } = status;
     }
 
-    /// <summary>The machine code of the kernels, in the order of <see cref="Formats"/>, then the bf16 ones (Q8_0, F16, BF16) and the activation split of the last two.</summary>
+    /// <summary>
+    /// The machine code of the kernels, in the order of <see cref="Formats"/>, then the bf16 ones (Q8_0, F16, BF16) and
+    /// the activation split of the last two.
+    /// </summary>
     private static ReadOnlySpan<byte> Code(int index) => index switch
     {
         0 => AmxCode.Q8_0,

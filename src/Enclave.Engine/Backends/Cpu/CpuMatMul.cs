@@ -14,12 +14,12 @@ namespace Enclave.Engine.Backends.Cpu;
 /// for every token of the group, each x vector for all four rows.
 /// With one token (decode) this degenerates to a streaming GEMV over four rows at a time, split across threads.
 ///
-/// F16 (without infinities or NaN) and BF16 products of <see cref="AmxF16MinTokens"/> (BF16: <see cref="AmxBf16MinTokens"/>)
-/// or more tokens run on AMX-BF16 tiles
-/// where the CPU has them (<see cref="CpuAmx.F16"/>, <see cref="CpuAmx.Bf16"/>): x is split once per product into high
-/// and low bf16 parts packed as B tiles, the kernel converts each pair of 16-row weight groups the same way into
-/// per-thread scratch once per call, and the tile unit sums the products of the parts that matter in fp32, within
-/// about 2^-15 of each product (see tools/cpu-kernels/half_amx.h).
+/// F16 (without infinities or NaN) and BF16 products of <see cref="AmxF16MinTokens"/> (BF16:
+/// <see cref="AmxBf16MinTokens"/>) or more tokens run on AMX-BF16 tiles where the CPU has them (<see cref="CpuAmx.F16"/>,
+/// <see cref="CpuAmx.Bf16"/>): x is split once per product into high and low bf16 parts packed as B tiles, the kernel
+/// converts each pair of 16-row weight groups the same way into per-thread scratch once per call, and the tile unit
+/// sums the products of the parts that matter in fp32, within about 2^-15 of each product (see
+/// tools/cpu-kernels/half_amx.h).
 /// </summary>
 internal static unsafe class CpuMatMul
 {
@@ -43,8 +43,8 @@ internal static unsafe class CpuMatMul
     /// Tokens from which F16 products run on AMX tiles where there is a kernel (see <see cref="RunAmx"/>). Every weight
     /// is converted once a call (about 0.2 ns a weight on one core), so few tokens pay for it against the vector path,
     /// which widens halves once a tile as well: on the Emerald Rapids VM, two threads, 12 tokens won on [1536 x 1536]
-    /// and [8960 x 1536] and lost on the 8960-column down projection (3.3-3.6 ms against 2.7-3.1), 16 won or tied on
-    /// all three (down 3.3-3.6 against 3.8-4.9 ms; tools/CpuBench prefill).
+    /// and [8960 x 1536] and lost on the 8960-column down projection (3.3-3.6 ms against 2.7-3.1), 16 won on all three
+    /// (down 3.6-3.7 against 3.8-4.9 ms; tools/CpuBench prefill).
     /// </summary>
     internal const int AmxF16MinTokens = 16;
 
@@ -194,7 +194,8 @@ internal static unsafe class CpuMatMul
                 }
                 else
                 {
-                    // Work item `index`: its groups of 16 rows (the last one perhaps partial) in one kernel call.
+                    // Work item `index`: its groups of 16 rows (the last one perhaps partial) in one kernel call,
+                    // y[:, first..first + rows] = x · W[first..first + rows]ᵀ (+ bias) with W: [out, in] F16 or BF16.
                     var first = index * AmxGroupsPerItem * AmxTile;
                     var rows = Math.Min(Out - first, AmxGroupsPerItem * AmxTile);
                     amx.Entry((ushort*)W + ((long)first * In), In, rows, In, AmxX, AmxTokenTiles, Tokens, Y + first, Out,
@@ -510,9 +511,12 @@ internal static unsafe class CpuMatMul
     /// A product on the AMX kernel (<see cref="Job.Amx"/>, with x, the weights and the shapes set on the job): x packed
     /// one token tile a work item, then groups of 16 rows in work items of an even number of groups (about eight
     /// items a thread, so a slow thread can be caught up), each item one kernel call that converts its weights once.
+    /// Packed x past <see cref="AmxWholeRowBytes"/> is walked in chunks of about <see cref="AmxChunkBytes"/> (at 128
+    /// tokens, the 8960-column down projection: 9.3 ms on one core against 24 ms for whole rows).
     /// </summary>
     private static void RunAmx(CpuWorkerPool pool, Job job, CpuAmx.HalfKernel kernel)
     {
+        // Packed x: [tiles][blocks][2][16][16][2] bf16, 2 KiB a tile and block.
         var blocks = (job.In + 31) / 32;
         var tiles = (job.Tokens + AmxTile - 1) / AmxTile;
         var activationBytes = (long)tiles * blocks * 2048;
