@@ -1761,6 +1761,15 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         }
     }
 
+    /// <summary><see cref="Require(CudaTensor, DType)"/> for each of <paramref name="tensors"/> (a span, so a per-layer call allocates nothing).</summary>
+    private static void Require(DType dtype, params ReadOnlySpan<CudaTensor> tensors)
+    {
+        foreach (var t in tensors)
+        {
+            Require(t, dtype);
+        }
+    }
+
     private CudaContext Live()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
@@ -1821,10 +1830,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         var xt = Cuda(x);
         var w = Cuda(weight);
         var o = Cuda(output);
-        foreach (var t in new[] { xt, w, o })
-        {
-            Require(t, DType.F32);
-        }
+        Require(DType.F32, xt, w, o);
 
         int tokens = xt.Shape[0], heads = xt.Shape[1], inDim = xt.Shape[2], outDim = w.Shape[1];
         if (w.Rank != 3 || w.Shape[0] != heads || w.Shape[2] != inDim || o.ElementCount != (long)tokens * heads * outDim)
@@ -1904,10 +1910,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
             throw new ArgumentException($"LatentQuery shapes do not match: q {qt}, key absorb {w}, q full {o}, nope {nope}, rope {ropeWidth} (rotary {rotary}), rank {rank}, {_tokens} tokens");
         }
 
-        foreach (var t in new[] { qt, w, o })
-        {
-            Require(t, DType.F32);
-        }
+        Require(DType.F32, qt, w, o);
 
         if (rotary != ropeWidth || !FusedLatentOps)
         {
@@ -1937,10 +1940,7 @@ public sealed unsafe class CudaBackend : IBackend, IDeviceMemory, IDecodeGraphs
         var lt = Cuda(latent);
         var cache = Cuda(latentCache);
         var o = Cuda(output);
-        foreach (var t in new[] { qt, lt, cache, o })
-        {
-            Require(t, DType.F32);
-        }
+        Require(DType.F32, qt, lt, cache, o);
 
         EnsurePrepared(batch);
         int tokens = _tokens, heads = qt.Shape[1], width = qt.Shape[2], blockSize = cache.Shape[1];

@@ -99,8 +99,8 @@ internal static unsafe class CpuMatMul
         {
             if (_xEvenOddFloats < n)
             {
-                System.Runtime.InteropServices.NativeMemory.AlignedFree(_xEvenOdd);
-                _xEvenOdd = (float*)System.Runtime.InteropServices.NativeMemory.AlignedAlloc((nuint)n * sizeof(float), 64);
+                NativeMemory.AlignedFree(_xEvenOdd);
+                _xEvenOdd = (float*)NativeMemory.AlignedAlloc((nuint)n * sizeof(float), 64);
                 _xEvenOddFloats = n;
             }
 
@@ -176,7 +176,7 @@ internal static unsafe class CpuMatMul
             AmxScratch = null;
             _amxXWords = 0;
             _amxScratchCapacity = 0;
-            System.Runtime.InteropServices.NativeMemory.AlignedFree(_xEvenOdd);
+            NativeMemory.AlignedFree(_xEvenOdd);
             _xEvenOdd = null;
             _xEvenOddFloats = 0;
         }
